@@ -1,0 +1,138 @@
+// Package lab reads the description of the two-provider lab that integration/scripts/lab-up.sh
+// writes to $PEC_LAB/lab.json (default /tmp/pec-lab/lab.json). Every test and tool that talks to
+// the lab finds addresses, ports, users, certificates and sockets here; nothing else hard-codes
+// them.
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// DefaultBase is the lab's base directory when PEC_LAB is not set. It is short on purpose:
+// unix socket paths (Dovecot, the milter) are limited to 108 bytes.
+const DefaultBase = "/tmp/pec-lab"
+
+// Lab is the whole lab as lab.json describes it.
+type Lab struct {
+	Base      string      `json:"base"`
+	CA        CA          `json:"ca"`
+	Providers []*Provider `json:"providers"` // "a" and "b": PEC providers
+	Ordinary  *Provider   `json:"ordinary"`  // a plain, non-PEC mail domain ("the Internet")
+	LDAP      LDAP        `json:"ldap"`
+	Clamd     Clamd       `json:"clamd"`
+	SoftHSM   SoftHSM     `json:"softhsm"`
+	Wiring    string      `json:"wiring"` // "plain" or "pec"
+}
+
+// CA is the lab CA standing in for AgID CA1.
+type CA struct {
+	Cert string `json:"cert"` // PEM path
+	Key  string `json:"key"`  // PEM path (lab only)
+}
+
+// Provider is one mail system of the lab: a Postfix instance, its Dovecot, and (for PEC
+// providers) its signing token and certificate.
+type Provider struct {
+	ID             string `json:"id"`              // "a", "b", "o"
+	Name           string `json:"name"`            // providerName / gestore-emittente
+	IP             string `json:"ip"`              // 127.0.0.10, ...
+	Domain         string `json:"domain"`          // the mail domain served
+	ServiceAddress string `json:"service_address"` // From of system messages; cert SAN
+	ReceiptAddress string `json:"receipt_address"` // mailReceipt in the index
+	Postfix        struct {
+		ConfigDir  string `json:"config_dir"` // for postfix -c
+		MX         string `json:"mx"`         // host:port, port 25, STARTTLS offered
+		Submission string `json:"submission"` // host:port, port 587, STARTTLS + AUTH required
+		Reinject   string `json:"reinject"`   // host:port, no milters
+		Maillog    string `json:"maillog"`
+	} `json:"postfix"`
+	Dovecot struct {
+		ConfigFile string `json:"config_file"`
+		IMAP       string `json:"imap"` // host:port, plaintext login allowed on loopback
+		LMTP       string `json:"lmtp"` // host:port
+		Log        string `json:"log"`
+	} `json:"dovecot"`
+	MilterSocket string `json:"milter_socket"` // unix socket pec-milter listens on (PEC wiring)
+	LMTPD        string `json:"lmtpd"`         // host:port pec-lmtpd listens on (PEC wiring)
+	Users        []User `json:"users"`         // mailboxes, including the service mailbox
+	Token        *Token `json:"token,omitempty"`
+	Cert         string `json:"cert,omitempty"`        // provider signing certificate, PEM
+	CertSHA1     string `json:"cert_sha1,omitempty"`   // upper-case hex SHA-1 of the DER
+	ConfigFile   string `json:"config_file,omitempty"` // pec YAML config for this provider
+}
+
+// User is a mailbox with its password (SASL on submission, IMAP login).
+type User struct {
+	Address  string `json:"address"`
+	Password string `json:"password"`
+}
+
+// Token is the provider's SoftHSM2 token; the private key was generated on it.
+type Token struct {
+	Label    string `json:"label"`
+	PIN      string `json:"pin"`
+	SOPIN    string `json:"so_pin"`
+	KeyLabel string `json:"key_label"`
+	KeyID    string `json:"key_id"` // hex
+}
+
+// LDAP is the slapd holding the providers index.
+type LDAP struct {
+	URL      string `json:"url"`     // ldap://127.0.0.1:3890
+	BaseDN   string `json:"base_dn"` // o=postacert
+	BindDN   string `json:"bind_dn"`
+	Password string `json:"password"`
+	LDIF     string `json:"ldif"` // the LDIF loaded into it
+	PIDFile  string `json:"pid_file"`
+}
+
+// Clamd is the ClamAV daemon with the lab's test signatures.
+type Clamd struct {
+	Addr string `json:"addr"` // host:port for INSTREAM
+	Log  string `json:"log"`
+}
+
+// SoftHSM is the SoftHSM2 installation shared by the providers' tokens.
+type SoftHSM struct {
+	Conf   string `json:"conf"`   // value for SOFTHSM2_CONF
+	Module string `json:"module"` // /usr/lib/softhsm/libsofthsm2.so
+}
+
+// Path is the location of lab.json.
+func Path() string {
+	base := os.Getenv("PEC_LAB")
+	if base == "" {
+		base = DefaultBase
+	}
+	return filepath.Join(base, "lab.json")
+}
+
+// Load reads lab.json. It fails when the lab is not up.
+func Load() (*Lab, error) {
+	p := Path()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("lab: %w (run `make lab-up` first)", err)
+	}
+	var l Lab
+	if err := json.Unmarshal(b, &l); err != nil {
+		return nil, fmt.Errorf("lab: %s: %w", p, err)
+	}
+	return &l, nil
+}
+
+// Provider returns the provider with the given id ("a", "b" or "o").
+func (l *Lab) Provider(id string) (*Provider, error) {
+	if l.Ordinary != nil && l.Ordinary.ID == id {
+		return l.Ordinary, nil
+	}
+	for _, p := range l.Providers {
+		if p.ID == id {
+			return p, nil
+		}
+	}
+	return nil, fmt.Errorf("lab: no provider %q", id)
+}
