@@ -1,0 +1,152 @@
+package clamd_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/clamd"
+	"github.com/gestore-pec/gestore/pec/clamd/clamdtest"
+)
+
+func newClient(t *testing.T, addr string, timeout time.Duration) *clamd.Client {
+	t.Helper()
+	c, err := clamd.New(clamd.Config{Addr: addr, Timeout: timeout, ChunkSize: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func TestScanVerdicts(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), 5*time.Second)
+	ctx := context.Background()
+
+	v, err := c.Scan(ctx, strings.NewReader("hello, clean world\r\n"))
+	if err != nil || v != "" {
+		t.Fatalf("clean: virus=%q err=%v", v, err)
+	}
+	// The pattern crosses a chunk boundary (chunk size 1000).
+	body := strings.Repeat("x", 990) + clamdtest.EICAR + strings.Repeat("y", 3000)
+	v, err = c.Scan(ctx, strings.NewReader(body))
+	if err != nil || v != clamdtest.EICARName {
+		t.Fatalf("eicar: virus=%q err=%v", v, err)
+	}
+	v, err = c.Scan(ctx, strings.NewReader(""))
+	if err != nil || v != "" {
+		t.Fatalf("empty: virus=%q err=%v", v, err)
+	}
+	if srv.Scans() != 3 {
+		t.Fatalf("scans = %d, want 3", srv.Scans())
+	}
+}
+
+func TestScanTemporaryFailures(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		setup func(*clamdtest.Server)
+	}{
+		{"error reply", func(s *clamdtest.Server) { s.SetMode(clamdtest.Error) }},
+		{"connection closed", func(s *clamdtest.Server) { s.SetMode(clamdtest.CloseConn) }},
+		{"hang", func(s *clamdtest.Server) { s.SetMode(clamdtest.Hang) }},
+		{"size limit", func(s *clamdtest.Server) { s.SetStreamMaxLength(2000) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := clamdtest.New(t)
+			tc.setup(srv)
+			c := newClient(t, srv.Addr(), 300*time.Millisecond)
+			start := time.Now()
+			v, err := c.Scan(context.Background(), strings.NewReader(strings.Repeat("z", 100_000)))
+			if err == nil {
+				t.Fatalf("no error, virus %q", v)
+			}
+			if !errors.Is(err, clamd.ErrUnavailable) {
+				t.Fatalf("error %v does not wrap ErrUnavailable", err)
+			}
+			var tmp interface{ Temporary() bool }
+			if !errors.As(err, &tmp) || !tmp.Temporary() {
+				t.Fatalf("error %v is not temporary", err)
+			}
+			if d := time.Since(start); d > 3*time.Second {
+				t.Fatalf("took %v, timeout not honoured", d)
+			}
+		})
+	}
+}
+
+func TestScanRefused(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	c := newClient(t, addr, time.Second)
+	if _, err := c.Scan(context.Background(), strings.NewReader("x")); !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+}
+
+func TestScanContextCancel(t *testing.T) {
+	srv := clamdtest.New(t)
+	srv.SetMode(clamdtest.Hang)
+	c := newClient(t, srv.Addr(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Scan(ctx, strings.NewReader("x")); !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("err = %v", err)
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("cancel not honoured")
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, io.ErrClosedPipe }
+
+func TestScanReaderError(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), time.Second)
+	if _, err := c.Scan(context.Background(), failingReader{}); err == nil {
+		t.Fatal("a failing reader must fail the scan")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, cfg := range []clamd.Config{
+		{},
+		{Addr: "no-port"},
+		{Addr: "unix:"},
+		{Addr: "127.0.0.1:3310", Timeout: -1},
+		{Addr: "127.0.0.1:3310", ChunkSize: -5},
+	} {
+		if _, err := clamd.New(cfg); err == nil || !strings.HasPrefix(err.Error(), "clamd.") {
+			t.Errorf("New(%+v) = %v, want an error naming the key", cfg, err)
+		}
+	}
+	if _, err := clamd.New(clamd.Config{Addr: "unix:/run/clamav/clamd.ctl"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func FuzzParseReply(f *testing.F) {
+	for _, s := range []string{"stream: OK", "stream: Eicar FOUND", "x ERROR", "", "stream: FOUND", "1: stream: OK"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		v, err := clamd.ParseReplyForTest(s)
+		if err == nil && v != "" && strings.ContainsAny(v, "\x00") {
+			t.Fatalf("virus name with NUL from %q", s)
+		}
+		if err != nil && !errors.Is(err, clamd.ErrUnavailable) {
+			t.Fatalf("error %v does not wrap ErrUnavailable", err)
+		}
+	})
+}

@@ -1,0 +1,161 @@
+// Package clamdtest is a fake clamd for tests: it speaks INSTREAM on 127.0.0.1:0, reports
+// the EICAR test string (and any other configured pattern) as a virus, and can be switched to
+// misbehave (refuse, hang, answer ERROR, enforce a stream size limit) so callers can test
+// their temporary-failure paths without a real ClamAV.
+package clamdtest
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+)
+
+// EICAR is the standard antivirus test string (68 bytes).
+const EICAR = `X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*`
+
+// EICARName is the signature name the fake reports for EICAR, like clamd with the lab's
+// custom database.
+const EICARName = "PEC.Test.EICAR.UNOFFICIAL"
+
+// Mode selects how the fake answers.
+type Mode int
+
+const (
+	Normal    Mode = iota // scan and answer OK / FOUND
+	Hang                  // read everything, never answer (until the client gives up)
+	Error                 // answer "Unexpected error. ERROR"
+	CloseConn             // close the connection without answering
+)
+
+// Server is a running fake clamd.
+type Server struct {
+	ln       net.Listener
+	mu       sync.Mutex
+	mode     Mode
+	maxLen   int64
+	patterns map[string]string // byte pattern -> signature name
+	scans    int
+	wg       sync.WaitGroup
+	done     chan struct{}
+}
+
+// New starts a fake clamd on 127.0.0.1:0 and stops it when the test ends.
+func New(tb testing.TB) *Server {
+	tb.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &Server{ln: ln, patterns: map[string]string{EICAR: EICARName}, done: make(chan struct{})}
+	s.wg.Add(1)
+	go s.serve()
+	tb.Cleanup(s.Close)
+	return s
+}
+
+// Addr is host:port for clamd.Config.Addr.
+func (s *Server) Addr() string { return s.ln.Addr().String() }
+
+// SetMode switches the behaviour for the following scans.
+func (s *Server) SetMode(m Mode) { s.mu.Lock(); s.mode = m; s.mu.Unlock() }
+
+// SetStreamMaxLength makes the fake answer "INSTREAM size limit exceeded. ERROR" when a stream
+// passes n bytes, like clamd's StreamMaxLength. 0 means no limit.
+func (s *Server) SetStreamMaxLength(n int64) { s.mu.Lock(); s.maxLen = n; s.mu.Unlock() }
+
+// AddSignature makes the fake report name for any stream that contains pattern.
+func (s *Server) AddSignature(pattern, name string) {
+	s.mu.Lock()
+	s.patterns[pattern] = name
+	s.mu.Unlock()
+}
+
+// Scans is the number of INSTREAM commands received.
+func (s *Server) Scans() int { s.mu.Lock(); defer s.mu.Unlock(); return s.scans }
+
+// Close stops the server and waits for its connections.
+func (s *Server) Close() {
+	select {
+	case <-s.done:
+		return
+	default:
+	}
+	close(s.done)
+	_ = s.ln.Close()
+	s.wg.Wait()
+}
+
+func (s *Server) serve() {
+	defer s.wg.Done()
+	for {
+		c, err := s.ln.Accept()
+		if err != nil {
+			return
+		}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer c.Close()
+			s.handle(c)
+		}()
+	}
+}
+
+func (s *Server) handle(c net.Conn) {
+	_ = c.SetDeadline(time.Now().Add(time.Minute))
+	br := bufio.NewReader(c)
+	cmd, err := br.ReadString(0)
+	if err != nil || cmd != "zINSTREAM\x00" {
+		_, _ = io.WriteString(c, "UNKNOWN COMMAND\x00")
+		return
+	}
+	s.mu.Lock()
+	s.scans++
+	mode, maxLen := s.mode, s.maxLen
+	pats := make(map[string]string, len(s.patterns))
+	for k, v := range s.patterns {
+		pats[k] = v
+	}
+	s.mu.Unlock()
+
+	var data bytes.Buffer
+	for {
+		var hdr [4]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return
+		}
+		n := binary.BigEndian.Uint32(hdr[:])
+		if n == 0 {
+			break
+		}
+		if maxLen > 0 && int64(data.Len())+int64(n) > maxLen {
+			_, _ = io.WriteString(c, "INSTREAM size limit exceeded. ERROR\x00")
+			return
+		}
+		if _, err := io.CopyN(&data, br, int64(n)); err != nil {
+			return
+		}
+	}
+	switch mode {
+	case Hang:
+		<-s.done
+		return
+	case Error:
+		_, _ = io.WriteString(c, "Unexpected error. ERROR\x00")
+		return
+	case CloseConn:
+		return
+	}
+	for p, name := range pats {
+		if bytes.Contains(data.Bytes(), []byte(p)) {
+			_, _ = io.WriteString(c, "stream: "+name+" FOUND\x00")
+			return
+		}
+	}
+	_, _ = io.WriteString(c, "stream: OK\x00")
+}

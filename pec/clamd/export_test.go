@@ -1,0 +1,3 @@
+package clamd
+
+var ParseReplyForTest = parseReply
