@@ -1,0 +1,168 @@
+// Package store keeps the durable state of a PEC provider: the legal log (registro, pec-spec
+// §6.4), the tracking of each (identificativo, certified recipient) for the 12 h / 24 h
+// notices (§6.3), the outbox of generated messages waiting to be reinjected into Postfix, the
+// virus quarantine (DPR 68/2005 art. 12) and the daily log seals.
+//
+// # How the engine uses it
+//
+// Each processing step (one milter end-of-message, one LMTP recipient batch, one sweep of
+// a due tracking row) builds ONE Batch and calls Store.Commit ONCE, before it answers
+// Postfix:
+//
+//	now := clock.Now() // the single time reference of the transaction (pec-spec §6.2)
+//	b := &store.Batch{}
+//	b.Log(store.Event{Time: now, Identificativo: id, Kind: store.KindAccettazione, ...})
+//	b.Log(store.Event{Time: now, Identificativo: id, Kind: store.KindBustaTrasporto, ...})
+//	for _, r := range certifiedRcpts {
+//		b.Track(store.TrackInsert{Identificativo: id, Recipient: r, SentAt: now, ...})
+//	}
+//	b.Send(store.OutboxItem{MessageID: accID, Kind: "accettazione", From: svc, Rcpts: []string{sender}, Raw: acc})
+//	if err := st.Commit(ctx, b); err != nil {
+//		return tempfail // nothing was written: Postfix retries
+//	}
+//	return accept
+//
+// Commit is all or nothing: the events, tracking rows, transitions, outbox items and
+// quarantine items of a Batch are written in one transaction, so a crash leaves either all
+// of them or none (DESIGN.md "Durability"). After Commit returns nil the data is on disk
+// (SQLite: WAL + synchronous=FULL). A failed Commit may be retried with the same Batch.
+//
+// Commit is idempotent where replays are expected: an outbox item whose MessageID is already
+// in the outbox and a tracking row that already exists are left as they are. Receipts
+// (Transition with a receipt Input) never fail a Commit: a duplicate, late or unknown receipt
+// is recorded or ignored as the transition table in tracking.go says. Notices (Notice12h,
+// Notice24h) that no longer apply (a receipt arrived meanwhile) make Commit fail with
+// ErrConflict, so that the sweeper's notice, whose outbox item is in the same Batch, is not
+// sent.
+//
+// The log is append-only: the interface has no way to change or delete an event, and the
+// SQLite schema has triggers that abort any UPDATE or DELETE of the events table.
+//
+// Implementations: sqlite (default, several processes on one machine share one file) and
+// storetest.Memory (fast engine tests). storetest.Run is the conformance suite every
+// implementation passes; a PostgreSQL implementation must pass it too.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Store is the whole durable state. Implementations are safe for concurrent use.
+type Store interface {
+	// Commit writes a Batch atomically. See the package documentation.
+	Commit(ctx context.Context, b *Batch) error
+
+	// ScanLog calls fn for each event matching q, in ascending sequence order, and stops
+	// at the first error fn returns (which ScanLog returns). q.Limit caps the number of
+	// events (0: no limit).
+	ScanLog(ctx context.Context, q Query, fn func(*Event) error) error
+
+	// Tracking returns the tracking rows of one identificativo, ordered by recipient.
+	Tracking(ctx context.Context, identificativo string) ([]Tracking, error)
+	// DueTracking returns up to limit rows needing a notice at now, oldest dispatch first,
+	// with Due set: Notice12h for rows still in StateSent 12 h after dispatch, Notice24h
+	// for rows still waiting for a consegna 22 h after dispatch (pec-spec §6.3). A row due
+	// for both gets Notice12h first; after that is committed it comes back for Notice24h.
+	DueTracking(ctx context.Context, now time.Time, limit int) ([]Tracking, error)
+
+	// ClaimOutbox leases up to c.Limit pending items whose next attempt is due, for
+	// c.Owner until c.Now+c.Lease. Items leased by another owner whose lease has not
+	// expired are skipped, so several drainers (processes) never send the same item at the
+	// same time.
+	ClaimOutbox(ctx context.Context, c Claim) ([]OutboxItem, error)
+	// MarkOutbox records the outcome of one delivery attempt of item id by owner: sent,
+	// retry later, or parked (permanent failure; the item is kept, never deleted). A
+	// retry or park by an owner that no longer holds the lease returns ErrLeaseLost and
+	// changes nothing; marking sent always succeeds (the message did go out).
+	MarkOutbox(ctx context.Context, id int64, owner string, m Mark) error
+	// OutboxWait returns a channel that is closed by the next Commit of this Store value
+	// that adds outbox items (in-process wake-up). Take the channel before ClaimOutbox so
+	// no wake-up is lost; other processes' items are found by polling.
+	OutboxWait() <-chan struct{}
+	// ListOutbox returns items in a state (OutboxPending, OutboxSent, OutboxParked), oldest
+	// first, without their Raw bytes, for operators and metrics.
+	ListOutbox(ctx context.Context, state OutboxState, limit int) ([]OutboxItem, error)
+
+	// Quarantined returns the quarantined messages of one identificativo.
+	Quarantined(ctx context.Context, identificativo string) ([]QuarantineItem, error)
+	// PurgeQuarantine deletes quarantined messages older than the 30-month retention
+	// (DPR 68/2005 art. 12) at now and returns how many it deleted.
+	PurgeQuarantine(ctx context.Context, now time.Time) (int64, error)
+
+	// PutSeal stores the seal of a day. A day is sealed once: storing a second seal for
+	// the same day returns ErrExists.
+	PutSeal(ctx context.Context, s Seal) error
+	// GetSeal returns the seal of a day (YYYY-MM-DD), or ErrNotFound.
+	GetSeal(ctx context.Context, day string) (*Seal, error)
+	// LastSeal returns the latest seal of a day strictly before day, or ErrNotFound.
+	LastSeal(ctx context.Context, before string) (*Seal, error)
+
+	// TryLease takes or renews the named lease for owner until now+ttl, when it is free,
+	// expired, or already owner's. It is how one node among several runs the sweeper.
+	TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error)
+
+	Close() error
+}
+
+// Errors.
+var (
+	// ErrConflict: a notice transition no longer applies; the whole Batch was rolled back.
+	ErrConflict = errors.New("store: tracking state changed")
+	// ErrNotFound: no such seal, item or row.
+	ErrNotFound = errors.New("store: not found")
+	// ErrExists: the day is already sealed.
+	ErrExists = errors.New("store: already exists")
+	// ErrLeaseLost: the outbox item is no longer leased by this owner.
+	ErrLeaseLost = errors.New("store: lease lost")
+	// ErrInvalid: the Batch or query is malformed (a bug in the caller, not temporary).
+	ErrInvalid = errors.New("store: invalid input")
+	// ErrRetention: a purge would remove data younger than the legal retention.
+	ErrRetention = errors.New("store: retention period not over")
+)
+
+// Temporary marks a store failure (database busy, disk error) as temporary, per the
+// project's error contract: callers answer Postfix with a 4xx.
+type Temporary struct{ Err error }
+
+func (e *Temporary) Error() string   { return "store: temporary failure: " + e.Err.Error() }
+func (e *Temporary) Unwrap() error   { return e.Err }
+func (e *Temporary) Temporary() bool { return true }
+
+// RetentionMonths is how long the log and the virus quarantine are kept: 30 months
+// (RFC 6109 §2.3 for the log, DPR 68/2005 art. 12 for infected messages).
+const RetentionMonths = 30
+
+// RetentionCutoff is the instant before which data may be purged at now.
+func RetentionCutoff(now time.Time) time.Time { return now.AddDate(0, -RetentionMonths, 0) }
+
+// Batch is everything one processing step writes. Build it with the helper methods or by
+// filling the slices; Commit writes it in one transaction.
+type Batch struct {
+	Events      []Event
+	Inserts     []TrackInsert
+	Transitions []Transition
+	Outbox      []OutboxItem
+	Quarantine  []QuarantineItem
+}
+
+// Log appends an event.
+func (b *Batch) Log(e Event) { b.Events = append(b.Events, e) }
+
+// Track starts tracking one certified recipient.
+func (b *Batch) Track(t TrackInsert) { b.Inserts = append(b.Inserts, t) }
+
+// Apply records a receipt or notice for one tracked recipient.
+func (b *Batch) Apply(t Transition) { b.Transitions = append(b.Transitions, t) }
+
+// Send queues a generated message for reinjection.
+func (b *Batch) Send(o OutboxItem) { b.Outbox = append(b.Outbox, o) }
+
+// Keep quarantines an infected message.
+func (b *Batch) Keep(q QuarantineItem) { b.Quarantine = append(b.Quarantine, q) }
+
+// Empty reports whether the batch writes nothing.
+func (b *Batch) Empty() bool {
+	return len(b.Events)+len(b.Inserts)+len(b.Transitions)+len(b.Outbox)+len(b.Quarantine) == 0
+}

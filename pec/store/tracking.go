@@ -1,0 +1,216 @@
+package store
+
+import (
+	"fmt"
+	"time"
+)
+
+// State is the tracking state of one (identificativo, certified recipient) at the sender's
+// provider (pec-spec §6.3).
+type State string
+
+const (
+	StateSent       State = "sent"         // busta dispatched, nothing heard yet
+	StateTaken      State = "taken"        // presa in carico received, consegna pending
+	StateDelivered  State = "delivered"    // avvenuta consegna received: done
+	StateFailed     State = "failed"       // mancata consegna (incl. virus) received: done
+	StateNotified12 State = "notified-12h" // 12 h preavviso sent, consegna pending
+	StateNotified24 State = "notified-24h" // final 24 h notice sent: tracking stopped
+)
+
+// Terminal reports whether no notice is due any more in state s.
+func (s State) Terminal() bool {
+	return s == StateDelivered || s == StateFailed || s == StateNotified24
+}
+
+// Input is what moves a tracking row: a receipt from the recipient's provider or a notice
+// the sweeper sends.
+type Input string
+
+const (
+	InputPresaInCarico   Input = "presa-in-carico"
+	InputConsegna        Input = "avvenuta-consegna"
+	InputMancataConsegna Input = "errore-consegna" // also the virus variant
+	InputNotice12h       Input = "notice-12h"
+	InputNotice24h       Input = "notice-24h"
+)
+
+// IsNotice reports whether in is a notice issued by the sweeper (as opposed to a receipt).
+func (in Input) IsNotice() bool { return in == InputNotice12h || in == InputNotice24h }
+
+// Outcome tells what a transition did.
+type Outcome string
+
+const (
+	Applied   Outcome = "applied"   // the state changed
+	Recorded  Outcome = "recorded"  // state unchanged, but the receipt's time was recorded (late receipt)
+	Duplicate Outcome = "duplicate" // the same input was already applied: nothing changed
+	Conflict  Outcome = "conflict"  // a notice that no longer applies
+)
+
+type step struct {
+	in   Input
+	from State
+}
+
+// transitions is the whole tracking state machine (pec-spec §6.3). A (state, input) pair not
+// listed is a Conflict for notices; for receipts, a first receipt of its kind is Recorded
+// (its time kept, the state unchanged) and a repeated one is a Duplicate.
+//
+//   - 12 h notice only when neither presa in carico nor consegna arrived;
+//   - 24 h notice (sent between 22 h and 24 h) when no consegna arrived, whether or not
+//     the 12 h notice went out or a presa in carico arrived;
+//   - INFERENCE (pec-spec §6.3): a late consegna after a notice is still recorded; after
+//     the 12 h notice it ends tracking (no 24 h notice is due any more), after the 24 h
+//     notice tracking has stopped and only its time is recorded;
+//   - INFERENCE (pec-spec §6.3): an errore-consegna ends tracking for that recipient.
+var transitions = map[step]State{
+	{InputPresaInCarico, StateSent}:         StateTaken,
+	{InputConsegna, StateSent}:              StateDelivered,
+	{InputMancataConsegna, StateSent}:       StateFailed,
+	{InputNotice12h, StateSent}:             StateNotified12,
+	{InputConsegna, StateTaken}:             StateDelivered,
+	{InputMancataConsegna, StateTaken}:      StateFailed,
+	{InputNotice24h, StateTaken}:            StateNotified24,
+	{InputConsegna, StateNotified12}:        StateDelivered,
+	{InputMancataConsegna, StateNotified12}: StateFailed,
+	{InputNotice24h, StateNotified12}:       StateNotified24,
+}
+
+// Tracking is one tracked (identificativo, certified recipient).
+type Tracking struct {
+	Identificativo string
+	Recipient      string
+	State          State
+	SentAt         time.Time // dispatch of the busta
+	Due12          time.Time // SentAt + 12 h
+	Due22          time.Time // SentAt + 22 h: the final notice may go out from here
+	Due24          time.Time // SentAt + 24 h: the final notice must be out by here
+	TakenAt        time.Time // first presa in carico (zero: none)
+	DeliveredAt    time.Time // first avvenuta consegna
+	FailedAt       time.Time // first errore-consegna
+	Notice12At     time.Time
+	Notice24At     time.Time
+	// Context needed to build the notices without reading the log.
+	Sender    string
+	Subject   string
+	MessageID string
+	Data      []byte // opaque to the store (e.g. the engine's serialized daticert data)
+	// Due is set by DueTracking: the notice the sweeper must send now.
+	Due Input
+}
+
+// TrackInsert starts tracking a certified recipient when its busta is dispatched.
+type TrackInsert struct {
+	Identificativo string
+	Recipient      string
+	SentAt         time.Time
+	Sender         string
+	Subject        string
+	MessageID      string
+	Data           []byte
+}
+
+// Row returns the new tracking row for t, with its deadlines.
+func (t TrackInsert) Row() Tracking {
+	return Tracking{
+		Identificativo: t.Identificativo, Recipient: t.Recipient, State: StateSent,
+		SentAt: t.SentAt, Due12: t.SentAt.Add(12 * time.Hour), Due22: t.SentAt.Add(22 * time.Hour),
+		Due24: t.SentAt.Add(24 * time.Hour), Sender: t.Sender, Subject: t.Subject,
+		MessageID: t.MessageID, Data: t.Data,
+	}
+}
+
+func (t *TrackInsert) validate() error {
+	if t.Identificativo == "" || t.Recipient == "" || t.SentAt.IsZero() {
+		return fmt.Errorf("%w: tracking insert needs identificativo, recipient and time", ErrInvalid)
+	}
+	return nil
+}
+
+// Transition applies a receipt or notice to one tracked recipient.
+type Transition struct {
+	Identificativo string
+	Recipient      string
+	Input          Input
+	At             time.Time
+}
+
+func (t *Transition) validate() error {
+	switch t.Input {
+	case InputPresaInCarico, InputConsegna, InputMancataConsegna, InputNotice12h, InputNotice24h:
+	default:
+		return fmt.Errorf("%w: tracking input %q", ErrInvalid, t.Input)
+	}
+	if t.Identificativo == "" || t.Recipient == "" || t.At.IsZero() {
+		return fmt.Errorf("%w: transition needs identificativo, recipient and time", ErrInvalid)
+	}
+	return nil
+}
+
+// Next is the pure transition function both stores use: it returns the updated row and what
+// happened. It never fails: ErrConflict is the caller's to raise for a Conflict outcome.
+func Next(r Tracking, in Input, at time.Time) (Tracking, Outcome) {
+	stamp := r.stamp(in)
+	to, ok := transitions[step{in, r.State}]
+	if ok {
+		r.State = to
+		if stamp.IsZero() {
+			r.setStamp(in, at)
+		}
+		return r, Applied
+	}
+	if in.IsNotice() {
+		return r, Conflict
+	}
+	if !stamp.IsZero() {
+		return r, Duplicate
+	}
+	r.setStamp(in, at)
+	return r, Recorded
+}
+
+func (r *Tracking) stamp(in Input) time.Time {
+	switch in {
+	case InputPresaInCarico:
+		return r.TakenAt
+	case InputConsegna:
+		return r.DeliveredAt
+	case InputMancataConsegna:
+		return r.FailedAt
+	case InputNotice12h:
+		return r.Notice12At
+	default:
+		return r.Notice24At
+	}
+}
+
+func (r *Tracking) setStamp(in Input, at time.Time) {
+	switch in {
+	case InputPresaInCarico:
+		r.TakenAt = at
+	case InputConsegna:
+		r.DeliveredAt = at
+	case InputMancataConsegna:
+		r.FailedAt = at
+	case InputNotice12h:
+		r.Notice12At = at
+	default:
+		r.Notice24At = at
+	}
+}
+
+// DueAt returns the notice due for r at now, or "" when none is.
+func (r *Tracking) DueAt(now time.Time) Input {
+	switch r.State {
+	case StateSent:
+		if !now.Before(r.Due12) {
+			return InputNotice12h
+		}
+	case StateTaken, StateNotified12:
+		if !now.Before(r.Due22) {
+			return InputNotice24h
+		}
+	}
+	return ""
+}
