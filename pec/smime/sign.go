@@ -1,0 +1,276 @@
+package smime
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// SignOptions tune Sign. The zero value signs with SHA-256, a random boundary, the current
+// time and crypto/rand.
+type SignOptions struct {
+	Hash        crypto.Hash // crypto.SHA256 (default when 0) or crypto.SHA1 for peers that need it; SHA-384/512 also work
+	Boundary    string      // "" = random; injectable for golden files
+	SigningTime time.Time   // zero = time.Now(); the PEC time reference is passed here
+	Rand        io.Reader   // nil = crypto/rand
+}
+
+// Protocol is the protocol parameter Sign emits. RFC 5751 §3.4.3.2 prefers
+// "application/pkcs7-signature", but every real PEC provider sends the x- form
+// (pec-spec §4.1, §8.2), so we do too; Verify accepts both.
+const Protocol = "application/x-pkcs7-signature"
+
+const preamble = "This is an S/MIME signed message\r\n"
+
+// Sign signs entity, a complete MIME entity (its header fields, CRLF CRLF, body; CRLF line
+// ends; 7-bit clean: callers keep parts base64/quoted-printable), with signer and chain
+// (chain[0] = signer certificate, then intermediates, all included in the CMS). It returns the
+// value for the top-level Content-Type header, e.g.
+//
+//	multipart/signed; protocol="application/x-pkcs7-signature"; micalg=sha-256; boundary="..."
+//
+// and the multipart/signed body (CRLF), whose first part is entity byte for byte and whose
+// second is application/x-pkcs7-signature; name="smime.p7s" base64 (76-column lines),
+// Content-Disposition: attachment; filename="smime.p7s". The caller writes its own RFC 5322
+// header fields, then "Content-Type: "+ct, then the body, verbatim: signed bytes are sacred.
+//
+// Entity must be in canonical form (RFC 5751 §3.1.1: every line ends in CRLF, no bare CR or
+// LF); Sign refuses anything else because an MTA would rewrite it and break the signature.
+// 8-bit octets are allowed (a message/rfc822 part cannot be re-encoded), but lines must stay
+// under 998 octets for the signature to survive SMTP (RFC 5322 §2.1.1); the caller keeps them so.
+func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, body []byte, err error) {
+	if signer == nil || len(chain) == 0 || chain[0] == nil {
+		return "", nil, errors.New("smime: Sign needs a signer and its certificate")
+	}
+	h := opts.Hash
+	if h == 0 {
+		h = crypto.SHA256
+	}
+	hOID, micalg, ok := hashOID(h)
+	if !ok || !h.Available() {
+		return "", nil, fmt.Errorf("smime: unsupported digest %v", h)
+	}
+	if err := checkCanonical(entity); err != nil {
+		return "", nil, err
+	}
+	rnd := opts.Rand
+	if rnd == nil {
+		rnd = rand.Reader
+	}
+	boundary := opts.Boundary
+	if boundary == "" {
+		var b [16]byte
+		if _, err := io.ReadFull(rnd, b[:]); err != nil {
+			return "", nil, fmt.Errorf("smime: boundary: %w", err)
+		}
+		boundary = "----" + hexUpper(b[:])
+	} else if err := checkBoundary(boundary); err != nil {
+		return "", nil, err
+	}
+	// RFC 2046 §5.1.1: the boundary must not occur in the encapsulated part. Reject rather
+	// than emit an ambiguous body (only an injected boundary can realistically collide).
+	if bytes.HasPrefix(entity, []byte("--"+boundary)) || bytes.Contains(entity, []byte("\r\n--"+boundary)) {
+		return "", nil, fmt.Errorf("smime: boundary %q occurs in the entity", boundary)
+	}
+	signingTime := opts.SigningTime
+	if signingTime.IsZero() {
+		signingTime = time.Now()
+	}
+
+	p7s, err := signDetached(entity, h, hOID, signer, chain, signingTime, rnd)
+	if err != nil {
+		return "", nil, err
+	}
+
+	// RFC 1847 §2.1 / RFC 5751 §3.4.3: two parts, the entity verbatim, then the signature.
+	sigHeader := "Content-Type: " + Protocol + "; name=\"smime.p7s\"\r\n" +
+		"Content-Transfer-Encoding: base64\r\n" +
+		"Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
+	b64len := base64.StdEncoding.EncodedLen(len(p7s))
+	size := len(preamble) + 2 + 3*(len(boundary)+6) + len(entity) + len(sigHeader) + b64len + (b64len/76+1)*2 + 4
+	body = make([]byte, 0, size)
+	body = append(body, preamble...)
+	body = append(body, "\r\n--"...)
+	body = append(body, boundary...)
+	body = append(body, "\r\n"...)
+	body = append(body, entity...)
+	// RFC 1847 §2.1 / RFC 2046 §5.1.1: this CRLF belongs to the delimiter, not to the entity.
+	body = append(body, "\r\n--"...)
+	body = append(body, boundary...)
+	body = append(body, "\r\n"...)
+	body = append(body, sigHeader...)
+	body = appendBase64Lines(body, p7s)
+	body = append(body, "\r\n--"...)
+	body = append(body, boundary...)
+	body = append(body, "--\r\n"...)
+
+	ct = `multipart/signed; protocol="` + Protocol + `"; micalg=` + micalg + `; boundary="` + boundary + `"`
+	return ct, body, nil
+}
+
+// signDetached returns the DER of a ContentInfo holding a detached SignedData over entity
+// (RFC 5652 §5, RFC 5751 §3.4.3.1).
+func signDetached(entity []byte, h crypto.Hash, hOID asn1.ObjectIdentifier, signer crypto.Signer, chain []*x509.Certificate, signingTime time.Time, rnd io.Reader) ([]byte, error) {
+	leaf := chain[0]
+	pub := signer.Public()
+	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(leaf.PublicKey) {
+		return nil, errors.New("smime: signer key does not match the certificate chain[0]")
+	}
+	var sigAlg []byte
+	switch pub.(type) {
+	case *rsa.PublicKey:
+		// RFC 3370 §3.2: rsaEncryption with NULL parameters, as OpenSSL and Aruba emit.
+		sigAlg = algID(oidRSA, true)
+	case *ecdsa.PublicKey:
+		for _, e := range hashes {
+			if e.h == h {
+				sigAlg = algID(e.ecOID, false) // RFC 5753 §7.1.3, RFC 5758 §3.2: no parameters
+			}
+		}
+	default:
+		return nil, fmt.Errorf("smime: unsupported signer key type %T", pub)
+	}
+
+	d := h.New()
+	d.Write(entity)
+	digest := d.Sum(nil)
+
+	// RFC 5652 §5.3 and §11, RFC 5751 §2.5: contentType, signingTime, messageDigest and
+	// smimeCapabilities as signed attributes.
+	caps := der(tagSequence,
+		der(tagSequence, mustMarshal(oidAES256CBC)),
+		der(tagSequence, mustMarshal(oidAES128CBC)),
+		der(tagSequence, mustMarshal(oidDESEDE3CBC)),
+	)
+	attrs := [][]byte{
+		attribute(oidAttrContentType, mustMarshal(oidData)),
+		// RFC 5652 §11.3: UTCTime through 2049, GeneralizedTime after; encoding/asn1 picks.
+		attribute(oidAttrSigningTime, mustMarshal(signingTime.UTC().Truncate(time.Second))),
+		attribute(oidAttrMessageDigest, der(tagOctetString, digest)),
+		attribute(oidAttrSMIMECapabilities, caps),
+	}
+	// RFC 5652 §5.4: the signature covers the DER of the attributes with the SET OF tag;
+	// the SignerInfo carries the same bytes with the [0] IMPLICIT tag.
+	signedAttrs := derSetOf(tagSet, attrs)
+	ad := h.New()
+	ad.Write(signedAttrs)
+	sig, err := signer.Sign(rnd, ad.Sum(nil), h)
+	if err != nil {
+		return nil, fmt.Errorf("smime: signing: %w", err)
+	}
+	// Check what the signer (an HSM, possibly) returned before it goes out on the wire.
+	if err := checkSignature(pub, h, signedAttrs, ad.Sum(nil), sig); err != nil {
+		return nil, fmt.Errorf("smime: signer produced an invalid signature: %w", err)
+	}
+
+	signedAttrs[0] = tagCtx0
+	sid := der(tagSequence, leaf.RawIssuer, mustMarshal(leaf.SerialNumber)) // IssuerAndSerialNumber
+	signerInfo := der(tagSequence,
+		[]byte{tagInteger, 1, 1}, // version 1: sid is issuerAndSerialNumber (RFC 5652 §5.3)
+		sid,
+		algID(hOID, false),
+		signedAttrs,
+		sigAlg,
+		der(tagOctetString, sig),
+	)
+	var certs []byte
+	for _, c := range chain {
+		certs = append(certs, c.Raw...)
+	}
+	signedData := der(tagSequence,
+		[]byte{tagInteger, 1, 1}, // version 1 (RFC 5652 §5.1): id-data, no v2+ certificates or attributes
+		der(tagSet, algID(hOID, false)),
+		der(tagSequence, mustMarshal(oidData)), // encapContentInfo without eContent: detached
+		der(tagCtx0, certs),
+		der(tagSet, signerInfo),
+	)
+	return der(tagSequence, mustMarshal(oidSignedData), der(tagCtx0, signedData)), nil
+}
+
+func attribute(oid asn1.ObjectIdentifier, value []byte) []byte {
+	return der(tagSequence, mustMarshal(oid), der(tagSet, value))
+}
+
+// checkSignature verifies sig made by pub over signed (whose h-digest is digest).
+func checkSignature(pub crypto.PublicKey, h crypto.Hash, signed, digest, sig []byte) error {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		// RSA PKCS #1 v1.5 directly, so SHA-1 works (real PEC peers still sign with it,
+		// pec-spec §8.2); crypto/x509 would refuse SHA-1.
+		return rsa.VerifyPKCS1v15(k, h, digest, sig)
+	case *ecdsa.PublicKey:
+		if !ecdsa.VerifyASN1(k, digest, sig) {
+			return errors.New("ecdsa: verification error")
+		}
+		return nil
+	case ed25519.PublicKey:
+		// RFC 8419 §3: pure Ed25519 over the signed attributes themselves.
+		if signed == nil || !ed25519.Verify(k, signed, sig) {
+			return errors.New("ed25519: verification error")
+		}
+		return nil
+	}
+	return fmt.Errorf("unsupported public key type %T", pub)
+}
+
+// checkCanonical enforces RFC 5751 §3.1.1 canonical line ends: every CR is followed by LF
+// and every LF preceded by CR.
+func checkCanonical(b []byte) error {
+	for i := 0; ; {
+		j := bytes.IndexAny(b[i:], "\r\n")
+		if j < 0 {
+			return nil
+		}
+		i += j
+		if b[i] == '\n' || i+1 >= len(b) || b[i+1] != '\n' {
+			return fmt.Errorf("smime: entity is not in canonical CRLF form (bare CR or LF at offset %d)", i)
+		}
+		i += 2
+	}
+}
+
+// checkBoundary enforces RFC 2046 §5.1.1: 1 to 70 bchars, not ending in a space.
+func checkBoundary(s string) error {
+	if len(s) == 0 || len(s) > 70 || s[len(s)-1] == ' ' {
+		return fmt.Errorf("smime: invalid boundary %q", s)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || bytes.IndexByte([]byte("'()+_,-./:=? "), c) >= 0) {
+			return fmt.Errorf("smime: invalid boundary %q", s)
+		}
+	}
+	return nil
+}
+
+func hexUpper(b []byte) string {
+	return string(bytes.ToUpper([]byte(hex.EncodeToString(b))))
+}
+
+// appendBase64Lines appends the base64 of src in 76-column lines ending in CRLF, without the
+// final CRLF (RFC 2045 §6.8).
+func appendBase64Lines(dst, src []byte) []byte {
+	enc := base64.StdEncoding
+	for len(src) > 0 {
+		n := min(len(src), 57) // 57 octets = 76 base64 characters
+		start := len(dst)
+		dst = append(dst, make([]byte, enc.EncodedLen(n))...)
+		enc.Encode(dst[start:], src[:n])
+		src = src[n:]
+		if len(src) > 0 {
+			dst = append(dst, '\r', '\n')
+		}
+	}
+	return dst
+}
