@@ -1,0 +1,274 @@
+package igpec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is the index: section of the YAML configuration.
+type Config struct {
+	// Source is ldap://host:port/o=postacert, ldaps://..., a path to an .ldif file, or a path
+	// to a signed .ldif.p7m.
+	Source string `yaml:"source"`
+	// BindDN and PasswordEnv authenticate to LDAP (simple bind); anonymous when BindDN is
+	// empty. The password is read from the environment variable PasswordEnv names.
+	BindDN      string `yaml:"bind_dn"`
+	PasswordEnv string `yaml:"password_env"`
+	// Refresh is the interval between refreshes; default 1h. RFC 6109 §4.5 requires at least
+	// a daily refresh of the local copy.
+	Refresh time.Duration `yaml:"refresh"`
+	// TrustAnchor is a PEM file of CA certificates a .ldif.p7m signer must chain to.
+	TrustAnchor string `yaml:"trust_anchor"`
+	// Timeout bounds one load from the source; default 30s.
+	Timeout time.Duration `yaml:"timeout"`
+	// Cache, when set, is a file where every good snapshot is written (atomically), so that a
+	// restart while the source is down starts from the last good copy.
+	Cache string `yaml:"cache"`
+	// MaxAge is the age beyond which the copy in use is reported stale (log warning and the
+	// pec_index_snapshot_stale gauge); default 24h, the rule's daily refresh.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// Defaults of Config.
+const (
+	DefaultRefresh = time.Hour
+	DefaultTimeout = 30 * time.Second
+	DefaultMaxAge  = 24 * time.Hour
+)
+
+// Deps are the injected dependencies of an Index. Every field is optional.
+type Deps struct {
+	Logger     *slog.Logger          // default: discard
+	Registerer prometheus.Registerer // default: metrics are not registered anywhere
+	Now        func() time.Time      // default time.Now
+	Getenv     func(string) string   // default os.Getenv
+	Source     Source                // overrides Config.Source (tests, tools)
+}
+
+// Index is the providers index in use: a snapshot behind an atomic pointer, replaced whole on
+// each successful refresh. Lookups read the current snapshot and never block or do I/O.
+type Index struct {
+	cfg    Config
+	src    Source
+	log    *slog.Logger
+	now    func() time.Time
+	cur    atomic.Pointer[Snapshot]
+	mu     sync.Mutex // serialises refreshes
+	m      *metrics
+	staleW atomic.Bool // a stale warning was logged for the current snapshot
+}
+
+// New validates cfg, loads the first snapshot and returns the Index. When the source cannot
+// be loaded, the cache (if configured and readable) is used instead, with a warning; when
+// neither works New fails, naming the source. Call Run to refresh on schedule.
+func New(cfg Config, deps Deps) (*Index, error) {
+	if cfg.Refresh == 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxAge == 0 {
+		cfg.MaxAge = DefaultMaxAge
+	}
+	switch {
+	case cfg.Refresh < 0:
+		return nil, fmt.Errorf("index.refresh: negative")
+	case cfg.Timeout < 0:
+		return nil, fmt.Errorf("index.timeout: negative")
+	case cfg.MaxAge < 0:
+		return nil, fmt.Errorf("index.max_age: negative")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
+	if deps.Getenv == nil {
+		deps.Getenv = os.Getenv
+	}
+	src := deps.Source
+	if src == nil {
+		var err error
+		if src, err = NewSource(cfg, deps.Getenv); err != nil {
+			return nil, err
+		}
+	}
+	x := &Index{cfg: cfg, src: src, log: deps.Logger.With("component", "igpec", "source", src.String()), now: deps.Now}
+	x.m = newMetrics(x)
+	if deps.Registerer != nil {
+		if err := x.m.register(deps.Registerer); err != nil {
+			return nil, fmt.Errorf("igpec: metrics: %w", err)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
+	defer cancel()
+	snap, err := x.load(ctx)
+	if err == nil {
+		x.install(snap, true)
+		return x, nil
+	}
+	x.m.failures.Inc()
+	if cfg.Cache == "" {
+		return nil, fmt.Errorf("igpec: cannot load the providers index from %s: %w", src, err)
+	}
+	cached, cerr := ReadCache(cfg.Cache)
+	if cerr != nil {
+		return nil, fmt.Errorf("igpec: cannot load the providers index from %s (%v) nor from the cache: %w", src, err, cerr)
+	}
+	x.log.Warn("providers index source unavailable at start; using the cached copy",
+		"error", err, "cache", cfg.Cache, "cache_loaded", cached.Loaded)
+	x.install(cached, false)
+	return x, nil
+}
+
+// Snapshot returns the snapshot in use.
+func (x *Index) Snapshot() *Snapshot { return x.cur.Load() }
+
+// Certified reports whether domain is managed by a listed provider (see Snapshot.Certified).
+func (x *Index) Certified(domain string) bool { return x.cur.Load().Certified(domain) }
+
+// DomainRecord returns the record managing domain (see Snapshot.DomainRecord).
+func (x *Index) DomainRecord(domain string) (*Record, bool) { return x.cur.Load().DomainRecord(domain) }
+
+// Signer returns the record owning the signer certificate der (see Snapshot.Signer).
+func (x *Index) Signer(der []byte, fromDomain string) (*Record, bool) {
+	return x.cur.Load().Signer(der, fromDomain)
+}
+
+// Report is the outcome of a load or refresh.
+type Report struct {
+	Source   string
+	Loaded   time.Time
+	Records  int
+	Domains  int
+	Rejected []Rejected
+	Warnings []string
+	Changes  Changes // against the snapshot that was in use before
+}
+
+func reportOf(s *Snapshot, prev *Snapshot) Report {
+	return Report{
+		Source: s.Source, Loaded: s.Loaded, Records: len(s.Records), Domains: s.Domains(),
+		Rejected: s.Rejected, Warnings: s.Warnings, Changes: Compare(prev, s),
+	}
+}
+
+// Refresh loads the source once and, on success, swaps the new snapshot in and rewrites the
+// cache. On failure the snapshot in use stays, the failure is logged and counted
+// (pec_index_refresh_failures_total), and the error is returned.
+func (x *Index) Refresh(ctx context.Context) (Report, error) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, x.cfg.Timeout)
+	defer cancel()
+	prev := x.cur.Load()
+	snap, err := x.load(ctx)
+	if err != nil {
+		x.m.failures.Inc()
+		x.log.Error("providers index refresh failed; keeping the last good copy",
+			"error", err, "snapshot_age", x.now().Sub(prev.Loaded).Round(time.Second))
+		x.checkAge()
+		return Report{}, err
+	}
+	rep := reportOf(snap, prev)
+	x.install(snap, true)
+	if !rep.Changes.Empty() {
+		x.log.Info("providers index changed", "added", len(rep.Changes.Added), "removed", len(rep.Changes.Removed),
+			"changed", len(rep.Changes.Changed), "domains_added", len(rep.Changes.DomainsAdded),
+			"domains_removed", len(rep.Changes.DomainsRemoved))
+	}
+	return rep, nil
+}
+
+// Run refreshes every Config.Refresh until ctx ends, and checks the age of the copy in use
+// every minute. It returns ctx.Err().
+func (x *Index) Run(ctx context.Context) error {
+	refresh := time.NewTicker(x.cfg.Refresh)
+	defer refresh.Stop()
+	age := time.NewTicker(time.Minute)
+	defer age.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-refresh.C:
+			x.Refresh(ctx) // failures are logged and counted by Refresh
+		case <-age.C:
+			x.checkAge()
+		}
+	}
+}
+
+func (x *Index) load(ctx context.Context) (*Snapshot, error) {
+	start := x.now()
+	entries, err := x.src.Load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	snap := Build(entries, x.src.String(), start)
+	if len(snap.Records) == 0 {
+		// An empty index would make every recipient "esterno" and every busta an anomaly:
+		// treat it as a failed load and keep the last good copy.
+		return nil, fmt.Errorf("%s: no valid provider record (%d rejected)", x.src, len(snap.Rejected))
+	}
+	x.m.duration.Observe(x.now().Sub(start).Seconds())
+	return snap, nil
+}
+
+// install makes snap the snapshot in use; fresh is false for a copy read from the cache.
+func (x *Index) install(snap *Snapshot, fresh bool) {
+	x.cur.Store(snap)
+	x.staleW.Store(false)
+	x.m.rejected.Set(float64(len(snap.Rejected)))
+	for _, r := range snap.Rejected {
+		x.log.Warn("providers index record rejected", "dn", r.DN, "line", r.Line, "reason", r.Reason)
+	}
+	for _, w := range snap.Warnings {
+		x.log.Warn("providers index warning", "warning", w)
+	}
+	x.log.Info("providers index loaded", "records", len(snap.Records), "domains", snap.Domains(),
+		"rejected", len(snap.Rejected), "from_cache", !fresh)
+	if fresh {
+		x.m.success.SetToCurrentTime()
+		if x.cfg.Cache != "" {
+			if err := WriteCache(x.cfg.Cache, snap); err != nil {
+				x.log.Error("cannot write the providers index cache", "cache", x.cfg.Cache, "error", err)
+			}
+		}
+	}
+	x.checkAge()
+}
+
+// checkAge logs a warning, once per snapshot, when the copy in use is older than MaxAge.
+func (x *Index) checkAge() {
+	snap := x.cur.Load()
+	if snap == nil {
+		return
+	}
+	age := x.now().Sub(snap.Loaded)
+	if age > x.cfg.MaxAge && x.staleW.CompareAndSwap(false, true) {
+		x.log.Warn("providers index copy is stale: the rules require a daily refresh",
+			"age", age.Round(time.Second), "max_age", x.cfg.MaxAge, "loaded", snap.Loaded)
+	}
+}
+
+// Stale reports whether the copy in use is older than Config.MaxAge.
+func (x *Index) Stale() bool { return x.now().Sub(x.cur.Load().Loaded) > x.cfg.MaxAge }
+
+// ErrNoCache is returned by ReadCache when the cache file does not exist.
+var ErrNoCache = errors.New("igpec: no cached index")

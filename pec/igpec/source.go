@@ -1,0 +1,121 @@
+package igpec
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Source loads the entries of the index from one place. Sources are only used by refreshes,
+// never by lookups.
+type Source interface {
+	Load(ctx context.Context) ([]Entry, error)
+	// String names the source in logs and errors. It never contains a password.
+	String() string
+}
+
+// maxSourceSize bounds an LDIF or .p7m file read from disk. The whole Italian index is a few
+// hundred kilobytes.
+const maxSourceSize = 64 << 20
+
+// NewSource builds the source cfg.Source names: ldap:// or ldaps:// URL (base DN in the path,
+// default o=postacert), a path ending in .ldif.p7m or .p7m (signed LDIF, verified against
+// cfg.TrustAnchor), or any other path (plain LDIF). getenv reads cfg.PasswordEnv.
+func NewSource(cfg Config, getenv func(string) string) (Source, error) {
+	if cfg.Source == "" {
+		return nil, fmt.Errorf("index.source: empty")
+	}
+	lower := strings.ToLower(cfg.Source)
+	switch {
+	case strings.HasPrefix(lower, "ldap://") || strings.HasPrefix(lower, "ldaps://"):
+		return newLDAPSource(cfg, getenv)
+	case strings.Contains(lower, "://"):
+		return nil, fmt.Errorf("index.source: unsupported scheme in %s (want ldap://, ldaps:// or a file path)", redactURL(cfg.Source))
+	case strings.HasSuffix(lower, ".p7m"):
+		if cfg.TrustAnchor == "" {
+			return nil, fmt.Errorf("index.trust_anchor: required for the signed source %s", cfg.Source)
+		}
+		roots, err := LoadTrustAnchor(cfg.TrustAnchor)
+		if err != nil {
+			return nil, fmt.Errorf("index.trust_anchor: %w", err)
+		}
+		return &signedSource{path: cfg.Source, roots: roots}, nil
+	default:
+		return &fileSource{path: cfg.Source}, nil
+	}
+}
+
+// fileSource is a plain LDIF file on disk. Its file:// URL values may refer to files in the
+// LDIF's own directory (LDIFOptions.FileDir).
+type fileSource struct{ path string }
+
+func (s *fileSource) String() string { return s.path }
+
+func (s *fileSource) Load(ctx context.Context) ([]Entry, error) {
+	b, err := readLimited(s.path)
+	if err != nil {
+		return nil, err
+	}
+	entries, err := ParseLDIF(bytes.NewReader(b), LDIFOptions{FileDir: filepath.Dir(s.path)})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.path, err)
+	}
+	return entries, nil
+}
+
+// signedSource is a .ldif.p7m: verified against the trust anchor before a byte of it is
+// parsed. URL values are refused in it.
+type signedSource struct {
+	path  string
+	roots *x509.CertPool
+}
+
+func (s *signedSource) String() string { return s.path }
+
+func (s *signedSource) Load(ctx context.Context) ([]Entry, error) {
+	b, err := readLimited(s.path)
+	if err != nil {
+		return nil, err
+	}
+	content, _, err := VerifySignedLDIF(b, s.roots)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", s.path, err)
+	}
+	entries, err := ParseLDIF(bytes.NewReader(content), LDIFOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("%s: signed content: %w", s.path, err)
+	}
+	return entries, nil
+}
+
+func readLimited(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxSourceSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxSourceSize {
+		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxSourceSize)
+	}
+	return b, nil
+}
+
+// redactURL drops any user information from a URL before it is logged.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	u.User = nil
+	return u.String()
+}
