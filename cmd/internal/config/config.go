@@ -1,0 +1,422 @@
+// Package config is the one typed configuration of pec-milter, pec-lmtpd and pecctl: the YAML
+// file described in DESIGN.md, decoded into one struct made of each package's own Config for
+// its section, and validated once at start with errors that name the key
+// ("config: limits.max_size_times_recipients: must be positive").
+//
+// Sections owned by an engine package (store, clamd, ...) are that package's Config type and
+// are validated again by its constructor; this package checks what no constructor sees
+// (provider identity, limits, the listeners) and the combinations between sections.
+//
+// The file is decoded with gopkg.in/yaml.v3 in strict mode, so that every section's `yaml`
+// tags and UnmarshalYAML methods apply exactly as their packages declare them and a
+// misspelt key is an error, not a silently ignored setting.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/mail"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gestore-pec/gestore/pec/clamd"
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// Config is the whole file.
+type Config struct {
+	Provider Provider     `yaml:"provider"`
+	Signer   Signer       `yaml:"signer"`
+	Index    Index        `yaml:"index"`
+	Store    store.Config `yaml:"store"`
+	Milter   Milter       `yaml:"milter"`
+	LMTP     LMTP         `yaml:"lmtp"`
+	Reinject Reinject     `yaml:"reinject"`
+	Clamd    clamd.Config `yaml:"clamd"`
+	Limits   Limits       `yaml:"limits"`
+	Policy   Policy       `yaml:"policy"`
+	Log      Log          `yaml:"log"`
+	Metrics  Metrics      `yaml:"metrics"`
+}
+
+// Provider is the identity of the gestore.
+type Provider struct {
+	Name           string   `yaml:"name"`            // gestore-emittente; matches the certificate and the index
+	Domains        []string `yaml:"domains"`         // PEC domains served
+	ServiceAddress string   `yaml:"service_address"` // posta-certificata@<domain>: From of system messages
+	ReceiptAddress string   `yaml:"receipt_address"` // mailReceipt in the index
+	Timezone       string   `yaml:"timezone"`        // legal time of texts and daticert; default Europe/Rome
+	Production     bool     `yaml:"production"`
+
+	// Location is Timezone loaded by Validate.
+	Location *time.Location `yaml:"-"`
+}
+
+// Signer is the signer section (hsm.Config has the same shape; it replaces this struct when
+// package hsm exports it).
+type Signer struct {
+	PKCS11 struct {
+		Module string `yaml:"module"`
+		Token  string `yaml:"token"`
+		Key    string `yaml:"key"`
+		PINEnv string `yaml:"pin_env"`
+	} `yaml:"pkcs11"`
+	Certificate string `yaml:"certificate"`
+	Digest      string `yaml:"digest"`
+	// KeyFile is a PEM private key for development, instead of PKCS#11.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Index is the providers index section (igpec.Config replaces it when it lands).
+type Index struct {
+	Source  string        `yaml:"source"`
+	Refresh time.Duration `yaml:"refresh"`
+}
+
+// Milter is the pec-milter listener.
+type Milter struct {
+	// Listen is "unix:/path/to/socket" (recommended, see lab-recipe §7) or "inet:host:port".
+	Listen string `yaml:"listen"`
+	// SocketMode is the octal mode of a unix socket; default "0660".
+	SocketMode string `yaml:"socket_mode"`
+	// SocketGroup is the group given to a unix socket so Postfix's smtpd can connect;
+	// default "postfix". "-" leaves the process's group.
+	SocketGroup string `yaml:"socket_group"`
+	// Timeout bounds the work of one end-of-message (scan, sign, commit); past it the
+	// message is temp-failed. Keep it below Postfix's milter_content_timeout. Default 120s.
+	Timeout time.Duration `yaml:"timeout"`
+	// ShutdownGrace is how long SIGTERM waits for SMTP sessions to end before refusing new
+	// transactions and closing; transactions already at end-of-message always finish.
+	// Default 30s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+}
+
+// LMTP is the pec-lmtpd section.
+type LMTP struct {
+	Listen  string `yaml:"listen"`
+	Dovecot string `yaml:"dovecot"`
+}
+
+// Reinject is the outbox drainer's target (reinject.Config replaces it when it lands).
+type Reinject struct {
+	Addr string `yaml:"addr"`
+}
+
+// Limits are the access point's size and recipient limits (pec-spec §7.1 point 6).
+type Limits struct {
+	// MaxRecipients caps RCPTs per message (a provider's own cap; default 500).
+	MaxRecipients int `yaml:"max_recipients"`
+	// MaxSizeTimesRecipients: message size × recipients above it gives an avviso di non
+	// accettazione (RFC 6109 §3.1.1: 30 MB). Default 30MB.
+	MaxSizeTimesRecipients Size `yaml:"max_size_times_recipients"`
+	// HardMaxSize: a message above it is refused with 552 and no avviso (RFC 6109 §3.1.2).
+	// Default 100MB. Keep Postfix's message_size_limit at least this large, or Postfix
+	// answers first.
+	HardMaxSize Size `yaml:"hard_max_size"`
+}
+
+// Policy holds provider choices the rules leave open.
+type Policy struct {
+	OrdinaryMail string `yaml:"ordinary_mail"` // "anomaly" (default) or "reject" (pec-spec §2.5)
+}
+
+// Log configures the process log.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
+
+// Metrics configures the Prometheus endpoint.
+type Metrics struct {
+	Listen string `yaml:"listen"` // host:port; empty disables the endpoint
+}
+
+// Load reads, decodes and validates the file at path.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := Parse(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	return c, nil
+}
+
+// Parse decodes and validates a YAML document.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, errors.New("config: empty file")
+		}
+		return nil, decodeError(b, err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// Error is a validation error naming the key.
+type Error struct {
+	Key string // e.g. "limits.max_size_times_recipients"
+	Msg string
+}
+
+func (e *Error) Error() string { return "config: " + e.Key + ": " + e.Msg }
+
+func bad(key, format string, args ...any) error {
+	return &Error{Key: key, Msg: fmt.Sprintf(format, args...)}
+}
+
+// Validate applies defaults and checks the sections every program needs. Program-specific
+// sections are checked by ValidateMilter and ValidateLMTP.
+func (c *Config) Validate() error {
+	if err := c.Provider.validate(); err != nil {
+		return err
+	}
+	if err := c.Limits.validate(); err != nil {
+		return err
+	}
+	switch c.Policy.OrdinaryMail {
+	case "":
+		c.Policy.OrdinaryMail = "anomaly"
+	case "anomaly", "reject":
+	default:
+		return bad("policy.ordinary_mail", "%q: want anomaly or reject", c.Policy.OrdinaryMail)
+	}
+	if err := c.Log.validate(); err != nil {
+		return err
+	}
+	if c.Metrics.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Metrics.Listen); err != nil {
+			return bad("metrics.listen", "%q: want host:port", c.Metrics.Listen)
+		}
+	}
+	if c.Store.Driver == "" {
+		return bad("store.driver", "required (sqlite)")
+	}
+	if c.Store.DSN == "" {
+		return bad("store.dsn", "required")
+	}
+	return nil
+}
+
+// ValidateMilter checks the sections pec-milter needs: the listener, clamd, the reinjection
+// target, the signer and the index.
+func (c *Config) ValidateMilter() error {
+	m := &c.Milter
+	if m.Listen == "" {
+		return bad("milter.listen", "required (unix:/path or inet:host:port)")
+	}
+	if _, _, err := ParseListen(m.Listen); err != nil {
+		return bad("milter.listen", "%v", err)
+	}
+	if m.SocketMode == "" {
+		m.SocketMode = "0660"
+	}
+	if _, err := m.FileMode(); err != nil {
+		return bad("milter.socket_mode", "%v", err)
+	}
+	if m.SocketGroup == "" {
+		m.SocketGroup = "postfix"
+	}
+	if m.Timeout == 0 {
+		m.Timeout = 120 * time.Second
+	}
+	if m.Timeout < time.Second {
+		return bad("milter.timeout", "%v: at least 1s", m.Timeout)
+	}
+	if m.ShutdownGrace == 0 {
+		m.ShutdownGrace = 30 * time.Second
+	}
+	if m.ShutdownGrace < 0 {
+		return bad("milter.shutdown_grace", "%v: must not be negative", m.ShutdownGrace)
+	}
+	if _, err := clamd.New(c.Clamd); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if c.Reinject.Addr == "" {
+		return bad("reinject.addr", "required (host:port of Postfix's reinjection listener)")
+	}
+	if _, _, err := net.SplitHostPort(c.Reinject.Addr); err != nil {
+		return bad("reinject.addr", "%q: want host:port", c.Reinject.Addr)
+	}
+	if c.Index.Source == "" {
+		return bad("index.source", "required")
+	}
+	if c.Signer.Certificate == "" {
+		return bad("signer.certificate", "required")
+	}
+	return nil
+}
+
+// ValidateLMTP checks the sections pec-lmtpd needs.
+func (c *Config) ValidateLMTP() error {
+	if _, _, err := net.SplitHostPort(c.LMTP.Listen); err != nil {
+		return bad("lmtp.listen", "%q: want host:port", c.LMTP.Listen)
+	}
+	if _, _, err := net.SplitHostPort(c.LMTP.Dovecot); err != nil {
+		return bad("lmtp.dovecot", "%q: want host:port", c.LMTP.Dovecot)
+	}
+	return nil
+}
+
+// FileMode parses SocketMode.
+func (m *Milter) FileMode() (os.FileMode, error) {
+	v, err := strconv.ParseUint(m.SocketMode, 8, 32)
+	if err != nil || v > 0o777 {
+		return 0, fmt.Errorf("%q: want an octal mode such as 0660", m.SocketMode)
+	}
+	return os.FileMode(v), nil
+}
+
+// ParseListen splits "unix:/path", "inet:host:port" or "host:port" into a network and an
+// address for net.Listen. The unix path must be absolute (Postfix needs the same path).
+func ParseListen(s string) (network, addr string, err error) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		p := strings.TrimPrefix(s, "unix:")
+		if !strings.HasPrefix(p, "/") {
+			return "", "", fmt.Errorf("%q: the socket path must be absolute", s)
+		}
+		if len(p) > 107 {
+			return "", "", fmt.Errorf("%q: socket paths are limited to 107 bytes", s)
+		}
+		return "unix", p, nil
+	case strings.HasPrefix(s, "inet:"):
+		s = strings.TrimPrefix(s, "inet:")
+	}
+	if _, _, err := net.SplitHostPort(s); err != nil {
+		return "", "", fmt.Errorf("%q: want unix:/path or inet:host:port", s)
+	}
+	return "tcp", s, nil
+}
+
+func (p *Provider) validate() error {
+	if strings.TrimSpace(p.Name) == "" {
+		return bad("provider.name", "required")
+	}
+	if len(p.Domains) == 0 {
+		return bad("provider.domains", "at least one domain")
+	}
+	for i, d := range p.Domains {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if !validDomain(d) {
+			return bad(fmt.Sprintf("provider.domains[%d]", i), "%q is not a domain name", p.Domains[i])
+		}
+		p.Domains[i] = d
+	}
+	for _, a := range []struct{ key, val string }{
+		{"provider.service_address", p.ServiceAddress},
+		{"provider.receipt_address", p.ReceiptAddress},
+	} {
+		if a.val == "" {
+			return bad(a.key, "required")
+		}
+		if ad, err := mail.ParseAddress(a.val); err != nil || ad.Address != a.val || ad.Name != "" {
+			return bad(a.key, "%q is not a bare address", a.val)
+		}
+	}
+	if !p.ServesDomain(domainOf(p.ServiceAddress)) {
+		return bad("provider.service_address", "%q is not in provider.domains", p.ServiceAddress)
+	}
+	if p.Timezone == "" {
+		p.Timezone = "Europe/Rome"
+	}
+	loc, err := time.LoadLocation(p.Timezone)
+	if err != nil {
+		return bad("provider.timezone", "%q: %v", p.Timezone, err)
+	}
+	p.Location = loc
+	return nil
+}
+
+// ServesDomain reports whether d (any case) is one of the provider's PEC domains.
+func (p *Provider) ServesDomain(d string) bool {
+	for _, x := range p.Domains {
+		if strings.EqualFold(x, d) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Limits) validate() error {
+	if l.MaxRecipients == 0 {
+		l.MaxRecipients = 500
+	}
+	if l.MaxRecipients < 0 {
+		return bad("limits.max_recipients", "%d: must be positive", l.MaxRecipients)
+	}
+	if l.MaxSizeTimesRecipients == 0 {
+		l.MaxSizeTimesRecipients = 30 * 1000 * 1000
+	}
+	if l.MaxSizeTimesRecipients < 0 {
+		return bad("limits.max_size_times_recipients", "must be positive")
+	}
+	if l.HardMaxSize == 0 {
+		l.HardMaxSize = 100 * 1000 * 1000
+	}
+	if l.HardMaxSize < 1024 {
+		return bad("limits.hard_max_size", "%d bytes: too small", l.HardMaxSize)
+	}
+	if l.HardMaxSize > 1<<31 {
+		return bad("limits.hard_max_size", "%d bytes: above 2 GiB, messages are held in memory", l.HardMaxSize)
+	}
+	return nil
+}
+
+func (l *Log) validate() error {
+	switch strings.ToLower(l.Level) {
+	case "":
+		l.Level = "info"
+	case "debug", "info", "warn", "error":
+		l.Level = strings.ToLower(l.Level)
+	default:
+		return bad("log.level", "%q: want debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "":
+		l.Format = "json"
+	case "json", "text":
+	default:
+		return bad("log.format", "%q: want json or text", l.Format)
+	}
+	return nil
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+func validDomain(d string) bool {
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -1,0 +1,121 @@
+package config
+
+import (
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadLabFile(t *testing.T) {
+	c, err := Load("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateMilter(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateLMTP(); err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.MaxSizeTimesRecipients != 30_000_000 || c.Limits.HardMaxSize != 100_000_000 || c.Limits.MaxRecipients != 500 {
+		t.Errorf("limits = %+v", c.Limits)
+	}
+	if c.Clamd.Timeout != 30*time.Second || c.Index.Refresh != time.Hour {
+		t.Errorf("durations: clamd %v index %v", c.Clamd.Timeout, c.Index.Refresh)
+	}
+	if c.Provider.Location == nil || c.Provider.Location.String() != "Europe/Rome" {
+		t.Errorf("location = %v", c.Provider.Location)
+	}
+	if c.Signer.PKCS11.PINEnv != "PEC_PIN_A" || c.Store.DSN != "/tmp/pec-lab/a/pec.db" {
+		t.Errorf("signer/store = %+v %+v", c.Signer, c.Store)
+	}
+	if c.Milter.SocketMode != "0660" || c.Milter.SocketGroup != "postfix" || c.Milter.Timeout != 120*time.Second {
+		t.Errorf("milter defaults = %+v", c.Milter)
+	}
+	n, a, err := ParseListen(c.Milter.Listen)
+	if err != nil || n != "unix" || a != "/tmp/pec-lab/a/run/milter.sock" {
+		t.Errorf("ParseListen = %q %q %v", n, a, err)
+	}
+}
+
+func TestErrorsNameTheKey(t *testing.T) {
+	base, err := os.ReadFile("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		old, new string
+		want     string
+		milter   bool
+	}{
+		{"max_size_times_recipients: 30MB", "max_size_times_recipients: 30 parsecs", "config: limits.max_size_times_recipients: \"30 parsecs\" is not a size", false},
+		{"max_size_times_recipients: 30MB", "max_size_times_recipients: -5", "config: limits.max_size_times_recipients:", false},
+		{"max_recipients: 500", "max_recipients: many", "config: limits.max_recipients: cannot unmarshal", false},
+		{"max_recipients: 500", "max_recipients: -1", "config: limits.max_recipients:", false},
+		{"hard_max_size: 100MB", "hard_max_size: 10", "config: limits.hard_max_size:", false},
+		{"ordinary_mail: anomaly", "ordinary_mail: maybe", "config: policy.ordinary_mail:", false},
+		{"timezone: Europe/Rome", "timezone: Mars/Olympus", "config: provider.timezone:", false},
+		{"domains: [pec-a.test]", "domains: []", "config: provider.domains:", false},
+		{"domains: [pec-a.test]", "domains: [pec_a]", "config: provider.domains[0]:", false},
+		{"service_address: posta-certificata@pec-a.test", "service_address: posta-certificata@elsewhere.test", "config: provider.service_address:", false},
+		{"receipt_address: ricevute@pec-a.test", "receipt_address: \"Ricevute <ricevute@pec-a.test>\"", "config: provider.receipt_address:", false},
+		{"level: info", "level: chatty", "config: log.level:", false},
+		{"format: json", "format: xml", "config: log.format:", false},
+		{"listen: \"127.0.0.10:9100\"", "listen: \"9100\"", "config: metrics.listen:", false},
+		{"dsn: /tmp/pec-lab/a/pec.db", "dsn: \"\"", "config: store.dsn:", false},
+		{"production: false", "prodution: false", "config: provider.prodution: field prodution not found", false},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:relative.sock\"", "config: milter.listen:", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", socket_mode: \"999\"", "config: milter.socket_mode:", true},
+		{"timeout: 30s", "timeout: -3s", "config: clamd.timeout:", true},
+		{"clamd: {addr: \"127.0.0.1:3310\"", "clamd: {addr: \"\"", "config: clamd.addr:", true},
+		{"reinject: {addr: \"127.0.0.10:10025\"}", "reinject: {addr: \"\"}", "config: reinject.addr:", true},
+	} {
+		doc := strings.Replace(string(base), tc.old, tc.new, 1)
+		if doc == string(base) {
+			t.Fatalf("test case %q does not apply", tc.old)
+		}
+		c, err := Parse([]byte(doc))
+		if err == nil && tc.milter {
+			err = c.ValidateMilter()
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want it to contain %q", tc.new, err, tc.want)
+		}
+	}
+}
+
+func TestParseSize(t *testing.T) {
+	for in, want := range map[string]Size{
+		"30MB": 30_000_000, "100MB": 100_000_000, "512KiB": 512 * 1024, "1 MiB": 1 << 20,
+		"1000": 1000, "10k": 10_000, "2GB": 2_000_000_000, "7B": 7,
+	} {
+		got, err := ParseSize(in)
+		if err != nil || got != want {
+			t.Errorf("ParseSize(%q) = %d, %v; want %d", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "MB", "-1MB", "1.5MB", "30 parsecs", "99999999999999999999GB"} {
+		if _, err := ParseSize(in); err == nil {
+			t.Errorf("ParseSize(%q) accepted", in)
+		}
+	}
+}
+
+func TestParseListen(t *testing.T) {
+	for in, want := range map[string][2]string{
+		"unix:/run/pec/milter.sock": {"unix", "/run/pec/milter.sock"},
+		"inet:127.0.0.1:8891":       {"tcp", "127.0.0.1:8891"},
+		"127.0.0.1:8891":            {"tcp", "127.0.0.1:8891"},
+	} {
+		n, a, err := ParseListen(in)
+		if err != nil || n != want[0] || a != want[1] {
+			t.Errorf("ParseListen(%q) = %q %q %v", in, n, a, err)
+		}
+	}
+	for _, in := range []string{"unix:x.sock", "inet:nope", "", "unix:/" + strings.Repeat("a", 120)} {
+		if _, _, err := ParseListen(in); err == nil {
+			t.Errorf("ParseListen(%q) accepted", in)
+		}
+	}
+}
