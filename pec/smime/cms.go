@@ -72,32 +72,6 @@ func hashByOID(oid asn1.ObjectIdentifier) (crypto.Hash, bool) {
 	return 0, false
 }
 
-// micalgHash maps a micalg parameter to a hash, accepting the RFC 5751 names and the
-// RFC 3851 names still used by PEC providers (pec-spec §8.2), case-insensitively.
-func micalgHash(s string) (crypto.Hash, bool) {
-	switch lower(s) {
-	case "sha1", "sha-1":
-		return crypto.SHA1, true
-	case "sha256", "sha-256":
-		return crypto.SHA256, true
-	case "sha384", "sha-384":
-		return crypto.SHA384, true
-	case "sha512", "sha-512":
-		return crypto.SHA512, true
-	}
-	return 0, false
-}
-
-func lower(s string) string {
-	b := []byte(s)
-	for i, c := range b {
-		if 'A' <= c && c <= 'Z' {
-			b[i] = c + 'a' - 'A'
-		}
-	}
-	return string(b)
-}
-
 // DER tags used when building.
 const (
 	tagInteger     = 0x02
