@@ -1,0 +1,229 @@
+package pec
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/smime"
+)
+
+// Signer gives the signing key and certificate chain of a PEC domain (same shape as
+// hsm.Keyring; chain[0] is the signer certificate). Errors meaning "try later" wrap
+// hsm.ErrUnavailable; builders return them wrapped, unchanged in kind.
+type Signer interface {
+	SignerFor(domain string) (crypto.Signer, []*x509.Certificate, error)
+}
+
+// Provider is the gestore emitting a message.
+type Provider struct {
+	Name           string // gestore-emittente, as in the certificate subject and the index
+	Domain         string // provider mail domain: key of the Signer, domain of generated ids
+	ServiceAddress string // From of every system message, posta-certificata@domain; equals the certificate SAN
+	ReceiptAddress string // mailReceipt of this provider in the index
+}
+
+// Recipient is one To/Cc recipient with its type in the index.
+type Recipient struct {
+	Addr string
+	Type daticert.RecipientType
+}
+
+// Transaction is what every message about one identificativo repeats: the intestazione of
+// daticert and the references. The access point fills it from the Original
+// (NewTransaction); the other points rebuild it from a received daticert (TransactionFrom).
+type Transaction struct {
+	ID         string      // identificativo, without angle brackets
+	Sender     string      // certified sender (MAIL FROM = From)
+	Recipients []Recipient // every To/Cc recipient
+	ReplyTo    string      // risposte; "" means Sender
+	Subject    string      // decoded original subject
+	RawSubject string      // original Subject value as written, "" to encode Subject
+	MsgID      string      // client's Message-ID with angle brackets, "" if none
+	Receipt    daticert.ReceiptType
+}
+
+// NewTransaction collects the transaction data from a submitted original. rcpts are the
+// To/Cc recipients with their types (the caller looks the domains up in the index).
+func NewTransaction(id string, orig *Original, rcpts []Recipient) *Transaction {
+	tx := &Transaction{ID: id, Sender: orig.Sender(), Recipients: rcpts, ReplyTo: orig.ReplyTo(),
+		Subject: orig.Subject, MsgID: orig.MessageID, Receipt: orig.Receipt}
+	if v, ok := orig.Header.Get("Subject"); ok {
+		tx.RawSubject = v
+	}
+	return tx
+}
+
+// TransactionFrom rebuilds the transaction from a received daticert (busta or receipt).
+func TransactionFrom(d *daticert.Postacert) *Transaction {
+	tx := &Transaction{ID: d.Dati.Identificativo, Sender: d.Intestazione.Mittente, ReplyTo: d.Intestazione.Risposte,
+		MsgID: d.Dati.Msgid, Receipt: d.Dati.Ricevuta}
+	if d.Intestazione.Oggetto != nil {
+		tx.Subject = *d.Intestazione.Oggetto
+	}
+	if tx.Receipt == "" {
+		tx.Receipt = daticert.Completa
+	}
+	for _, r := range d.Intestazione.Destinatari {
+		tx.Recipients = append(tx.Recipients, Recipient{Addr: r.Addr, Type: r.Tipo})
+	}
+	return tx
+}
+
+func (tx *Transaction) risposte() string {
+	if tx.ReplyTo != "" {
+		return tx.ReplyTo
+	}
+	return tx.Sender
+}
+
+// subjectHeader is the Subject value: prefix plus the original subject unchanged
+// (pec-spec.md §3.1).
+func (tx *Transaction) subjectHeader(prefix string) string {
+	if tx.RawSubject != "" {
+		return prefix + tx.RawSubject
+	}
+	return prefix + encodeWord(tx.Subject)
+}
+
+// Options tune the builders. The zero value signs with SHA-256, random boundaries, plain
+// text only.
+type Options struct {
+	// Hash is the CMS digest. SHA-256 by default; crypto.SHA1 matches what real providers
+	// still sent in 2024 (pec-spec.md §8.2) if a peer needs it.
+	Hash crypto.Hash
+	// Boundary is the base of every MIME boundary ("" = random); the parts use
+	// Boundary+".m", ".a" and the signature Boundary+".s". For golden files.
+	Boundary string
+	// HTML adds a text/html alternative (multipart/alternative) with the same information.
+	HTML bool
+	// Rand is used for boundaries and the CMS; nil = crypto/rand.
+	Rand io.Reader
+}
+
+func (o *Options) boundary() (string, error) {
+	if o.Boundary != "" {
+		return o.Boundary, nil
+	}
+	r := o.Rand
+	if r == nil {
+		r = rand.Reader
+	}
+	var b [12]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", err
+	}
+	return "=_pec_" + hex.EncodeToString(b[:]), nil
+}
+
+// content is the signed entity of a system message.
+type content struct {
+	kind      Kind
+	text      textData
+	daticert  *daticert.Postacert
+	postacert []byte // message/rfc822 part, already CRLF
+}
+
+// ErrBoundary means the chosen boundary occurs inside the attached message.
+var ErrBoundary = errors.New("pec: MIME boundary occurs in the attached message")
+
+// entity builds the multipart/mixed entity: readable text (or multipart/alternative),
+// daticert.xml, postacert.eml, in Aruba's order (pec-spec.md §4.1).
+func (c *content) entity(base string, o *Options) ([]byte, error) {
+	title, paras := readable(c.text)
+	text := textEntity("plain", plainText(title, paras))
+	if o.HTML {
+		text = multipart("alternative", base+".a", "", text, textEntity("html", htmlText(title, paras)))
+	}
+	parts := [][]byte{text}
+	if c.daticert != nil {
+		var b bytes.Buffer
+		b.WriteString("Content-Type: application/xml; name=\"daticert.xml\"\r\n")
+		b.WriteString("Content-Disposition: inline; filename=\"daticert.xml\"\r\n")
+		b.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
+		base64Lines(&b, daticert.Marshal(c.daticert))
+		parts = append(parts, b.Bytes())
+	}
+	cte := ""
+	if c.postacert != nil {
+		mb := base + ".m"
+		if bytes.Contains(c.postacert, []byte("--"+mb)) {
+			return nil, ErrBoundary
+		}
+		enc := transferEncoding(c.postacert)
+		if enc != "7bit" {
+			cte = enc
+		}
+		var b bytes.Buffer
+		b.Grow(len(c.postacert) + 200)
+		b.WriteString("Content-Type: message/rfc822; name=\"postacert.eml\"\r\n")
+		b.WriteString("Content-Disposition: inline; filename=\"postacert.eml\"\r\n")
+		b.WriteString("Content-Transfer-Encoding: " + enc + "\r\n\r\n")
+		b.Write(c.postacert)
+		parts = append(parts, b.Bytes())
+	}
+	return multipart("mixed", base+".m", cte, parts...), nil
+}
+
+// assemble signs the entity and writes the message: hdr, MIME-Version, Content-Type, body.
+func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Options) ([]byte, error) {
+	base, err := o.boundary()
+	if err != nil {
+		return nil, fmt.Errorf("pec: boundary: %w", err)
+	}
+	ent, err := c.entity(base, &o)
+	if err != nil {
+		return nil, err
+	}
+	key, chain, err := s.SignerFor(p.Domain)
+	if err != nil {
+		return nil, fmt.Errorf("pec: signer for %s: %w", p.Domain, err)
+	}
+	ct, body, err := smime.Sign(ent, key, chain, smime.SignOptions{Hash: o.Hash, Boundary: base + ".s", SigningTime: ref.Time(), Rand: o.Rand})
+	if err != nil {
+		return nil, fmt.Errorf("pec: sign %s: %w", c.kind, err)
+	}
+	var b bytes.Buffer
+	n := len(body) + 1024
+	for _, f := range hdr {
+		n += len(f.Raw)
+	}
+	b.Grow(n)
+	for _, f := range hdr {
+		b.Write(f.Raw)
+	}
+	b.WriteString("MIME-Version: 1.0\r\n")
+	b.Write(field("Content-Type", ct).Raw)
+	if enc := transferEncoding(c.postacert); c.postacert != nil && enc != "7bit" {
+		// RFC 2045 §6.4: a multipart's encoding must cover its parts.
+		b.WriteString("Content-Transfer-Encoding: " + enc + "\r\n")
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return b.Bytes(), nil
+}
+
+// daticertFor fills the daticert common to every message of a transaction.
+func daticertFor(k Kind, p Provider, ref TimeRef, tx *Transaction) *daticert.Postacert {
+	d := &daticert.Postacert{Tipo: k.Info().Tipo, Errore: k.Info().Errore}
+	d.Intestazione.Mittente = tx.Sender
+	for _, r := range tx.Recipients {
+		d.Intestazione.Destinatari = append(d.Intestazione.Destinatari, daticert.Destinatario{Tipo: r.Type, Addr: r.Addr})
+	}
+	d.Intestazione.Risposte = tx.risposte()
+	d.Intestazione.Oggetto = daticert.Subject(tx.Subject)
+	d.Dati = daticert.Dati{GestoreEmittente: p.Name, Data: ref.Data(), Identificativo: tx.ID, Msgid: tx.MsgID}
+	return d
+}
+
+// oneLine removes line breaks from text that goes into a single header or daticert line.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

@@ -1,0 +1,146 @@
+// Package pec is the PEC engine's message core: the message model, the identificativo and
+// time reference, the builders of all twelve system messages of pec-spec.md §3.1, the formal
+// checks of a submission (§7.1), and Classify, which recognises and checks any incoming
+// message (§7.2).
+//
+// API shape: a Provider describes the emitting gestore; a TimeRef is the one instant of a
+// transaction (DM art. 9); a Transaction carries the data every message about one
+// identificativo repeats (sender, recipients, subject, original Message-ID, receipt type);
+// builders take those plus a Signer and Options and return the complete signed message
+// (RFC 5322, CRLF), ready to be queued. Nothing here does I/O besides calling the Signer.
+package pec
+
+import "github.com/gestore-pec/gestore/pec/daticert"
+
+// Kind is the kind of a PEC message (pec-spec.md §3.1), or KindOrdinary.
+type Kind int
+
+// The kinds. The three avvenuta consegna variants are one Kind each because their MIME
+// content differs (pec-spec.md §4.2); the two timeout notices differ only in their text.
+const (
+	KindOrdinary Kind = iota // not a PEC message
+	KindBusta
+	KindAnomalia
+	KindAccettazione
+	KindNonAccettazione
+	KindNonAccettazioneVirus
+	KindPresaInCarico
+	KindRilevazioneVirus
+	KindMancataConsegnaVirus
+	KindConsegnaCompleta
+	KindConsegnaBreve
+	KindConsegnaSintetica
+	KindMancataConsegna
+	KindPreavviso12h
+	KindPreavviso24h
+	numKinds
+)
+
+// Postacert says whether a kind carries postacert.eml (pec-spec.md §4.2).
+type Postacert int
+
+// Postacert rules.
+const (
+	PostacertNo       Postacert = iota // not carried (allowed but not expected)
+	PostacertMustNot                   // MUST NOT be carried
+	PostacertRequired                  // always carried
+)
+
+// KindInfo holds the literal values of a kind (pec-spec.md §3.1, §3.2).
+type KindInfo struct {
+	Name          string // stable name used by pecctl and logs
+	Title         string // Italian name
+	Header        string // "X-Trasporto" or "X-Ricevuta"
+	Value         string // its value
+	Prefix        string // subject prefix, including the trailing space
+	Tipo          daticert.Tipo
+	Errore        daticert.Errore // the errore value the builder writes
+	Sicurezza     bool            // X-VerificaSicurezza: errore
+	XMittente     bool            // X-Mittente: original sender
+	Postacert     Postacert
+	Daticert      bool // carries daticert.xml (every kind but the anomaly)
+	ToSender      bool // To: is the original sender (else the sending provider's mailReceipt, or the original To/Cc for buste)
+	LogLabel      string
+}
+
+var kinds = [numKinds]KindInfo{
+	KindOrdinary: {Name: "ordinaria", Title: "posta ordinaria"},
+	KindBusta: {Name: "busta", Title: "busta di trasporto", Header: "X-Trasporto", Value: "posta-certificata",
+		Prefix: "POSTA CERTIFICATA: ", Tipo: daticert.TipoPostaCertificata, Errore: daticert.ErroreNessuno,
+		Postacert: PostacertRequired, Daticert: true, LogLabel: "BustaTrasporto"},
+	KindAnomalia: {Name: "anomalia", Title: "busta di anomalia", Header: "X-Trasporto", Value: "errore",
+		Prefix: "ANOMALIA MESSAGGIO: ", Postacert: PostacertRequired, LogLabel: "BustaAnomalia"},
+	KindAccettazione: {Name: "accettazione", Title: "ricevuta di accettazione", Header: "X-Ricevuta", Value: "accettazione",
+		Prefix: "ACCETTAZIONE: ", Tipo: daticert.TipoAccettazione, Errore: daticert.ErroreNessuno,
+		Daticert: true, ToSender: true, LogLabel: "Accettazione"},
+	KindNonAccettazione: {Name: "non-accettazione", Title: "avviso di non accettazione", Header: "X-Ricevuta", Value: "non-accettazione",
+		Prefix: "AVVISO DI NON ACCETTAZIONE: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreAltro,
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazione"},
+	KindNonAccettazioneVirus: {Name: "non-accettazione-virus", Title: "avviso di non accettazione per virus", Header: "X-Ricevuta", Value: "non-accettazione",
+		Prefix: "AVVISO DI NON ACCETTAZIONE PER VIRUS: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreVirus,
+		Sicurezza: true, Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazioneVirus"},
+	KindPresaInCarico: {Name: "presa-in-carico", Title: "ricevuta di presa in carico", Header: "X-Ricevuta", Value: "presa-in-carico",
+		Prefix: "PRESA IN CARICO: ", Tipo: daticert.TipoPresaInCarico, Errore: daticert.ErroreNessuno,
+		Daticert: true, LogLabel: "PresaInCarico"},
+	KindRilevazioneVirus: {Name: "rilevazione-virus", Title: "avviso di rilevazione virus", Header: "X-Ricevuta", Value: "rilevazione-virus",
+		Prefix: "PROBLEMA DI SICUREZZA: ", Tipo: daticert.TipoRilevazioneVirus, Errore: daticert.ErroreVirus,
+		XMittente: true, Postacert: PostacertMustNot, Daticert: true, LogLabel: "RilevazioneVirus"},
+	KindMancataConsegnaVirus: {Name: "mancata-consegna-virus", Title: "avviso di mancata consegna per virus", Header: "X-Ricevuta", Value: "errore-consegna",
+		Prefix: "AVVISO DI MANCATA CONSEGNA PER VIRUS: ", Tipo: daticert.TipoErroreConsegna, Errore: daticert.ErroreVirus,
+		Sicurezza: true, Daticert: true, ToSender: true, LogLabel: "MancataConsegnaVirus"},
+	KindConsegnaCompleta: {Name: "consegna-completa", Title: "ricevuta di avvenuta consegna (completa)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
+		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
+		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna"},
+	KindConsegnaBreve: {Name: "consegna-breve", Title: "ricevuta di avvenuta consegna (breve)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
+		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
+		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna"},
+	KindConsegnaSintetica: {Name: "consegna-sintetica", Title: "ricevuta di avvenuta consegna (sintetica)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
+		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
+		Daticert: true, ToSender: true, LogLabel: "Consegna"},
+	KindMancataConsegna: {Name: "mancata-consegna", Title: "avviso di mancata consegna", Header: "X-Ricevuta", Value: "errore-consegna",
+		Prefix: "AVVISO DI MANCATA CONSEGNA: ", Tipo: daticert.TipoErroreConsegna, Errore: daticert.ErroreNoDest,
+		Daticert: true, ToSender: true, LogLabel: "MancataConsegna"},
+	KindPreavviso12h: {Name: "preavviso-12h", Title: "avviso di mancata consegna per superamento dei tempi massimi (12 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
+		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna12h"},
+	KindPreavviso24h: {Name: "preavviso-24h", Title: "avviso di mancata consegna per superamento dei tempi massimi (24 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
+		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna24h"},
+}
+
+// Info returns the literal values of k.
+func (k Kind) Info() KindInfo {
+	if k < 0 || k >= numKinds {
+		return KindInfo{Name: "sconosciuto"}
+	}
+	return kinds[k]
+}
+
+func (k Kind) String() string { return k.Info().Name }
+
+// Kinds lists every PEC kind (without KindOrdinary) in pec-spec.md §3.1 order.
+func Kinds() []Kind {
+	out := make([]Kind, 0, numKinds-1)
+	for k := KindBusta; k < numKinds; k++ {
+		out = append(out, k)
+	}
+	return out
+}
+
+// KindByName finds a kind by its Name.
+func KindByName(name string) (Kind, bool) {
+	for k := KindOrdinary; k < numKinds; k++ {
+		if kinds[k].Name == name {
+			return k, true
+		}
+	}
+	return KindOrdinary, false
+}
+
+// IsReceipt reports whether k is a ricevuta or avviso (it has X-Ricevuta).
+func (k Kind) IsReceipt() bool { return k.Info().Header == "X-Ricevuta" }
+
+// IsConsegna reports whether k is one of the three avvenuta consegna variants.
+func (k Kind) IsConsegna() bool {
+	return k == KindConsegnaCompleta || k == KindConsegnaBreve || k == KindConsegnaSintetica
+}
