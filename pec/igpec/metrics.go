@@ -83,4 +83,3 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	}
 	return nil
 }
-
