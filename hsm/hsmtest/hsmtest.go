@@ -72,6 +72,34 @@ func (ca *CA) PEM() []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Cert.Raw})
 }
 
+// KeyPEM is the CA private key in PKCS#8 PEM, for tools that issue certificates themselves
+// (pecctl keys init -ca-key).
+func (ca *CA) KeyPEM() []byte {
+	der, err := x509.MarshalPKCS8PrivateKey(ca.key)
+	if err != nil {
+		panic(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+}
+
+// Issue signs any template for pub, for tests of certificates that break the profile. A zero
+// SerialNumber gets a random one; AuthorityKeyId comes from the CA.
+func (ca *CA) Issue(tb testing.TB, tmpl *x509.Certificate, pub crypto.PublicKey) *x509.Certificate {
+	tb.Helper()
+	if tmpl.SerialNumber == nil {
+		tmpl.SerialNumber, _ = rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 62))
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.Cert, pub, ca.key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cert
+}
+
 // ProviderCert issues a provider signing certificate with the RFC 6109 profile for pub.
 func (ca *CA) ProviderCert(tb testing.TB, providerName, serviceAddress string, pub crypto.PublicKey, notBefore, notAfter time.Time) *x509.Certificate {
 	tb.Helper()
