@@ -108,3 +108,38 @@ func TestVerifyRealChain(t *testing.T) {
 		})
 	}
 }
+
+func TestVerifyREMPolicyIT(t *testing.T) {
+	m, err := filepath.Glob(corpus.Path("agid-rem-policy-it", "*", "*.eml"))
+	if err != nil || len(m) != 11 {
+		t.Fatalf("REM corpus: %v, %d files", err, len(m))
+	}
+	certs := func(name string) []byte { return readCorpus(t, "agid-rem-policy-it", "certificates", name) }
+	roots, inter := x509.NewCertPool(), x509.NewCertPool()
+	roots.AppendCertsFromPEM(certs("REM-ROOT-CA.crt"))
+	inter.AppendCertsFromPEM(certs("REM-POLICY-IT-INTERMEDIATE-CERTIFICATE.crt"))
+	for _, p := range m {
+		rel, _ := filepath.Rel(corpus.Path("agid-rem-policy-it"), p)
+		t.Run(rel, func(t *testing.T) {
+			msg, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := Verify(msg, VerifyOptions{Roots: roots, Intermediates: inter})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Protocol != "application/pkcs7-signature" || !strings.HasSuffix(v.Signer.Subject.CommonName, "-REMS provider") || len(v.Chains) == 0 {
+				t.Fatalf("protocol %q signer %q chains %d", v.Protocol, v.Signer.Subject.CommonName, len(v.Chains))
+			}
+			// The test CA is valid until 2036, so the chain also builds today.
+			if _, err := Verify(msg, VerifyOptions{Roots: roots, Intermediates: inter, At: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+			// Without the intermediate the leaf cannot reach the root, unless the CMS has it.
+			if _, err := Verify(msg, VerifyOptions{Roots: caPool(t, agidCA1...)}); !errors.Is(err, ErrUntrusted) {
+				t.Fatalf("AgID roots: got %v, want ErrUntrusted", err)
+			}
+		})
+	}
+}

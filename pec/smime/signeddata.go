@@ -49,7 +49,7 @@ func parseSignedData(b []byte) (*signedData, error) {
 	if err != nil {
 		return nil, malformed("ContentInfo: %v", err)
 	}
-	if len(bytes.TrimRight(rest, "\x00")) != 0 {
+	if len(rest) != 0 {
 		return nil, malformed("%d bytes after ContentInfo", len(rest))
 	}
 	if err := expect(ci, 0, asn1.TagSequence, true, "ContentInfo"); err != nil {
@@ -369,7 +369,7 @@ func checkAlgorithm(si *signerInfo, pub crypto.PublicKey) error {
 			return nil
 		}
 		for _, e := range hashes {
-			if e.ecOID.Equal(si.sigAlg) {
+			if e.ecOID.Equal(si.sigAlg) && e.h == si.hash {
 				return nil
 			}
 		}
