@@ -1,0 +1,354 @@
+// Package storetest has the conformance suite every store.Store passes (Run) and an
+// in-memory Store for fast engine tests (NewMemory).
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// Memory is an in-memory store.Store. It follows the same rules as the SQLite store
+// (append-only log, transition table, leases) but keeps nothing across processes.
+type Memory struct {
+	mu         sync.Mutex
+	events     []store.Event
+	seq        int64
+	tracking   map[[2]string]store.Tracking
+	outbox     []*store.OutboxItem
+	byMsgID    map[string]bool
+	quarantine []store.QuarantineItem
+	qid        int64
+	seals      map[string]store.Seal
+	leases     map[string]lease
+	waker      store.Waker
+}
+
+type lease struct {
+	owner string
+	until time.Time
+}
+
+// NewMemory returns an empty in-memory store.
+func NewMemory() *Memory {
+	return &Memory{
+		tracking: map[[2]string]store.Tracking{},
+		byMsgID:  map[string]bool{},
+		seals:    map[string]store.Seal{},
+		leases:   map[string]lease{},
+	}
+}
+
+var _ store.Store = (*Memory)(nil)
+
+func trackKey(id, rcpt string) [2]string { return [2]string{id, strings.ToLower(rcpt)} }
+
+// Commit implements store.Store.
+func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
+	if err := b.Validate(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	// Work on copies of what a transition changes, so a conflict leaves nothing behind.
+	newRows := map[[2]string]store.Tracking{}
+	get := func(k [2]string) (store.Tracking, bool) {
+		if r, ok := newRows[k]; ok {
+			return r, true
+		}
+		r, ok := m.tracking[k]
+		return r, ok
+	}
+	for _, ins := range b.Inserts {
+		k := trackKey(ins.Identificativo, ins.Recipient)
+		if _, ok := get(k); !ok {
+			newRows[k] = ins.Row()
+		}
+	}
+	for _, t := range b.Transitions {
+		k := trackKey(t.Identificativo, t.Recipient)
+		r, ok := get(k)
+		if !ok {
+			if t.Input.IsNotice() {
+				return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
+			}
+			continue // a receipt about something we do not track: ignored
+		}
+		nr, out := store.Next(r, t.Input, t.At)
+		if out == store.Conflict {
+			return fmt.Errorf("%w: %s in state %s for %s %s", store.ErrConflict, t.Input, r.State, t.Identificativo, t.Recipient)
+		}
+		newRows[k] = nr
+	}
+	for k, r := range newRows {
+		m.tracking[k] = r
+	}
+	for _, e := range b.Events {
+		m.seq++
+		e.Seq = m.seq
+		m.events = append(m.events, cloneEvent(e))
+	}
+	added := false
+	for _, o := range b.Outbox {
+		if m.byMsgID[o.MessageID] {
+			continue
+		}
+		m.byMsgID[o.MessageID] = true
+		o.ID = int64(len(m.outbox) + 1)
+		o.State = store.OutboxPending
+		if o.Created.IsZero() {
+			o.Created = time.Now()
+		}
+		o.NextAttempt = time.Time{}
+		o.Raw = bytes.Clone(o.Raw)
+		o.Rcpts = append([]string(nil), o.Rcpts...)
+		m.outbox = append(m.outbox, &o)
+		added = true
+	}
+	for _, q := range b.Quarantine {
+		m.qid++
+		q.ID = m.qid
+		q.Raw = bytes.Clone(q.Raw)
+		m.quarantine = append(m.quarantine, q)
+	}
+	if added {
+		m.waker.Wake()
+	}
+	return nil
+}
+
+func cloneEvent(e store.Event) store.Event {
+	e.Recipients = append([]store.Recipient(nil), e.Recipients...)
+	e.About = append([]string(nil), e.About...)
+	e.Generated = append([]string(nil), e.Generated...)
+	return e
+}
+
+// ScanLog implements store.Store.
+func (m *Memory) ScanLog(ctx context.Context, q store.Query, fn func(*store.Event) error) error {
+	m.mu.Lock()
+	var out []store.Event
+	for i := range m.events {
+		if q.Match(&m.events[i]) {
+			out = append(out, cloneEvent(m.events[i]))
+			if q.Limit > 0 && len(out) >= q.Limit {
+				break
+			}
+		}
+	}
+	m.mu.Unlock()
+	for i := range out {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := fn(&out[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Tracking implements store.Store.
+func (m *Memory) Tracking(ctx context.Context, id string) ([]store.Tracking, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Tracking
+	for k, r := range m.tracking {
+		if k[0] == id {
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Recipient < out[j].Recipient })
+	return out, nil
+}
+
+// DueTracking implements store.Store.
+func (m *Memory) DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.Tracking
+	for _, r := range m.tracking {
+		if d := r.DueAt(now); d != "" {
+			r.Due = d
+			out = append(out, r)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if !out[i].SentAt.Equal(out[j].SentAt) {
+			return out[i].SentAt.Before(out[j].SentAt)
+		}
+		if out[i].Identificativo != out[j].Identificativo {
+			return out[i].Identificativo < out[j].Identificativo
+		}
+		return out[i].Recipient < out[j].Recipient
+	})
+	if limit > 0 && len(out) > limit {
+		out = out[:limit]
+	}
+	return out, nil
+}
+
+// ClaimOutbox implements store.Store.
+func (m *Memory) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.OutboxItem
+	for _, o := range m.outbox {
+		if c.Limit > 0 && len(out) >= c.Limit {
+			break
+		}
+		if o.State != store.OutboxPending || o.NextAttempt.After(c.Now) || o.ClaimedBy != "" && o.LeaseUntil.After(c.Now) {
+			continue
+		}
+		o.ClaimedBy = c.Owner
+		o.LeaseUntil = c.Now.Add(c.Lease)
+		cp := *o
+		cp.Raw = bytes.Clone(o.Raw)
+		out = append(out, cp)
+	}
+	return out, nil
+}
+
+// MarkOutbox implements store.Store.
+func (m *Memory) MarkOutbox(ctx context.Context, id int64, owner string, mk store.Mark) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if id < 1 || int(id) > len(m.outbox) {
+		return store.ErrNotFound
+	}
+	o := m.outbox[id-1]
+	switch mk.State {
+	case store.OutboxSent:
+		o.State = store.OutboxSent
+		o.SentAt = mk.At
+		o.Attempts++
+		if mk.Error != "" {
+			o.LastError = mk.Error
+		}
+	case store.OutboxPending, store.OutboxParked:
+		if o.ClaimedBy != owner || o.State != store.OutboxPending {
+			return store.ErrLeaseLost
+		}
+		o.State = mk.State
+		o.Attempts++
+		o.NextAttempt = mk.NextAttempt
+		o.LastError = mk.Error
+	default:
+		return fmt.Errorf("%w: mark state %q", store.ErrInvalid, mk.State)
+	}
+	o.ClaimedBy = ""
+	o.LeaseUntil = time.Time{}
+	return nil
+}
+
+// OutboxWait implements store.Store.
+func (m *Memory) OutboxWait() <-chan struct{} { return m.waker.Wait() }
+
+// ListOutbox implements store.Store.
+func (m *Memory) ListOutbox(ctx context.Context, state store.OutboxState, limit int) ([]store.OutboxItem, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.OutboxItem
+	for _, o := range m.outbox {
+		if o.State == state {
+			cp := *o
+			cp.Raw = nil
+			out = append(out, cp)
+			if limit > 0 && len(out) >= limit {
+				break
+			}
+		}
+	}
+	return out, nil
+}
+
+// Quarantined implements store.Store.
+func (m *Memory) Quarantined(ctx context.Context, id string) ([]store.QuarantineItem, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []store.QuarantineItem
+	for _, q := range m.quarantine {
+		if q.Identificativo == id {
+			out = append(out, q)
+		}
+	}
+	return out, nil
+}
+
+// PurgeQuarantine implements store.Store.
+func (m *Memory) PurgeQuarantine(ctx context.Context, now time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	cut := store.RetentionCutoff(now)
+	kept := m.quarantine[:0]
+	var n int64
+	for _, q := range m.quarantine {
+		if q.Time.Before(cut) {
+			n++
+			continue
+		}
+		kept = append(kept, q)
+	}
+	m.quarantine = kept
+	return n, nil
+}
+
+// PutSeal implements store.Store.
+func (m *Memory) PutSeal(ctx context.Context, s store.Seal) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.seals[s.Day]; ok {
+		return store.ErrExists
+	}
+	m.seals[s.Day] = s
+	return nil
+}
+
+// GetSeal implements store.Store.
+func (m *Memory) GetSeal(ctx context.Context, day string) (*store.Seal, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s, ok := m.seals[day]
+	if !ok {
+		return nil, store.ErrNotFound
+	}
+	return &s, nil
+}
+
+// LastSeal implements store.Store.
+func (m *Memory) LastSeal(ctx context.Context, before string) (*store.Seal, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var best *store.Seal
+	for d, s := range m.seals {
+		if d < before && (best == nil || d > best.Day) {
+			s := s
+			best = &s
+		}
+	}
+	if best == nil {
+		return nil, store.ErrNotFound
+	}
+	return best, nil
+}
+
+// TryLease implements store.Store.
+func (m *Memory) TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.leases[name]
+	if ok && l.owner != owner && l.until.After(now) {
+		return false, nil
+	}
+	m.leases[name] = lease{owner: owner, until: now.Add(ttl)}
+	return true, nil
+}
+
+// Close implements store.Store.
+func (m *Memory) Close() error { return nil }

@@ -1,0 +1,115 @@
+package storetest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+func claim(t *testing.T, s store.Store, owner string, at time.Time, limit int) []store.OutboxItem {
+	t.Helper()
+	items, err := s.ClaimOutbox(context.Background(), store.Claim{Owner: owner, Now: at, Lease: time.Minute, Limit: limit})
+	if err != nil {
+		t.Fatalf("ClaimOutbox: %v", err)
+	}
+	return items
+}
+
+func ids(items []store.OutboxItem) string {
+	out := ""
+	for _, o := range items {
+		out += o.MessageID + " "
+	}
+	return out
+}
+
+func testOutbox(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	b := &store.Batch{}
+	for i := 1; i <= 3; i++ {
+		b.Send(outboxItem(fmt.Sprintf("<m%d@pec-a.test>", i), "alice@pec-a.test"))
+	}
+	commit(t, s, b)
+
+	a := claim(t, s, "A", T0, 2)
+	if ids(a) != "<m1@pec-a.test> <m2@pec-a.test> " {
+		t.Fatalf("A claimed %q", ids(a))
+	}
+	want := outboxItem("<m1@pec-a.test>", "alice@pec-a.test")
+	if !bytes.Equal(a[0].Raw, want.Raw) || a[0].From != want.From || fmt.Sprint(a[0].Rcpts) != fmt.Sprint(want.Rcpts) ||
+		a[0].Kind != want.Kind || a[0].Identificativo != want.Identificativo || a[0].ID == 0 {
+		t.Errorf("claimed item: %+v", a[0])
+	}
+	if got := claim(t, s, "B", T0.Add(time.Second), 10); ids(got) != "<m3@pec-a.test> " {
+		t.Fatalf("B claimed %q while A's lease holds", ids(got))
+	}
+	if err := s.MarkOutbox(ctx, a[0].ID, "A", store.Mark{State: store.OutboxSent, At: T0.Add(2 * time.Second)}); err != nil {
+		t.Fatal(err)
+	}
+	// A dies holding m2; after the lease B takes it over (and m3, whose lease also ran out).
+	got := claim(t, s, "B", T0.Add(2*time.Minute), 10)
+	if ids(got) != "<m2@pec-a.test> <m3@pec-a.test> " {
+		t.Fatalf("B after lease expiry claimed %q", ids(got))
+	}
+	if err := s.MarkOutbox(ctx, a[1].ID, "A", store.Mark{State: store.OutboxPending, NextAttempt: T0.Add(time.Hour), Error: "x"}); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("retry by the old owner: %v, want ErrLeaseLost", err)
+	}
+	m2, m3 := got[0], got[1]
+	if err := s.MarkOutbox(ctx, m2.ID, "B", store.Mark{State: store.OutboxPending, NextAttempt: T0.Add(time.Hour), Error: "451 4.3.0 try later"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.MarkOutbox(ctx, m3.ID, "B", store.Mark{State: store.OutboxParked, At: T0.Add(2 * time.Minute), Error: "550 5.1.1 no such user"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := claim(t, s, "C", T0.Add(59*time.Minute), 10); len(got) != 0 {
+		t.Errorf("claimed before next attempt: %q", ids(got))
+	}
+	got = claim(t, s, "C", T0.Add(time.Hour), 10)
+	if ids(got) != "<m2@pec-a.test> " || got[0].Attempts != 1 || got[0].LastError != "451 4.3.0 try later" {
+		t.Fatalf("retry claim: %+v", got)
+	}
+	parked, err := s.ListOutbox(ctx, store.OutboxParked, 0)
+	if err != nil || len(parked) != 1 || parked[0].MessageID != "<m3@pec-a.test>" || parked[0].LastError != "550 5.1.1 no such user" {
+		t.Errorf("parked: %+v %v", parked, err)
+	}
+	sent, _ := s.ListOutbox(ctx, store.OutboxSent, 0)
+	if len(sent) != 1 || sent[0].MessageID != "<m1@pec-a.test>" || !sent[0].SentAt.Equal(T0.Add(2*time.Second)) || sent[0].Attempts != 1 {
+		t.Errorf("sent: %+v", sent)
+	}
+	if err := s.MarkOutbox(ctx, 999, "C", store.Mark{State: store.OutboxSent, At: T0}); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("mark unknown item: %v", err)
+	}
+}
+
+func testOutboxDuplicate(t *testing.T, s store.Store) {
+	first := outboxItem("<dup@pec-a.test>", "alice@pec-a.test")
+	second := first
+	second.Raw = []byte("other bytes")
+	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{first}})
+	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{second}})
+	got := claim(t, s, "A", T0, 10)
+	if len(got) != 1 || !bytes.Equal(got[0].Raw, first.Raw) {
+		t.Fatalf("duplicate Message-ID: %d items, first kept: %v", len(got), len(got) == 1 && bytes.Equal(got[0].Raw, first.Raw))
+	}
+}
+
+func testOutboxWake(t *testing.T, s store.Store) {
+	ch := s.OutboxWait()
+	commit(t, s, &store.Batch{Events: []store.Event{SampleEvent(1, T0)}})
+	select {
+	case <-ch:
+		t.Fatal("woken by a commit without outbox items")
+	default:
+	}
+	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{outboxItem("<w@pec-a.test>", "a@pec-a.test")}})
+	select {
+	case <-ch:
+	case <-time.After(5 * time.Second):
+		t.Fatal("not woken by a commit with outbox items")
+	}
+}

@@ -1,0 +1,284 @@
+package storetest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+const (
+	trID   = "opec.tracking@pec-a.test"
+	trRcpt = "bruno@pec-b.test"
+)
+
+func track(t *testing.T, s store.Store, id, rcpt string, sent time.Time) {
+	t.Helper()
+	commit(t, s, &store.Batch{Inserts: []store.TrackInsert{{Identificativo: id, Recipient: rcpt, SentAt: sent,
+		Sender: "alice@pec-a.test", Subject: "Contratto", MessageID: "<orig@client>", Data: []byte(`{"k":1}`)}}})
+}
+
+func apply(s store.Store, id, rcpt string, in store.Input, at time.Time) error {
+	return s.Commit(context.Background(), &store.Batch{Transitions: []store.Transition{{Identificativo: id, Recipient: rcpt, Input: in, At: at}}})
+}
+
+func row(t *testing.T, s store.Store, id, rcpt string) store.Tracking {
+	t.Helper()
+	rows, err := s.Tracking(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if r.Recipient == rcpt {
+			return r
+		}
+	}
+	t.Fatalf("no tracking row for %s %s", id, rcpt)
+	return store.Tracking{}
+}
+
+func stampOf(r store.Tracking, in store.Input) time.Time {
+	switch in {
+	case store.InputPresaInCarico:
+		return r.TakenAt
+	case store.InputConsegna:
+		return r.DeliveredAt
+	case store.InputMancataConsegna:
+		return r.FailedAt
+	case store.InputNotice12h:
+		return r.Notice12At
+	}
+	return r.Notice24At
+}
+
+// reach drives a fresh row to state via the shortest path of inputs.
+var reach = map[store.State][]store.Input{
+	store.StateSent:       nil,
+	store.StateTaken:      {store.InputPresaInCarico},
+	store.StateDelivered:  {store.InputConsegna},
+	store.StateFailed:     {store.InputMancataConsegna},
+	store.StateNotified12: {store.InputNotice12h},
+	store.StateNotified24: {store.InputNotice12h, store.InputNotice24h},
+}
+
+// TransitionTable is the expected state machine, written independently of the
+// implementation's table (pec-spec §6.3). "conflict" means Commit fails with ErrConflict.
+var TransitionTable = []struct {
+	From store.State
+	In   store.Input
+	To   store.State
+	Out  store.Outcome
+}{
+	{store.StateSent, store.InputPresaInCarico, store.StateTaken, store.Applied},
+	{store.StateSent, store.InputConsegna, store.StateDelivered, store.Applied},
+	{store.StateSent, store.InputMancataConsegna, store.StateFailed, store.Applied},
+	{store.StateSent, store.InputNotice12h, store.StateNotified12, store.Applied},
+	{store.StateSent, store.InputNotice24h, store.StateSent, store.Conflict},
+
+	{store.StateTaken, store.InputPresaInCarico, store.StateTaken, store.Duplicate},
+	{store.StateTaken, store.InputConsegna, store.StateDelivered, store.Applied},
+	{store.StateTaken, store.InputMancataConsegna, store.StateFailed, store.Applied},
+	{store.StateTaken, store.InputNotice12h, store.StateTaken, store.Conflict},
+	{store.StateTaken, store.InputNotice24h, store.StateNotified24, store.Applied},
+
+	{store.StateDelivered, store.InputPresaInCarico, store.StateDelivered, store.Recorded},
+	{store.StateDelivered, store.InputConsegna, store.StateDelivered, store.Duplicate},
+	{store.StateDelivered, store.InputMancataConsegna, store.StateDelivered, store.Recorded},
+	{store.StateDelivered, store.InputNotice12h, store.StateDelivered, store.Conflict},
+	{store.StateDelivered, store.InputNotice24h, store.StateDelivered, store.Conflict},
+
+	{store.StateFailed, store.InputPresaInCarico, store.StateFailed, store.Recorded},
+	{store.StateFailed, store.InputConsegna, store.StateFailed, store.Recorded},
+	{store.StateFailed, store.InputMancataConsegna, store.StateFailed, store.Duplicate},
+	{store.StateFailed, store.InputNotice12h, store.StateFailed, store.Conflict},
+	{store.StateFailed, store.InputNotice24h, store.StateFailed, store.Conflict},
+
+	{store.StateNotified12, store.InputPresaInCarico, store.StateNotified12, store.Recorded},
+	{store.StateNotified12, store.InputConsegna, store.StateDelivered, store.Applied},
+	{store.StateNotified12, store.InputMancataConsegna, store.StateFailed, store.Applied},
+	{store.StateNotified12, store.InputNotice12h, store.StateNotified12, store.Conflict},
+	{store.StateNotified12, store.InputNotice24h, store.StateNotified24, store.Applied},
+
+	{store.StateNotified24, store.InputPresaInCarico, store.StateNotified24, store.Recorded},
+	{store.StateNotified24, store.InputConsegna, store.StateNotified24, store.Recorded},
+	{store.StateNotified24, store.InputMancataConsegna, store.StateNotified24, store.Recorded},
+	{store.StateNotified24, store.InputNotice12h, store.StateNotified24, store.Conflict},
+	{store.StateNotified24, store.InputNotice24h, store.StateNotified24, store.Conflict},
+}
+
+func testTransitionTable(t *testing.T, s store.Store) {
+	for i, tc := range TransitionTable {
+		id := fmt.Sprintf("opec.table.%d@pec-a.test", i)
+		track(t, s, id, trRcpt, T0)
+		at := T0
+		for _, in := range reach[tc.From] {
+			at = at.Add(13 * time.Hour) // far enough for the notices
+			if err := apply(s, id, trRcpt, in, at); err != nil {
+				t.Fatalf("%d: reaching %s with %s: %v", i, tc.From, in, err)
+			}
+		}
+		before := row(t, s, id, trRcpt)
+		if before.State != tc.From {
+			t.Fatalf("%d: reached %s, want %s", i, before.State, tc.From)
+		}
+		at = at.Add(time.Hour)
+		err := apply(s, id, trRcpt, tc.In, at)
+		after := row(t, s, id, trRcpt)
+		name := fmt.Sprintf("%s + %s", tc.From, tc.In)
+		if tc.Out == store.Conflict {
+			if !errors.Is(err, store.ErrConflict) {
+				t.Errorf("%s: err %v, want ErrConflict", name, err)
+			}
+		} else if err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
+		if after.State != tc.To {
+			t.Errorf("%s: state %s, want %s", name, after.State, tc.To)
+		}
+		stamp, prev := stampOf(after, tc.In), stampOf(before, tc.In)
+		switch tc.Out {
+		case store.Applied, store.Recorded:
+			if !prev.IsZero() && tc.Out == store.Recorded || (prev.IsZero() && !stamp.Equal(at)) {
+				t.Errorf("%s: stamp %v (was %v), want %v", name, stamp, prev, at)
+			}
+		default:
+			if !stamp.Equal(prev) {
+				t.Errorf("%s: stamp changed from %v to %v", name, prev, stamp)
+			}
+		}
+		// Whatever happened, the pure function agrees with the table.
+		if _, out := store.Next(before, tc.In, at); out != tc.Out {
+			t.Errorf("%s: Next says %s, table says %s", name, out, tc.Out)
+		}
+	}
+}
+
+func testIdempotentReceipts(t *testing.T, s store.Store) {
+	track(t, s, trID, trRcpt, T0)
+	first := T0.Add(time.Hour)
+	for i := 0; i < 3; i++ {
+		if err := apply(s, trID, trRcpt, store.InputConsegna, first.Add(time.Duration(i)*time.Minute)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := row(t, s, trID, trRcpt)
+	if r.State != store.StateDelivered || !r.DeliveredAt.Equal(first) {
+		t.Errorf("after the same receipt three times: %s at %v, want delivered at %v", r.State, r.DeliveredAt, first)
+	}
+	// Inserting the same row again (a replayed batch) changes nothing either.
+	track(t, s, trID, trRcpt, T0.Add(time.Hour))
+	r2 := row(t, s, trID, trRcpt)
+	if r2.State != store.StateDelivered || !r2.SentAt.Equal(T0) {
+		t.Errorf("re-insert changed the row: %+v", r2)
+	}
+	if string(r2.Data) != `{"k":1}` || r2.Sender != "alice@pec-a.test" || r2.Subject != "Contratto" || r2.MessageID != "<orig@client>" {
+		t.Errorf("row context: %+v", r2)
+	}
+}
+
+func testLateReceipt(t *testing.T, s store.Store) {
+	track(t, s, trID, trRcpt, T0)
+	must := func(in store.Input, at time.Time) {
+		t.Helper()
+		if err := apply(s, trID, trRcpt, in, at); err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+	}
+	must(store.InputNotice12h, T0.Add(12*time.Hour))
+	must(store.InputNotice24h, T0.Add(23*time.Hour))
+	late := T0.Add(30 * time.Hour)
+	must(store.InputConsegna, late) // pec-spec §6.3 INFERENCE: still recorded
+	r := row(t, s, trID, trRcpt)
+	if r.State != store.StateNotified24 || !r.DeliveredAt.Equal(late) || !r.Notice24At.Equal(T0.Add(23*time.Hour)) {
+		t.Errorf("late consegna after the final notice: %+v", r)
+	}
+	// After only the 12 h notice a late consegna ends tracking: no 24 h notice any more.
+	track(t, s, "late2@pec-a.test", trRcpt, T0)
+	if err := apply(s, "late2@pec-a.test", trRcpt, store.InputNotice12h, T0.Add(12*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(s, "late2@pec-a.test", trRcpt, store.InputConsegna, T0.Add(13*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	due, _ := s.DueTracking(context.Background(), T0.Add(23*time.Hour), 0)
+	for _, d := range due {
+		if d.Identificativo == "late2@pec-a.test" {
+			t.Errorf("delivered row still due: %+v", d)
+		}
+	}
+}
+
+func testUnknownReceipt(t *testing.T, s store.Store) {
+	// A receipt about an identificativo we never sent (or an external recipient) must not
+	// fail the batch: the engine still logs and delivers it.
+	b := &store.Batch{}
+	b.Log(store.Event{Time: T0, Identificativo: "foreign@pec-b.test", Kind: store.KindRicezioneRicevuta})
+	b.Apply(store.Transition{Identificativo: "foreign@pec-b.test", Recipient: "x@pec-b.test", Input: store.InputConsegna, At: T0})
+	commit(t, s, b)
+	if rows, _ := s.Tracking(context.Background(), "foreign@pec-b.test"); len(rows) != 0 {
+		t.Errorf("receipt created tracking rows: %+v", rows)
+	}
+	if countEvents(t, s) != 1 {
+		t.Error("event of the batch not written")
+	}
+}
+
+func testDueRows(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	track(t, s, "a@pec-a.test", "r@pec-b.test", T0)                    // nothing arrives
+	track(t, s, "b@pec-a.test", "r@pec-b.test", T0.Add(time.Minute))   // presa in carico arrives
+	track(t, s, "c@pec-a.test", "r@pec-b.test", T0.Add(2*time.Minute)) // consegna arrives
+	track(t, s, "d@pec-a.test", "r@pec-b.test", T0.Add(12*time.Hour))  // dispatched later
+	if err := apply(s, "b@pec-a.test", "r@pec-b.test", store.InputPresaInCarico, T0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := apply(s, "c@pec-a.test", "r@pec-b.test", store.InputConsegna, T0.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	due := func(at time.Duration, limit int) string {
+		rows, err := s.DueTracking(ctx, T0.Add(at), limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, r := range rows {
+			out += fmt.Sprintf("%s:%s ", r.Identificativo[:1], r.Due)
+		}
+		return out
+	}
+	steps := []struct {
+		at    time.Duration
+		limit int
+		want  string
+		apply string // identificativo whose due notice is then committed
+	}{
+		{12*time.Hour - time.Nanosecond, 0, "", ""},
+		{12 * time.Hour, 0, "a:notice-12h ", "a"},
+		{12 * time.Hour, 0, "", ""},
+		{22*time.Hour + time.Minute - time.Nanosecond, 0, "a:notice-24h ", ""},
+		{22*time.Hour + time.Minute, 0, "a:notice-24h b:notice-24h ", ""},
+		{22*time.Hour + time.Minute, 1, "a:notice-24h ", "a"},
+		{25 * time.Hour, 0, "b:notice-24h d:notice-12h ", "b"}, // late rows are still due
+		{25 * time.Hour, 0, "d:notice-12h ", ""},
+	}
+	for i, st := range steps {
+		got := due(st.at, st.limit)
+		if got != st.want {
+			t.Fatalf("step %d at +%v: due %q, want %q", i, st.at, got, st.want)
+		}
+		if st.apply != "" {
+			rows, _ := s.DueTracking(ctx, T0.Add(st.at), 1)
+			r := rows[0]
+			if err := apply(s, r.Identificativo, r.Recipient, r.Due, T0.Add(st.at)); err != nil {
+				t.Fatalf("step %d: applying %s: %v", i, r.Due, err)
+			}
+		}
+	}
+	r := row(t, s, "a@pec-a.test", "r@pec-b.test")
+	if !r.Due12.Equal(T0.Add(12*time.Hour)) || !r.Due22.Equal(T0.Add(22*time.Hour)) || !r.Due24.Equal(T0.Add(24*time.Hour)) {
+		t.Errorf("deadlines: %v %v %v", r.Due12, r.Due22, r.Due24)
+	}
+}
