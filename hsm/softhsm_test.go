@@ -165,3 +165,7 @@ func newKeys(t testing.TB, cfg hsm.Config) *hsm.Keys {
 	t.Cleanup(func() { k.Close() })
 	return k
 }
+
+func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+func newCA(t testing.TB) *hsmtest.CA { return hsmtest.NewCA(t) }
