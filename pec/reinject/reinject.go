@@ -1,0 +1,264 @@
+// Package reinject submits the store's outbox (receipts, notices, buste di anomalia) to
+// Postfix's reinjection listener, an smtpd without milter (DESIGN.md "Durability").
+//
+// Delivery is at least once, never at most once:
+//   - An item leaves the outbox only as "sent" (Postfix answered 250 to DATA) or "parked"
+//     (a permanent 5xx: kept for the operator, logged at error level, counted; never
+//     deleted). Anything else (4xx, timeout, refused connection, dropped connection) is
+//     retried with exponential backoff.
+//   - Each item is claimed with a lease in the database, so several drainers (pec-milter
+//     and pec-lmtpd processes) never send the same item at the same time; a drainer that
+//     dies leaves its lease to expire and another one (or its restart) takes the item.
+//   - One message per SMTP transaction, and the item is marked sent in its own small
+//     transaction right after the 250 of DATA. The only window for a duplicate is a crash
+//     between that 250 and the mark: then the same bytes, with the same deterministic
+//     Message-ID, are sent again, and the delivery point drops the second copy.
+package reinject
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	mrand "math/rand/v2"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// Config is the reinject section of the YAML configuration:
+//
+//	reinject: {addr: "127.0.0.10:10025"}
+type Config struct {
+	Addr       string        `yaml:"addr"`        // Postfix reinjection listener host:port (required)
+	Helo       string        `yaml:"helo"`        // EHLO name; default "localhost"
+	Timeout    time.Duration `yaml:"timeout"`     // per SMTP command and for the final reply; default 60s
+	Poll       time.Duration `yaml:"poll"`        // look for other processes' items this often; default 5s
+	Lease      time.Duration `yaml:"lease"`       // claim duration; default 10m, at least 3 x Timeout
+	MinBackoff time.Duration `yaml:"min_backoff"` // first retry delay; default 10s
+	MaxBackoff time.Duration `yaml:"max_backoff"` // retry delay cap; default 30m
+	Batch      int           `yaml:"batch"`       // items claimed at once; default 16
+}
+
+// Outbox is the part of store.Store the drainer uses.
+type Outbox interface {
+	ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error)
+	MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error
+	OutboxWait() <-chan struct{}
+}
+
+// Deps are the drainer's dependencies.
+type Deps struct {
+	Store      Outbox                // required
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // nil: metrics not registered
+	Owner      string                // lease owner name; default host/pid/random
+	Now        func() time.Time      // default time.Now
+}
+
+// Drainer sends outbox items. Run it in one goroutine per process.
+type Drainer struct {
+	cfg   Config
+	st    Outbox
+	log   *slog.Logger
+	owner string
+	now   func() time.Time
+	m     metrics
+}
+
+type metrics struct {
+	sent, retried, parked *prometheus.CounterVec
+	markFailed            prometheus.Counter
+}
+
+// New validates cfg, applies defaults and builds a Drainer.
+func New(cfg Config, d Deps) (*Drainer, error) {
+	if cfg.Addr == "" {
+		return nil, errors.New("reinject.addr: required (the Postfix reinjection listener, host:port)")
+	}
+	def := func(v *time.Duration, x time.Duration, key string) error {
+		if *v == 0 {
+			*v = x
+		}
+		if *v < 0 {
+			return fmt.Errorf("reinject.%s: negative", key)
+		}
+		return nil
+	}
+	if err := errors.Join(def(&cfg.Timeout, time.Minute, "timeout"), def(&cfg.Poll, 5*time.Second, "poll"),
+		def(&cfg.MinBackoff, 10*time.Second, "min_backoff"), def(&cfg.MaxBackoff, 30*time.Minute, "max_backoff"),
+		def(&cfg.Lease, 10*time.Minute, "lease")); err != nil {
+		return nil, err
+	}
+	if cfg.Lease < 3*cfg.Timeout {
+		return nil, fmt.Errorf("reinject.lease: %v is shorter than 3 x reinject.timeout (%v)", cfg.Lease, cfg.Timeout)
+	}
+	if cfg.MaxBackoff < cfg.MinBackoff {
+		return nil, errors.New("reinject.max_backoff: smaller than min_backoff")
+	}
+	if cfg.Batch <= 0 {
+		cfg.Batch = 16
+	}
+	if cfg.Helo == "" {
+		cfg.Helo = "localhost"
+	}
+	if d.Store == nil {
+		return nil, errors.New("reinject: no store")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.Default()
+	}
+	if d.Now == nil {
+		d.Now = time.Now
+	}
+	if d.Owner == "" {
+		host, _ := os.Hostname()
+		var r [4]byte
+		rand.Read(r[:]) //nolint:errcheck
+		d.Owner = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(r[:]))
+	}
+	dr := &Drainer{cfg: cfg, st: d.Store, log: d.Logger.With(slog.String("component", "reinject")), owner: d.Owner, now: d.Now}
+	dr.m = metrics{
+		sent:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_reinject_sent_total", Help: "Generated messages accepted by Postfix."}, []string{"kind"}),
+		retried:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_reinject_retries_total", Help: "Delivery attempts to Postfix that will be retried."}, []string{"kind"}),
+		parked:     prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_reinject_parked_total", Help: "Generated messages refused permanently (kept, parked)."}, []string{"kind"}),
+		markFailed: prometheus.NewCounter(prometheus.CounterOpts{Name: "pec_reinject_mark_failures_total", Help: "Sent messages that could not be marked sent (they will be sent again)."}),
+	}
+	if d.Registerer != nil {
+		for _, c := range []prometheus.Collector{dr.m.sent, dr.m.retried, dr.m.parked, dr.m.markFailed} {
+			if err := d.Registerer.Register(c); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return dr, nil
+}
+
+// Owner is the name under which this drainer leases items.
+func (d *Drainer) Owner() string { return d.owner }
+
+// Run drains the outbox until ctx ends: at once when a Commit of this process adds items,
+// otherwise every Poll interval (items of other processes, retries that became due).
+func (d *Drainer) Run(ctx context.Context) error {
+	for {
+		wake := d.st.OutboxWait() // before claiming: no wake-up is lost
+		n, err := d.DrainOnce(ctx)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			d.log.Warn("outbox drain pass failed", slog.Any("err", err))
+		} else if n > 0 {
+			continue // there may be more
+		}
+		t := time.NewTimer(d.cfg.Poll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-wake:
+		case <-t.C:
+		}
+		t.Stop()
+	}
+}
+
+// DrainOnce claims one batch of due items and tries each once. It returns how many it
+// claimed.
+func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
+	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Now: d.now(), Lease: d.cfg.Lease, Limit: d.cfg.Batch})
+	if err != nil || len(items) == 0 {
+		return 0, err
+	}
+	var c *conn
+	defer func() {
+		if c != nil {
+			c.quit()
+		}
+	}()
+	for i := range items {
+		it := &items[i]
+		if ctx.Err() != nil {
+			return len(items), ctx.Err() // the rest stays leased until the lease ends
+		}
+		if c == nil {
+			if c, err = d.dial(ctx); err != nil {
+				// Postfix unreachable: every remaining item is retried later.
+				for j := i; j < len(items); j++ {
+					d.retry(ctx, &items[j], err)
+				}
+				return len(items), err
+			}
+		}
+		res := c.send(it)
+		if res.err != nil && ctx.Err() != nil {
+			return len(items), ctx.Err() // killed mid-transaction: like a crash, the lease will expire
+		}
+		switch {
+		case res.err == nil:
+			if err := d.markSent(ctx, it, res.note); err != nil {
+				return len(items), err
+			}
+		case res.permanent:
+			d.park(ctx, it, res.err)
+		default:
+			d.retry(ctx, it, res.err)
+		}
+		if res.err != nil { // the session may be in any state: start afresh
+			c.close()
+			c = nil
+		}
+	}
+	return len(items), nil
+}
+
+func (d *Drainer) markSent(ctx context.Context, it *store.OutboxItem, note string) error {
+	// WithoutCancel: a shutdown that arrives now must not turn a sent message into a resend.
+	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxSent, At: d.now(), Error: note})
+	if err != nil {
+		d.m.markFailed.Inc()
+		d.log.Error("message accepted by Postfix but not marked sent: it will be sent again",
+			slog.String("message_id", it.MessageID), slog.String("kind", it.Kind), slog.Any("err", err))
+		return err
+	}
+	d.m.sent.WithLabelValues(it.Kind).Inc()
+	d.log.Info("reinjected", slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
+		slog.String("identificativo", it.Identificativo), slog.Int("attempt", it.Attempts+1))
+	return nil
+}
+
+func (d *Drainer) park(ctx context.Context, it *store.OutboxItem, cause error) {
+	d.m.parked.WithLabelValues(it.Kind).Inc()
+	d.log.Error("generated message refused permanently by Postfix: parked, operator action needed",
+		slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
+		slog.String("identificativo", it.Identificativo), slog.String("reply", cause.Error()))
+	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxParked, At: d.now(), Error: cause.Error()})
+	if err != nil {
+		d.log.Error("could not park outbox item", slog.String("message_id", it.MessageID), slog.Any("err", err))
+	}
+}
+
+func (d *Drainer) retry(ctx context.Context, it *store.OutboxItem, cause error) {
+	d.m.retried.WithLabelValues(it.Kind).Inc()
+	next := d.now().Add(d.backoff(it.Attempts))
+	d.log.Warn("reinjection failed, will retry", slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
+		slog.Int("attempt", it.Attempts+1), slog.Time("next", next), slog.String("err", cause.Error()))
+	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxPending, At: d.now(), NextAttempt: next, Error: cause.Error()})
+	if err != nil {
+		d.log.Warn("could not schedule retry; the lease will expire instead", slog.String("message_id", it.MessageID), slog.Any("err", err))
+	}
+}
+
+// backoff is MinBackoff * 2^attempts, capped at MaxBackoff, minus up to 20% jitter so that
+// items failed together do not retry together.
+func (d *Drainer) backoff(attempts int) time.Duration {
+	b := float64(d.cfg.MinBackoff) * math.Pow(2, float64(min(attempts, 30)))
+	b = math.Min(b, float64(d.cfg.MaxBackoff))
+	return time.Duration(b * (1 - 0.2*mrand.Float64()))
+}

@@ -1,0 +1,360 @@
+package reinject
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/sqlite"
+	"github.com/gestore-pec/gestore/pec/store/storetest"
+)
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) Add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+const (
+	testTimeout = 400 * time.Millisecond
+	testLease   = 2 * time.Second
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func forStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
+	t.Run("sqlite", func(t *testing.T) {
+		st, err := sqlite.Open(filepath.Join(t.TempDir(), "pec.db"), sqlite.Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() })
+		fn(t, st)
+	})
+	t.Run("memory", func(t *testing.T) { fn(t, storetest.NewMemory()) })
+}
+
+func newDrainer(t *testing.T, addr string, st Outbox, owner string, c *clock) *Drainer {
+	t.Helper()
+	d, err := New(Config{Addr: addr, Timeout: testTimeout, Lease: testLease, MinBackoff: time.Second, MaxBackoff: 8 * time.Second, Poll: 50 * time.Millisecond},
+		Deps{Store: st, Owner: owner, Now: c.Now, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func item(i int) store.OutboxItem {
+	id := fmt.Sprintf("<opec.%d.acc@pec-a.test>", i)
+	raw := "Message-ID: " + id + "\r\nFrom: posta-certificata@pec-a.test\r\nTo: alice@pec-a.test\r\nSubject: ACCETTAZIONE: prova\r\n\r\n" +
+		".a line starting with a dot\r\nbody " + fmt.Sprint(i) + "\r\n"
+	return store.OutboxItem{MessageID: id, Kind: "accettazione", Identificativo: fmt.Sprintf("opec.%d@pec-a.test", i),
+		From: "posta-certificata@pec-a.test", Rcpts: []string{"alice@pec-a.test"}, Raw: []byte(raw)}
+}
+
+func queue(t *testing.T, st store.Store, items ...store.OutboxItem) {
+	t.Helper()
+	if err := st.Commit(context.Background(), &store.Batch{Outbox: items}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func list(t *testing.T, st store.Store, s store.OutboxState) []store.OutboxItem {
+	t.Helper()
+	out, err := st.ListOutbox(context.Background(), s, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func TestConfigValidation(t *testing.T) {
+	st := storetest.NewMemory()
+	for _, tc := range []struct {
+		cfg Config
+		key string
+	}{
+		{Config{}, "reinject.addr"},
+		{Config{Addr: "x:1", Timeout: -1}, "reinject.timeout"},
+		{Config{Addr: "x:1", Timeout: time.Minute, Lease: time.Minute}, "reinject.lease"},
+		{Config{Addr: "x:1", MinBackoff: time.Hour, MaxBackoff: time.Minute}, "reinject.max_backoff"},
+	} {
+		_, err := New(tc.cfg, Deps{Store: st})
+		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.key)) {
+			t.Errorf("%+v: %v, want an error naming %s", tc.cfg, err, tc.key)
+		}
+	}
+}
+
+func TestDeliversAndMarks(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		queue(t, st, item(1), item(2), item(3))
+		d := newDrainer(t, pf.addr, st, "A", c)
+		if n, err := d.DrainOnce(context.Background()); n != 3 || err != nil {
+			t.Fatalf("DrainOnce: %d %v", n, err)
+		}
+		for i := 1; i <= 3; i++ {
+			it := item(i)
+			b := pf.bodies(it.MessageID)
+			if len(b) != 1 || !bytes.Equal(b[0], it.Raw) {
+				t.Errorf("%s: %d copies, first equal: %v", it.MessageID, len(b), len(b) > 0 && bytes.Equal(b[0], it.Raw))
+			}
+		}
+		if s := list(t, st, store.OutboxSent); len(s) != 3 {
+			t.Errorf("%d sent", len(s))
+		}
+		if n, _ := d.DrainOnce(context.Background()); n != 0 {
+			t.Errorf("second pass claimed %d", n)
+		}
+	})
+}
+
+// TestTemporaryFaults: a 4xx, a hang or a dropped connection at each stage of the SMTP
+// transaction leaves the item pending with a backoff; the retry sends it; Postfix accepts
+// each message exactly once.
+func TestTemporaryFaults(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		d := newDrainer(t, pf.addr, st, "A", c)
+		i := 0
+		for _, s := range []stage{atConnect, atMail, atRcpt, atData, atEndOfData} {
+			for _, f := range []fault{temp, hang, drop} {
+				i++
+				it := item(i)
+				queue(t, st, it)
+				pf.failAt(s, f, 1)
+				if _, err := d.DrainOnce(context.Background()); err != nil && s != atConnect {
+					t.Fatalf("%s %s: %v", s, f, err)
+				}
+				if acc, _ := pf.counts(it.MessageID); acc != 0 {
+					t.Fatalf("%s %s: accepted despite the fault", s, f)
+				}
+				p := list(t, st, store.OutboxPending)
+				if len(p) != 1 || p[0].Attempts != 1 || p[0].LastError == "" || !p[0].NextAttempt.After(c.Now()) {
+					t.Fatalf("%s %s: pending %+v", s, f, p)
+				}
+				if n, _ := d.DrainOnce(context.Background()); n != 0 {
+					t.Fatalf("%s %s: retried before the backoff", s, f)
+				}
+				c.Add(10 * time.Second)
+				if n, err := d.DrainOnce(context.Background()); n != 1 || err != nil {
+					t.Fatalf("%s %s: retry: %d %v", s, f, n, err)
+				}
+				acc, recv := pf.counts(it.MessageID)
+				// After a hang or drop at end of data the server had the body but never
+				// answered 250, so the client cannot know and must resend; it was still
+				// accepted exactly once.
+				wantRecv := 1
+				if s == atEndOfData {
+					wantRecv = 2
+				}
+				if acc != 1 || recv != wantRecv {
+					t.Errorf("%s %s: accepted %d, bodies received %d (want 1, %d)", s, f, acc, recv, wantRecv)
+				}
+			}
+		}
+	})
+}
+
+// TestPermanentFaultsPark: a 5xx keeps the item, parked with the reply, never resent.
+func TestPermanentFaultsPark(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		d := newDrainer(t, pf.addr, st, "A", c)
+		for i, s := range []stage{atMail, atRcpt, atEndOfData} {
+			it := item(100 + i)
+			queue(t, st, it)
+			pf.failAt(s, perm, 1)
+			d.DrainOnce(context.Background()) //nolint:errcheck
+			c.Add(time.Hour)
+			if n, _ := d.DrainOnce(context.Background()); n != 0 {
+				t.Errorf("%s: parked item claimed again", s)
+			}
+			if acc, _ := pf.counts(it.MessageID); acc != 0 {
+				t.Errorf("%s: accepted", s)
+			}
+		}
+		parked := list(t, st, store.OutboxParked)
+		if len(parked) != 3 {
+			t.Fatalf("%d parked, want 3", len(parked))
+		}
+		for _, p := range parked {
+			if !bytes.Contains([]byte(p.LastError), []byte("550")) {
+				t.Errorf("parked without the reply: %q", p.LastError)
+			}
+		}
+	})
+}
+
+// killable wraps the store so that a test can make the drainer "die" at one point.
+type killable struct {
+	store.Store
+	cancel      context.CancelFunc
+	afterClaim  bool // die right after claiming
+	failMarkOut bool // die instead of marking sent
+}
+
+func (k *killable) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
+	items, err := k.Store.ClaimOutbox(ctx, c)
+	if k.afterClaim {
+		k.cancel()
+	}
+	return items, err
+}
+
+func (k *killable) MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error {
+	if k.failMarkOut && m.State == store.OutboxSent {
+		k.cancel()
+		return errors.New("killed before the mark")
+	}
+	return k.Store.MarkOutbox(ctx, id, owner, m)
+}
+
+// TestKilledAtEveryPoint: a drainer dies at each point of its work; a new drainer
+// instance resumes after the lease. Nothing is lost; the only resend is after a death
+// between Postfix's 250 and the mark, and it is byte-identical with the same Message-ID.
+func TestKilledAtEveryPoint(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		cases := []struct {
+			name     string
+			setup    func(k *killable, cancel context.CancelFunc)
+			accepted int
+		}{
+			{"after claim", func(k *killable, _ context.CancelFunc) { k.afterClaim = true }, 1},
+			{"during DATA", func(k *killable, cancel context.CancelFunc) {
+				pf.failAt(atData, hang, 1)
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}, 1},
+			{"between 250 and mark", func(k *killable, _ context.CancelFunc) { k.failMarkOut = true }, 2},
+			{"after mark", func(k *killable, cancel context.CancelFunc) {}, 1},
+		}
+		for i, tc := range cases {
+			it := item(200 + i)
+			queue(t, st, it)
+			ctx, cancel := context.WithCancel(context.Background())
+			k := &killable{Store: st, cancel: cancel}
+			tc.setup(k, cancel)
+			dead := newDrainer(t, pf.addr, k, fmt.Sprintf("dead-%d", i), c)
+			dead.DrainOnce(ctx) //nolint:errcheck
+			cancel()
+
+			next := newDrainer(t, pf.addr, st, fmt.Sprintf("next-%d", i), c)
+			if tc.name != "after mark" {
+				if n, _ := next.DrainOnce(context.Background()); n != 0 {
+					t.Errorf("%s: item taken while the dead drainer's lease holds", tc.name)
+				}
+			}
+			c.Add(testLease + time.Second)
+			next.DrainOnce(context.Background()) //nolint:errcheck
+			acc, _ := pf.counts(it.MessageID)
+			if acc != tc.accepted {
+				t.Errorf("%s: accepted %d times, want %d", tc.name, acc, tc.accepted)
+			}
+			for _, b := range pf.bodies(it.MessageID) {
+				if !bytes.Equal(b, it.Raw) {
+					t.Errorf("%s: a copy differs from the queued bytes", tc.name)
+				}
+			}
+			if p := list(t, st, store.OutboxPending); len(p) != 0 {
+				t.Errorf("%s: still pending: %+v", tc.name, p)
+			}
+		}
+		if s := list(t, st, store.OutboxSent); len(s) != len(cases) {
+			t.Errorf("%d sent, want %d", len(s), len(cases))
+		}
+	})
+}
+
+// TestRunWakesOnCommit: with a long poll interval, a Commit in this process wakes the drainer.
+func TestRunWakesOnCommit(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		d, err := New(Config{Addr: pf.addr, Poll: time.Hour}, Deps{Store: st, Logger: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- d.Run(ctx) }()
+		time.Sleep(50 * time.Millisecond) // Run is now waiting
+		queue(t, st, item(1))
+		waitAccepted(t, pf, item(1).MessageID)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+func waitAccepted(t *testing.T, pf *fakePostfix, id string) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if acc, _ := pf.counts(id); acc > 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("%s never accepted", id)
+}
+
+// TestTwoProcessesShareTheOutbox: two Store instances on one SQLite file stand for two
+// processes, each with its drainer. Items committed by one are found by polling; every
+// item is accepted exactly once.
+func TestTwoProcessesShareTheOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "pec.db")
+	var stores []*sqlite.Store
+	for i := 0; i < 2; i++ {
+		st, err := sqlite.Open(path, sqlite.Deps{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		stores = append(stores, st)
+	}
+	pf := newFakePostfix(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i, st := range stores {
+		d, err := New(Config{Addr: pf.addr, Poll: 20 * time.Millisecond, Batch: 3}, Deps{Store: st, Logger: quiet, Owner: fmt.Sprint("p", i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() { defer wg.Done(); d.Run(ctx) }() //nolint:errcheck
+	}
+	const n = 60
+	for i := 0; i < n; i++ {
+		queue(t, stores[i%2], item(1000+i))
+	}
+	for i := 0; i < n; i++ {
+		waitAccepted(t, pf, item(1000+i).MessageID)
+	}
+	cancel()
+	wg.Wait()
+	for i := 0; i < n; i++ {
+		if acc, recv := pf.counts(item(1000 + i).MessageID); acc != 1 || recv != 1 {
+			t.Errorf("item %d: accepted %d, received %d", i, acc, recv)
+		}
+	}
+}
