@@ -43,6 +43,7 @@ func OpenAdmin(c PKCS11Config) (*Admin, error) {
 	cfg.applyDefaults()
 	met := newMetrics(nil)
 	t := newToken(m, rc.token, pin, &cfg, slog.New(slog.DiscardHandler), met)
+	t.flags |= pkcs11.CKF_RW_SESSION
 	if err := t.open(); err != nil {
 		m.close()
 		return nil, err

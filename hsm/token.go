@@ -30,7 +30,8 @@ type token struct {
 	log      *slog.Logger
 	met      *metrics
 
-	sem chan struct{} // one permit per session that may be in use
+	sem   chan struct{} // one permit per session that may be in use
+	flags uint          // C_OpenSession flags: read-only for signing, read-write for Admin
 
 	mu        sync.Mutex
 	slot      uint
@@ -72,7 +73,7 @@ func newToken(mod *module, label, pin string, cfg *Config, log *slog.Logger, met
 	return &token{
 		mod: mod, label: label, pin: pin, wait: cfg.SessionWait,
 		retryMin: cfg.RetryMin, retryMax: cfg.RetryMax, log: log, met: met,
-		sem: make(chan struct{}, cfg.PoolSize),
+		sem: make(chan struct{}, cfg.PoolSize), flags: pkcs11.CKF_SERIAL_SESSION,
 	}
 }
 
@@ -151,7 +152,7 @@ func (t *token) take(k *p11Key) (lease, error) {
 		if t.mod.gen.Load() != l.modGen {
 			err = pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)
 		} else {
-			l.h, err = t.mod.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+			l.h, err = t.mod.ctx.OpenSession(slot, t.flags)
 		}
 		t.mod.mu.RUnlock()
 		if err != nil {
@@ -264,7 +265,7 @@ func (t *token) reopen(mayReinit bool) (pkcs11.SessionHandle, error) {
 	if m.gen.Load() != seen {
 		return 0, errors.New("module re-initialised meanwhile")
 	}
-	h, err := m.ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION)
+	h, err := m.ctx.OpenSession(slot, t.flags)
 	if err != nil {
 		return 0, fmt.Errorf("token %q: C_OpenSession: %w", t.label, err)
 	}
