@@ -33,6 +33,19 @@ func (s Severity) String() string {
 // MarshalText makes Severity a JSON string.
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
+// UnmarshalText reads "error" or "warning".
+func (s *Severity) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "error":
+		*s = Error
+	case "warning":
+		*s = Warning
+	default:
+		return fmt.Errorf("pec: unknown severity %q", b)
+	}
+	return nil
+}
+
 // Deviation is one way a message departs from the PEC rules.
 type Deviation struct {
 	Code     string   `json:"code"`     // stable identifier, e.g. "subject-prefix"
