@@ -138,10 +138,21 @@ func lostToken(err error) bool {
 		pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_DEVICE_MEMORY,
 		pkcs11.CKR_TOKEN_NOT_PRESENT, pkcs11.CKR_TOKEN_NOT_RECOGNIZED,
 		pkcs11.CKR_USER_NOT_LOGGED_IN, pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_FUNCTION_FAILED,
-		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED,
+		pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED, pkcs11.CKR_OPERATION_ACTIVE,
 		// SoftHSM2 answers C_SignInit with this when its token directory disappeared.
 		pkcs11.CKR_OBJECT_HANDLE_INVALID, pkcs11.CKR_KEY_HANDLE_INVALID:
 		return true
 	}
 	return false
+}
+
+// moduleReset reports whether err suggests the library itself was reset under us (C_Finalize
+// and C_Initialize by other code of the process, or a client library restarting): our session
+// handles may then name sessions opened since, even another token's. We never share a session
+// between goroutines, so CKR_OPERATION_ACTIVE can only mean that. The answer is to
+// re-initialise the module ourselves, which voids every handle of every token at once, under
+// the module's write lock.
+func moduleReset(err error) bool {
+	return isCode(err, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED) || isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID) ||
+		isCode(err, pkcs11.CKR_OPERATION_ACTIVE)
 }

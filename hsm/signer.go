@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math/big"
 
 	"github.com/miekg/pkcs11"
@@ -75,6 +76,13 @@ func (s *p11Signer) try(mech []*pkcs11.Mechanism, data []byte) ([]byte, error) {
 	if err == nil {
 		s.tok.release(l, false)
 		return sig, nil
+	}
+	// Re-initialise before closing the session: after a reset under us its handle may name
+	// another goroutine's new session.
+	if lostToken(err) && moduleReset(err) {
+		if rerr := m.reinit(l.modGen); rerr != nil {
+			s.tok.log.Warn("hsm: module re-initialisation failed", slog.Any("error", rerr))
+		}
 	}
 	s.tok.release(l, true)
 	if lostToken(err) {
