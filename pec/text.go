@@ -134,9 +134,32 @@ func plainText(title string, paras [][]string) string {
 		}
 		b.WriteString("\n")
 		for _, l := range p {
-			b.WriteString(l + "\n")
+			b.WriteString(wrap(l, 72))
 		}
 	}
+	return b.String()
+}
+
+// wrap breaks s at spaces into lines of at most width runes (longer words stay whole),
+// so quoted-printable needs no soft line breaks in ordinary text.
+func wrap(s string, width int) string {
+	var b strings.Builder
+	n := 0
+	for i, w := range strings.Split(s, " ") {
+		l := len([]rune(w))
+		if i > 0 {
+			if n+1+l > width {
+				b.WriteString("\n")
+				n = 0
+			} else {
+				b.WriteString(" ")
+				n++
+			}
+		}
+		b.WriteString(w)
+		n += l
+	}
+	b.WriteString("\n")
 	return b.String()
 }
 
