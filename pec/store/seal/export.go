@@ -156,3 +156,7 @@ func export(ctx context.Context, st store.Store, day, provider string, loc *time
 	x.Data = out.Bytes()
 	return x, nil
 }
+
+// WriteEvent writes e as one line of the canonical form (sorted keys, UTC time, "\n"), the
+// same line the sealed export has. pecctl log export uses it for JSON output.
+func WriteEvent(w io.Writer, e *store.Event) error { return encode(w, eventLine(e)) }
