@@ -16,17 +16,31 @@ type element struct {
 	indefinite  bool
 	full        []byte // the whole encoding, header to end (end-of-contents octets included)
 	content     []byte // the contents octets (without end-of-contents)
+	dec         *decoder
 }
+
+// decoder bounds the work of one parse. Finding the end of an indefinite-length element
+// means parsing its children, and children() parses them again, so nested indefinite
+// lengths cost size × depth²; the budget stops hostile input from making that expensive.
+type decoder struct{ budget int }
+
+// maxElements is the number of TLV headers one CMS parse may read: far above what a real
+// signature (a few hundred elements, or about 8000 4-KB BER chunks for 30 MB) needs.
+const maxElements = 1 << 18
 
 const maxDepth = 32
 
 var errTruncated = errors.New("truncated ASN.1 element")
 
 // parseElement reads one TLV from b and returns it with the remaining bytes.
-func parseElement(b []byte, depth int) (e element, rest []byte, err error) {
+func parseElement(b []byte, depth int, dec *decoder) (e element, rest []byte, err error) {
 	if depth > maxDepth {
 		return e, nil, errors.New("ASN.1 nesting too deep")
 	}
+	if dec.budget--; dec.budget < 0 {
+		return e, nil, errors.New("ASN.1 structure too complex")
+	}
+	e.dec = dec
 	if len(b) < 2 {
 		return e, nil, errTruncated
 	}
@@ -66,7 +80,7 @@ func parseElement(b []byte, depth int) (e element, rest []byte, err error) {
 				e.full = b[:j+2]
 				return e, b[j+2:], nil
 			}
-			_, r, err := parseElement(b[j:], depth+1)
+			_, r, err := parseElement(b[j:], depth+1, dec)
 			if err != nil {
 				return e, nil, err
 			}
@@ -98,7 +112,7 @@ func (e element) children(depth int) ([]element, error) {
 	}
 	var out []element
 	for b := e.content; len(b) > 0; {
-		c, r, err := parseElement(b, depth+1)
+		c, r, err := parseElement(b, depth+1, e.dec)
 		if err != nil {
 			return nil, err
 		}
@@ -132,13 +146,22 @@ func (e element) octets(depth int) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	var out []byte
+	if len(kids) == 1 {
+		return kids[0].octets(depth + 1)
+	}
+	parts := make([][]byte, 0, len(kids))
+	n := 0
 	for _, k := range kids {
 		v, err := k.octets(depth + 1)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, v...)
+		parts = append(parts, v)
+		n += len(v)
+	}
+	out := make([]byte, 0, n) // one allocation for the joined content
+	for _, p := range parts {
+		out = append(out, p...)
 	}
 	return out, nil
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,7 +55,17 @@ func signers(t testing.TB) []signerCase {
 	return []signerCase{
 		{"rsa", rs, rchain, kr.CA},
 		{"ecdsa", ek, []*x509.Certificate{ecert}, kr.CA},
+		{"signer-only", onlySigner{rs}, rchain, kr.CA},
 	}
+}
+
+// onlySigner hides the concrete key type, like a PKCS#11 (crypto11) key: only Public and
+// Sign are available.
+type onlySigner struct{ s crypto.Signer }
+
+func (o onlySigner) Public() crypto.PublicKey { return o.s.Public() }
+func (o onlySigner) Sign(r io.Reader, d []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return o.s.Sign(r, d, opts)
 }
 
 // message assembles a whole RFC 5322 message from Sign's output.

@@ -154,16 +154,18 @@ func canonicalCRLF(b []byte) []byte {
 func decodeTransfer(cte string, body []byte) ([]byte, error) {
 	switch strings.ToLower(strings.TrimSpace(cte)) {
 	case "base64":
-		clean := make([]byte, 0, len(body))
-		for _, c := range body {
-			switch c {
-			case ' ', '\t', '\r', '\n':
-			default:
-				clean = append(clean, c)
+		// encoding/base64 skips CR and LF itself; only other white space needs a copy.
+		if bytes.ContainsAny(body, " \t") {
+			clean := make([]byte, 0, len(body))
+			for _, c := range body {
+				if c != ' ' && c != '\t' {
+					clean = append(clean, c)
+				}
 			}
+			body = clean
 		}
-		out := make([]byte, base64.StdEncoding.DecodedLen(len(clean)))
-		n, err := base64.StdEncoding.Decode(out, clean)
+		out := make([]byte, base64.StdEncoding.DecodedLen(len(body)))
+		n, err := base64.StdEncoding.Decode(out, body)
 		if err != nil {
 			return nil, fmt.Errorf("bad base64: %v", err)
 		}

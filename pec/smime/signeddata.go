@@ -39,13 +39,15 @@ type signerInfo struct {
 	signature   []byte
 }
 
+const maxSigners = 8
+
 func malformed(format string, a ...any) error {
 	return fmt.Errorf("%w: CMS: %s", ErrMalformed, fmt.Sprintf(format, a...))
 }
 
 // parseSignedData parses a ContentInfo holding SignedData (RFC 5652 §3, §5.1), DER or BER.
 func parseSignedData(b []byte) (*signedData, error) {
-	ci, rest, err := parseElement(b, 0)
+	ci, rest, err := parseElement(b, 0, &decoder{budget: maxElements})
 	if err != nil {
 		return nil, malformed("ContentInfo: %v", err)
 	}
@@ -135,8 +137,10 @@ func parseSignedData(b []byte) (*signedData, error) {
 	if err != nil {
 		return nil, malformed("signerInfos: %v", err)
 	}
-	if len(sis) == 0 {
-		return nil, malformed("no SignerInfo")
+	// A PEC message has one signer; a few are tolerated. Every one costs a signature
+	// check, so hostile input may not ask for thousands.
+	if len(sis) == 0 || len(sis) > maxSigners {
+		return nil, malformed("%d SignerInfos", len(sis))
 	}
 	for _, e := range sis {
 		si, err := parseSignerInfo(e)
@@ -386,6 +390,22 @@ func checkAlgorithm(si *signerInfo, pub crypto.PublicKey) error {
 // verifySigners checks every SignerInfo against one of the entity candidates and fills v.
 func (sd *signedData) verifySigners(candidates [][]byte, v *Verified) error {
 	v.Certs = sd.certs
+	// The entity is hashed at most once per digest algorithm and candidate, however many
+	// signers there are.
+	type key struct {
+		h crypto.Hash
+		i int
+	}
+	sums := map[key][]byte{}
+	digestOf := func(h crypto.Hash, i int) []byte {
+		if d, ok := sums[key{h, i}]; ok {
+			return d
+		}
+		d := h.New()
+		d.Write(candidates[i])
+		sums[key{h, i}] = d.Sum(nil)
+		return sums[key{h, i}]
+	}
 	for n := range sd.signers {
 		si := &sd.signers[n]
 		cert, err := sd.findCert(si)
@@ -405,7 +425,7 @@ func (sd *signedData) verifySigners(candidates [][]byte, v *Verified) error {
 		if err := checkAlgorithm(si, cert.PublicKey); err != nil {
 			return malformed("%v", err)
 		}
-		entity, err := si.verify(sd.eContentType, cert.PublicKey, candidates)
+		entity, err := si.verify(sd.eContentType, cert.PublicKey, candidates, digestOf)
 		if err != nil {
 			return err
 		}
@@ -418,7 +438,7 @@ func (sd *signedData) verifySigners(candidates [][]byte, v *Verified) error {
 
 // verify checks the digest of the content and the signature (RFC 5652 §5.4, §5.6) and
 // returns the candidate that matched.
-func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.PublicKey, candidates [][]byte) ([]byte, error) {
+func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.PublicKey, candidates [][]byte, digestOf func(crypto.Hash, int) []byte) ([]byte, error) {
 	sum := func(b []byte) []byte {
 		d := si.hash.New()
 		d.Write(b)
@@ -430,8 +450,8 @@ func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.Publ
 		if !eContentType.Equal(oidData) {
 			return nil, malformed("no signedAttrs with content type %v", eContentType)
 		}
-		for _, c := range candidates {
-			if checkSignature(pub, si.hash, c, sum(c), si.signature) == nil {
+		for i, c := range candidates {
+			if checkSignature(pub, si.hash, c, digestOf(si.hash, i), si.signature) == nil {
 				return c, nil
 			}
 		}
@@ -442,8 +462,8 @@ func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.Publ
 		return nil, malformed("contentType attribute %v differs from eContentType %v", si.contentType, eContentType)
 	}
 	var entity []byte
-	for _, c := range candidates {
-		if digestEqual(sum(c), si.digest) {
+	for i, c := range candidates {
+		if digestEqual(digestOf(si.hash, i), si.digest) {
 			entity = c
 			break
 		}

@@ -172,6 +172,10 @@ func verifyChain(v *Verified, opts VerifyOptions) error {
 		at = time.Now()
 	}
 	v.VerifiedAt = at
+	// RFC 5750 §4.4.2: a keyUsage extension must allow digitalSignature or nonRepudiation.
+	if ku := v.Signer.KeyUsage; ku != 0 && ku&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
+		return fmt.Errorf("%w: signer certificate key usage does not allow signing", ErrUntrusted)
+	}
 	inter := x509.NewCertPool()
 	if opts.Intermediates != nil {
 		inter = opts.Intermediates.Clone()
