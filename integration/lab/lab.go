@@ -31,6 +31,12 @@ type Lab struct {
 type CA struct {
 	Cert string `json:"cert"` // PEM path
 	Key  string `json:"key"`  // PEM path (lab only)
+
+	// The lab's chain mirrors "Actalis root -> AgID CA1 -> provider" (pec-spec §8.2): Cert is
+	// the self-signed root (the trust anchor), Intermediate the CA that issued the provider
+	// certificates (it is in each provider's CertChain, the root never is).
+	Intermediate    string `json:"intermediate"`     // PEM path
+	IntermediateKey string `json:"intermediate_key"` // PEM path (lab only)
 }
 
 // Provider is one mail system of the lab: a Postfix instance, its Dovecot, and (for PEC
@@ -48,12 +54,15 @@ type Provider struct {
 		Submission string `json:"submission"` // host:port, port 587, STARTTLS + AUTH required
 		Reinject   string `json:"reinject"`   // host:port, no milters
 		Maillog    string `json:"maillog"`
+		TLSCert    string `json:"tls_cert"` // self-signed certificate of :25 and :587 (PEM)
+		Delivery   string `json:"delivery"` // virtual_transport: pec-lmtpd or Dovecot LMTP
 	} `json:"postfix"`
 	Dovecot struct {
 		ConfigFile string `json:"config_file"`
 		IMAP       string `json:"imap"` // host:port, plaintext login allowed on loopback
 		LMTP       string `json:"lmtp"` // host:port
 		Log        string `json:"log"`
+		AuthSocket string `json:"auth_socket"` // SASL socket Postfix uses (smtpd_sasl_path)
 	} `json:"dovecot"`
 	MilterSocket string `json:"milter_socket"` // unix socket pec-milter listens on (PEC wiring)
 	LMTPD        string `json:"lmtpd"`         // host:port pec-lmtpd listens on (PEC wiring)
@@ -62,6 +71,10 @@ type Provider struct {
 	Cert         string `json:"cert,omitempty"`        // provider signing certificate, PEM
 	CertSHA1     string `json:"cert_sha1,omitempty"`   // upper-case hex SHA-1 of the DER
 	ConfigFile   string `json:"config_file,omitempty"` // pec YAML config for this provider
+	CertChain    string `json:"cert_chain,omitempty"`  // signer cert then intermediates, PEM
+
+	// Logs maps a component ("postfix", "dovecot", "pec-milter", "pec-lmtpd") to its log file.
+	Logs map[string]string `json:"logs,omitempty"`
 }
 
 // User is a mailbox with its password (SASL on submission, IMAP login).
@@ -87,6 +100,7 @@ type LDAP struct {
 	Password string `json:"password"`
 	LDIF     string `json:"ldif"` // the LDIF loaded into it
 	PIDFile  string `json:"pid_file"`
+	Log      string `json:"log"`
 }
 
 // Clamd is the ClamAV daemon with the lab's test signatures.

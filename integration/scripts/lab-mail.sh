@@ -1,0 +1,190 @@
+# shellcheck shell=bash
+# Postfix and Dovecot of one lab mail system, sourced by lab-up.sh and lab-down.sh.
+# The PEC part of each configuration is rendered from postfix-conf/ (main.cf.pec, master.cf.pec,
+# dovecot-pec.conf): what postfix-conf/README.md tells a sysadmin is exactly what the lab runs.
+
+PFCONF=$LAB_REPO/postfix-conf
+
+# apply_main_snippet ETC FILE: postconf -e every "name = value" of a rendered main.cf snippet.
+apply_main_snippet() {
+	local etc=$1 file=$2 line cur="" settings=()
+	while IFS= read -r line || [ -n "$line" ]; do
+		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+		if [[ $line =~ ^[[:space:]] ]]; then
+			cur+=" ${line#"${line%%[![:space:]]*}"}"
+			continue
+		fi
+		[ -n "$cur" ] && settings+=("$cur")
+		cur=$line
+	done <"$file"
+	[ -n "$cur" ] && settings+=("$cur")
+	postconf -c "$etc" -e "${settings[@]}"
+}
+
+# apply_master_snippet ETC FILE [SKIP_SERVICE]: postconf -M every entry of a rendered master.cf
+# snippet (continuation lines joined), except the entry whose service name is SKIP_SERVICE.
+apply_master_snippet() {
+	local etc=$1 file=$2 skip=${3:-} line cur="" entries=() e
+	while IFS= read -r line || [ -n "$line" ]; do
+		[[ $line =~ ^[[:space:]]*(#|$) ]] && continue
+		if [[ $line =~ ^[[:space:]] ]]; then
+			cur+=" ${line#"${line%%[![:space:]]*}"}"
+			continue
+		fi
+		[ -n "$cur" ] && entries+=("$cur")
+		cur=$line
+	done <"$file"
+	[ -n "$cur" ] && entries+=("$cur")
+	for e in "${entries[@]}"; do
+		read -r -a f <<<"$e"
+		[ "${f[0]}" = "$skip" ] && continue
+		postconf -c "$etc" -M "${f[0]}/${f[1]}=$e"
+	done
+}
+
+# postfix_run ETC ARGS...: postfix prints its fatal errors only to a TTY (lab-recipe §2 gotcha
+# 1); rerun under script(1) to show them when a command fails.
+postfix_run() {
+	local etc=$1
+	shift
+	postfix -c "$etc" "$@" </dev/null >/dev/null 2>&1 9>&- && return 0
+	script -qec "postfix -c $etc $*" /dev/null </dev/null >&2 9>&- || true
+	return 1
+}
+
+postfix_running() { postfix -c "$1" status </dev/null >/dev/null 2>&1; }
+
+# mail_tls ID: a self-signed certificate for mx.<domain> (STARTTLS on :25 and :587).
+mail_tls() {
+	local id=$1 d=$BASE/$1/tls dom=${P_DOMAIN[$1]}
+	mkdir -p "$d"
+	[ -s "$d/cert.pem" ] && return 0
+	(umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+		-keyout "$d/key.pem" -out "$d/cert.pem" -subj "/CN=mx.$dom" \
+		-addext "subjectAltName=DNS:mx.$dom,IP:${P_IP[$id]}" >>"$d/openssl.log" 2>&1) ||
+		die "TLS certificate of $id failed"
+	chmod 644 "$d/cert.pem"
+}
+
+# dovecot_configure ID: users file (passwords from the secrets), dovecot.conf and the PEC snippet.
+dovecot_configure() {
+	local id=$1 d=$BASE/$1/dovecot u
+	mkdir -p "$d/run" "$d/state" "$d/mail"
+	chown vmail:vmail "$d/mail"
+	(
+		umask 077
+		for u in ${P_USERS[$id]}; do
+			printf '%s@%s:{PLAIN}%s::::::\n' "$u" "${P_DOMAIN[$id]}" "$(secret "PW_${id}_${u//-/_}")"
+		done >"$d/users.new"
+	)
+	chown root:dovecot "$d/users.new" && chmod 640 "$d/users.new" && mv -f "$d/users.new" "$d/users"
+	render "$PFCONF/dovecot-pec.conf" "$d/pec.conf" \
+		LMTP_ADDRESS="${P_IP[$id]}" LMTP_PORT=24 AUTH_SOCKET="$d/run/auth-postfix" \
+		POSTMASTER="postmaster@${P_DOMAIN[$id]}"
+	render "$LAB_REPO/integration/dovecot/dovecot.conf.in" "$d/dovecot.conf" \
+		ID="$id" IP="${P_IP[$id]}" RUN_DIR="$d/run" STATE_DIR="$d/state" LOG="$d/dovecot.log" \
+		VMAIL_UID="$(id -u vmail)" USERS_FILE="$d/users" MAIL_DIR="$d/mail" PEC_SNIPPET="$d/pec.conf"
+	doveconf -c "$d/dovecot.conf" -n >/dev/null 2>"$d/doveconf.err" ||
+		{ cat "$d/doveconf.err" >&2; die "dovecot config of $id is invalid"; }
+}
+
+dovecot_start() {
+	local id=$1 d=$BASE/$1/dovecot
+	if pid_alive "$d/run/master.pid"; then
+		dovecot -c "$d/dovecot.conf" reload </dev/null >>"$d/dovecot.log" 2>&1 9>&- ||
+			die "dovecot reload ($id) failed"
+	else
+		dovecot -c "$d/dovecot.conf" </dev/null >>"$d/dovecot.log" 2>&1 9>&- ||
+			{ show_log "dovecot-$id" "$d/dovecot.log"; die "dovecot ($id) did not start"; }
+	fi
+}
+
+dovecot_stop() {
+	local d=$BASE/$1/dovecot i
+	[ -f "$d/dovecot.conf" ] || return 0
+	pid_alive "$d/run/master.pid" || return 0
+	dovecot -c "$d/dovecot.conf" stop </dev/null >/dev/null 2>&1 || true
+	for i in $(seq 1 50); do pid_alive "$d/run/master.pid" || return 0; sleep 0.1; done
+	stop_pidfile "dovecot-$1" "$d/run/master.pid"
+}
+
+# postfix_configure ID DELIVERY MILTER: a fresh main.cf/master.cf each run (deterministic, so a
+# re-run converges), lab base settings first, then the postfix-conf snippets.
+postfix_configure() {
+	local id=$1 delivery=$2 milter=$3 d=$BASE/$1/postfix ip=${P_IP[$1]} dom=${P_DOMAIN[$1]}
+	local etc=$d/etc stage=$d/etc.stage routes="" other f
+	mkdir -p "$etc" "$d/spool" "$d/data"
+	rm -rf "$stage" && mkdir -p "$stage"
+	for other in "${ALL_IDS[@]}"; do
+		[ "$other" = "$id" ] && continue
+		routes+="${routes:+, }${P_DOMAIN[$other]}=smtp:[${P_IP[$other]}]:25"
+	done
+	# Built from scratch in a staging directory each run, so a re-run converges and a running
+	# instance never sees a half-written main.cf.
+	cp /etc/postfix/master.cf "$stage/master.cf"
+	: >"$stage/main.cf"
+	# The installation a sysadmin already has: instance paths, names, routing, TLS.
+	postconf -c "$stage" -e \
+		"compatibility_level = 3.6" \
+		"queue_directory = $d/spool" "data_directory = $d/data" \
+		"maillog_file_prefixes = $BASE" "maillog_file = $d/maillog" \
+		"myhostname = mx.$dom" "mydomain = $dom" 'myorigin = $mydomain' \
+		"mydestination =" "local_recipient_maps =" "alias_maps =" "alias_database =" \
+		"local_transport = error:5.1.1 no local delivery on this host" \
+		"relay_domains =" "inet_interfaces = $ip" "inet_protocols = ipv4" \
+		"smtp_bind_address = $ip" "mynetworks = 127.0.0.1/32 $ip/32" \
+		"smtp_dns_support_level = disabled" \
+		"transport_maps = inline:{ $routes }" \
+		"smtpd_tls_cert_file = $BASE/$id/tls/cert.pem" "smtpd_tls_key_file = $BASE/$id/tls/key.pem" \
+		"smtpd_tls_security_level = may" "smtpd_tls_loglevel = 1" "smtpd_tls_received_header = yes" \
+		"smtp_tls_security_level = may" "smtp_tls_loglevel = 1" \
+		"biff = no" "append_dot_mydomain = no" "readme_directory = no" \
+		"queue_run_delay = 10s" "minimal_backoff_time = 10s" "maximal_backoff_time = 60s"
+	# The PEC part, exactly as postfix-conf/ ships it.
+	render "$PFCONF/main.cf.pec" "$stage/main.cf.pec" \
+		PEC_MILTER="$milter" PEC_DOMAINS="$dom" DELIVERY_TRANSPORT="$delivery" \
+		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix"
+	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
+		MX_SERVICE=smtp SUBMISSION_SERVICE=submission REINJECT_SERVICE="$ip:10025"
+	cp "$PFCONF/pec_sender_login.regexp" "$stage/"
+	apply_main_snippet "$stage" "$stage/main.cf.pec"
+	postconf -c "$stage" -F '*/*/chroot = n'
+	if [ "$id" = o ]; then
+		apply_master_snippet "$stage" "$stage/master.cf.pec" "$ip:10025" # O is plain Internet mail
+	else
+		apply_master_snippet "$stage" "$stage/master.cf.pec"
+	fi
+	if [ ! -f "$d/.permissions-set" ]; then
+		postfix_run "$stage" set-permissions || die "postfix set-permissions ($id) failed"
+		touch "$d/.permissions-set"
+	fi
+	POSTFIX_CHANGED=0
+	for f in main.cf.pec master.cf.pec pec_sender_login.regexp master.cf main.cf; do
+		cmp -s "$stage/$f" "$etc/$f" || POSTFIX_CHANGED=1
+	done
+	if [ "$POSTFIX_CHANGED" = 1 ]; then
+		# postfix check is slow (it walks the queue); run it only on a new configuration.
+		postfix_run "$stage" check || die "postfix check ($id) failed"
+		for f in main.cf.pec master.cf.pec pec_sender_login.regexp master.cf main.cf; do
+			mv -f "$stage/$f" "$etc/$f"
+		done
+	fi
+	rm -rf "$stage"
+}
+
+postfix_start() {
+	local id=$1 etc=$BASE/$1/postfix/etc
+	if postfix_running "$etc"; then
+		[ "${POSTFIX_CHANGED:-1}" = 1 ] || return 0
+		postfix_run "$etc" reload || die "postfix reload ($id) failed"
+	else
+		postfix_run "$etc" start || { show_log "postfix-$id" "$BASE/$id/postfix/maillog"; die "postfix ($id) did not start"; }
+	fi
+}
+
+postfix_stop() {
+	local etc=$BASE/$1/postfix/etc
+	[ -f "$etc/main.cf" ] || return 0
+	postfix_running "$etc" || return 0
+	postfix_run "$etc" stop || true
+}

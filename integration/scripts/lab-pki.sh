@@ -1,0 +1,129 @@
+# shellcheck shell=bash
+# PKI of the lab, sourced by lab-up.sh: the lab CA, the providers' certificates on their SoftHSM2
+# tokens, and the providers-index LDIF.
+#
+# CA choice (documented in integration/README.md): a root plus one intermediate, like the real
+# chain "Actalis Authentication Root CA -> AgID CA1 -> provider" (pec-spec §8.2):
+#   ca/root.pem  "PEC Lab Root CA"  self-signed trust anchor        (lab.json ca.cert / ca.key)
+#   ca/ca1.pem   "PEC Lab CA1"      CA:TRUE pathlen 0, policy 1.3.76.16.3.1, EKU
+#                                   clientAuth+emailProtection, as AgID CA1 (ca.intermediate)
+#   <id>/cert.pem  the provider certificate, issued by CA1 for the key generated on the token
+#   <id>/cert-chain.pem  provider certificate then CA1 (never the root), for signer.certificate
+# No nameConstraints on CA1, so tests may issue more provider certificates from it.
+
+# pki_ca DIR: create the root and the intermediate once.
+pki_ca() {
+	local d=$1
+	mkdir -p "$d"
+	[ -s "$d/ca1.pem" ] && [ -s "$d/root.pem" ] && return 0
+	(
+		umask 077
+		openssl req -x509 -newkey rsa:2048 -nodes -sha256 -days 3650 \
+			-keyout "$d/root.key" -out "$d/root.pem" \
+			-subj "/C=IT/O=PEC Lab/CN=PEC Lab Root CA" \
+			-addext "basicConstraints=critical,CA:TRUE" \
+			-addext "keyUsage=critical,keyCertSign,cRLSign" \
+			-addext "subjectKeyIdentifier=hash"
+		cat >"$d/ca1.ext" <<-EXT
+			[ca1]
+			basicConstraints = critical,CA:TRUE,pathlen:0
+			keyUsage = critical,keyCertSign,cRLSign
+			extendedKeyUsage = clientAuth,emailProtection
+			certificatePolicies = 1.3.76.16.3.1
+			subjectKeyIdentifier = hash
+			authorityKeyIdentifier = keyid:always
+		EXT
+		openssl req -new -newkey rsa:2048 -nodes -keyout "$d/ca1.key" -out "$d/ca1.csr" \
+			-subj "/C=IT/O=PEC Lab/CN=PEC Lab CA1"
+		openssl x509 -req -in "$d/ca1.csr" -CA "$d/root.pem" -CAkey "$d/root.key" \
+			-set_serial "0x$(openssl rand -hex 8)" -days 3650 -sha256 \
+			-extfile "$d/ca1.ext" -extensions ca1 -out "$d/ca1.pem"
+		chmod 644 "$d/root.pem" "$d/ca1.pem"
+	) >>"$d/openssl.log" 2>&1 || { show_log openssl "$d/openssl.log"; die "lab CA creation failed"; }
+}
+
+# pki_provider ID NAME SERVICE_ADDRESS TOKEN_LABEL PIN KEY_ID: make sure the token holds the
+# key pair and the certificate, and that ID/cert.pem, cert.der, cert-chain.pem exist.
+# The private key never leaves the token: the certificate is made from the exported public key
+# with `openssl x509 -new -force_pubkey`, signed by CA1 (RFC 6109 §5.5 profile, pec-spec §8.1).
+pki_provider() {
+	local id=$1 name=$2 service=$3 label=$4 pin=$5 keyid=$6
+	local d=$BASE/$id ca=$BASE/ca module=$SOFTHSM_MODULE
+	mkdir -p "$d"
+	SO_PIN=$(secret "SOPIN_$id") "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$pin" "$label" "$keyid" >/dev/null
+	export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
+	p11() { pkcs11-tool --module "$module" --token-label "$label" "$@"; }
+
+	if [ ! -s "$d/cert.pem" ] || ! openssl x509 -in "$d/cert.pem" -noout -checkend 86400 >/dev/null; then
+		(
+			set -e
+			p11 --read-object --type pubkey --id "$keyid" -o "$d/pub.der"
+			openssl pkey -pubin -inform DER -in "$d/pub.der" -out "$d/pub.pem"
+			cat >"$d/cert.ext" <<-EXT
+				[provider]
+				keyUsage = critical,digitalSignature
+				extendedKeyUsage = emailProtection
+				subjectAltName = email:$service
+				subjectKeyIdentifier = hash
+				authorityKeyIdentifier = keyid:always
+			EXT
+			# RFC 6109 §5.5: providerName in the subject (O and CN), the service address only in
+			# the rfc822 subjectAltName, critical keyUsage digitalSignature, AKI and SKI, and NO
+			# BasicConstraints (openssl adds none unless the extfile asks for it).
+			openssl x509 -new -subj "/C=IT/O=$name/CN=Posta Certificata $name" \
+				-force_pubkey "$d/pub.pem" -CA "$ca/ca1.pem" -CAkey "$ca/ca1.key" \
+				-set_serial "0x$(openssl rand -hex 8)" -days 825 -sha256 \
+				-extfile "$d/cert.ext" -extensions provider -out "$d/cert.pem.new"
+			mv -f "$d/cert.pem.new" "$d/cert.pem"
+			rm -f "$d/cert.der"
+		) >>"$d/pki.log" 2>&1 || { show_log pki "$d/pki.log"; die "certificate of provider $id failed"; }
+	fi
+	openssl x509 -in "$d/cert.pem" -outform DER -out "$d/cert.der"
+	cat "$d/cert.pem" "$ca/ca1.pem" >"$d/cert-chain.pem.new" && mv -f "$d/cert-chain.pem.new" "$d/cert-chain.pem"
+
+	# The token holds the same certificate under the key's CKA_ID; replace it when it changed.
+	local onboard
+	onboard=$({ p11 --read-object --type cert --id "$keyid" -o /dev/stdout 2>/dev/null || true; } | sha1sum | cut -d' ' -f1)
+	if [ "$onboard" != "$(sha1sum <"$d/cert.der" | cut -d' ' -f1)" ]; then
+		p11 --login --pin "$pin" --delete-object --type cert --id "$keyid" >/dev/null 2>&1 || true
+		p11 --login --pin "$pin" --write-object "$d/cert.der" --type cert --id "$keyid" --label "$label" \
+			>>"$d/pki.log" 2>&1 || { show_log pki "$d/pki.log"; die "writing the certificate on token $label failed"; }
+	fi
+}
+
+# cert_sha1 FILE.der: upper-case hex SHA-1 of a DER certificate (providerCertificateHash).
+cert_sha1() {
+	sha1sum <"$1" | cut -d' ' -f1 | tr 'a-f' 'A-F'
+}
+
+# pki_ldif OUT ID...: the providers index (pec-spec §9.1) with the real certificates.
+pki_ldif() {
+	local out=$1 id
+	shift
+	{
+		cat <<-EOF
+			# PEC providers index of the lab (RFC 6109 §4.5), generated by lab-up.sh.
+			dn: o=postacert
+			objectClass: top
+			objectClass: organization
+			objectClass: LDIFLocationURLObject
+			o: postacert
+			description: PEC lab providers index (test only)
+		EOF
+		for id in "$@"; do
+			cat <<-EOF
+
+				dn: providerName=${P_NAME[$id]},o=postacert
+				objectClass: top
+				objectClass: provider
+				providerName: ${P_NAME[$id]}
+				providerCertificateHash: $(cert_sha1 "$BASE/$id/cert.der")
+				providerCertificate;binary:: $(base64 -w0 <"$BASE/$id/cert.der")
+				mailReceipt: ${P_RECEIPT[$id]}
+				managedDomains: ${P_DOMAIN[$id]}
+				description: Lab PEC provider $id
+			EOF
+		done
+	} >"$out.new"
+	mv -f "$out.new" "$out"
+}

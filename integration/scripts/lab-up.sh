@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# lab-up.sh: start the two-provider PEC lab on loopback (idempotent).
+#
+#   PEC_LAB=/tmp/pec-lab   base directory (default /tmp/pec-lab; keep it short: unix sockets)
+#   PEC_WIRING=plain|pec   plain: Postfix delivers straight to Dovecot, no milter.
+#                          pec: submission and MX call bin/pec-milter; delivery goes through
+#                          bin/pec-lmtpd when it exists. Default: pec when bin/pec-milter exists.
+#
+# Mail systems (all on lo aliases): A 127.0.0.10 pec-a.test, B 127.0.0.20 pec-b.test (PEC
+# providers), O 127.0.0.30 posta.test (ordinary mail). Shared: slapd with the providers index
+# on 127.0.0.1:3890, clamd on 127.0.0.1:3310, SoftHSM2 tokens provider-a and provider-b.
+# Everything is described in $PEC_LAB/lab.json (integration/lab/lab.go), written last.
+#
+# Running it again keeps passwords, PINs, keys and certificates, regenerates the configuration,
+# reloads what changed and starts what is not running: one of each daemon, always. It restarts
+# pec-milter / pec-lmtpd when their binary is newer than the running process.
+# lab-down.sh stops everything it started.
+set -euo pipefail
+T0=$(date +%s.%N)
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+. "$LAB_SCRIPTS/lab-pki.sh"
+. "$LAB_SCRIPTS/lab-mail.sh"
+. "$LAB_SCRIPTS/lab-topology.sh"
+
+[ "$(id -u)" = 0 ] || die "lab-up.sh must run as root (Postfix instances, lo aliases)"
+need postfix postconf dovecot doveconf slapd clamd softhsm2-util pkcs11-tool openssl jq ip setsid script
+id vmail >/dev/null 2>&1 || die "user vmail missing: run integration/scripts/install-packages.sh"
+
+mkdir -p "$BASE" "$BASE/logs"
+chmod 755 "$BASE"
+exec 9>"$BASE/.lab.lock"
+flock -w 120 9 || die "another lab-up/lab-down holds $BASE/.lab.lock"
+
+# ---- wiring --------------------------------------------------------------------------------
+MILTER_BIN=$LAB_REPO/bin/pec-milter
+LMTPD_BIN=$LAB_REPO/bin/pec-lmtpd
+if [ -z "${PEC_WIRING:-}" ]; then
+	if [ -x "$MILTER_BIN" ]; then PEC_WIRING=pec; else PEC_WIRING=plain; fi
+fi
+case $PEC_WIRING in
+plain) USE_LMTPD=0 ;;
+pec)
+	[ -x "$MILTER_BIN" ] || die "PEC_WIRING=pec needs $MILTER_BIN (build it first: go build -o bin/ ./cmd/...)"
+	if [ -x "$LMTPD_BIN" ]; then USE_LMTPD=1; else USE_LMTPD=0; fi
+	;;
+*) die "PEC_WIRING must be plain or pec, not $PEC_WIRING" ;;
+esac
+
+# ---- secrets: generated once, kept across re-runs --------------------------------------------
+secrets_init
+for id in "${ALL_IDS[@]}"; do
+	for u in ${P_USERS[$id]}; do secret_ensure "PW_${id}_${u//-/_}" pw; done
+done
+for id in "${PEC_IDS[@]}"; do
+	secret_ensure "PIN_$id" pin
+	secret_ensure "SOPIN_$id" pin
+done
+secret_ensure LDAP_PW pw
+
+# ---- loopback aliases --------------------------------------------------------------------------
+for id in "${ALL_IDS[@]}"; do ensure_alias "${P_IP[$id]}" "$BASE/aliases-added"; done
+
+# ---- PKI: CA, tokens, certificates, index ----------------------------------------------------
+pki_ca "$BASE/ca"
+for id in "${PEC_IDS[@]}"; do
+	pki_provider "$id" "${P_NAME[$id]}" "${P_SERVICE[$id]}" "provider-$id" "$(secret "PIN_$id")" "${P_KEYID[$id]}"
+done
+export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
+mkdir -p "$BASE/ldap"
+pki_ldif "$BASE/ldap/providers.ldif" "${PEC_IDS[@]}"
+
+# ---- slapd and clamd -----------------------------------------------------------------------------
+SLAPD_ROOTPW=$(secret LDAP_PW) "$LAB_SCRIPTS/slapd-instance.sh" start "$BASE/ldap" "$LDAP_PORT" "$BASE/ldap/providers.ldif"
+"$LAB_SCRIPTS/clamd-instance.sh" start "$BASE/clamav" "$CLAMD_PORT" &
+CLAMD_JOB=$!
+
+# ---- per mail system: Dovecot, pec.yaml, PEC processes, Postfix ----------------------------
+for id in "${ALL_IDS[@]}"; do
+	mail_tls "$id"
+	dovecot_configure "$id"
+	dovecot_start "$id"
+done
+for id in "${PEC_IDS[@]}"; do write_pec_yaml "$id"; done
+
+for id in "${ALL_IDS[@]}"; do
+	ip=${P_IP[$id]}
+	milter="" delivery="lmtp:inet:$ip:24"
+	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
+		milter="unix:$BASE/$id/run/milter.sock"
+		[ "$USE_LMTPD" = 1 ] && delivery="lmtp:inet:$ip:$LMTPD_PORT"
+	fi
+	P_DELIVERY[$id]=$delivery
+	postfix_configure "$id" "$delivery" "$milter"
+done
+
+for id in "${PEC_IDS[@]}"; do
+	if [ "$PEC_WIRING" = pec ]; then
+		pec_process_start "$id" pec-milter "$MILTER_BIN"
+		if [ "$USE_LMTPD" = 1 ]; then pec_process_start "$id" pec-lmtpd "$LMTPD_BIN"; else pec_process_stop "$id" pec-lmtpd; fi
+	else
+		pec_process_stop "$id" pec-milter
+		pec_process_stop "$id" pec-lmtpd
+	fi
+done
+for id in "${ALL_IDS[@]}"; do postfix_start "$id"; done
+
+# ---- wait for every listener -------------------------------------------------------------------
+wait "$CLAMD_JOB" || die "clamd did not start"
+fail=0
+wait_tcp slapd 127.0.0.1 "$LDAP_PORT" "$BASE/ldap/slapd.log" || fail=1
+for id in "${ALL_IDS[@]}"; do
+	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$id/dovecot/dovecot.log
+	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
+	wait_tcp "postfix-$id submission" "$ip" 587 "$pflog" || fail=1
+	is_pec "$id" && { wait_tcp "postfix-$id reinjection" "$ip" 10025 "$pflog" || fail=1; }
+	wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
+	wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" || fail=1
+	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
+	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
+		wait_unix "pec-milter-$id" "$BASE/$id/run/milter.sock" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" || fail=1
+		[ "$USE_LMTPD" = 1 ] && { wait_tcp "pec-lmtpd-$id" "$ip" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log" || fail=1; }
+	fi
+done
+[ "$fail" = 0 ] || die "the lab is NOT up (see the logs above); lab-down.sh stops what did start"
+
+write_lab_json
+print_summary "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"
