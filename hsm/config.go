@@ -28,6 +28,8 @@ import (
 //	      pkcs11: {key: provider-a-2}
 //	      certificate: /etc/pec/a2-chain.pem
 //
+// When provider.domains is empty the default key signs for any domain.
+//
 // The PIN never comes from this file: pin_env names an environment variable, pin_file a file
 // (or pin-source=file:... in the URI).
 type Config struct {

@@ -34,6 +34,8 @@ type Keys struct {
 	fallback *entry // the default key when the provider lists no domains
 	tokens   []*token
 	modules  []*module
+	log      *slog.Logger
+	warn     time.Duration // Config.ExpiryWarning
 }
 
 type entry struct {
@@ -132,7 +134,7 @@ func load(cfg Config, deps Deps, all bool) (*Keys, []Report, error) {
 		return nil, nil, err
 	}
 	met := newMetrics(deps.Registerer)
-	k := &Keys{digest: digest, byDomain: map[string]entry{}}
+	k := &Keys{digest: digest, byDomain: map[string]entry{}, log: deps.Logger, warn: cfg.ExpiryWarning}
 	l := &loader{cfg: &cfg, deps: deps, met: met, keys: k, mods: map[string]*module{}, toks: map[string]*token{}}
 	var reports []Report
 	for _, s := range specs {
@@ -329,6 +331,34 @@ func (k *Keys) SignerFor(domain string) (crypto.Signer, []*x509.Certificate, err
 		e = *k.fallback
 	}
 	return e.signer, e.chain, nil
+}
+
+// WarnExpiring logs a warning for every signer certificate that expires within
+// Config.ExpiryWarning of now (or has expired), and returns how many did. New checks once at
+// start-up; a long-running daemon calls this daily.
+func (k *Keys) WarnExpiring(now time.Time) int {
+	seen := map[*x509.Certificate]bool{}
+	var all []entry
+	for _, e := range k.byDomain {
+		all = append(all, e)
+	}
+	if k.fallback != nil {
+		all = append(all, *k.fallback)
+	}
+	n := 0
+	for _, e := range all {
+		c := e.chain[0]
+		if seen[c] {
+			continue
+		}
+		seen[c] = true
+		for _, p := range CheckValidity(c, now, k.warn) {
+			k.log.Warn("hsm: certificate", slog.String("subject", c.Subject.String()), slog.String("sha1", Fingerprint(c)),
+				slog.String("check", p.Check), slog.String("detail", p.Detail))
+			n++
+		}
+	}
+	return n
 }
 
 // Digest is the hash configured for message signatures (signer.digest).

@@ -234,9 +234,18 @@ func TestExpiryWarning(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	k.Close()
+	defer k.Close()
 	if !strings.Contains(logs.String(), "check=expiry") || !strings.Contains(logs.String(), "in 9 days") {
 		t.Fatalf("no expiry warning in logs:\n%s", logs.String())
+	}
+	if n := k.WarnExpiring(now.AddDate(0, 0, 5)); n != 1 {
+		t.Errorf("5 days later: %d warnings, want 1", n)
+	}
+	if n := k.WarnExpiring(now.AddDate(0, 0, -60)); n != 0 {
+		t.Errorf("60 days earlier: %d warnings, want 0", n)
+	}
+	if !strings.Contains(logs.String(), "in 4 days") {
+		t.Errorf("no periodic warning in logs:\n%s", logs.String())
 	}
 }
 
