@@ -154,16 +154,18 @@ func (p *ldifParser) attrval(l line) (name string, opts []string, val []byte, er
 		return "", nil, nil, &LDIFError{l.n, "missing ':' after attribute name"}
 	}
 	desc := l.text[:i]
-	parts := strings.Split(desc, ";")
-	for j, part := range parts {
-		if !validAttrType(part) {
-			return "", nil, nil, &LDIFError{l.n, "bad attribute description " + quote(desc)}
+	if name = knownAttr(desc); name == "" {
+		parts := strings.Split(desc, ";")
+		for j, part := range parts {
+			if !validAttrType(part) {
+				return "", nil, nil, &LDIFError{l.n, "bad attribute description " + quote(desc)}
+			}
+			parts[j] = strings.ToLower(part)
 		}
-		parts[j] = strings.ToLower(part)
-	}
-	name = parts[0]
-	if len(parts) > 1 {
-		opts = parts[1:]
+		name = parts[0]
+		if len(parts) > 1 {
+			opts = parts[1:]
+		}
 	}
 	rest := l.text[i+1:]
 	switch {
@@ -232,6 +234,22 @@ func (p *ldifParser) readURL(raw string) ([]byte, error) {
 		return nil, fmt.Errorf("file URL %s: file larger than %d bytes", quote(raw), MaxURLFileSize)
 	}
 	return b, nil
+}
+
+// knownNames are the attribute names of the index, interned so that parsing a large index
+// does not allocate a lower-case copy of each name on each line.
+var knownNames = []string{"dn", "objectclass", "providername", "providerunit", "providercertificatehash",
+	"mailreceipt", "manageddomains", "ldiflocationurl", "description"}
+
+// knownAttr returns the interned lower-case name when desc is one of knownNames (with no
+// options), else "".
+func knownAttr(desc string) string {
+	for _, n := range knownNames {
+		if len(n) == len(desc) && strings.EqualFold(n, desc) {
+			return n
+		}
+	}
+	return ""
 }
 
 // validAttrType accepts RFC 2849 attribute types and options: ldap-oid or a letter followed

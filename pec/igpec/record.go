@@ -261,7 +261,16 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > 253 {
 		return false
 	}
-	for _, label := range strings.Split(d, ".") {
+	for len(d) > 0 {
+		label := d
+		if i := strings.IndexByte(d, '.'); i >= 0 {
+			label, d = d[:i], d[i+1:]
+			if d == "" {
+				return false // trailing empty label
+			}
+		} else {
+			d = ""
+		}
 		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
 			return false
 		}

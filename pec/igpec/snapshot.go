@@ -26,13 +26,10 @@ type Snapshot struct {
 // (the o=postacert root, organisational entries) are skipped silently; malformed provider
 // records are listed in Rejected with the reason, one by one, and the others still load.
 func Build(entries []Entry, source string, loaded time.Time) *Snapshot {
-	s := &Snapshot{
-		Source:   source,
-		Loaded:   loaded,
-		byDomain: map[string]*Record{},
-		byHash:   map[string][]*Record{},
-	}
+	s := &Snapshot{Source: source, Loaded: loaded, byHash: map[string][]*Record{}}
 	seenDN := map[string]bool{}
+	var recs []*Record
+	domains := 0
 	for i := range entries {
 		e := &entries[i]
 		if !isProvider(e) {
@@ -49,6 +46,11 @@ func Build(entries []Entry, source string, loaded time.Time) *Snapshot {
 			continue
 		}
 		seenDN[key] = true
+		recs = append(recs, r)
+		domains += len(r.Domains)
+	}
+	s.byDomain = make(map[string]*Record, domains)
+	for _, r := range recs {
 		s.add(r)
 	}
 	return s
@@ -99,10 +101,10 @@ func (s *Snapshot) DomainRecord(domain string) (*Record, bool) {
 // compiler does not copy string(buf[:n]) in a map index).
 func (s *Snapshot) domainRecord(domain string) *Record {
 	d := strings.TrimSuffix(domain, ".")
-	if r, ok := s.byDomain[d]; ok {
-		return r
+	if !hasUpper(d) {
+		return s.byDomain[d]
 	}
-	if len(d) > 253 || !hasUpper(d) {
+	if len(d) > 253 {
 		return nil
 	}
 	var buf [253]byte
