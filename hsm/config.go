@@ -284,6 +284,11 @@ func (c *Config) specs(p Provider) ([]keySpec, error) {
 		case s.certificate == "":
 			return nil, fmt.Errorf("hsm: %s.certificate: missing", s.name)
 		}
+		if !s.pkcs11.empty() {
+			if _, err := s.pkcs11.resolve(); err != nil {
+				return nil, fmt.Errorf("hsm: %s.pkcs11.%v", s.name, err)
+			}
+		}
 	}
 	return out, nil
 }

@@ -8,7 +8,8 @@ import "fmt"
 type UnavailableError struct {
 	// Kind is one of the bounded values also used as the metrics label: "session_wait"
 	// (no free session in time), "token_down" (failing fast until the next reopen attempt),
-	// "reopen" (a reopen attempt failed), "lost" (the token went away during this call).
+	// "reopen" (a reopen attempt failed), "lost" (the token went away during this call),
+	// "session_open" (the token refused one more session).
 	Kind string
 	Err  error // the cause, if any
 }

@@ -143,6 +143,12 @@ func load(cfg Config, deps Deps, all bool) (*Keys, []Report, error) {
 		if !r.OK() && !all {
 			return k, reports, nil
 		}
+		if r.OK() {
+			c := r.Chain[0]
+			deps.Logger.Info("hsm: key ready", slog.String("key", s.name), slog.Any("domains", s.domains),
+				slog.String("subject", c.Subject.String()), slog.String("sha1", Fingerprint(c)),
+				slog.Time("not_after", c.NotAfter))
+		}
 		for _, p := range r.Problems {
 			if p.Warning {
 				deps.Logger.Warn("hsm: certificate", slog.String("key", s.name), slog.Any("domains", s.domains),

@@ -24,7 +24,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"outcome"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pec_hsm_errors_total",
-			Help: "Signing errors by kind (session_wait, token_down, reopen, lost, sign, input).",
+			Help: "Signing errors by kind (session_wait, session_open, token_down, reopen, lost, sign, input).",
 		}, []string{"kind"}),
 		wait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "pec_hsm_session_wait_seconds",

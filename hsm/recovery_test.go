@@ -125,6 +125,9 @@ func TestRecoveryTokenDirectoryRemoved(t *testing.T) {
 		t.Fatalf("other token while pec-flap is gone: %v", err)
 	}
 
+	if n := hsm.ErrorCount(fs, "token_down") + hsm.ErrorCount(fs, "reopen"); n < 20 {
+		t.Errorf("errors{kind=token_down|reopen} = %v, want at least 20", n)
+	}
 	if err := rename(away, dir); err != nil {
 		t.Fatal(err)
 	}

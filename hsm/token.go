@@ -158,8 +158,10 @@ func (t *token) take(k *p11Key) (lease, error) {
 		if err != nil {
 			if lostToken(err) {
 				t.drop(l.gen, err)
+				return lease{}, &UnavailableError{Kind: "lost", Err: fmt.Errorf("C_OpenSession: %w", err)}
 			}
-			return lease{}, &UnavailableError{Kind: "lost", Err: fmt.Errorf("C_OpenSession: %w", err)}
+			// CKR_SESSION_COUNT and the like: the token is there but will not open more.
+			return lease{}, &UnavailableError{Kind: "session_open", Err: fmt.Errorf("C_OpenSession: %w", err)}
 		}
 		return l, nil
 	}
