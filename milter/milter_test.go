@@ -1,0 +1,507 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/d--j/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gestore-pec/gestore/pec"
+)
+
+// fakeEngine records submissions and answers with fn.
+type fakeEngine struct {
+	mu    sync.Mutex
+	subs  []*pec.Submission
+	fn    func(ctx context.Context, s *pec.Submission) (*pec.Submitted, error)
+	calls int
+}
+
+func (e *fakeEngine) Submit(ctx context.Context, s *pec.Submission) (*pec.Submitted, error) {
+	e.mu.Lock()
+	cp := *s
+	cp.Message = append([]byte(nil), s.Message...)
+	e.subs = append(e.subs, &cp)
+	e.calls++
+	fn := e.fn
+	e.mu.Unlock()
+	return fn(ctx, s)
+}
+
+func (e *fakeEngine) last(t *testing.T) *pec.Submission {
+	t.Helper()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.subs) == 0 {
+		t.Fatal("engine not called")
+	}
+	return e.subs[len(e.subs)-1]
+}
+
+type harness struct {
+	srv  *Server
+	eng  *fakeEngine
+	reg  *prometheus.Registry
+	addr string
+	done chan error
+}
+
+func start(t *testing.T, cfg Config, fn func(context.Context, *pec.Submission) (*pec.Submitted, error)) *harness {
+	t.Helper()
+	if cfg.MaxSize == 0 {
+		cfg.MaxSize = 1 << 20
+	}
+	eng := &fakeEngine{fn: fn}
+	reg := prometheus.NewRegistry()
+	srv, err := New(cfg, Deps{Engine: eng, Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "m.sock")
+	ln, err := Listen("unix", sock, 0o600, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{srv: srv, eng: eng, reg: reg, addr: sock, done: make(chan error, 1)}
+	go func() { h.done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-h.done
+	})
+	return h
+}
+
+// trx is one SMTP transaction as Postfix would send it.
+type trx struct {
+	role, login, from string
+	rcpts             []string
+	msg               []byte
+}
+
+type result struct {
+	mods []milter.ModifyAction
+	act  *milter.Action
+}
+
+// session opens a milter connection for role; send runs transactions on it.
+func (h *harness) session(t *testing.T, role string) (*milter.ClientSession, *milter.MacroBag) {
+	t.Helper()
+	c := milter.NewClient("unix", h.addr, milter.WithReadTimeout(30*time.Second))
+	macros := milter.NewMacroBag()
+	macros.Set(milter.MacroDaemonName, role)
+	s, err := c.Session(macros)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	act, err := s.Conn("client.example", milter.FamilyInet, 40000, "127.0.0.1")
+	if err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("Conn: %v %v", act, err)
+	}
+	if act, err := s.Helo("client.example"); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("Helo: %v %v", act, err)
+	}
+	return s, macros
+}
+
+func send(t *testing.T, s *milter.ClientSession, macros *milter.MacroBag, x trx) result {
+	t.Helper()
+	macros.Set(milter.MacroAuthAuthen, x.login)
+	macros.Set(milter.MacroQueueId, "4XyZ12AbC")
+	act, err := s.Mail("<"+x.from+">", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act.Type != milter.ActionContinue {
+		return result{act: act}
+	}
+	for _, r := range x.rcpts {
+		if act, err := s.Rcpt("<"+r+">", ""); err != nil || act.Type != milter.ActionContinue {
+			t.Fatalf("Rcpt: %v %v", act, err)
+		}
+	}
+	if act, err := s.DataStart(); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("Data: %v %v", act, err)
+	}
+	hdr, body, err := pec.SplitHeader(x.msg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range hdr {
+		// Postfix sends the value after the colon, folded lines separated by LF.
+		v := strings.ReplaceAll(strings.TrimSuffix(string(f.Raw[len(f.Name)+1:]), "\r\n"), "\r\n", "\n")
+		if _, err := s.HeaderField(f.Name, v, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if act, err := s.HeaderEnd(); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("EOH: %v %v", act, err)
+	}
+	mods, act, err := s.BodyReadFrom(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return result{mods: mods, act: act}
+}
+
+const original = "Received: from client.example by mx.pec-a.test\r\n" +
+	"\twith ESMTPSA id 4XyZ12AbC; Sun, 22 Nov 2026 10:00:00 +0100\r\n" +
+	"Received: from laptop by client.example\r\n" +
+	"From: alice@pec-a.test\r\n" +
+	"To: bruno@pec-b.test\r\n" +
+	"Subject:  =?UTF-8?B?Q2lhbyDDqA==?= <&>\r\n" +
+	"Message-ID: <orig-1@client.example>\r\n" +
+	"received: lower-case third one\r\n" +
+	"\r\n" +
+	"Corpo con \xe8 8-bit\r\nseconda riga\r\n"
+
+const busta = "Received: from client.example by mx.pec-a.test\r\n" +
+	"\twith ESMTPSA id 4XyZ12AbC; Sun, 22 Nov 2026 10:00:00 +0100\r\n" +
+	"Subject: POSTA CERTIFICATA:  =?UTF-8?B?Q2lhbyDDqA==?= <&>\r\n" +
+	"Message-ID: <id-1@pec-a.test>\r\n" +
+	"From: \"Per conto di: alice@pec-a.test\" <posta-certificata@pec-a.test>\r\n" +
+	"X-Trasporto: posta-certificata\r\n" +
+	"MIME-Version: 1.0\r\n" +
+	"Content-Type: multipart/signed; protocol=\"application/x-pkcs7-signature\";\r\n" +
+	" micalg=sha-256; boundary=\"b1\"\r\n" +
+	"\r\n" +
+	"--b1\r\nsigned part\r\n--b1--\r\n"
+
+func accepted(_ context.Context, s *pec.Submission) (*pec.Submitted, error) {
+	return &pec.Submitted{Identificativo: "id-1@pec-a.test", Busta: []byte(busta)}, nil
+}
+
+func TestAcceptedReplacesMessage(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	s, macros := h.session(t, RoleAccess)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test",
+		rcpts: []string{"bruno@pec-b.test", "oscar@posta.test"}, msg: []byte(original)})
+	if r.act.Type != milter.ActionAccept {
+		t.Fatalf("action = %v", r.act)
+	}
+	sub := h.eng.last(t)
+	if string(sub.Message) != original {
+		t.Errorf("engine got\n%q\nwant\n%q", sub.Message, original)
+	}
+	if sub.Login != "alice@pec-a.test" || sub.MailFrom != "alice@pec-a.test" || sub.QueueID != "4XyZ12AbC" ||
+		strings.Join(sub.Rcpts, ",") != "bruno@pec-b.test,oscar@posta.test" {
+		t.Errorf("submission = %+v", sub)
+	}
+	var got []string
+	var body []byte
+	for _, m := range r.mods {
+		if m.Type == milter.ActionReplaceBody {
+			body = append(body, m.Body...)
+			continue
+		}
+		got = append(got, m.String())
+	}
+	want := []string{
+		// every original field deleted, last first, indexes per name (case-insensitive)
+		`ChangeHeader 3 "received" ""`,
+		`ChangeHeader 1 "Message-ID" ""`,
+		`ChangeHeader 1 "Subject" ""`,
+		`ChangeHeader 1 "To" ""`,
+		`ChangeHeader 1 "From" ""`,
+		`ChangeHeader 2 "Received" ""`,
+		`ChangeHeader 1 "Received" ""`,
+		// the busta's fields in order, values as written (leading space, LF folding)
+		`AddHeader "Received" " from client.example by mx.pec-a.test\n\twith ESMTPSA id 4XyZ12AbC; Sun, 22 Nov 2026 10:00:00 +0100"`,
+		`AddHeader "Subject" " POSTA CERTIFICATA:  =?UTF-8?B?Q2lhbyDDqA==?= <&>"`,
+		`AddHeader "Message-ID" " <id-1@pec-a.test>"`,
+		`AddHeader "From" " \"Per conto di: alice@pec-a.test\" <posta-certificata@pec-a.test>"`,
+		`AddHeader "X-Trasporto" " posta-certificata"`,
+		`AddHeader "MIME-Version" " 1.0"`,
+		`AddHeader "Content-Type" " multipart/signed; protocol=\"application/x-pkcs7-signature\";\n micalg=sha-256; boundary=\"b1\""`,
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("modifications:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if string(body) != "--b1\r\nsigned part\r\n--b1--\r\n" {
+		t.Errorf("body = %q", body)
+	}
+	if v := counter(t, h.reg, RoleAccess, outcomeAccepted); v != 1 {
+		t.Errorf("accepted counter = %v", v)
+	}
+	if n := histogramCount(t, h.reg); n != 1 {
+		t.Errorf("latency histogram count = %d", n)
+	}
+}
+
+func TestRepliesFromTheOneMapping(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		err     error
+		code    uint16
+		want    string
+		outcome string
+	}{
+		{"formal", &pec.Refused{Kind: pec.KindNonAccettazione, Identificativo: "x@pec-a.test", Reason: "il mittente differisce dall'utente autenticato"},
+			550, "550 5.7.1 PEC non accettata: il mittente differisce dall'utente autenticato", outcomeRefused},
+		{"virus", &pec.Refused{Kind: pec.KindNonAccettazioneVirus, Identificativo: "x@pec-a.test", Virus: "Eicar-Test"},
+			554, "554 5.7.1 PEC non accettata: virus rilevato (Eicar-Test)", outcomeVirus},
+		{"unauthenticated", pec.ErrNotAuthenticated, 530, "530 5.7.0 Authentication required", outcomeRejected},
+		{"temporary", &pec.Temporary{Op: "sign", Err: errors.New("pkcs11 /usr/lib/softhsm/libsofthsm2.so token provider-a key provider-a: CKR_DEVICE_REMOVED")},
+			451, "451 4.3.0 Temporary failure", outcomeTempfail},
+		{"unknown", fmt.Errorf("open /var/lib/pec/pec.db: disk I/O error"), 451, "451 4.3.0 Temporary failure", outcomeTempfail},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, Config{}, func(context.Context, *pec.Submission) (*pec.Submitted, error) { return nil, tc.err })
+			s, macros := h.session(t, RoleAccess)
+			r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+			if r.act.Type != milter.ActionRejectWithCode || r.act.SMTPCode != tc.code || !strings.HasPrefix(r.act.SMTPReply, tc.want) {
+				t.Fatalf("action = %v, want %d %q", r.act, tc.code, tc.want)
+			}
+			if len(r.mods) != 0 {
+				t.Errorf("modifications on a refusal: %v", r.mods)
+			}
+			for _, secret := range []string{"/usr/lib", "provider-a", "pec.db", "pkcs11", "CKR_"} {
+				if strings.Contains(r.act.SMTPReply, secret) {
+					t.Errorf("reply %q reveals %q", r.act.SMTPReply, secret)
+				}
+			}
+			if strings.ContainsAny(r.act.SMTPReply, "\r\n") {
+				t.Errorf("reply is not one line: %q", r.act.SMTPReply)
+			}
+			if v := counter(t, h.reg, RoleAccess, tc.outcome); v != 1 {
+				t.Errorf("counter %s = %v", tc.outcome, v)
+			}
+		})
+	}
+}
+
+func TestTooLarge(t *testing.T) {
+	h := start(t, Config{MaxSize: 2048}, accepted)
+	s, macros := h.session(t, RoleAccess)
+	big := original + strings.Repeat("0123456789abcdef\r\n", 200)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(big)})
+	if r.act == nil || r.act.SMTPCode != 552 || !strings.HasPrefix(r.act.SMTPReply, "552 5.3.4 ") {
+		t.Fatalf("action = %v", r.act)
+	}
+	if h.eng.calls != 0 {
+		t.Fatal("engine called for a message over the hard limit")
+	}
+	// The connection stays usable for the next transaction.
+	if err := s.Abort(nil); err != nil {
+		t.Fatal(err)
+	}
+	r = send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r.act.Type != milter.ActionAccept {
+		t.Fatalf("second transaction: %v", r.act)
+	}
+	if string(h.eng.last(t).Message) != original {
+		t.Fatal("state leaked from the refused transaction")
+	}
+}
+
+func TestSeveralTransactionsOneConnection(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	s, macros := h.session(t, RoleAccess)
+	for i := 0; i < 3; i++ {
+		msg := strings.Replace(original, "seconda riga", fmt.Sprintf("riga %d", i), 1)
+		r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{fmt.Sprintf("r%d@pec-b.test", i)}, msg: []byte(msg)})
+		if r.act.Type != milter.ActionAccept {
+			t.Fatalf("%d: %v", i, r.act)
+		}
+		sub := h.eng.last(t)
+		if string(sub.Message) != msg || len(sub.Rcpts) != 1 {
+			t.Fatalf("%d: state leaked: %q %v", i, sub.Message, sub.Rcpts)
+		}
+	}
+}
+
+func TestReceptionPassesThrough(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	s, macros := h.session(t, RoleReception)
+	r := send(t, s, macros, trx{from: "someone@example.org", rcpts: []string{"alice@pec-a.test"}, msg: []byte(original)})
+	if r.act.Type != milter.ActionAccept || len(r.mods) != 0 {
+		t.Fatalf("action %v mods %v", r.act, r.mods)
+	}
+	if h.eng.calls != 0 {
+		t.Fatal("engine called on the reception point")
+	}
+	if v := counter(t, h.reg, RoleReception, outcomePassthrough); v != 1 {
+		t.Errorf("passthrough counter = %v", v)
+	}
+}
+
+func TestUnknownRoleTempFails(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	for _, role := range []string{"", "smtpd", "submission"} {
+		s, macros := h.session(t, role)
+		r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+		if r.act.SMTPCode != 451 || !strings.HasPrefix(r.act.SMTPReply, "451 4.3.0") {
+			t.Fatalf("role %q: %v", role, r.act)
+		}
+	}
+	if h.eng.calls != 0 {
+		t.Fatal("engine called for an unknown role")
+	}
+}
+
+func TestProgressDuringSlowEngine(t *testing.T) {
+	h := start(t, Config{ProgressInterval: 20 * time.Millisecond}, func(ctx context.Context, s *pec.Submission) (*pec.Submitted, error) {
+		time.Sleep(150 * time.Millisecond)
+		return accepted(ctx, s)
+	})
+	s, macros := h.session(t, RoleAccess)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r.act.Type != milter.ActionAccept {
+		t.Fatal(r.act)
+	}
+}
+
+func TestEngineTimeoutIsTemporary(t *testing.T) {
+	h := start(t, Config{Timeout: 100 * time.Millisecond}, func(ctx context.Context, _ *pec.Submission) (*pec.Submitted, error) {
+		<-ctx.Done()
+		return nil, &pec.Temporary{Op: "scan", Err: ctx.Err()}
+	})
+	s, macros := h.session(t, RoleAccess)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r.act.SMTPCode != 451 {
+		t.Fatal(r.act)
+	}
+}
+
+func TestEnginePanicIsTemporary(t *testing.T) {
+	h := start(t, Config{}, func(context.Context, *pec.Submission) (*pec.Submitted, error) { panic("boom") })
+	s, macros := h.session(t, RoleAccess)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r.act.SMTPCode != 451 {
+		t.Fatal(r.act)
+	}
+}
+
+// A SIGTERM while a transaction is at end-of-message lets it finish and answer; a
+// transaction that reaches end-of-message after the grace period is temp-failed.
+func TestShutdownFinishesInflight(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+	entered := make(chan struct{}, 2)
+	h := start(t, Config{}, func(ctx context.Context, s *pec.Submission) (*pec.Submitted, error) {
+		entered <- struct{}{}
+		<-release
+		return accepted(ctx, s)
+	})
+	s1, m1 := h.session(t, RoleAccess)
+	s2, m2 := h.session(t, RoleAccess)
+	res := make(chan result, 1)
+	go func() {
+		res <- send(t, s1, m1, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	}()
+	<-entered
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		defer cancel()
+		shut <- h.srv.Shutdown(ctx)
+	}()
+	time.Sleep(150 * time.Millisecond) // grace over: new end-of-message calls are refused
+	r2 := send(t, s2, m2, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r2.act.SMTPCode != 451 {
+		t.Fatalf("transaction after the grace period: %v", r2.act)
+	}
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned (%v) before the in-flight transaction finished", err)
+	default:
+	}
+	unblock()
+	if r := <-res; r.act.Type != milter.ActionAccept {
+		t.Fatalf("in-flight transaction: %v", r.act)
+	}
+	if err := <-shut; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestListenSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "milter.sock")
+	// A stale socket left by a crash is replaced.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	ln, err := Listen("unix", sock, 0o660, os.Getgid())
+	if err != nil {
+		t.Fatalf("stale socket not replaced: %v", err)
+	}
+	fi, err := os.Stat(sock)
+	if err != nil || fi.Mode().Perm() != 0o660 {
+		t.Fatalf("mode = %v, %v", fi.Mode(), err)
+	}
+	// A live socket is not stolen.
+	if _, err := Listen("unix", sock, 0o660, -1); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("live socket: %v", err)
+	}
+	ln.Close()
+	// A regular file is never removed.
+	file := filepath.Join(dir, "file")
+	os.WriteFile(file, []byte("x"), 0o600)
+	if _, err := Listen("unix", file, 0o660, -1); err == nil {
+		t.Fatal("regular file replaced")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	if _, err := New(Config{MaxSize: 1}, Deps{}); err == nil {
+		t.Error("no engine accepted")
+	}
+	if _, err := New(Config{}, Deps{Engine: &fakeEngine{}}); err == nil || !strings.Contains(err.Error(), "hard_max_size") {
+		t.Errorf("zero MaxSize: %v", err)
+	}
+}
+
+func counter(t *testing.T, reg *prometheus.Registry, role, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "pec_milter_transactions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			l := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				l[lp.GetName()] = lp.GetValue()
+			}
+			if l["role"] == role && l["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
+}
+
+func histogramCount(t *testing.T, reg *prometheus.Registry) uint64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "pec_milter_end_of_message_seconds" && len(mf.GetMetric()) > 0 {
+			return mf.GetMetric()[0].GetHistogram().GetSampleCount()
+		}
+	}
+	return 0
+}

@@ -1,0 +1,197 @@
+// Package milter is the Postfix adapter of the PEC access and reception points: it turns the
+// milter callbacks of one SMTP transaction into one engine call at end-of-message, and the
+// engine's result into milter modifications and replies. It contains no PEC rules.
+//
+// The role of a connection comes from the {daemon_name} macro, set per Postfix listener with
+// milter_macro_daemon_name (DESIGN.md): "pec-access" is the access point (pec.Submit),
+// "pec-reception" the reception point (a later issue: for now the message is accepted
+// unchanged, with a log line), anything else is a misconfiguration and every transaction is
+// temp-failed.
+//
+// It uses the low-level go-milter server rather than mailfilter: the busta replaces the
+// message exactly (every original header field deleted, the busta's added in order, the body
+// replaced), which needs direct control of the header indexes.
+package milter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/d--j/go-milter"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gestore-pec/gestore/pec"
+)
+
+// Roles, as set by milter_macro_daemon_name in master.cf.
+const (
+	RoleAccess    = "pec-access"
+	RoleReception = "pec-reception"
+)
+
+// Engine is what the adapter needs from the PEC engine.
+type Engine interface {
+	Submit(ctx context.Context, s *pec.Submission) (*pec.Submitted, error)
+}
+
+// Config tunes the adapter.
+type Config struct {
+	// MaxSize is limits.hard_max_size: a message above it is refused with 552 5.3.4 and no
+	// avviso (RFC 6109 §3.1.2). Required.
+	MaxSize int64
+	// Timeout bounds one end-of-message (scan, sign, commit). Default 120s. Keep it below
+	// Postfix's milter_content_timeout; the adapter sends progress packets meanwhile.
+	Timeout time.Duration
+	// ProgressInterval is how often a progress packet keeps Postfix waiting during a long
+	// end-of-message. Default 5s.
+	ProgressInterval time.Duration
+}
+
+// Deps are the adapter's collaborators.
+type Deps struct {
+	Engine     Engine
+	Logger     *slog.Logger          // default: discard
+	Registerer prometheus.Registerer // default: not registered
+}
+
+// Server serves the milter protocol.
+type Server struct {
+	cfg Config
+	eng Engine
+	log *slog.Logger
+	m   *metrics
+	srv *milter.Server
+
+	mu       sync.Mutex
+	closing  bool           // set when the shutdown grace is over: new transactions are temp-failed
+	inflight sync.WaitGroup // end-of-message calls under way
+}
+
+// New validates cfg and builds a Server. Call Serve with a listener (see Listen).
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Engine == nil {
+		return nil, errors.New("milter: no engine")
+	}
+	if cfg.MaxSize <= 0 {
+		return nil, errors.New("limits.hard_max_size: must be positive")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 120 * time.Second
+	}
+	if cfg.ProgressInterval == 0 {
+		cfg.ProgressInterval = 5 * time.Second
+	}
+	if cfg.Timeout < 0 || cfg.ProgressInterval < 0 {
+		return nil, errors.New("milter.timeout: must be positive")
+	}
+	if deps.Logger == nil {
+		deps.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{cfg: cfg, eng: deps.Engine, log: deps.Logger.With("component", "milter"), m: newMetrics()}
+	if deps.Registerer != nil {
+		if err := s.m.register(deps.Registerer); err != nil {
+			return nil, fmt.Errorf("milter: metrics: %w", err)
+		}
+	}
+	s.srv = milter.NewServer(
+		milter.WithDynamicMilter(func(version uint32, _ milter.OptAction, _ milter.OptProtocol, _ milter.DataSize) milter.Milter {
+			return &session{s: s}
+		}),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody),
+		// Header values exactly as received (no swallowed space); no unknown-command events;
+		// no replies to individual headers (nothing to decide before end-of-message).
+		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown|milter.OptNoHeaderReply|milter.OptNoHelo),
+		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName}),
+		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen}),
+		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),
+	)
+	return s, nil
+}
+
+// Serve accepts milter connections on ln until Shutdown. It returns nil after a shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.srv.Serve(ln)
+	if errors.Is(err, milter.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting connections and lets the open SMTP sessions end until ctx is
+// done. Then it temp-fails every transaction that has not reached end-of-message yet, waits
+// for those already at end-of-message (they finish: their outcome is recorded and answered,
+// bounded by Config.Timeout) and closes the remaining connections.
+func (s *Server) Shutdown(ctx context.Context) error {
+	stopCtx, stop := context.WithCancel(context.Background())
+	defer stop()
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Shutdown(stopCtx) }()
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+	}
+	s.mu.Lock()
+	s.closing = true
+	s.mu.Unlock()
+	s.inflight.Wait()
+	stop()
+	<-done
+	return nil
+}
+
+// begin registers an end-of-message call; false when shutting down.
+func (s *Server) begin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.inflight.Add(1)
+	return true
+}
+
+// Listen opens a milter listener: "unix" with a socket path, or "tcp" with host:port. A stale
+// unix socket (left by a crash, nobody answering) is removed; a socket in use is an error.
+// The socket gets mode and, when gid >= 0, that group, so that Postfix's smtpd (user postfix)
+// can connect.
+func Listen(network, addr string, mode os.FileMode, gid int) (net.Listener, error) {
+	if network != "unix" {
+		return net.Listen(network, addr)
+	}
+	if fi, err := os.Lstat(addr); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("milter: %s exists and is not a socket", addr)
+		}
+		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("milter: %s is in use by another process", addr)
+		}
+		if err := os.Remove(addr); err != nil {
+			return nil, fmt.Errorf("milter: removing stale socket: %w", err)
+		}
+	}
+	ln, err := net.Listen("unix", addr)
+	if err != nil {
+		return nil, err
+	}
+	// Remove the socket file when the listener closes (the default for unix listeners made by
+	// net.Listen), so a clean stop leaves nothing behind.
+	if gid >= 0 {
+		if err := os.Chown(addr, -1, gid); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("milter: socket group: %w", err)
+		}
+	}
+	if err := os.Chmod(addr, mode); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("milter: socket mode: %w", err)
+	}
+	return ln, nil
+}
