@@ -41,6 +41,9 @@ const maxGroup = 128
 type Deps struct {
 	Logger     *slog.Logger          // default: slog.Default()
 	Registerer prometheus.Registerer // nil: no metrics
+	// MaxGroup caps how many queued Commits share one transaction; 0 means 128, and 1
+	// turns group commit off (one transaction, one fsync, per Commit).
+	MaxGroup int
 }
 
 // Store is the SQLite store.Store.
@@ -51,6 +54,7 @@ type Store struct {
 	done   chan struct{}
 	waker  store.Waker
 	groups prometheus.Histogram
+	max    int
 }
 
 var _ store.Store = (*Store)(nil)
@@ -104,7 +108,10 @@ func Open(path string, d Deps) (*Store, error) {
 	if d.Logger == nil {
 		d.Logger = slog.Default()
 	}
-	s := &Store{w: w, r: r, log: d.Logger, wq: make(chan *writeReq, 1024), done: make(chan struct{})}
+	if d.MaxGroup <= 0 {
+		d.MaxGroup = maxGroup
+	}
+	s := &Store{w: w, r: r, log: d.Logger, wq: make(chan *writeReq, 1024), done: make(chan struct{}), max: d.MaxGroup}
 	s.groups = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "pec_store_commit_group_size", Help: "Batches written per SQLite transaction (group commit).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
@@ -154,7 +161,7 @@ func (s *Store) writer() {
 	for req := range s.wq {
 		group := []*writeReq{req}
 	more:
-		for len(group) < maxGroup {
+		for len(group) < s.max {
 			select {
 			case r, ok := <-s.wq:
 				if !ok {

@@ -1,0 +1,247 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// benchBatch is what the access point commits for one accepted message: the accettazione
+// and busta events, one tracking row, and the signed accettazione (about 6 KB) in the
+// outbox.
+func benchBatch(i int, raw []byte) *store.Batch {
+	at := time.Now()
+	id := fmt.Sprintf("opec01.%s.%07d.01@pec-a.test", at.Format("20060102150405"), i)
+	e := benchEvent(i, at)
+	e.Identificativo = id
+	b := &store.Batch{}
+	b.Log(e)
+	e.Kind = store.KindBustaTrasporto
+	b.Log(e)
+	b.Track(store.TrackInsert{Identificativo: id, Recipient: e.Recipients[0].Addr, SentAt: at, Sender: e.Sender, Subject: e.Subject, MessageID: e.MessageID})
+	b.Send(store.OutboxItem{MessageID: "<" + id + ".acc>", Kind: "accettazione", Identificativo: id,
+		From: "posta-certificata@pec-a.test", Rcpts: []string{e.Sender}, Raw: raw})
+	return b
+}
+
+// benchEvent is a realistic event: 10,000 senders, 50,000 certified recipients, one
+// external recipient on every third message, subjects of 40 to 80 characters.
+func benchEvent(i int, at time.Time) store.Event {
+	msg := i / 2
+	e := store.Event{
+		Time:           at,
+		Identificativo: fmt.Sprintf("opec01.%07d.01@pec-a.test", msg),
+		Kind:           store.KindAccettazione,
+		Sender:         fmt.Sprintf("utente%d@pec-a.test", (msg*7919)%10000),
+		Recipients:     []store.Recipient{{Addr: fmt.Sprintf("ufficio%d@pec-b.test", (msg*104729)%50000), Type: store.Certified}},
+		Subject:        fmt.Sprintf("Trasmissione fattura elettronica n. %d/2026 - %s", msg, strings.Repeat("x", msg%40)),
+		MessageID:      fmt.Sprintf("<%d.%d@mua.example>", msg, at.Unix()),
+		Gestore:        "Provider A S.p.A.",
+		QueueID:        fmt.Sprintf("4Q%09X", msg),
+		Size:           int64(15000 + msg%200000),
+		Generated:      []string{fmt.Sprintf("opec01.%07d.01.acc@pec-a.test", msg)},
+	}
+	if i%2 == 1 {
+		e.Kind = store.KindBustaTrasporto
+	}
+	if msg%3 == 0 {
+		e.Recipients = append(e.Recipients, store.Recipient{Addr: fmt.Sprintf("info%d@posta.test", msg%1000), Type: store.External})
+	}
+	return e
+}
+
+// BenchmarkCommit measures Commits of realistic batches (2 events each) with one caller and
+// with four concurrent callers, with and without group commit. events/s is the figure.
+func BenchmarkCommit(b *testing.B) {
+	raw := []byte(strings.Repeat("Received: from a by b; signed receipt body line of 76 characters.......\r\n", 80))
+	for _, c := range []struct {
+		name     string
+		callers  int
+		maxGroup int
+	}{{"1caller", 1, 0}, {"4callers-group", 4, 0}, {"4callers-nogroup", 4, 1}} {
+		b.Run(c.name, func(b *testing.B) {
+			s, err := Open(filepath.Join(b.TempDir(), "pec.db"), Deps{MaxGroup: c.maxGroup})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for w := 0; w < c.callers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for {
+						i := int(next.Add(1))
+						if i > b.N {
+							return
+						}
+						if err := s.Commit(context.Background(), benchBatch(i, raw)); err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			b.ReportMetric(float64(2*b.N)/b.Elapsed().Seconds(), "events/s")
+		})
+	}
+}
+
+// benchDB returns a database with n events over 30 days (October 2026), built once with a
+// fast bulk path and kept at $PEC_BENCH_DIR (default /tmp/pec-store-bench) for later runs.
+func benchDB(b *testing.B, n int) string {
+	dir := os.Getenv("PEC_BENCH_DIR")
+	if dir == "" {
+		dir = filepath.Join(os.TempDir(), "pec-store-bench")
+	}
+	path := filepath.Join(dir, fmt.Sprintf("events-%d.db", n))
+	if _, err := os.Stat(path); err == nil {
+		return path
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	start := time.Now()
+	if err := bulkLoad(path+".tmp", n); err != nil {
+		b.Fatal(err)
+	}
+	for _, ext := range []string{"", "-wal", "-shm"} {
+		os.Rename(path+".tmp"+ext, path+ext) //nolint:errcheck
+	}
+	b.Logf("built %d events in %v (%s)", n, time.Since(start).Round(time.Second), path)
+	return path
+}
+
+var benchStart = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
+
+const benchSpan = 30 * 24 * time.Hour
+
+// bulkLoad fills a fresh database without the secondary indexes, in large transactions with
+// synchronous=OFF, then builds the indexes and the address table sorted.
+func bulkLoad(path string, n int) error {
+	os.Remove(path)
+	s, err := Open(path, Deps{})
+	if err != nil {
+		return err
+	}
+	s.Close()
+	db, err := sql.Open("sqlite3", "file:"+path+"?_journal_mode=WAL&_synchronous=OFF&_cache_size=-262144")
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	db.SetMaxOpenConns(1)
+	for _, q := range []string{`DROP INDEX events_time`, `DROP INDEX events_identificativo`, `DROP INDEX events_sender_time`} {
+		if _, err := db.Exec(q); err != nil {
+			return err
+		}
+	}
+	const chunk = 200000
+	for lo := 0; lo < n; lo += chunk {
+		tx, err := db.Begin()
+		if err != nil {
+			return err
+		}
+		st, err := tx.Prepare(insertEventSQL)
+		if err != nil {
+			return err
+		}
+		for i := lo; i < min(lo+chunk, n); i++ {
+			e := benchEvent(i, benchStart.Add(time.Duration(int64(benchSpan)/int64(n)*int64(i))))
+			if _, err := st.Exec(e.Time.UnixNano(), e.Identificativo, string(e.Kind), e.Sender, js(e.Recipients), e.Subject,
+				e.MessageID, e.Gestore, e.ReceiptType, js(nonNil(e.About)), e.Error, e.ErrorDetail, e.Virus, e.QueueID, e.Size,
+				js(e.Generated), e.Time.UnixNano()); err != nil {
+				return err
+			}
+		}
+		st.Close()
+		if err := tx.Commit(); err != nil {
+			return err
+		}
+	}
+	for _, q := range []string{
+		`INSERT INTO event_addrs (addr, seq) SELECT lower(json_extract(value, '$.addr')), seq FROM events, json_each(events.recipients) ORDER BY 1, 2`,
+		`CREATE INDEX events_time ON events(time)`,
+		`CREATE INDEX events_identificativo ON events(identificativo)`,
+		`CREATE INDEX events_sender_time ON events(sender, time)`,
+		`ANALYZE`,
+		`PRAGMA wal_checkpoint(TRUNCATE)`,
+	} {
+		if _, err := db.Exec(q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	return nil
+}
+
+func benchEvents() int {
+	if v, err := strconv.Atoi(os.Getenv("PEC_BENCH_EVENTS")); err == nil && v > 0 {
+		return v
+	}
+	return 10_000_000
+}
+
+// BenchmarkSearch: searches over a large log (PEC_BENCH_EVENTS, default 10 million) by
+// identificativo, and by sender within a one-day range.
+func BenchmarkSearch(b *testing.B) {
+	n := benchEvents()
+	path := benchDB(b, n)
+	s, err := Open(path, Deps{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	r := rand.New(rand.NewPCG(1, 2))
+	count := func(q store.Query) int {
+		k := 0
+		if err := s.ScanLog(ctx, q, func(*store.Event) error { k++; return nil }); err != nil {
+			b.Fatal(err)
+		}
+		return k
+	}
+	b.Run("identificativo", func(b *testing.B) {
+		found := 0
+		for i := 0; i < b.N; i++ {
+			found += count(store.Query{Identificativo: fmt.Sprintf("opec01.%07d.01@pec-a.test", r.IntN(n/2))})
+		}
+		b.ReportMetric(float64(found)/float64(b.N), "events/op")
+	})
+	b.Run("sender-1day", func(b *testing.B) {
+		found := 0
+		for i := 0; i < b.N; i++ {
+			from := benchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
+			found += count(store.Query{Sender: fmt.Sprintf("utente%d@pec-a.test", r.IntN(10000)), From: from, To: from.Add(24 * time.Hour)})
+		}
+		b.ReportMetric(float64(found)/float64(b.N), "events/op")
+	})
+	b.Run("sender-30days", func(b *testing.B) {
+		found := 0
+		for i := 0; i < b.N; i++ {
+			found += count(store.Query{Sender: fmt.Sprintf("utente%d@pec-a.test", r.IntN(10000)), From: benchStart, To: benchStart.Add(benchSpan)})
+		}
+		b.ReportMetric(float64(found)/float64(b.N), "events/op")
+	})
+	b.Run("recipient-1day", func(b *testing.B) {
+		found := 0
+		for i := 0; i < b.N; i++ {
+			from := benchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
+			found += count(store.Query{Recipient: fmt.Sprintf("ufficio%d@pec-b.test", r.IntN(50000)), From: from, To: from.Add(24 * time.Hour)})
+		}
+		b.ReportMetric(float64(found)/float64(b.N), "events/op")
+	})
+}
