@@ -67,6 +67,7 @@ func (m *module) close() {
 	delete(modules.m, m.path)
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.gen.Add(1) // sessions still lent out are void: release must not call the library
 	if m.owned {
 		_ = m.ctx.Finalize()
 	}

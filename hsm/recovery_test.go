@@ -232,3 +232,33 @@ func TestSessionWaitBounded(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestCloseWhileSigning closes the keyring under running signers: no crash, no hang, and every
+// call after Close fails with ErrUnavailable.
+func TestCloseWhileSigning(t *testing.T) {
+	ca := hsmtest.NewCA(t)
+	k, err := hsm.New(tokenConfig("pec-main", "rsa", goodCert(t, ca, "pec-main", "rsa")), testDeps())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, _, _ := k.SignerFor(testDomain)
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 200 {
+				if err := signOnce(s); err != nil && !errors.Is(err, hsm.ErrUnavailable) {
+					t.Errorf("during Close: %v", err)
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(20 * time.Millisecond)
+	k.Close()
+	wg.Wait()
+	if err := signOnce(s); !errors.Is(err, hsm.ErrUnavailable) {
+		t.Fatalf("after Close: %v", err)
+	}
+}

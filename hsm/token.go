@@ -38,6 +38,7 @@ type token struct {
 	gen       uint64 // bumped when the sessions are dropped
 	modGen    uint64 // module generation the sessions and key handles belong to
 	up        bool
+	closed    bool // Keys.Close was called: never reopen
 	reopening bool
 	idle      []pkcs11.SessionHandle
 	retryAt   time.Time
@@ -121,6 +122,9 @@ func (t *token) acquire(k *p11Key) (lease, error) {
 func (t *token) failFast() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.closed {
+		return &UnavailableError{Kind: "token_down", Err: errClosed}
+	}
 	if t.up && t.modGen != t.mod.gen.Load() {
 		t.dropLocked(t.gen, errors.New("module re-initialised"))
 	}
@@ -165,8 +169,11 @@ func (t *token) take(k *p11Key) (lease, error) {
 		}
 		return l, nil
 	}
-	if t.reopening || time.Now().Before(t.retryAt) {
+	if t.closed || t.reopening || time.Now().Before(t.retryAt) {
 		err := t.lastErr
+		if t.closed {
+			err = errClosed
+		}
 		t.mu.Unlock()
 		return lease{}, &UnavailableError{Kind: "token_down", Err: err}
 	}
@@ -298,7 +305,10 @@ func (t *token) reopen(mayReinit bool) (pkcs11.SessionHandle, error) {
 	return h, nil
 }
 
-var errKeyNotFound = errors.New("private key not found")
+var (
+	errKeyNotFound = errors.New("private key not found")
+	errClosed      = errors.New("keyring closed")
+)
 
 // findPrivateKey finds exactly one private key by label and/or id.
 func findPrivateKey(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle, label string, id []byte) (pkcs11.ObjectHandle, uint, error) {
@@ -354,7 +364,7 @@ func bytesToUint(b []byte) uint64 {
 func (t *token) close() {
 	t.mu.Lock()
 	idle, modGen := t.idle, t.modGen
-	t.idle, t.up = nil, false
+	t.idle, t.up, t.closed = nil, false, true
 	t.gen++
 	t.mu.Unlock()
 	t.closeSessions(modGen, idle...)
