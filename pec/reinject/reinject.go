@@ -40,7 +40,7 @@ type Config struct {
 	Helo       string        `yaml:"helo"`        // EHLO name; default "localhost"
 	Timeout    time.Duration `yaml:"timeout"`     // per SMTP command and for the final reply; default 60s
 	Poll       time.Duration `yaml:"poll"`        // look for other processes' items this often; default 5s
-	Lease      time.Duration `yaml:"lease"`       // claim duration; default 10m, at least 3 x Timeout
+	Lease      time.Duration `yaml:"lease"`       // claim duration; default 5m, more than 3 x Timeout
 	MinBackoff time.Duration `yaml:"min_backoff"` // first retry delay; default 10s
 	MaxBackoff time.Duration `yaml:"max_backoff"` // retry delay cap; default 30m
 	Batch      int           `yaml:"batch"`       // items claimed at once; default 16
@@ -93,11 +93,11 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 	}
 	if err := errors.Join(def(&cfg.Timeout, time.Minute, "timeout"), def(&cfg.Poll, 5*time.Second, "poll"),
 		def(&cfg.MinBackoff, 10*time.Second, "min_backoff"), def(&cfg.MaxBackoff, 30*time.Minute, "max_backoff"),
-		def(&cfg.Lease, 10*time.Minute, "lease")); err != nil {
+		def(&cfg.Lease, 5*time.Minute, "lease")); err != nil {
 		return nil, err
 	}
-	if cfg.Lease < 3*cfg.Timeout {
-		return nil, fmt.Errorf("reinject.lease: %v is shorter than 3 x reinject.timeout (%v)", cfg.Lease, cfg.Timeout)
+	if cfg.Lease <= 3*cfg.Timeout {
+		return nil, fmt.Errorf("reinject.lease: %v is not longer than 3 x reinject.timeout (%v)", cfg.Lease, cfg.Timeout)
 	}
 	if cfg.MaxBackoff < cfg.MinBackoff {
 		return nil, errors.New("reinject.max_backoff: smaller than min_backoff")
@@ -172,7 +172,8 @@ func (d *Drainer) Run(ctx context.Context) error {
 // DrainOnce claims one batch of due items and tries each once. It returns how many it
 // claimed.
 func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
-	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Now: d.now(), Lease: d.cfg.Lease, Limit: d.cfg.Batch})
+	claimed := d.now()
+	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Now: claimed, Lease: d.cfg.Lease, Limit: d.cfg.Batch})
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
@@ -184,8 +185,12 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	}()
 	for i := range items {
 		it := &items[i]
-		if ctx.Err() != nil {
-			return len(items), ctx.Err() // the rest stays leased until the lease ends
+		// Stop (and hand the rest back) when shutting down, or when the lease could run
+		// out during the next transaction: another drainer may then claim the item, and
+		// two drainers must never send the same item at once.
+		if ctx.Err() != nil || d.now().After(claimed.Add(d.cfg.Lease-3*d.cfg.Timeout)) {
+			d.release(ctx, items[i:])
+			return len(items), ctx.Err()
 		}
 		if c == nil {
 			if c, err = d.dial(ctx); err != nil {
@@ -216,6 +221,15 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 		}
 	}
 	return len(items), nil
+}
+
+func (d *Drainer) release(ctx context.Context, items []store.OutboxItem) {
+	for i := range items {
+		err := d.st.MarkOutbox(context.WithoutCancel(ctx), items[i].ID, d.owner, store.Mark{State: store.OutboxPending, Release: true})
+		if err != nil {
+			d.log.Warn("could not release outbox item; its lease will expire", slog.String("message_id", items[i].MessageID), slog.Any("err", err))
+		}
+	}
 }
 
 func (d *Drainer) markSent(ctx context.Context, it *store.OutboxItem, note string) error {

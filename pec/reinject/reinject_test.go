@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -204,26 +205,35 @@ func TestPermanentFaultsPark(t *testing.T) {
 	})
 }
 
-// killable wraps the store so that a test can make the drainer "die" at one point.
+// killable wraps the store so that a test can make the drainer "die" at one point: after
+// death, as for a killed process, nothing it does reaches the store any more.
 type killable struct {
 	store.Store
 	cancel      context.CancelFunc
+	dead        atomic.Bool
 	afterClaim  bool // die right after claiming
 	failMarkOut bool // die instead of marking sent
+}
+
+func (k *killable) kill() {
+	k.dead.Store(true)
+	k.cancel()
 }
 
 func (k *killable) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
 	items, err := k.Store.ClaimOutbox(ctx, c)
 	if k.afterClaim {
-		k.cancel()
+		k.kill()
 	}
 	return items, err
 }
 
 func (k *killable) MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error {
 	if k.failMarkOut && m.State == store.OutboxSent {
-		k.cancel()
-		return errors.New("killed before the mark")
+		k.kill()
+	}
+	if k.dead.Load() {
+		return errors.New("process is dead")
 	}
 	return k.Store.MarkOutbox(ctx, id, owner, m)
 }
@@ -243,7 +253,7 @@ func TestKilledAtEveryPoint(t *testing.T) {
 			{"after claim", func(k *killable, _ context.CancelFunc) { k.afterClaim = true }, 1},
 			{"during DATA", func(k *killable, cancel context.CancelFunc) {
 				pf.failAt(atData, hang, 1)
-				time.AfterFunc(100*time.Millisecond, cancel)
+				time.AfterFunc(100*time.Millisecond, k.kill)
 			}, 1},
 			{"between 250 and mark", func(k *killable, _ context.CancelFunc) { k.failMarkOut = true }, 2},
 			{"after mark", func(k *killable, cancel context.CancelFunc) {}, 1},
@@ -357,4 +367,78 @@ func TestTwoProcessesShareTheOutbox(t *testing.T) {
 			t.Errorf("item %d: accepted %d, received %d", i, acc, recv)
 		}
 	}
+}
+
+// TestShutdownReleasesClaims: a drainer stopped gracefully hands back the items it claimed
+// but did not attempt, so that the next one does not wait for the lease.
+func TestShutdownReleasesClaims(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		queue(t, st, item(1), item(2))
+		ctx, cancel := context.WithCancel(context.Background())
+		k := &killable{Store: st, cancel: cancel}
+		k.afterClaim = true
+		stopping := newDrainer(t, pf.addr, &shutdown{k}, "stopping", c)
+		stopping.DrainOnce(ctx) //nolint:errcheck
+		next := newDrainer(t, pf.addr, st, "next", c)
+		if n, err := next.DrainOnce(context.Background()); n != 2 || err != nil {
+			t.Fatalf("next drainer claimed %d (%v), want both items at once", n, err)
+		}
+		for _, i := range []int{1, 2} {
+			if acc, _ := pf.counts(item(i).MessageID); acc != 1 {
+				t.Errorf("item %d accepted %d times", i, acc)
+			}
+		}
+	})
+}
+
+// shutdown cancels like killable but stays alive: a graceful stop.
+type shutdown struct{ k *killable }
+
+func (s *shutdown) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
+	items, err := s.k.Store.ClaimOutbox(ctx, c)
+	s.k.cancel()
+	return items, err
+}
+func (s *shutdown) MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error {
+	return s.k.Store.MarkOutbox(ctx, id, owner, m)
+}
+func (s *shutdown) OutboxWait() <-chan struct{} { return s.k.Store.OutboxWait() }
+
+// slowClock advances the clock at every mark, as a slow Postfix would.
+type slowClock struct {
+	store.Store
+	c *clock
+}
+
+func (s *slowClock) MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error {
+	if m.State == store.OutboxSent {
+		s.c.Add(time.Second)
+	}
+	return s.Store.MarkOutbox(ctx, id, owner, m)
+}
+
+// TestLeaseGuard: a drainer whose batch takes too long stops before its lease could run out
+// during a transaction, and hands the rest back.
+func TestLeaseGuard(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store) {
+		pf := newFakePostfix(t)
+		c := &clock{t: storetest.T0}
+		queue(t, st, item(1), item(2), item(3))
+		d := newDrainer(t, pf.addr, &slowClock{st, c}, "slow", c)
+		if _, err := d.DrainOnce(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if acc, _ := pf.counts(item(1).MessageID); acc != 1 {
+			t.Fatal("first item not sent")
+		}
+		if acc, _ := pf.counts(item(2).MessageID); acc != 0 {
+			t.Fatal("second item sent with the lease running short")
+		}
+		other := newDrainer(t, pf.addr, st, "other", c)
+		if n, _ := other.DrainOnce(context.Background()); n != 2 {
+			t.Errorf("released items: other drainer claimed %d, want 2", n)
+		}
+	})
 }

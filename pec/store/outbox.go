@@ -59,6 +59,10 @@ type Mark struct {
 	At          time.Time
 	NextAttempt time.Time // for OutboxPending
 	Error       string    // the SMTP reply or error, for retry and parked (and partial sends)
+	// Release (with State OutboxPending) ends a claim on an item that was not attempted
+	// (drainer shutting down, lease running short): it becomes claimable at once, and
+	// Attempts, NextAttempt and LastError are left alone.
+	Release bool
 }
 
 // Waker is the in-process broadcast behind Store.OutboxWait, for implementations to embed.

@@ -98,6 +98,11 @@ func (s *Store) MarkOutbox(ctx context.Context, id int64, owner string, m store.
 				last_error = CASE WHEN ? = '' THEN last_error ELSE ? END, claimed_by = '', lease_until = 0
 				WHERE id = ?`, ns(m.At), m.Error, m.Error, id)
 		case store.OutboxPending, store.OutboxParked:
+			if m.Release {
+				res, err = tx.Exec(`UPDATE outbox SET claimed_by = '', lease_until = 0
+					WHERE id = ? AND claimed_by = ? AND state = 'pending'`, id, owner)
+				break
+			}
 			res, err = tx.Exec(`UPDATE outbox SET state = ?, attempts = attempts + 1, next_attempt = ?, last_error = ?,
 				claimed_by = '', lease_until = 0 WHERE id = ? AND claimed_by = ? AND state = 'pending'`,
 				string(m.State), ns(m.NextAttempt), m.Error, id, owner)

@@ -235,10 +235,12 @@ func (m *Memory) MarkOutbox(ctx context.Context, id int64, owner string, mk stor
 		if o.ClaimedBy != owner || o.State != store.OutboxPending {
 			return store.ErrLeaseLost
 		}
-		o.State = mk.State
-		o.Attempts++
-		o.NextAttempt = mk.NextAttempt
-		o.LastError = mk.Error
+		if !mk.Release {
+			o.State = mk.State
+			o.Attempts++
+			o.NextAttempt = mk.NextAttempt
+			o.LastError = mk.Error
+		}
 	default:
 		return fmt.Errorf("%w: mark state %q", store.ErrInvalid, mk.State)
 	}

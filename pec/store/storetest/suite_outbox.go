@@ -73,6 +73,14 @@ func testOutbox(t *testing.T, s store.Store) {
 	if ids(got) != "<m2@pec-a.test> " || got[0].Attempts != 1 || got[0].LastError != "451 4.3.0 try later" {
 		t.Fatalf("retry claim: %+v", got)
 	}
+	// Releasing an unattempted claim makes the item claimable at once, attempts unchanged.
+	if err := s.MarkOutbox(ctx, got[0].ID, "C", store.Mark{State: store.OutboxPending, Release: true}); err != nil {
+		t.Fatal(err)
+	}
+	got = claim(t, s, "D", T0.Add(time.Hour), 10)
+	if ids(got) != "<m2@pec-a.test> " || got[0].Attempts != 1 || got[0].LastError != "451 4.3.0 try later" || got[0].ClaimedBy != "D" {
+		t.Fatalf("claim after release: %+v", got)
+	}
 	parked, err := s.ListOutbox(ctx, store.OutboxParked, 0)
 	if err != nil || len(parked) != 1 || parked[0].MessageID != "<m3@pec-a.test>" || parked[0].LastError != "550 5.1.1 no such user" {
 		t.Errorf("parked: %+v %v", parked, err)
