@@ -19,6 +19,11 @@ import (
 
 // SignOptions tune Sign. The zero value signs with SHA-256, a random boundary, the current
 // time and crypto/rand.
+//
+// Digest choice (pec-spec §8.2): real providers still signed with SHA-1 (micalg="sha1") in
+// 2021-2024 and whether AgID now requires SHA-256 is UNVERIFIED. SHA-256 is the default
+// because RFC 5751 §2.1 makes it the MUST for S/MIME 3.2 receivers; set Hash to crypto.SHA1
+// (hsm config "digest: sha1") for a peer that only accepts SHA-1.
 type SignOptions struct {
 	Hash        crypto.Hash // crypto.SHA256 (default when 0) or crypto.SHA1 for peers that need it; SHA-384/512 also work
 	Boundary    string      // "" = random; injectable for golden files

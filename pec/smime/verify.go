@@ -47,9 +47,14 @@ type Verified struct {
 //
 // It checks the messageDigest over the signed entity and the signature over the signed
 // attributes (RFC 5652 §5.4, §5.6) with SHA-1 or SHA-2, and, when opts.Roots is set, builds
-// the signer's chain at opts.At. The returned error wraps ErrNotSigned, ErrMalformed,
-// ErrBadSignature or ErrUntrusted (and ErrExpired). Checking the signer against the
-// providers index (pec-spec §7.2.2) is the caller's job.
+// the signer's chain at opts.At. Every SignerInfo must verify (at most 8); the chain and the
+// Verified fields describe the first one, the only one PEC messages have. The micalg
+// parameter is reported, not enforced: the header is not signed and RFC 5751 §3.4.3.2 asks
+// receivers to recover from values they do not know; the CMS names the digest.
+//
+// The returned error wraps ErrNotSigned, ErrMalformed, ErrBadSignature or ErrUntrusted (and
+// ErrExpired). Revocation (CRL/OCSP, pec-spec §7.2.3) and checking the signer against the
+// providers index (pec-spec §7.2.2) are the caller's job.
 func Verify(msg []byte, opts VerifyOptions) (*Verified, error) {
 	rawHeader, body, err := splitHeader(msg)
 	if err != nil {

@@ -347,3 +347,26 @@ func TestOpenSSLSigned(t *testing.T) {
 		})
 	}
 }
+
+// TestHeaderSpellings: micalg and protocol spellings seen in real traffic are accepted
+// (pec-spec §8.2); micalg is a hint the CMS overrides (RFC 5751 §3.4.3.2).
+func TestHeaderSpellings(t *testing.T) {
+	sc := signers(t)[0]
+	for _, h := range []crypto.Hash{crypto.SHA1, crypto.SHA256} {
+		msg := string(signedMessage(t, sc, h, 400))
+		_, micalg, _ := hashOID(h)
+		for _, repl := range []string{"micalg=sha1", "micalg=\"sha1\"", "micalg=SHA-1", "micalg=sha-256", "micalg=sha256", "micalg=\"SHA256\"", "x-micalg=none"} {
+			for _, proto := range []string{Protocol, "application/pkcs7-signature", "Application/X-PKCS7-Signature"} {
+				m := strings.Replace(msg, "micalg="+micalg, repl, 1)
+				m = strings.Replace(m, `protocol="`+Protocol+`"`, `protocol="`+proto+`"`, 1)
+				v, err := Verify([]byte(m), VerifyOptions{Roots: sc.ca.Pool()})
+				if err != nil {
+					t.Fatalf("%s %s: %v", repl, proto, err)
+				}
+				if v.Hash != h || v.Protocol != strings.ToLower(proto) {
+					t.Fatalf("hash %v protocol %q", v.Hash, v.Protocol)
+				}
+			}
+		}
+	}
+}
