@@ -85,7 +85,7 @@ func start(t *testing.T, cfg Config, fn func(context.Context, *pec.Submission) (
 
 // trx is one SMTP transaction as Postfix would send it.
 type trx struct {
-	role, login, from string
+	login, from string
 	rcpts             []string
 	msg               []byte
 }

@@ -1,13 +1,16 @@
 package pec
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
+	"github.com/gestore-pec/gestore/pec/daticert"
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
@@ -107,7 +110,227 @@ type Store interface {
 	Commit(ctx context.Context, b *store.Batch) error
 }
 
-var (
-	_ = errors.New
-	_ = strings.ToLower
-)
+// AccessConfig configures the access point.
+type AccessConfig struct {
+	Provider Provider       // the emitting gestore; Domain keys the Signer and the identificativi
+	Location *time.Location // legal time of texts and daticert; default Europe/Rome
+	Node     string         // node name in the identificativi; default the host name
+	Limits   Limits         // max recipients, size × recipients (RFC 6109 §3.1.1)
+	Options  Options        // builder options (digest, HTML alternative)
+}
+
+// AccessDeps are the access point's collaborators.
+type AccessDeps struct {
+	Signer  Signer
+	Index   Index
+	Scanner Scanner
+	Store   Store
+	Clock   Clock     // default SystemClock
+	Rand    io.Reader // identificativi; default crypto/rand
+}
+
+// AccessPoint is the engine of the access point (punto di accesso, RFC 6109 §3.1).
+type AccessPoint struct {
+	cfg  AccessConfig
+	deps AccessDeps
+}
+
+// NewAccessPoint validates cfg and deps.
+func NewAccessPoint(cfg AccessConfig, deps AccessDeps) (*AccessPoint, error) {
+	p := cfg.Provider
+	switch {
+	case p.Name == "":
+		return nil, errors.New("provider.name: required")
+	case p.Domain == "":
+		return nil, errors.New("provider.domains: required")
+	case p.ServiceAddress == "":
+		return nil, errors.New("provider.service_address: required")
+	case deps.Signer == nil || deps.Index == nil || deps.Scanner == nil || deps.Store == nil:
+		return nil, errors.New("pec: access point needs a signer, an index, a scanner and a store")
+	case cfg.Limits.MaxRecipients < 0 || cfg.Limits.MaxSizeTimesRecipients < 0:
+		return nil, errors.New("limits: must not be negative")
+	}
+	if cfg.Location == nil {
+		cfg.Location = Rome()
+	}
+	if cfg.Node == "" {
+		h, _ := os.Hostname()
+		cfg.Node, _, _ = strings.Cut(h, ".")
+	}
+	if deps.Clock == nil {
+		deps.Clock = SystemClock
+	}
+	return &AccessPoint{cfg: cfg, deps: deps}, nil
+}
+
+// Submit processes one submission at end-of-message (RFC 6109 §3.1, pec-spec.md §2.2
+// steps 2–4, §7.1):
+//
+//   - formal checks with the authenticated login, MAIL FROM and From (§7.1 points 1–6);
+//   - the antivirus on the whole message (point 7);
+//   - the index lookup of every To/Cc recipient (certificato / esterno, §2.4);
+//   - one time reference and one identificativo for the transaction (§6.1, §6.2);
+//   - the busta and the accettazione built and signed, and ONE store commit holding the
+//     accettazione in the outbox, the log events and the tracking rows of the certified
+//     recipients, before the caller answers Postfix.
+//
+// It returns the busta on acceptance; a *Refused when the message was refused and the
+// avviso committed; ErrNotAuthenticated without a login; any other error is temporary and
+// nothing was committed (DESIGN.md "Durability").
+func (a *AccessPoint) Submit(ctx context.Context, sub *Submission) (*Submitted, error) {
+	if strings.TrimSpace(sub.Login) == "" {
+		return nil, ErrNotAuthenticated
+	}
+	env := Envelope{MailFrom: sub.MailFrom, Rcpts: sub.Rcpts}
+	orig, formal := a.check(sub, env)
+
+	// INFERENCE (pec-spec.md §7.1 ordering): the scan runs before any accettazione is
+	// emitted, and a virus wins over a formal exception, so that the infected message is
+	// quarantined whatever else is wrong with it.
+	virus, err := a.deps.Scanner.Scan(ctx, bytes.NewReader(orig.Raw))
+	if err != nil {
+		return nil, &Temporary{Op: "scan", Err: err}
+	}
+
+	// One instant for every message and event of this transaction (DM art. 9, §6.2).
+	ref := NewTimeRef(a.deps.Clock.Now(), a.cfg.Location)
+	id, err := NewIdentificativo(ref.Time(), a.cfg.Node, a.cfg.Provider.Domain, a.deps.Rand)
+	if err != nil {
+		return nil, &Temporary{Op: "identificativo", Err: err}
+	}
+	tx := NewSubmissionTransaction(id, orig, env, a.recipientType)
+	switch {
+	case virus != "":
+		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazioneVirus, nil, virus)
+	case formal != nil:
+		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazione, formal, "")
+	}
+	return a.accept(ctx, sub, orig, ref, tx)
+}
+
+// check parses the message and runs the formal checks. A header that cannot be split is a
+// formal exception too (RFC 6109 §3.1.1: the message must conform to RFC 5322).
+func (a *AccessPoint) check(sub *Submission, env Envelope) (*Original, *FormalError) {
+	orig, err := ParseOriginal(sub.Message)
+	if err != nil {
+		return &Original{Raw: ToCRLF(sub.Message), Receipt: daticert.Completa},
+			&FormalError{Reason: ReasonMalformed, Detail: "intestazione non interpretabile"}
+	}
+	return orig, CheckSubmission(orig, env, sub.Login, a.cfg.Limits)
+}
+
+func (a *AccessPoint) recipientType(addr string) daticert.RecipientType {
+	if _, dom, ok := strings.Cut(addr, "@"); ok && a.deps.Index.Certified(strings.ToLower(dom)) {
+		return daticert.Certificato
+	}
+	return daticert.Esterno
+}
+
+func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction) (*Submitted, error) {
+	p := a.cfg.Provider
+	busta, err := BuildBusta(p, ref, tx, orig, a.deps.Signer, a.cfg.Options)
+	if err != nil {
+		return nil, &Temporary{Op: "busta", Err: err}
+	}
+	acc, err := BuildAccettazione(p, ref, tx, a.deps.Signer, a.cfg.Options)
+	if err != nil {
+		return nil, &Temporary{Op: "accettazione", Err: err}
+	}
+	accID := ReceiptMessageID(KindAccettazione, tx.ID, "", p.Domain)
+	res := &Submitted{Identificativo: tx.ID, Time: ref.Time(), Busta: busta}
+	var recips []store.Recipient
+	for _, r := range tx.Recipients {
+		recips = append(recips, store.Recipient{Addr: r.Addr, Type: store.RecipientType(r.Type)})
+		if r.Type == daticert.Certificato {
+			res.Certified = append(res.Certified, r.Addr)
+		} else {
+			res.External = append(res.External, r.Addr)
+		}
+	}
+	ev := a.event(sub, orig, ref, tx, recips)
+
+	b := &store.Batch{}
+	e := ev
+	e.Kind, e.Error, e.Generated = store.KindAccettazione, string(daticert.ErroreNessuno), []string{accID}
+	b.Log(e)
+	e = ev
+	e.Kind, e.Error, e.Generated = store.KindBustaTrasporto, string(daticert.ErroreNessuno), []string{"<" + tx.ID + ">"}
+	b.Log(e)
+	// Tracking for the 12 h / 24 h notices: certified envelope recipients only; no receipt
+	// can come back for an esterno one (INFERENCE, pec-spec.md §2.4). Data is the busta's
+	// daticert, from which TransactionFrom rebuilds the transaction for the notices.
+	dc := daticertFor(KindBusta, p, ref, tx)
+	dc.Dati.Ricevuta = tx.Receipt
+	data := daticert.Marshal(dc)
+	seen := map[string]bool{}
+	for _, r := range sub.Rcpts {
+		key := strings.ToLower(r)
+		if seen[key] || a.recipientType(r) != daticert.Certificato {
+			continue
+		}
+		seen[key] = true
+		b.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: r, SentAt: ref.Time(),
+			Sender: tx.Sender, Subject: tx.Subject, MessageID: tx.MsgID, Data: data})
+	}
+	b.Send(store.OutboxItem{MessageID: accID, Kind: KindAccettazione.Info().Name, Identificativo: tx.ID,
+		From: p.ServiceAddress, Rcpts: []string{tx.Sender}, Raw: acc, Created: ref.Time()})
+	if err := a.deps.Store.Commit(ctx, b); err != nil {
+		return nil, &Temporary{Op: "commit", Err: err}
+	}
+	return res, nil
+}
+
+// refuse records the avviso di non accettazione (formal) or per virus, with its log event
+// and, for a virus, the message in quarantine for 30 months (RFC 6109 §2.2.4).
+//
+// The avviso goes to the authenticated login, which equals MAIL FROM whenever the login
+// check passes: RFC 6109 §3.1.2 sends it "to the sender", and when MAIL FROM or From is not
+// the login, the login is the only sender the provider has verified (no notice to a forged
+// address). The transaction's sender becomes the login for the same reason.
+func (a *AccessPoint) refuse(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction, k Kind, formal *FormalError, virus string) error {
+	p := a.cfg.Provider
+	tx.Sender = strings.TrimSpace(sub.Login)
+	var raw []byte
+	var err error
+	refused := &Refused{Kind: k, Identificativo: tx.ID, Virus: virus}
+	if k == KindNonAccettazioneVirus {
+		raw, err = BuildNonAccettazioneVirus(p, ref, tx, virus, a.deps.Signer, a.cfg.Options)
+		refused.Reason = virusText(virus)
+	} else {
+		raw, err = BuildNonAccettazione(p, ref, tx, formal, a.deps.Signer, a.cfg.Options)
+		refused.Reason, refused.Err = formal.Text(), formal
+	}
+	if err != nil {
+		return &Temporary{Op: k.Info().Name, Err: err}
+	}
+	msgID := ReceiptMessageID(k, tx.ID, "", p.Domain)
+	var recips []store.Recipient
+	for _, r := range tx.Recipients {
+		recips = append(recips, store.Recipient{Addr: r.Addr, Type: store.RecipientType(r.Type)})
+	}
+	e := a.event(sub, orig, ref, tx, recips)
+	e.Generated, e.ErrorDetail = []string{msgID}, refused.Reason
+	b := &store.Batch{}
+	if k == KindNonAccettazioneVirus {
+		e.Kind, e.Error, e.Virus = store.KindNonAccettazioneVirus, string(daticert.ErroreVirus), virus
+		b.Keep(store.QuarantineItem{Identificativo: tx.ID, Time: ref.Time(), Virus: virus, Sender: tx.Sender,
+			Recipients: sub.Rcpts, QueueID: sub.QueueID, Raw: orig.Raw})
+	} else {
+		e.Kind, e.Error = store.KindNonAccettazione, string(daticert.ErroreAltro)
+	}
+	b.Log(e)
+	b.Send(store.OutboxItem{MessageID: msgID, Kind: k.Info().Name, Identificativo: tx.ID,
+		From: p.ServiceAddress, Rcpts: []string{tx.Sender}, Raw: raw, Created: ref.Time()})
+	if err := a.deps.Store.Commit(ctx, b); err != nil {
+		return &Temporary{Op: "commit", Err: err}
+	}
+	return refused
+}
+
+// event is the log entry common to the events of the transaction (pec-spec.md §6.4).
+func (a *AccessPoint) event(sub *Submission, orig *Original, ref TimeRef, tx *Transaction, recips []store.Recipient) store.Event {
+	return store.Event{Time: ref.Time(), Identificativo: tx.ID, Sender: tx.Sender, Recipients: recips,
+		Subject: tx.Subject, MessageID: orig.MessageID, Gestore: a.cfg.Provider.Name,
+		ReceiptType: string(tx.Receipt), QueueID: sub.QueueID, Size: int64(len(orig.Raw))}
+}
+
