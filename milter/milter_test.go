@@ -86,8 +86,8 @@ func start(t *testing.T, cfg Config, fn func(context.Context, *pec.Submission) (
 // trx is one SMTP transaction as Postfix would send it.
 type trx struct {
 	login, from string
-	rcpts             []string
-	msg               []byte
+	rcpts       []string
+	msg         []byte
 }
 
 type result struct {

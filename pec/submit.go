@@ -333,4 +333,3 @@ func (a *AccessPoint) event(sub *Submission, orig *Original, ref TimeRef, tx *Tr
 		Subject: tx.Subject, MessageID: orig.MessageID, Gestore: a.cfg.Provider.Name,
 		ReceiptType: string(tx.Receipt), QueueID: sub.QueueID, Size: int64(len(orig.Raw))}
 }
-

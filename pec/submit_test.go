@@ -335,7 +335,9 @@ func TestSubmitInternalFailures(t *testing.T) {
 	}{
 		{"signer", func(f *fixture) { f.signer.broken = true }, func(f *fixture) { f.signer.broken = false }, func() *pec.Submission { return submission(good) }},
 		{"signer on a refusal", func(f *fixture) { f.signer.broken = true }, func(f *fixture) { f.signer.broken = false },
-			func() *pec.Submission { return submission(msg("From: alice@pec-a.test", "To: bruno@pec-b.test", "Bcc: x@pec-b.test"), "bruno@pec-b.test") }},
+			func() *pec.Submission {
+				return submission(msg("From: alice@pec-a.test", "To: bruno@pec-b.test", "Bcc: x@pec-b.test"), "bruno@pec-b.test")
+			}},
 		{"store", func(f *fixture) { f.st.broken = true }, func(f *fixture) { f.st.broken = false }, func() *pec.Submission { return submission(good) }},
 		{"clamd error", func(f *fixture) { f.clamd.SetMode(clamdtest.Error) }, func(f *fixture) { f.clamd.SetMode(clamdtest.Normal) }, func() *pec.Submission { return submission(good) }},
 		{"clamd size limit", func(f *fixture) { f.clamd.SetStreamMaxLength(100) }, func(f *fixture) { f.clamd.SetStreamMaxLength(0) }, func() *pec.Submission { return submission(good) }},
