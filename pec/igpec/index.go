@@ -213,20 +213,29 @@ func (x *Index) Run(ctx context.Context) error {
 
 func (x *Index) load(ctx context.Context) (*Snapshot, error) {
 	start := x.now()
-	entries, err := x.src.Load(ctx)
+	snap, err := LoadSnapshot(ctx, x.src, start)
+	if err != nil {
+		return nil, err
+	}
+	x.m.duration.Observe(x.now().Sub(start).Seconds())
+	return snap, nil
+}
+
+// LoadSnapshot loads src once and builds a snapshot stamped loaded. A source that answers
+// with no valid provider record is a failure: an empty index would make every recipient
+// "esterno" and every busta an anomaly, so the caller keeps its last good copy instead.
+func LoadSnapshot(ctx context.Context, src Source, loaded time.Time) (*Snapshot, error) {
+	entries, err := src.Load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
-	snap := Build(entries, x.src.String(), start)
+	snap := Build(entries, src.String(), loaded)
 	if len(snap.Records) == 0 {
-		// An empty index would make every recipient "esterno" and every busta an anomaly:
-		// treat it as a failed load and keep the last good copy.
-		return nil, fmt.Errorf("%s: no valid provider record (%d rejected)", x.src, len(snap.Rejected))
+		return nil, fmt.Errorf("%s: no valid provider record (%d rejected)", src, len(snap.Rejected))
 	}
-	x.m.duration.Observe(x.now().Sub(start).Seconds())
 	return snap, nil
 }
 

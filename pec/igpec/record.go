@@ -315,3 +315,15 @@ func isAtext(c byte) bool {
 	}
 	return strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0
 }
+
+// ProviderDN is the DN of a provider's main entry, providerName=<name>,o=postacert, or with
+// unit set, of a secondary environment, providerUnit=<unit>,providerName=<name>,o=postacert
+// (RFC 6109 §4.5; the RFC's "providerUnits=" is a misprint, pec-spec.md §9.1). Values are
+// escaped as RFC 4514 requires.
+func ProviderDN(name, unit string) string {
+	dn := "providerName=" + ldap.EscapeDN(name) + "," + DefaultBaseDN
+	if unit != "" {
+		dn = "providerUnit=" + ldap.EscapeDN(unit) + "," + dn
+	}
+	return dn
+}
