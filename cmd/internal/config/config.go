@@ -26,24 +26,27 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec/clamd"
+	"github.com/gestore-pec/gestore/pec/igpec"
+	"github.com/gestore-pec/gestore/pec/reinject"
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
 // Config is the whole file.
 type Config struct {
 	Provider Provider     `yaml:"provider"`
-	Signer   Signer       `yaml:"signer"`
-	Index    Index        `yaml:"index"`
-	Store    store.Config `yaml:"store"`
-	Milter   Milter       `yaml:"milter"`
-	LMTP     LMTP         `yaml:"lmtp"`
-	Reinject Reinject     `yaml:"reinject"`
-	Clamd    clamd.Config `yaml:"clamd"`
-	Limits   Limits       `yaml:"limits"`
-	Policy   Policy       `yaml:"policy"`
-	Log      Log          `yaml:"log"`
-	Metrics  Metrics      `yaml:"metrics"`
+	Signer   hsm.Config      `yaml:"signer"`
+	Index    igpec.Config    `yaml:"index"`
+	Store    store.Config    `yaml:"store"`
+	Milter   Milter          `yaml:"milter"`
+	LMTP     LMTP            `yaml:"lmtp"`
+	Reinject reinject.Config `yaml:"reinject"`
+	Clamd    clamd.Config    `yaml:"clamd"`
+	Limits   Limits          `yaml:"limits"`
+	Policy   Policy          `yaml:"policy"`
+	Log      Log             `yaml:"log"`
+	Metrics  Metrics         `yaml:"metrics"`
 }
 
 // Provider is the identity of the gestore.
@@ -57,27 +60,6 @@ type Provider struct {
 
 	// Location is Timezone loaded by Validate.
 	Location *time.Location `yaml:"-"`
-}
-
-// Signer is the signer section (hsm.Config has the same shape; it replaces this struct when
-// package hsm exports it).
-type Signer struct {
-	PKCS11 struct {
-		Module string `yaml:"module"`
-		Token  string `yaml:"token"`
-		Key    string `yaml:"key"`
-		PINEnv string `yaml:"pin_env"`
-	} `yaml:"pkcs11"`
-	Certificate string `yaml:"certificate"`
-	Digest      string `yaml:"digest"`
-	// KeyFile is a PEM private key for development, instead of PKCS#11.
-	KeyFile string `yaml:"key_file"`
-}
-
-// Index is the providers index section (igpec.Config replaces it when it lands).
-type Index struct {
-	Source  string        `yaml:"source"`
-	Refresh time.Duration `yaml:"refresh"`
 }
 
 // Milter is the pec-milter listener.
@@ -102,11 +84,6 @@ type Milter struct {
 type LMTP struct {
 	Listen  string `yaml:"listen"`
 	Dovecot string `yaml:"dovecot"`
-}
-
-// Reinject is the outbox drainer's target (reinject.Config replaces it when it lands).
-type Reinject struct {
-	Addr string `yaml:"addr"`
 }
 
 // Limits are the access point's size and recipient limits (pec-spec §7.1 point 6).
@@ -256,7 +233,7 @@ func (c *Config) ValidateMilter() error {
 	if c.Index.Source == "" {
 		return bad("index.source", "required")
 	}
-	if c.Signer.Certificate == "" {
+	if c.Signer.Certificate == "" && len(c.Signer.Keys) == 0 {
 		return bad("signer.certificate", "required")
 	}
 	return nil

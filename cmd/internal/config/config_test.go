@@ -27,7 +27,7 @@ func TestLoadLabFile(t *testing.T) {
 	if c.Provider.Location == nil || c.Provider.Location.String() != "Europe/Rome" {
 		t.Errorf("location = %v", c.Provider.Location)
 	}
-	if c.Signer.PKCS11.PINEnv != "PEC_PIN_A" || c.Store.DSN != "/tmp/pec-lab/a/pec.db" {
+	if c.Signer.PKCS11.PINEnv != "PEC_PIN_A" || c.Signer.Digest != "sha256" || c.Store.DSN != "/tmp/pec-lab/a/pec.db" {
 		t.Errorf("signer/store = %+v %+v", c.Signer, c.Store)
 	}
 	if c.Milter.SocketMode != "0660" || c.Milter.SocketGroup != "postfix" || c.Milter.Timeout != 120*time.Second {
