@@ -35,7 +35,7 @@ import (
 
 // Config is the whole file.
 type Config struct {
-	Provider Provider     `yaml:"provider"`
+	Provider Provider        `yaml:"provider"`
 	Signer   hsm.Config      `yaml:"signer"`
 	Index    igpec.Config    `yaml:"index"`
 	Store    store.Config    `yaml:"store"`
