@@ -16,7 +16,7 @@ import (
 // provider. Keys lists per-domain keys, for providers with a certificate per PEC domain; a
 // domain listed there uses its own key and certificate instead of the default. Entries
 // inherit module, token, pin_env and pin_file from the default pkcs11 section when they leave
-// them (and uri) empty:
+// them empty (a uri's token, module-path and pin-source take precedence):
 //
 //	signer:
 //	  pkcs11: {module: /usr/lib/softhsm/libsofthsm2.so, token: provider-a, key: provider-a, pin_env: PEC_PIN_A}
@@ -238,7 +238,7 @@ func (c *Config) specs(p Provider) ([]keySpec, error) {
 		}
 		listed[d] = true
 		pk := k.PKCS11
-		if !pk.empty() && pk.URI == "" {
+		if !pk.empty() { // a URI's own module-path and pin-source still win (resolve)
 			if pk.Module == "" {
 				pk.Module = c.PKCS11.Module
 			}
