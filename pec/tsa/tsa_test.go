@@ -111,3 +111,31 @@ func mustReq(t *testing.T, digest []byte) []byte {
 	}
 	return b
 }
+
+func TestSaveLoadAuthority(t *testing.T) {
+	a, err := NewAuthority("Lab TSA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	if err := a.Save(dir); err != nil {
+		t.Fatal(err)
+	}
+	b, err := LoadAuthority(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	url, stop, err := b.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	c, err := New(Config{URL: url, CA: filepath.Join(dir, "tsa-ca.pem")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("x"))
+	if _, _, err := c.Timestamp(context.Background(), sum[:]); err != nil {
+		t.Fatal(err)
+	}
+}
