@@ -55,8 +55,22 @@ const preamble = "This is an S/MIME signed message\r\n"
 // 8-bit octets are allowed (a message/rfc822 part cannot be re-encoded), but lines must stay
 // under 998 octets for the signature to survive SMTP (RFC 5322 §2.1.1); the caller keeps them so.
 func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, body []byte, err error) {
+	ct, head, tail, err := SignParts(entity, signer, chain, opts)
+	if err != nil {
+		return "", nil, err
+	}
+	body = make([]byte, 0, len(head)+len(entity)+len(tail))
+	body = append(body, head...)
+	body = append(body, entity...)
+	return ct, append(body, tail...), nil
+}
+
+// SignParts is Sign without the copy of the entity: the multipart/signed body is head,
+// then entity unchanged, then tail. Callers streaming a large message (a 30 MB busta) write
+// the three slices in turn instead of building one more copy.
+func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, head, tail []byte, err error) {
 	if signer == nil || len(chain) == 0 || chain[0] == nil {
-		return "", nil, errors.New("smime: Sign needs a signer and its certificate")
+		return "", nil, nil, errors.New("smime: Sign needs a signer and its certificate")
 	}
 	h := opts.Hash
 	if h == 0 {
@@ -64,10 +78,10 @@ func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts S
 	}
 	hOID, micalg, ok := hashOID(h)
 	if !ok || !h.Available() {
-		return "", nil, fmt.Errorf("smime: unsupported digest %v", h)
+		return "", nil, nil, fmt.Errorf("smime: unsupported digest %v", h)
 	}
 	if err := checkCanonical(entity); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	rnd := opts.Rand
 	if rnd == nil {
@@ -77,16 +91,16 @@ func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts S
 	if boundary == "" {
 		var b [16]byte
 		if _, err := io.ReadFull(rnd, b[:]); err != nil {
-			return "", nil, fmt.Errorf("smime: boundary: %w", err)
+			return "", nil, nil, fmt.Errorf("smime: boundary: %w", err)
 		}
 		boundary = "----" + hexUpper(b[:])
 	} else if err := checkBoundary(boundary); err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 	// RFC 2046 §5.1.1: the boundary must not occur in the encapsulated part. Reject rather
 	// than emit an ambiguous body (only an injected boundary can realistically collide).
 	if bytes.HasPrefix(entity, []byte("--"+boundary)) || bytes.Contains(entity, []byte("\r\n--"+boundary)) {
-		return "", nil, fmt.Errorf("smime: boundary %q occurs in the entity", boundary)
+		return "", nil, nil, fmt.Errorf("smime: boundary %q occurs in the entity", boundary)
 	}
 	signingTime := opts.SigningTime
 	if signingTime.IsZero() {
@@ -95,33 +109,32 @@ func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts S
 
 	p7s, err := signDetached(entity, h, hOID, signer, chain, signingTime, rnd)
 	if err != nil {
-		return "", nil, err
+		return "", nil, nil, err
 	}
 
 	// RFC 1847 §2.1 / RFC 5751 §3.4.3: two parts, the entity verbatim, then the signature.
 	sigHeader := "Content-Type: " + Protocol + "; name=\"smime.p7s\"\r\n" +
 		"Content-Transfer-Encoding: base64\r\n" +
 		"Content-Disposition: attachment; filename=\"smime.p7s\"\r\n\r\n"
-	b64len := base64.StdEncoding.EncodedLen(len(p7s))
-	size := len(preamble) + 2 + 3*(len(boundary)+6) + len(entity) + len(sigHeader) + b64len + (b64len/76+1)*2 + 4
-	body = make([]byte, 0, size)
-	body = append(body, preamble...)
-	body = append(body, "\r\n--"...)
-	body = append(body, boundary...)
-	body = append(body, "\r\n"...)
-	body = append(body, entity...)
+	head = make([]byte, 0, len(preamble)+len(boundary)+6)
+	head = append(head, preamble...)
+	head = append(head, "\r\n--"...)
+	head = append(head, boundary...)
+	head = append(head, "\r\n"...)
 	// RFC 1847 §2.1 / RFC 2046 §5.1.1: this CRLF belongs to the delimiter, not to the entity.
-	body = append(body, "\r\n--"...)
-	body = append(body, boundary...)
-	body = append(body, "\r\n"...)
-	body = append(body, sigHeader...)
-	body = appendBase64Lines(body, p7s)
-	body = append(body, "\r\n--"...)
-	body = append(body, boundary...)
-	body = append(body, "--\r\n"...)
+	b64len := base64.StdEncoding.EncodedLen(len(p7s))
+	tail = make([]byte, 0, 2*len(boundary)+len(sigHeader)+b64len+(b64len/76+1)*2+12)
+	tail = append(tail, "\r\n--"...)
+	tail = append(tail, boundary...)
+	tail = append(tail, "\r\n"...)
+	tail = append(tail, sigHeader...)
+	tail = appendBase64Lines(tail, p7s)
+	tail = append(tail, "\r\n--"...)
+	tail = append(tail, boundary...)
+	tail = append(tail, "--\r\n"...)
 
 	ct = `multipart/signed; protocol="` + Protocol + `"; micalg=` + micalg + `; boundary="` + boundary + `"`
-	return ct, body, nil
+	return ct, head, tail, nil
 }
 
 // signDetached returns the DER of a ContentInfo holding a detached SignedData over entity
@@ -229,20 +242,26 @@ func checkSignature(pub crypto.PublicKey, h crypto.Hash, signed, digest, sig []b
 	return fmt.Errorf("unsupported public key type %T", pub)
 }
 
-// checkCanonical enforces RFC 5751 §3.1.1 canonical line ends: every CR is followed by LF
-// and every LF preceded by CR.
+// checkCanonical enforces RFC 5751 §3.1.1 canonical line ends: every LF is preceded by CR
+// and every CR is followed by LF. If each LF has its own CR before it and the counts are
+// equal, no bare CR is left; both scans are vectorised (bytes.IndexByte, bytes.Count).
 func checkCanonical(b []byte) error {
-	for i := 0; ; {
-		j := bytes.IndexAny(b[i:], "\r\n")
+	lf := 0
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(b[i:], '\n')
 		if j < 0 {
-			return nil
+			break
 		}
 		i += j
-		if b[i] == '\n' || i+1 >= len(b) || b[i+1] != '\n' {
-			return fmt.Errorf("smime: entity is not in canonical CRLF form (bare CR or LF at offset %d)", i)
+		if i == 0 || b[i-1] != '\r' {
+			return fmt.Errorf("smime: entity is not in canonical CRLF form (bare LF at offset %d)", i)
 		}
-		i += 2
+		lf++
 	}
+	if cr := bytes.Count(b, []byte{'\r'}); cr != lf {
+		return fmt.Errorf("smime: entity is not in canonical CRLF form (%d bare CR)", cr-lf)
+	}
+	return nil
 }
 
 // checkBoundary enforces RFC 2046 §5.1.1: 1 to 70 bchars, not ending in a space.

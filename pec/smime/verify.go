@@ -16,7 +16,11 @@ import (
 type VerifyOptions struct {
 	Roots         *x509.CertPool // nil: integrity only (like openssl -noverify); non-nil: build the chain
 	Intermediates *x509.CertPool // extra intermediates besides those in the CMS
-	At            time.Time      // time for chain validity; zero = the CMS signingTime if present, else now
+	// At is the time for chain validity; zero = the CMS signingTime if present, else now.
+	// signingTime is asserted by the signer itself (a stolen expired key can backdate it),
+	// so the reception point checking live traffic (pec-spec §7.2.3) passes time.Now();
+	// the signing time suits archived messages, such as the corpus.
+	At time.Time
 }
 
 // Verified describes a message whose signature verified.

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -72,6 +73,11 @@ func TestSignDeterministic(t *testing.T) {
 	ct2, b2, err := Sign(testEntity(300), sc.signer, sc.chain, opts)
 	if err != nil {
 		t.Fatal(err)
+	}
+	opts.Rand = bytes.NewReader(make([]byte, 64))
+	ct3, head, tail, err := SignParts(testEntity(300), sc.signer, sc.chain, opts)
+	if err != nil || ct3 != ct1 || !bytes.Equal(b1, slices.Concat(head, testEntity(300), tail)) {
+		t.Fatalf("SignParts differs from Sign: %v", err)
 	}
 	want := `multipart/signed; protocol="application/x-pkcs7-signature"; micalg=sha-256; boundary="----PEC-TEST-BOUNDARY"`
 	if ct1 != want || ct2 != ct1 || !bytes.Equal(b1, b2) {
