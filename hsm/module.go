@@ -22,6 +22,7 @@ type module struct {
 	mu   sync.RWMutex
 	gen  atomic.Uint64 // bumped by every reinit: session and object handles of older generations are void
 	refs int           // under modules.Lock
+	dead bool          // finalised and unloaded by close; under mu
 	// owned is false when C_Initialize said CKR_CRYPTOKI_ALREADY_INITIALIZED: some other code
 	// in the process initialised the library, so we must not finalise it on close.
 	owned bool
@@ -68,6 +69,7 @@ func (m *module) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.gen.Add(1) // sessions still lent out are void: release must not call the library
+	m.dead = true
 	if m.owned {
 		_ = m.ctx.Finalize()
 	}
@@ -81,6 +83,9 @@ func (m *module) close() {
 func (m *module) reinit(seen uint64) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.dead {
+		return errClosed
+	}
 	if m.gen.Load() != seen {
 		return nil
 	}
@@ -97,6 +102,9 @@ func (m *module) reinit(seen uint64) error {
 
 // findSlot finds the slot holding the token labelled label. Call with m.mu held for reading.
 func (m *module) findSlot(label string) (uint, error) {
+	if m.dead {
+		return 0, errClosed
+	}
 	slots, err := m.ctx.GetSlotList(true)
 	if err != nil {
 		return 0, fmt.Errorf("C_GetSlotList: %w", err)

@@ -296,6 +296,11 @@ func (t *token) reopen(mayReinit bool) (pkcs11.SessionHandle, error) {
 		handles[i] = found{oh, kt}
 	}
 	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		_ = m.ctx.CloseSession(h)
+		return 0, errClosed
+	}
 	for i, k := range t.keys {
 		k.handle, k.keyType = handles[i].h, handles[i].t
 	}
