@@ -128,7 +128,8 @@ type content struct {
 	kind      Kind
 	text      textData
 	daticert  *daticert.Postacert
-	postacert []byte // message/rfc822 part, already CRLF
+	postacert [][]byte // message/rfc822 part as segments (CRLF), nil when not carried
+	cte       string   // its transfer encoding, set by entity
 }
 
 // ErrBoundary means the chosen boundary occurs inside the attached message.
@@ -140,34 +141,37 @@ func (c *content) entity(base string, o *Options) ([]byte, error) {
 	title, paras := readable(c.text)
 	text := textEntity("plain", plainText(title, paras))
 	if o.HTML {
-		text = multipart("alternative", base+".a", "", text, textEntity("html", htmlText(title, paras)))
+		text = multipart("alternative", base+".a", "", [][]byte{text}, [][]byte{textEntity("html", htmlText(title, paras))})
 	}
-	parts := [][]byte{text}
+	parts := [][][]byte{{text}}
 	if c.daticert != nil {
 		var b bytes.Buffer
 		b.WriteString("Content-Type: application/xml; name=\"daticert.xml\"\r\n")
 		b.WriteString("Content-Disposition: inline; filename=\"daticert.xml\"\r\n")
 		b.WriteString("Content-Transfer-Encoding: base64\r\n\r\n")
 		base64Lines(&b, daticert.Marshal(c.daticert))
-		parts = append(parts, b.Bytes())
+		parts = append(parts, [][]byte{b.Bytes()})
 	}
 	cte := ""
 	if c.postacert != nil {
-		mb := base + ".m"
-		if bytes.Contains(c.postacert, []byte("--"+mb)) {
-			return nil, ErrBoundary
+		mb := []byte("--" + base + ".m")
+		enc := "7bit"
+		for _, seg := range c.postacert {
+			if bytes.Contains(seg, mb) {
+				return nil, ErrBoundary
+			}
+			if e := transferEncoding(seg); e == "binary" || (e == "8bit" && enc == "7bit") {
+				enc = e
+			}
 		}
-		enc := transferEncoding(c.postacert)
+		c.cte = enc
 		if enc != "7bit" {
 			cte = enc
 		}
-		var b bytes.Buffer
-		b.Grow(len(c.postacert) + 200)
-		b.WriteString("Content-Type: message/rfc822; name=\"postacert.eml\"\r\n")
-		b.WriteString("Content-Disposition: inline; filename=\"postacert.eml\"\r\n")
-		b.WriteString("Content-Transfer-Encoding: " + enc + "\r\n\r\n")
-		b.Write(c.postacert)
-		parts = append(parts, b.Bytes())
+		hdr := []byte("Content-Type: message/rfc822; name=\"postacert.eml\"\r\n" +
+			"Content-Disposition: inline; filename=\"postacert.eml\"\r\n" +
+			"Content-Transfer-Encoding: " + enc + "\r\n\r\n")
+		parts = append(parts, append([][]byte{hdr}, c.postacert...))
 	}
 	return multipart("mixed", base+".m", cte, parts...), nil
 }
@@ -201,9 +205,9 @@ func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Opti
 	}
 	b.WriteString("MIME-Version: 1.0\r\n")
 	b.Write(field("Content-Type", ct).Raw)
-	if enc := transferEncoding(c.postacert); c.postacert != nil && enc != "7bit" {
+	if c.postacert != nil && c.cte != "7bit" {
 		// RFC 2045 §6.4: a multipart's encoding must cover its parts.
-		b.WriteString("Content-Transfer-Encoding: " + enc + "\r\n")
+		b.WriteString("Content-Transfer-Encoding: " + c.cte + "\r\n")
 	}
 	b.WriteString("\r\n")
 	b.Write(body)

@@ -23,8 +23,14 @@ type Envelope struct {
 // wrote itself is dropped so it cannot forge the reference. Without a Message-ID, the new
 // one is appended to the header.
 func PostacertEML(orig *Original, id string) []byte {
+	h := postacertHeader(orig, id)
+	return append(h[:len(h):len(h)], orig.Body...)
+}
+
+// postacertHeader is the header section of PostacertEML, empty line included.
+func postacertHeader(orig *Original, id string) []byte {
 	var b bytes.Buffer
-	b.Grow(len(orig.Raw) + 200)
+	b.Grow(len(orig.Raw) - len(orig.Body) + 200)
 	done := false
 	newFields := func() {
 		b.WriteString("Message-ID: <" + id + ">\r\n")
@@ -48,7 +54,6 @@ func PostacertEML(orig *Original, id string) []byte {
 		newFields()
 	}
 	b.WriteString("\r\n")
-	b.Write(orig.Body)
 	return b.Bytes()
 }
 
@@ -102,7 +107,7 @@ func BuildBusta(p Provider, ref TimeRef, tx *Transaction, orig *Original, s Sign
 		kind:      KindBusta,
 		text:      textData{kind: KindBusta, ref: ref, subject: tx.Subject, sender: tx.Sender, rcpts: tx.Recipients, id: tx.ID},
 		daticert:  daticertFor(KindBusta, p, ref, tx),
-		postacert: PostacertEML(orig, tx.ID),
+		postacert: [][]byte{postacertHeader(orig, tx.ID), orig.Body},
 	}
 	c.daticert.Dati.Ricevuta = tx.Receipt
 	return assemble(p, ref, hdr, c, s, o)
@@ -151,7 +156,7 @@ func BuildAnomalia(p Provider, ref TimeRef, orig *Original, env Envelope, reason
 		kind: KindAnomalia,
 		text: textData{kind: KindAnomalia, ref: ref, subject: orig.Subject, sender: sender, rcpts: rcpts,
 			detail: oneLine(reason)},
-		postacert: orig.Raw,
+		postacert: [][]byte{orig.Raw},
 	}
 	return assemble(p, ref, hdr, c, s, o)
 }

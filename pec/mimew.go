@@ -6,7 +6,6 @@ import (
 	"mime"
 	"mime/quotedprintable"
 	"strings"
-	"unicode/utf8"
 )
 
 // field builds a header field, folding value at white space to keep lines under 78
@@ -94,11 +93,20 @@ func base64Lines(dst *bytes.Buffer, b []byte) {
 	dst.WriteString("\r\n")
 }
 
-// multipart writes a multipart entity of the given subtype; parts are complete entities
-// (header fields, empty line, body). cte is "" or the Content-Transfer-Encoding of the
-// container (8bit when a part is 8bit, RFC 2045 §6.4).
-func multipart(subtype, boundary, cte string, parts ...[]byte) []byte {
+// multipart writes a multipart entity of the given subtype; each part is a complete entity
+// (header fields, empty line, body) given as segments written one after the other, so large
+// bodies are copied once. cte is "" or the Content-Transfer-Encoding of the container (8bit
+// when a part is 8bit, RFC 2045 §6.4).
+func multipart(subtype, boundary, cte string, parts ...[][]byte) []byte {
 	var b bytes.Buffer
+	n := 256 + len(boundary)*(len(parts)+1)
+	for _, p := range parts {
+		for _, seg := range p {
+			n += len(seg)
+		}
+		n += 8
+	}
+	b.Grow(n)
 	b.WriteString("Content-Type: multipart/" + subtype + ";\r\n boundary=\"" + boundary + "\"\r\n")
 	if cte != "" {
 		b.WriteString("Content-Transfer-Encoding: " + cte + "\r\n")
@@ -106,7 +114,9 @@ func multipart(subtype, boundary, cte string, parts ...[]byte) []byte {
 	b.WriteString("\r\nThis is a multi-part message in MIME format.\r\n")
 	for _, p := range parts {
 		b.WriteString("\r\n--" + boundary + "\r\n")
-		b.Write(p)
+		for _, seg := range p {
+			b.Write(seg)
+		}
 	}
 	b.WriteString("\r\n--" + boundary + "--\r\n")
 	return b.Bytes()
@@ -128,6 +138,3 @@ func transferEncoding(msg []byte) string {
 	}
 	return cte
 }
-
-// validUTF8Text reports whether s is UTF-8 without NUL.
-func validUTF8Text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }

@@ -51,7 +51,10 @@ func receipt(k Kind, p Provider, ref TimeRef, tx *Transaction, to, rcptKey strin
 		return nil, fmt.Errorf("pec: %s: no To address", k)
 	}
 	td.kind, td.ref, td.subject, td.sender, td.rcpts, td.id, td.provider = k, ref, tx.Subject, tx.Sender, tx.Recipients, tx.ID, p.Name
-	c := &content{kind: k, text: td, daticert: d, postacert: postacert}
+	c := &content{kind: k, text: td, daticert: d}
+	if postacert != nil {
+		c.postacert = [][]byte{postacert}
+	}
 	return assemble(p, ref, receiptHeader(k, p, ref, tx, to, rcptKey), c, s, o)
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gestore-pec/gestore/pec/daticert"
 )
@@ -140,13 +141,13 @@ func plainText(title string, paras [][]string) string {
 	return b.String()
 }
 
-// wrap breaks s at spaces into lines of at most width runes (longer words stay whole),
-// so quoted-printable needs no soft line breaks in ordinary text.
+// wrap breaks s at spaces into lines whose quoted-printable form stays within width
+// (longer words stay whole), so ordinary text needs no soft line breaks.
 func wrap(s string, width int) string {
 	var b strings.Builder
 	n := 0
 	for i, w := range strings.Split(s, " ") {
-		l := len([]rune(w))
+		l := qpLen(w)
 		if i > 0 {
 			if n+1+l > width {
 				b.WriteString("\n")
@@ -184,4 +185,20 @@ func htmlText(title string, paras [][]string) string {
 	}
 	b.WriteString("</body></html>\n")
 	return b.String()
+}
+
+// qpLen estimates the quoted-printable length of w: 3 octets per encoded byte.
+func qpLen(w string) int {
+	n := 0
+	for _, r := range w {
+		switch {
+		case r == '=':
+			n += 3
+		case r < 128:
+			n++
+		default:
+			n += 3 * utf8.RuneLen(r)
+		}
+	}
+	return n
 }
