@@ -50,7 +50,9 @@ type FormalError struct {
 	Detail string // the offending value, already suitable for the user (never config)
 }
 
-func (e *FormalError) Error() string { return "pec: formal check " + e.Reason.String() + ": " + e.Detail }
+func (e *FormalError) Error() string {
+	return "pec: formal check " + e.Reason.String() + ": " + e.Detail
+}
 
 // Text is the Italian one-line reason.
 func (e *FormalError) Text() string {

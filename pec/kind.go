@@ -48,19 +48,19 @@ const (
 
 // KindInfo holds the literal values of a kind (pec-spec.md §3.1, §3.2).
 type KindInfo struct {
-	Name          string // stable name used by pecctl and logs
-	Title         string // Italian name
-	Header        string // "X-Trasporto" or "X-Ricevuta"
-	Value         string // its value
-	Prefix        string // subject prefix, including the trailing space
-	Tipo          daticert.Tipo
-	Errore        daticert.Errore // the errore value the builder writes
-	Sicurezza     bool            // X-VerificaSicurezza: errore
-	XMittente     bool            // X-Mittente: original sender
-	Postacert     Postacert
-	Daticert      bool // carries daticert.xml (every kind but the anomaly)
-	ToSender      bool // To: is the original sender (else the sending provider's mailReceipt, or the original To/Cc for buste)
-	LogLabel      string
+	Name      string // stable name used by pecctl and logs
+	Title     string // Italian name
+	Header    string // "X-Trasporto" or "X-Ricevuta"
+	Value     string // its value
+	Prefix    string // subject prefix, including the trailing space
+	Tipo      daticert.Tipo
+	Errore    daticert.Errore // the errore value the builder writes
+	Sicurezza bool            // X-VerificaSicurezza: errore
+	XMittente bool            // X-Mittente: original sender
+	Postacert Postacert
+	Daticert  bool // carries daticert.xml (every kind but the anomaly)
+	ToSender  bool // To: is the original sender (else the sending provider's mailReceipt, or the original To/Cc for buste)
+	LogLabel  string
 }
 
 var kinds = [numKinds]KindInfo{
