@@ -397,8 +397,8 @@ func indexExport(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// ownRecord builds this provider's record from the configuration, and checks it the way
-// every other provider will when loading it.
+// ownRecord builds this provider's record from the configuration, validated the way every
+// other provider will validate it when loading the index.
 func ownRecord(f *indexFile, url, desc string) (*igpec.Record, []*x509.Certificate, error) {
 	p := f.Provider
 	if p.Name == "" || len(p.Domains) == 0 || p.ReceiptAddress == "" {
@@ -423,38 +423,12 @@ func ownRecord(f *indexFile, url, desc string) (*igpec.Record, []*x509.Certifica
 		}
 		certs = append(certs, c[0])
 	}
-	rec := &igpec.Record{DN: igpec.ProviderDN(p.Name, ""), Name: p.Name, MailReceipt: p.ReceiptAddress,
-		Domains: p.Domains, LDIFLocationURL: url, Description: desc}
-	for _, c := range certs {
-		h := igpec.CertificateHash(c.Raw)
-		if !contains(rec.Hashes, h) {
-			rec.Certificates = append(rec.Certificates, c)
-			rec.Hashes = append(rec.Hashes, h)
-		}
-	}
-	// Round trip through the parser and validator: refuse to publish what others would reject.
-	var b bytes.Buffer
-	if err := igpec.WriteLDIF(&b, []*igpec.Record{rec}); err != nil {
-		return nil, nil, err
-	}
-	entries, err := igpec.ParseLDIF(&b, igpec.LDIFOptions{})
+	rec, err := igpec.NewRecord(p.Name, "", p.ReceiptAddress, certs, p.Domains...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("the record would be rejected by the index: %v", err)
 	}
-	snap := igpec.Build(entries, "export", time.Now())
-	if len(snap.Rejected) > 0 {
-		return nil, nil, fmt.Errorf("the record would be rejected: %s", snap.Rejected[0].Reason)
-	}
-	return snap.Records[0], chain, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
+	rec.LDIFLocationURL, rec.Description = url, desc
+	return rec, chain, nil
 }
 
 // exportSigner returns the key that signs the .ldif.p7m: a PEM key file with the configured

@@ -234,7 +234,10 @@ func LoadSnapshot(ctx context.Context, src Source, loaded time.Time) (*Snapshot,
 	}
 	snap := Build(entries, src.String(), loaded)
 	if len(snap.Records) == 0 {
-		return nil, fmt.Errorf("%s: no valid provider record (%d rejected)", src, len(snap.Rejected))
+		if len(snap.Rejected) > 0 {
+			return nil, fmt.Errorf("%s: no valid provider record (%d rejected; first: %s)", src, len(snap.Rejected), snap.Rejected[0])
+		}
+		return nil, fmt.Errorf("%s: no provider record", src)
 	}
 	return snap, nil
 }

@@ -327,3 +327,25 @@ func ProviderDN(name, unit string) string {
 	}
 	return dn
 }
+
+// NewRecord builds and validates a record the way a loaded one is validated: the provider's
+// own record for export, or a record for a test index (NewSnapshot). Domains are normalised
+// to lower case; the hashes are computed from certs. unit is empty for a main entry.
+func NewRecord(name, unit, mailReceipt string, certs []*x509.Certificate, domains ...string) (*Record, error) {
+	e := Entry{DN: ProviderDN(name, unit)}
+	add := func(n, v string) { e.Attrs = append(e.Attrs, Attr{Name: n, Value: []byte(v)}) }
+	add("objectclass", "provider")
+	add("providername", name)
+	if unit != "" {
+		add("providerunit", unit)
+	}
+	add("mailreceipt", mailReceipt)
+	for _, d := range domains {
+		add("manageddomains", d)
+	}
+	for _, c := range certs {
+		e.Attrs = append(e.Attrs, Attr{Name: "providercertificate", Options: []string{"binary"}, Value: c.Raw})
+		add("providercertificatehash", CertificateHash(c.Raw))
+	}
+	return buildRecord(&e)
+}
