@@ -46,7 +46,45 @@ func mediaType(v string) (string, map[string]string, error) {
 	if v == "" {
 		return "text/plain", map[string]string{}, nil // RFC 2045 §5.2
 	}
-	return mime.ParseMediaType(v)
+	mt, params, err := mime.ParseMediaType(v)
+	if errors.Is(err, mime.ErrInvalidMediaParameter) && mt != "" {
+		// Unquoted boundaries holding "=" (boundary=----=_Part_1) are common in the
+		// wild though RFC 2045 §5.1 requires quotes; read such parameters leniently.
+		return mt, lenientParams(v), nil
+	}
+	return mt, params, err
+}
+
+// lenientParams reads "; name=value" pairs: a quoted value runs to its closing quote, an
+// unquoted one to the next ";". The first of duplicate names wins.
+func lenientParams(v string) map[string]string {
+	params := map[string]string{}
+	_, s, _ := strings.Cut(v, ";")
+	for s != "" {
+		s = strings.TrimLeft(s, " \t\r\n;")
+		eq := strings.IndexAny(s, "=;")
+		if eq < 0 {
+			break
+		}
+		if s[eq] == ';' { // a name without a value
+			s = s[eq+1:]
+			continue
+		}
+		k := strings.ToLower(strings.TrimSpace(s[:eq]))
+		s = strings.TrimLeft(s[eq+1:], " \t\r\n")
+		var val string
+		if strings.HasPrefix(s, `"`) {
+			val, s, _ = strings.Cut(s[1:], `"`)
+			_, s, _ = strings.Cut(s, ";")
+		} else {
+			val, s, _ = strings.Cut(s, ";")
+			val = strings.TrimSpace(val)
+		}
+		if _, dup := params[k]; k != "" && !dup {
+			params[k] = val
+		}
+	}
+	return params
 }
 
 // signedParts splits the body of a multipart/signed entity into its two body parts

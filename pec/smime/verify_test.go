@@ -376,3 +376,31 @@ func TestHeaderSpellings(t *testing.T) {
 		}
 	}
 }
+
+func TestLenientParams(t *testing.T) {
+	for in, want := range map[string]map[string]string{
+		`multipart/signed; protocol="application/x-pkcs7-signature"; micalg=sha1; boundary=----=_Part_1`: {"protocol": "application/x-pkcs7-signature", "micalg": "sha1", "boundary": "----=_Part_1"},
+		`multipart/signed; Boundary="a;b"; ; x`:                                                          {"boundary": "a;b"},
+		`multipart/signed; micalg = "sha-256" ;protocol=application/pkcs7-signature`:                     {"micalg": "sha-256", "protocol": "application/pkcs7-signature"},
+	} {
+		mt, got, err := mediaType(in)
+		if err != nil || mt != "multipart/signed" || len(got) != len(want) {
+			t.Fatalf("%s: %q %v %v", in, mt, got, err)
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Fatalf("%s: %s=%q, want %q", in, k, got[k], v)
+			}
+		}
+	}
+	// And a whole message with such a header verifies.
+	sc := signers(t)[0]
+	ct, body, err := Sign(testEntity(200), sc.signer, sc.chain, SignOptions{Boundary: "----=_Part_7_1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ct = strings.Replace(ct, `"----=_Part_7_1"`, "----=_Part_7_1", 1)
+	if _, err := Verify(message(ct, body), VerifyOptions{Roots: sc.ca.Pool()}); err != nil {
+		t.Fatalf("%s: %v", ct, err)
+	}
+}
