@@ -48,3 +48,23 @@ func TestURIConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// FuzzParseURI: no input panics, and a URI carrying a PIN is never accepted.
+func FuzzParseURI(f *testing.F) {
+	f.Add("pkcs11:token=a;object=b;id=%01?module-path=/m.so&pin-source=file:/p")
+	f.Add("pkcs11:token=a?pin-value=1")
+	f.Add("pkcs11:x-vendor=%zz;token")
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := hsm.ParseURI(s)
+		if err != nil {
+			return
+		}
+		if _, q, ok := strings.Cut(s, "?"); ok {
+			for _, kv := range strings.Split(q, "&") {
+				if k, _, _ := strings.Cut(kv, "="); strings.EqualFold(k, "pin-value") {
+					t.Fatalf("accepted a PIN in %q: %+v", s, u)
+				}
+			}
+		}
+	})
+}
