@@ -221,6 +221,16 @@ func TestStartupErrors(t *testing.T) {
 	}
 	// The good configuration loads, so the cases above fail for their own reason.
 	newKeys(t, tokenConfig("pec-main", "rsa", good))
+	// While it is open the token is logged in for the whole process, and C_Login answers
+	// CKR_USER_ALREADY_LOGGED_IN to any PIN: a wrong one must still be refused.
+	cfg := tokenConfig("pec-main", "rsa", good)
+	cfg.PKCS11.PINEnv = "HSM_TEST_BAD_PIN"
+	if k, err := hsm.New(cfg, testDeps()); err == nil || !strings.Contains(err.Error(), "PIN differs") {
+		if k != nil {
+			k.Close()
+		}
+		t.Fatalf("wrong PIN while logged in: %v", err)
+	}
 }
 
 func TestExpiryWarning(t *testing.T) {

@@ -1,6 +1,7 @@
 package hsm
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"sync"
@@ -23,6 +24,9 @@ type module struct {
 	gen  atomic.Uint64 // bumped by every reinit: session and object handles of older generations are void
 	refs int           // under modules.Lock
 	dead bool          // finalised and unloaded by close; under mu
+
+	pinsMu sync.Mutex
+	pins   map[string][32]byte // token label -> SHA-256 of the PIN that logged in
 	// owned is false when C_Initialize said CKR_CRYPTOKI_ALREADY_INITIALIZED: some other code
 	// in the process initialised the library, so we must not finalise it on close.
 	owned bool
@@ -164,4 +168,29 @@ func lostToken(err error) bool {
 func moduleReset(err error) bool {
 	return isCode(err, pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED) || isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID) ||
 		isCode(err, pkcs11.CKR_OPERATION_ACTIVE)
+}
+
+// login logs in to the token of session h. CKU_USER login belongs to the token and the
+// application, so a second keyring of the process gets CKR_USER_ALREADY_LOGGED_IN whatever
+// PIN it gives; the PIN that did log in is remembered (hashed) so that a wrong one is still
+// refused. Call with mu held for reading.
+func (m *module) login(h pkcs11.SessionHandle, label, pin string) error {
+	sum := sha256.Sum256([]byte(pin))
+	err := m.ctx.Login(h, pkcs11.CKU_USER, pin)
+	m.pinsMu.Lock()
+	defer m.pinsMu.Unlock()
+	switch {
+	case err == nil:
+		if m.pins == nil {
+			m.pins = map[string][32]byte{}
+		}
+		m.pins[label] = sum
+		return nil
+	case isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+		if known, ok := m.pins[label]; ok && known != sum {
+			return errors.New("the PIN differs from the one this process logged in with (as CKR_PIN_INCORRECT)")
+		}
+		return nil
+	}
+	return err
 }

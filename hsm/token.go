@@ -278,7 +278,7 @@ func (t *token) reopen(mayReinit bool) (pkcs11.SessionHandle, error) {
 	if err != nil {
 		return 0, fmt.Errorf("token %q: C_OpenSession: %w", t.label, err)
 	}
-	if err := m.ctx.Login(h, pkcs11.CKU_USER, t.pin); err != nil && !isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN) {
+	if err := m.login(h, t.label, t.pin); err != nil {
 		_ = m.ctx.CloseSession(h)
 		return 0, fmt.Errorf("token %q: login: %w", t.label, err)
 	}
