@@ -12,7 +12,8 @@ import (
 // the message with its MIME structure kept and every part that has a name (Content-Type
 // name= or Content-Disposition filename=) replaced by a text/plain part named
 // "<name>.hash" whose content is the SHA-1 of the replaced part, 40 lowercase hex digits.
-// A named message/rfc822 part is replaced as a whole.
+// A message/rfc822 part is replaced as a whole (an unnamed one becomes
+// "messaggio.eml.hash").
 //
 // What is hashed (pec-spec.md §4.3 ambiguity, our choice): the part's body octets exactly as
 // they appear in the message, between the empty line after the part's header and the CRLF
@@ -73,7 +74,12 @@ func breveEntity(part []byte) ([]byte, bool) {
 	if body == nil {
 		body = []byte{}
 	}
-	if name := partName(h); name != "" {
+	name := partName(h)
+	if ct, _ := h.Get("Content-Type"); name == "" && isMessageRFC822(ct) {
+		// RFC 6109 §3.3.2.2: a message/rfc822 part is replaced as a whole, named or not.
+		name = "messaggio.eml"
+	}
+	if name != "" {
 		sum := sha1.Sum(body)
 		var b bytes.Buffer
 		b.WriteString("Content-Type: " + mime.FormatMediaType("text/plain", map[string]string{"charset": "us-ascii", "name": name + ".hash"}) + "\r\n")
@@ -186,4 +192,9 @@ func indexDelim(b, dash []byte) int {
 		}
 		off = off + i + 1
 	}
+}
+
+func isMessageRFC822(ct string) bool {
+	mt, _, _ := strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(mt), "message/rfc822")
 }

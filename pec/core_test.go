@@ -138,6 +138,16 @@ func TestBreveHashesEncodedBody(t *testing.T) {
 	if !bytes.Equal(out[:i], pc[:i]) {
 		t.Fatal("prefix changed")
 	}
+	// A forwarded message is replaced as a whole, attachments inside included.
+	fwd := "Content-Type: multipart/mixed; boundary=\"f\"\r\n\r\n--f\r\nContent-Type: text/plain\r\n\r\nvedi sotto\r\n--f\r\n" +
+		"Content-Type: message/rfc822\r\n\r\nSubject: inner\r\nContent-Type: multipart/mixed; boundary=\"g\"\r\n\r\n--g\r\n" +
+		"Content-Type: application/pdf; name=\"x.pdf\"\r\n\r\nPDF\r\n--g--\r\n--f--\r\n"
+	inner := "Subject: inner\r\nContent-Type: multipart/mixed; boundary=\"g\"\r\n\r\n--g\r\nContent-Type: application/pdf; name=\"x.pdf\"\r\n\r\nPDF\r\n--g--"
+	isum := sha1.Sum([]byte(inner))
+	gotF := string(Breve([]byte(fwd)))
+	if !strings.Contains(gotF, "messaggio.eml.hash\r\nContent-Transfer-Encoding: 7bit\r\n\r\n"+hex.EncodeToString(isum[:])+"\r\n--f--") || strings.Contains(gotF, "x.pdf") {
+		t.Fatalf("forwarded message:\n%s", gotF)
+	}
 	// Opaque S/MIME: unchanged.
 	opaque := []byte("Content-Type: application/pkcs7-mime; smime-type=signed-data; name=smime.p7m\r\n\r\nMIAGCSqGSIb3DQEHAqCAMIACAQEx\r\n")
 	if !bytes.Equal(Breve(opaque), opaque) {

@@ -1,13 +1,3 @@
-// Package pec is the PEC engine's message core: the message model, the identificativo and
-// time reference, the builders of all twelve system messages of pec-spec.md §3.1, the formal
-// checks of a submission (§7.1), and Classify, which recognises and checks any incoming
-// message (§7.2).
-//
-// API shape: a Provider describes the emitting gestore; a TimeRef is the one instant of a
-// transaction (DM art. 9); a Transaction carries the data every message about one
-// identificativo repeats (sender, recipients, subject, original Message-ID, receipt type);
-// builders take those plus a Signer and Options and return the complete signed message
-// (RFC 5322, CRLF), ready to be queued. Nothing here does I/O besides calling the Signer.
 package pec
 
 import "github.com/gestore-pec/gestore/pec/daticert"

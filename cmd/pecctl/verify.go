@@ -24,7 +24,7 @@ func init() {
 	register(command{name: "verify", summary: "check PEC messages (ours or another provider's) against the rules", run: runVerify})
 }
 
-const verifyUsage = `usage: pecctl verify [--ca FILE]... [--at TIME] [--json] FILE...
+const verifyUsage = `usage: pecctl verify [--ca FILE]... [--at TIME] [--json] [--strict] FILE...
 
 Checks each message as a PEC conformance checker: the S/MIME signature (integrity; with
 --ca, the certificate chain to those trust anchors at the message's signing time), the
@@ -36,8 +36,8 @@ section) and where it is. Warnings are deviations real providers show in their e
 traffic (a busta without X-TipoRicevuta, a DigitPA-era certificate with BasicConstraints);
 errors make the message non-conforming.
 
-Exit status: 0 when every file conforms, 1 when one does not (or cannot be read), 2 on
-usage errors.
+FILE "-" reads standard input. Exit status: 0 when every file conforms (with --strict:
+and has no warning either), 1 when one does not (or cannot be read), 2 on usage errors.
 
 flags:
 `
@@ -69,6 +69,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	fs.Var(&cas, "ca", "trust anchor PEM file (repeatable); without it only integrity is checked")
 	asJSON := fs.Bool("json", false, "write a JSON array instead of the human report")
 	atFlag := fs.String("at", "", "check the chain at this RFC 3339 time instead of the signing time")
+	strict := fs.Bool("strict", false, "treat warnings as failures too")
 	// Allow flags after file names: parse repeatedly.
 	var files []string
 	for {
@@ -106,8 +107,18 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	var reports []verifyReport
 	status := 0
 	for _, f := range files {
-		r := verifyFile(f, roots, at)
-		if !r.Conforms {
+		var r verifyReport
+		if f == "-" {
+			raw, err := io.ReadAll(os.Stdin)
+			if err != nil {
+				fmt.Fprintf(stderr, "pecctl verify: stdin: %v\n", err)
+				return 1
+			}
+			r = verifyMessage("-", raw, roots, at)
+		} else {
+			r = verifyFile(f, roots, at)
+		}
+		if !r.Conforms || (*strict && len(r.Findings) > 0) {
 			status = 1
 		}
 		reports = append(reports, r)

@@ -90,6 +90,14 @@ func TestVerifyUsage(t *testing.T) {
 	if code := runVerify([]string{filepath.Join(t.TempDir(), "missing.eml")}, &out, &errb); code != 1 {
 		t.Fatalf("missing file: exit %d", code)
 	}
+	// A real busta with only warnings passes, and fails with --strict.
+	busta := corpus.Path("real", "aruba-2014-busta.eml")
+	if code := runVerify([]string{busta}, &out, &errb); code != 0 {
+		t.Fatalf("busta: exit %d", code)
+	}
+	if code := runVerify([]string{"--strict", busta}, &out, &errb); code != 1 {
+		t.Fatalf("--strict busta with warnings: exit %d", code)
+	}
 }
 
 // Every kind pecctl sample writes passes pecctl verify with the sample CA, with no finding
