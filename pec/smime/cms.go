@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto"
 	"encoding/asn1"
+	"fmt"
 	"sort"
+	"strings"
 )
 
 // Object identifiers used in the CMS (RFC 5652, RFC 3370, RFC 5754, RFC 5758, RFC 5751).
@@ -134,4 +136,21 @@ func derSetOf(tag byte, elems [][]byte) []byte {
 	sorted := append([][]byte(nil), elems...)
 	sort.Slice(sorted, func(i, j int) bool { return bytes.Compare(sorted[i], sorted[j]) < 0 })
 	return der(tag, sorted...)
+}
+
+// ParseHash maps a digest name as written in configuration files ("digest: sha256") or in a
+// micalg parameter (RFC 5751 §3.4.3.2 "sha-256", RFC 3851 "sha1") to the hash Sign accepts.
+// Case is ignored; "" is SHA-256, the default.
+func ParseHash(name string) (crypto.Hash, error) {
+	switch strings.ToLower(strings.TrimSpace(name)) {
+	case "", "sha256", "sha-256":
+		return crypto.SHA256, nil
+	case "sha1", "sha-1":
+		return crypto.SHA1, nil
+	case "sha384", "sha-384":
+		return crypto.SHA384, nil
+	case "sha512", "sha-512":
+		return crypto.SHA512, nil
+	}
+	return 0, fmt.Errorf("smime: unknown digest %q (want sha256 or sha1)", name)
 }

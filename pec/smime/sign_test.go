@@ -29,3 +29,14 @@ func TestSignOpenSSL(t *testing.T) {
 }
 
 var noTime time.Time
+
+func TestParseHash(t *testing.T) {
+	for in, want := range map[string]crypto.Hash{"": crypto.SHA256, "SHA256": crypto.SHA256, "sha-256": crypto.SHA256, "sha1": crypto.SHA1, "SHA-1": crypto.SHA1, " sha512 ": crypto.SHA512} {
+		if h, err := ParseHash(in); err != nil || h != want {
+			t.Errorf("%q: %v %v", in, h, err)
+		}
+	}
+	if _, err := ParseHash("md5"); err == nil {
+		t.Error("md5 accepted")
+	}
+}

@@ -231,7 +231,7 @@ func parseSignerInfo(e element) (si signerInfo, err error) {
 		if _, err := asn1.Unmarshal(ias[1].full, &si.serial); err != nil {
 			return si, fmt.Errorf("serialNumber: %v", err)
 		}
-	case ver == 3 && f[1].is(2, 0, false):
+	case ver == 3 && f[1].is(2, 0, false) && len(f[1].content) > 0:
 		si.ski = f[1].content
 	default:
 		return si, fmt.Errorf("version %d with an unexpected signer identifier", ver)
@@ -241,7 +241,7 @@ func parseSignerInfo(e element) (si signerInfo, err error) {
 		return si, err
 	}
 	var ok bool
-	if si.hash, ok = hashByOID(dOID); !ok || !isNull(dParams) {
+	if si.hash, ok = hashByOID(dOID); !ok || !si.hash.Available() || !isNull(dParams) {
 		return si, fmt.Errorf("unsupported digest algorithm %v", dOID)
 	}
 	i := 3

@@ -312,10 +312,12 @@ func TestOpenSSLSigned(t *testing.T) {
 		// openssl cms -stream writes BER: indefinite lengths, constructed OCTET STRING.
 		{"opaque-ber", []string{"-nodetach", "-stream", "-md", "sha256"}, "pkcs7-mime"},
 		{"detached-ber", []string{"-stream", "-md", "sha256"}, "pkcs7-signature"},
+		// -keyid: SignerInfo version 3 with subjectKeyIdentifier (RFC 5652 §5.3).
+		{"detached-keyid", []string{"-keyid", "-md", "sha256"}, "pkcs7-signature"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			tool := "smime"
-			if strings.HasSuffix(mode.name, "-ber") {
+			if strings.HasSuffix(mode.name, "-ber") || strings.HasSuffix(mode.name, "-keyid") {
 				tool = "cms"
 			}
 			args := append([]string{tool, "-sign", "-binary", "-in", in, "-signer", cert, "-inkey", key, "-out", filepath.Join(dir, mode.name)}, mode.args...)
