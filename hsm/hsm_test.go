@@ -7,6 +7,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha1"
 	"crypto/sha256"
+	"crypto/sha512"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -63,6 +64,7 @@ func TestSignRSA(t *testing.T) {
 	msg := []byte("Messaggio di posta certificata")
 	d1 := sha1.Sum(msg)
 	d256 := sha256.Sum256(msg)
+	d512 := sha512.Sum512(msg)
 	for _, c := range []struct {
 		h    crypto.Hash
 		d    []byte
@@ -70,6 +72,7 @@ func TestSignRSA(t *testing.T) {
 	}{
 		{crypto.SHA1, d1[:], crypto.SHA1},
 		{crypto.SHA256, d256[:], crypto.SHA256},
+		{crypto.SHA512, d512[:], crypto.SHA512},
 		{crypto.SHA256, d256[:], &rsa.PSSOptions{Hash: crypto.SHA256, SaltLength: rsa.PSSSaltLengthEqualsHash}},
 		{crypto.SHA256, d256[:], &rsa.PSSOptions{Hash: crypto.SHA256}},
 	} {
@@ -85,9 +88,9 @@ func TestSignRSA(t *testing.T) {
 	if _, _, err := k.SignerFor("other.test"); !errors.Is(err, hsm.ErrUnknownDomain) {
 		t.Fatalf("unknown domain: %v", err)
 	}
-	// probe + 4 good signatures; one input error
-	if got := hsm.SignatureCount(signer, "ok"); got != 5 {
-		t.Errorf("ok signatures = %v, want 5", got)
+	// probe + 5 good signatures; one input error
+	if got := hsm.SignatureCount(signer, "ok"); got != 6 {
+		t.Errorf("ok signatures = %v, want 6", got)
 	}
 	if got := hsm.ErrorCount(signer, "input"); got != 1 {
 		t.Errorf("input errors = %v, want 1", got)
@@ -102,8 +105,8 @@ func TestSignRSA(t *testing.T) {
 			waits = mf.GetMetric()[0].GetHistogram().GetSampleCount()
 		}
 	}
-	if waits != 6 { // every call that reached the pool: finding the key, the probe, 4 signatures (a bad digest is refused before)
-		t.Errorf("session wait observations = %d, want 6", waits)
+	if waits != 7 { // every call that reached the pool: finding the key, the probe, 5 signatures (a bad digest is refused before)
+		t.Errorf("session wait observations = %d, want 7", waits)
 	}
 }
 
