@@ -86,8 +86,9 @@ func (c *Classified) add(sev Severity, code, rule, where, f string, a ...any) {
 
 // ClassifyOptions tune Classify.
 type ClassifyOptions struct {
-	// Verify checks the signature (integrity only; chain and index checks are the caller's,
-	// pec-spec.md §7.2.2–3). Default true; set SkipSignature to disable.
+	// SkipSignature skips the signature check. By default Classify verifies the
+	// signature's integrity (smime.Verify without roots); the chain and the providers
+	// index checks are the caller's (pec-spec.md §7.2.2–3; pecctl verify --ca does the chain).
 	SkipSignature bool
 }
 

@@ -2,11 +2,14 @@ package main
 
 import (
 	"bytes"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gestore-pec/gestore/internal/corpus"
 )
@@ -159,5 +162,44 @@ func TestSampleUsage(t *testing.T) {
 		if code := runSample(args, &out, &errb); code != 2 {
 			t.Errorf("%v: exit %d, want 2", args, code)
 		}
+	}
+}
+
+// pecctl sample --key/--cert signs with a configured key; the service address and domain
+// come from the certificate.
+func TestSampleWithConfiguredKey(t *testing.T) {
+	s, caPEM, err := throwAwaySigner("Provider B S.p.A.", "pec-b.test", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	der, err := x509.MarshalPKCS8PrivateKey(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{
+		"key.pem":  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}),
+		"cert.pem": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.chain[0].Raw}),
+		"ca.pem":   caPEM,
+	}
+	for n, b := range files {
+		if err := os.WriteFile(filepath.Join(dir, n), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var out, errb bytes.Buffer
+	if code := runSample([]string{"presa-in-carico", "--provider", "Provider B S.p.A.", "--key", filepath.Join(dir, "key.pem"), "--cert", filepath.Join(dir, "cert.pem")}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !bytes.Contains(out.Bytes(), []byte("From: posta-certificata@pec-b.test\r\n")) {
+		t.Fatal("From is not the certificate's service address")
+	}
+	msg := filepath.Join(dir, "msg.eml")
+	if err := os.WriteFile(msg, out.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if code := runVerify([]string{"--ca", filepath.Join(dir, "ca.pem"), msg}, &out, &errb); code != 0 {
+		t.Fatalf("verify: exit %d\n%s", code, out.String())
 	}
 }
