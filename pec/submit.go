@@ -213,10 +213,42 @@ func (a *AccessPoint) Submit(ctx context.Context, sub *Submission) (*Submitted, 
 func (a *AccessPoint) check(sub *Submission, env Envelope) (*Original, *FormalError) {
 	orig, err := ParseOriginal(sub.Message)
 	if err != nil {
-		return &Original{Raw: ToCRLF(sub.Message), Receipt: daticert.Completa},
-			&FormalError{Reason: ReasonMalformed, Detail: "intestazione non interpretabile"}
+		detail := "intestazione non interpretabile"
+		if strings.Contains(err.Error(), "998") {
+			detail = "riga di intestazione più lunga di 998 caratteri"
+		}
+		return lenientOriginal(sub.Message), &FormalError{Reason: ReasonMalformed, Detail: detail}
 	}
 	return orig, CheckSubmission(orig, env, sub.Login, a.cfg.Limits)
+}
+
+// lenientOriginal is the view of a message whose header cannot be parsed, for the avviso
+// only: the fields that can be read (Subject, From, To, ...) are kept so that the sender
+// recognises the avviso; the others are dropped. Raw stays the message as received (it is
+// what the virus scan and the quarantine see).
+func lenientOriginal(msg []byte) *Original {
+	raw := ToCRLF(msg)
+	head, body, found := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !found {
+		head, body = raw, nil
+	}
+	var kept bytes.Buffer
+	for _, line := range bytes.SplitAfter(append(head, '\r', '\n'), []byte("\r\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		cont := line[0] == ' ' || line[0] == '\t'
+		if len(line) > maxHeaderLine+2 || (!cont && bytes.IndexByte(line, ':') <= 0) {
+			continue // the offending line
+		}
+		kept.Write(line)
+	}
+	kept.WriteString("\r\n")
+	if o, err := ParseOriginal(append(kept.Bytes(), body...)); err == nil {
+		o.Raw, o.Body = raw, nil
+		return o
+	}
+	return &Original{Raw: raw, Receipt: daticert.Completa}
 }
 
 func (a *AccessPoint) recipientType(addr string) daticert.RecipientType {

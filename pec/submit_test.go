@@ -390,3 +390,22 @@ func TestNewAccessPointValidates(t *testing.T) {
 		t.Fatalf("missing provider: %v", err)
 	}
 }
+
+// A header that cannot be parsed still gives an avviso the sender recognises: its subject.
+func TestSubmitMalformedKeepsSubject(t *testing.T) {
+	f := newFixture(t, pec.Limits{})
+	m := msg("From: alice@pec-a.test", "To: bruno@pec-b.test", "Subject: riconoscibile", "X-Long: "+strings.Repeat("L", 1500))
+	_, err := f.ap.Submit(context.Background(), submission(m, "bruno@pec-b.test"))
+	var fe *pec.FormalError
+	if !errors.As(err, &fe) || fe.Reason != pec.ReasonMalformed || !strings.Contains(fe.Text(), "998") {
+		t.Fatalf("err = %v", err)
+	}
+	items := f.outbox(t)
+	if len(items) != 1 {
+		t.Fatalf("outbox: %d", len(items))
+	}
+	c := classify(t, items[0].Raw, f.kr.CA)
+	if s, _ := c.Header.Get("Subject"); s != "AVVISO DI NON ACCETTAZIONE: riconoscibile" {
+		t.Errorf("subject %q", s)
+	}
+}

@@ -1,0 +1,375 @@
+//go:build integration
+
+package integration
+
+// End-to-end tests of the access point (issue 7) against the lab in PEC wiring: real Postfix
+// submission with STARTTLS + SASL, pec-milter on its unix socket, SoftHSM2, slapd, clamd,
+// Dovecot. Each test uses its own subject token, so they run beside the other packages' tests.
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/gestore-pec/gestore/integration/lab"
+	"github.com/gestore-pec/gestore/integration/mailtest"
+	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/sqlite"
+)
+
+// pecLab returns the lab and providers A, B and O, failing (never skipping) when the lab is in
+// plain wiring: these tests are about pec-milter.
+func pecLab(t *testing.T) (*lab.Lab, *lab.Provider, *lab.Provider, *lab.Provider) {
+	t.Helper()
+	l := lab.ForTest(t)
+	if l.Wiring != "pec" {
+		t.Fatalf("the lab is in %q wiring; the access point tests need PEC wiring: PEC_WIRING=pec bash integration/scripts/lab-up.sh", l.Wiring)
+	}
+	return l, provider(t, l, "a"), provider(t, l, "b"), provider(t, l, "o")
+}
+
+// raw builds a message with CRLF line ends from header lines and a body.
+func raw(body string, hdr ...string) []byte {
+	h := strings.ReplaceAll(strings.Join(hdr, "\n"), "\n", "\r\n")
+	return []byte(h + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
+}
+
+// waitOne waits for exactly one message with token in mb (and makes sure no second one
+// follows within a short settle time).
+func waitOne(t *testing.T, mb mailtest.Mailbox, token string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), deliveryDeadline)
+	defer cancel()
+	got, err := mb.WaitFor(ctx, token, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel2()
+	if got, err = mb.WaitFor(ctx2, token, 1); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 {
+		t.Fatalf("%s: %d messages with %s, want exactly 1", mb.User, len(got), token)
+	}
+	return got[0]
+}
+
+// none checks that no message with token is in mb.
+func none(t *testing.T, mb mailtest.Mailbox, token string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := mb.WaitFor(ctx, token, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 0 {
+		t.Errorf("%s received %d messages with %s; nothing must be relayed", mb.User, len(got), token)
+	}
+}
+
+// classify verifies a PEC message (signature and chain to the lab CA, with pecctl and
+// openssl) and returns what Classify finds.
+func classify(t *testing.T, l *lab.Lab, msg []byte, want pec.Kind) *pec.Classified {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "msg.eml")
+	if err := os.WriteFile(f, msg, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(pecctl(t), "verify", "--ca", l.CA.Cert, f).CombinedOutput(); err != nil {
+		t.Errorf("pecctl verify: %v\n%s", err, out)
+	}
+	if out, err := exec.Command("openssl", "smime", "-verify", "-in", f, "-CAfile", l.CA.Cert, "-out", os.DevNull).CombinedOutput(); err != nil {
+		t.Errorf("openssl smime -verify: %v\n%s", err, out)
+	}
+	c := pec.Classify(msg, pec.ClassifyOptions{})
+	if c.Kind != want || c.Verified == nil || c.Daticert == nil {
+		t.Fatalf("message is %v (signature %v, daticert %v), want %v", c.Kind, c.SigErr, c.Daticert != nil, want)
+	}
+	return c
+}
+
+var pecctlOnce struct {
+	sync.Once
+	path string
+	err  error
+}
+
+// pecctl builds cmd/pecctl once per test binary.
+func pecctl(t *testing.T) string {
+	t.Helper()
+	pecctlOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "pecctl-")
+		if err != nil {
+			pecctlOnce.err = err
+			return
+		}
+		pecctlOnce.path = filepath.Join(dir, "pecctl")
+		out, err := exec.Command("go", "build", "-o", pecctlOnce.path, "github.com/gestore-pec/gestore/cmd/pecctl").CombinedOutput()
+		if err != nil {
+			pecctlOnce.err = fmt.Errorf("go build pecctl: %v\n%s", err, out)
+		}
+	})
+	if pecctlOnce.err != nil {
+		t.Fatal(pecctlOnce.err)
+	}
+	return pecctlOnce.path
+}
+
+// logEvents reads provider p's legal log for one identificativo (or, with id "", the events
+// whose subject contains token), opening the store named in p's pec.yaml.
+func logEvents(t *testing.T, p *lab.Provider, id, token string) []*store.Event {
+	t.Helper()
+	b, err := os.ReadFile(p.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cfg struct {
+		Store store.Config `yaml:"store"`
+	}
+	if err := yaml.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	st, err := sqlite.New(cfg.Store, sqlite.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	var out []*store.Event
+	q := store.Query{Identificativo: id, Subject: token}
+	if err := st.ScanLog(context.Background(), q, func(e *store.Event) error { out = append(out, e); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A user of A sends to a user of B and to an ordinary address: the busta leaves A, signed,
+// with one certificato and one esterno recipient and the original inside; alice gets exactly
+// one accettazione with the busta's time reference.
+func TestAccessPointBustaAndAccettazione(t *testing.T) {
+	t.Parallel()
+	l, a, b, o := pecLab(t)
+	alice, bruno, oscar := user(t, a, "alice"), user(t, b, "bruno"), user(t, o, "oscar")
+	token := mailtest.Token("ap")
+	orig := raw("Buongiorno,\nin allegato.\n",
+		"From: Alice <"+alice.Address+">",
+		"To: "+bruno.Address,
+		"Cc: "+oscar.Address,
+		"Subject: PEC "+token,
+		"Message-ID: <"+token+"@client.example>",
+		"Date: "+time.Now().Format(time.RFC1123Z),
+		"MIME-Version: 1.0",
+		"Content-Type: text/plain; charset=utf-8")
+	if err := tlsSubmission(t, a, &alice).Send(alice.Address, []string{bruno.Address, oscar.Address}, orig); err != nil {
+		t.Fatal(err)
+	}
+	var bustaData daticert.Data
+	var id string
+	for _, mb := range []mailtest.Mailbox{mailbox(b, bruno), mailbox(o, oscar)} {
+		m := waitOne(t, mb, token)
+		c := classify(t, l, m, pec.KindBusta)
+		if !c.Conforms() {
+			t.Errorf("%s: busta deviations: %+v", mb.User, c.Deviations)
+		}
+		types := map[string]daticert.RecipientType{}
+		for _, d := range c.Daticert.Intestazione.Destinatari {
+			types[d.Addr] = d.Tipo
+		}
+		if len(types) != 2 || types[bruno.Address] != daticert.Certificato || types[oscar.Address] != daticert.Esterno {
+			t.Errorf("daticert destinatari = %+v", c.Daticert.Intestazione.Destinatari)
+		}
+		id = c.Daticert.Dati.Identificativo
+		bustaData = c.Daticert.Dati.Data
+		checkPostacert(t, c.Postacert, orig, id)
+		if v, _ := c.Header.Get("X-Riferimento-Message-ID"); v != "<"+token+"@client.example>" {
+			t.Errorf("busta X-Riferimento-Message-ID = %q", v)
+		}
+	}
+	acc := waitOne(t, mailbox(a, alice), token)
+	c := classify(t, l, acc, pec.KindAccettazione)
+	if c.Daticert.Dati.Identificativo != id || c.Daticert.Dati.Data != bustaData {
+		t.Errorf("accettazione %s at %+v; busta %s at %+v", c.Daticert.Dati.Identificativo, c.Daticert.Dati.Data, id, bustaData)
+	}
+	kinds := map[store.EventKind]int{}
+	for _, e := range logEvents(t, a, id, "") {
+		kinds[e.Kind]++
+	}
+	if kinds[store.KindAccettazione] != 1 || kinds[store.KindBustaTrasporto] != 1 {
+		t.Errorf("log events of %s: %v", id, kinds)
+	}
+}
+
+// checkPostacert: the original survives byte for byte inside postacert.eml, except the
+// Message-ID swap, the added X-Riferimento-Message-ID, and the trace fields (Received) that
+// Postfix prepends on receipt.
+func checkPostacert(t *testing.T, got, orig []byte, id string) {
+	t.Helper()
+	hdr, body, err := pec.SplitHeader(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	for _, f := range hdr {
+		if strings.EqualFold(f.Name, "Received") && !bytes.Contains(orig, f.Raw) {
+			continue
+		}
+		b.Write(f.Raw)
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	oh, ob, _ := pec.SplitHeader(orig)
+	var want bytes.Buffer
+	for _, f := range oh {
+		if strings.EqualFold(f.Name, "Message-ID") {
+			want.WriteString("Message-ID: <" + id + ">\r\n")
+			want.WriteString("X-Riferimento-Message-ID:" + strings.TrimSuffix(string(f.Raw[len(f.Name)+1:]), "\r\n") + "\r\n")
+			continue
+		}
+		want.Write(f.Raw)
+	}
+	want.WriteString("\r\n")
+	want.Write(ob)
+	if !bytes.Equal(b.Bytes(), want.Bytes()) {
+		t.Errorf("postacert.eml differs from the original:\n got %q\nwant %q", b.Bytes(), want.Bytes())
+	}
+}
+
+// Subjects with RFC 2047 words and XML special characters, 8-bit bodies and attachments
+// survive byte for byte inside postacert.eml.
+func TestAccessPointContentSurvives(t *testing.T) {
+	t.Parallel()
+	l, a, b, _ := pecLab(t)
+	alice, bruno := user(t, a, "alice"), user(t, b, "bruno")
+	for name, build := range map[string]func(token string) []byte{
+		"rfc2047 and xml specials": func(token string) []byte {
+			return raw("Testo semplice.\n", "From: "+alice.Address, "To: "+bruno.Address,
+				"Subject: =?UTF-8?Q?Citt=C3=A0_e_perch=C3=A9?= <a&b> \"q\" 'x' "+token,
+				"Message-ID: <"+token+"@client.example>", "MIME-Version: 1.0", "Content-Type: text/plain; charset=utf-8")
+		},
+		"8bit body": func(token string) []byte {
+			return raw("Perch\xc3\xa9 l'\xc3\xa8 cos\xc3\xac: \xe0 latin-1 too\n", "From: "+alice.Address, "To: "+bruno.Address,
+				"Subject: 8bit "+token, "Message-ID: <"+token+"@client.example>", "MIME-Version: 1.0",
+				"Content-Type: text/plain; charset=utf-8", "Content-Transfer-Encoding: 8bit")
+		},
+		"attachment": func(token string) []byte {
+			return raw("--b0\nContent-Type: text/plain; charset=us-ascii\n\nvedi allegato\n--b0\n"+
+				"Content-Type: application/pdf; name=\"contratto.pdf\"\nContent-Disposition: attachment; filename=\"contratto.pdf\"\n"+
+				"Content-Transfer-Encoding: base64\n\nJVBERi0xLjQKJcOkw7zDtsOfCjIgMCBvYmoKPDwvTGVuZ3RoIDMgMCBSPj4Kc3RyZWFtCg==\n--b0--\n",
+				"From: "+alice.Address, "To: "+bruno.Address, "Subject: allegato "+token,
+				"Message-ID: <"+token+"@client.example>", "MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=\"b0\"",
+				"X-Folded: one\n\ttwo")
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			token := mailtest.Token("keep")
+			orig := build(token)
+			if err := tlsSubmission(t, a, &alice).Send(alice.Address, []string{bruno.Address}, orig); err != nil {
+				t.Fatal(err)
+			}
+			c := classify(t, l, waitOne(t, mailbox(b, bruno), token), pec.KindBusta)
+			checkPostacert(t, c.Postacert, orig, c.Daticert.Dati.Identificativo)
+		})
+	}
+}
+
+// Each formal exception of pec-spec.md §7.1, a malformed message and a virus: the SMTP client
+// is told why in one line, alice gets the right avviso, nothing reaches bruno, the log has
+// the event.
+func TestAccessPointRefusals(t *testing.T) {
+	t.Parallel()
+	l, a, b, _ := pecLab(t)
+	alice, anna, bruno, bianca := user(t, a, "alice"), user(t, a, "anna"), user(t, b, "bruno"), user(t, b, "bianca")
+	cfgLimits := struct{ maxRcpts, maxProduct int }{500, 30_000_000}
+	many := make([]string, cfgLimits.maxRcpts+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("u%03d@%s", i, b.Domain)
+	}
+	for _, tc := range []struct {
+		name  string
+		rcpts []string
+		msg   func(token string) []byte
+		kind  pec.Kind
+		code  int
+		text  string // in the SMTP reply and in errore-esteso
+		event store.EventKind
+	}{
+		{"from differs from login", []string{bruno.Address}, func(tok string) []byte {
+			return raw("x\n", "From: "+anna.Address, "To: "+bruno.Address, "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "diverso dal mittente", store.KindNonAccettazione},
+		{"rcpt not in to/cc", []string{bruno.Address, bianca.Address}, func(tok string) []byte {
+			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "non compare nei campi To o Cc", store.KindNonAccettazione},
+		// Postfix's cleanup drops Bcc before the milter unless message_drop_headers leaves it
+		// (see the report); then the blind recipient is caught as a RCPT not in To/Cc.
+		{"bcc", []string{bruno.Address, bianca.Address}, func(tok string) []byte {
+			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Bcc: "+bianca.Address, "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "Bcc|non compare nei campi To o Cc", store.KindNonAccettazione},
+		{"too many recipients", many, func(tok string) []byte {
+			return raw("x\n", "From: "+alice.Address, "To: "+strings.Join(many, ",\n "), "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "troppi destinatari", store.KindNonAccettazione},
+		{"size times recipients", []string{bruno.Address, bianca.Address}, func(tok string) []byte {
+			return raw(strings.Repeat(strings.Repeat("z", 76)+"\n", cfgLimits.maxProduct/2/78+100),
+				"From: "+alice.Address, "To: "+bruno.Address+", "+bianca.Address, "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "supera il limite", store.KindNonAccettazione},
+		{"malformed", []string{bruno.Address}, func(tok string) []byte {
+			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Subject: "+tok, "X-Long: "+strings.Repeat("L", 1500))
+		}, pec.KindNonAccettazione, 550, "998 caratteri", store.KindNonAccettazione},
+		{"eicar", []string{bruno.Address}, func(tok string) []byte {
+			return raw("--b0\nContent-Type: text/plain\n\nfattura\n--b0\nContent-Type: application/octet-stream; name=\"f.com\"\n"+
+				"Content-Disposition: attachment; filename=\"f.com\"\n\n"+eicar+"\n--b0--\n",
+				"From: "+alice.Address, "To: "+bruno.Address, "Subject: "+tok, "MIME-Version: 1.0",
+				"Content-Type: multipart/mixed; boundary=\"b0\"")
+		}, pec.KindNonAccettazioneVirus, 554, "virus", store.KindNonAccettazioneVirus},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			token := mailtest.Token("refuse")
+			err := tlsSubmission(t, a, &alice).Send(alice.Address, tc.rcpts, tc.msg(token))
+			var se *mailtest.StepError
+			if !errors.As(err, &se) || se.Step != "DATA" || se.Code != tc.code || !containsAny(se.Error(), tc.text) {
+				t.Fatalf("submission: %v; want DATA refused with %d and %q", err, tc.code, tc.text)
+			}
+			if strings.Count(se.Error(), "\n") > 0 {
+				t.Errorf("SMTP reply spans lines: %q", se.Error())
+			}
+			c := classify(t, l, waitOne(t, mailbox(a, alice), token), tc.kind)
+			if c.Postacert != nil {
+				t.Error("the avviso carries the original (MUST NOT)")
+			}
+			if !containsAny(c.Daticert.Dati.ErroreEsteso, tc.text) {
+				t.Errorf("errore-esteso %q lacks %q", c.Daticert.Dati.ErroreEsteso, tc.text)
+			}
+			none(t, mailbox(b, bruno), token)
+			evs := logEvents(t, a, c.Daticert.Dati.Identificativo, "")
+			if len(evs) != 1 || evs[0].Kind != tc.event {
+				t.Fatalf("log events: %+v", evs)
+			}
+			if tc.kind == pec.KindNonAccettazioneVirus && !strings.Contains(evs[0].Virus, "EICAR") {
+				t.Errorf("virus event without the virus name: %+v", evs[0])
+			}
+		})
+	}
+}
+
+// containsAny reports whether s contains one of the |-separated alternatives.
+func containsAny(s, alternatives string) bool {
+	for _, a := range strings.Split(alternatives, "|") {
+		if strings.Contains(s, a) {
+			return true
+		}
+	}
+	return false
+}
