@@ -213,3 +213,14 @@ func TestConsegnaToCcRule(t *testing.T) {
 		t.Fatalf("%s %+v", c.Kind, c.Deviations)
 	}
 }
+
+func TestNoHeaderInjection(t *testing.T) {
+	f := field("To", "a@b\r\nBcc: victim@x")
+	if strings.Count(string(f.Raw), "\r\n") != 1 || !strings.HasSuffix(string(f.Raw), "\r\n") {
+		t.Fatalf("%q", f.Raw)
+	}
+	h, _, err := SplitHeader(append(f.Raw, "\r\n"...))
+	if err != nil || len(h) != 1 {
+		t.Fatalf("%v %d", err, len(h))
+	}
+}

@@ -9,8 +9,15 @@ import (
 )
 
 // field builds a header field, folding value at white space to keep lines under 78
-// characters where possible (RFC 5322 §2.2.3).
+// characters where possible (RFC 5322 §2.2.3). CR and LF in value (from a hostile
+// daticert, say) become spaces, so no field can be injected.
 func field(name, value string) Field {
+	value = strings.Map(func(r rune) rune {
+		if r == '\r' || r == '\n' {
+			return ' '
+		}
+		return r
+	}, value)
 	var b strings.Builder
 	b.WriteString(name)
 	b.WriteString(":")
