@@ -16,8 +16,8 @@ import (
 
 // Config is the index: section of the YAML configuration.
 type Config struct {
-	// Source is ldap://host:port/o=postacert, ldaps://..., a path to an .ldif file, or a path
-	// to a signed .ldif.p7m.
+	// Source is ldap://host:port/o=postacert, ldaps://... (server certificate checked against
+	// the system roots), a path to an .ldif file, or a path to a signed .ldif.p7m.
 	Source string `yaml:"source"`
 	// BindDN and PasswordEnv authenticate to LDAP (simple bind); anonymous when BindDN is
 	// empty. The password is read from the environment variable PasswordEnv names.

@@ -7,7 +7,17 @@
 // Lookups never touch the network: RFC 6109 §4.5 requires each provider to keep a local copy,
 // refreshed daily, and use it for every lookup (pec-spec.md §9.2).
 //
-// The OpenLDAP schema of the index ships next to this file as pec-index.schema.
+// Sources: an LDAP server (the o=postacert subtree, certificates read as
+// providerCertificate;binary), a plain LDIF file (ParseLDIF, RFC 2849; "attr:< file:" values
+// only inside the LDIF's own directory, see LDIFOptions), or a signed .ldif.p7m (CMS
+// SignedData verified against index.trust_anchor before a byte is parsed; URL values refused).
+// Malformed records are rejected one by one with a reason (Snapshot.Rejected); the others load.
+// A failed refresh keeps the last good snapshot; index.cache keeps a local copy on disk for a
+// restart while the source is down.
+//
+// The OpenLDAP schema of the index ships next to this file as pec-index.schema (also embedded
+// as Schema). WriteLDIF output starts with "version: 1" as RFC 2849 wants: ldapadd accepts
+// it, slapadd (OpenLDAP 2.5) does not, so strip that line before an offline slapadd.
 package igpec
 
 import (
