@@ -224,3 +224,12 @@ func TestNoHeaderInjection(t *testing.T) {
 		t.Fatalf("%v %d", err, len(h))
 	}
 }
+
+func TestRecipientInTo(t *testing.T) {
+	pc := []byte("To: a@x, b@x\r\nCc: c@x, b@x\r\n\r\n")
+	for rcpt, want := range map[string]bool{"a@x": true, "b@x": true, "c@x": false, "d@x": true, "C@X": true} {
+		if got := RecipientInTo(pc, rcpt); got != want {
+			t.Errorf("%s: %v, want %v", rcpt, got, want)
+		}
+	}
+}

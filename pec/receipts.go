@@ -209,3 +209,14 @@ func BuildPreavviso(p Provider, ref TimeRef, tx *Transaction, rcpt string, hours
 	d.Dati.ErroreEsteso = fmt.Sprintf("superamento del tempo massimo di consegna (%d ore)", hours)
 	return receipt(k, p, ref, tx, tx.Sender, rcpt, textData{rcpt: rcpt}, d, nil, s, o)
 }
+
+// RecipientInTo tells whether rcpt is a To recipient of the original carried in the busta's
+// postacert.eml, for ReceiptFor. A recipient found only in Cc is not; one in To, in both,
+// or in neither (ambiguous) is, as RFC 6109 §3.3.2.3 asks (pec-spec.md §2.6).
+func RecipientInTo(postacert []byte, rcpt string) bool {
+	o, err := ParseOriginal(postacert)
+	if err != nil {
+		return true
+	}
+	return inList(rcpt, o.To) || !inList(rcpt, o.Cc)
+}
