@@ -121,9 +121,9 @@ func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, o
 	head = append(head, "\r\n--"...)
 	head = append(head, boundary...)
 	head = append(head, "\r\n"...)
-	// RFC 1847 §2.1 / RFC 2046 §5.1.1: this CRLF belongs to the delimiter, not to the entity.
 	b64len := base64.StdEncoding.EncodedLen(len(p7s))
 	tail = make([]byte, 0, 2*len(boundary)+len(sigHeader)+b64len+(b64len/76+1)*2+12)
+	// RFC 1847 §2.1 / RFC 2046 §5.1.1: this CRLF belongs to the delimiter, not to the entity.
 	tail = append(tail, "\r\n--"...)
 	tail = append(tail, boundary...)
 	tail = append(tail, "\r\n"...)
@@ -164,23 +164,7 @@ func signDetached(entity []byte, h crypto.Hash, hOID asn1.ObjectIdentifier, sign
 	d.Write(entity)
 	digest := d.Sum(nil)
 
-	// RFC 5652 §5.3 and §11, RFC 5751 §2.5: contentType, signingTime, messageDigest and
-	// smimeCapabilities as signed attributes.
-	caps := der(tagSequence,
-		der(tagSequence, mustMarshal(oidAES256CBC)),
-		der(tagSequence, mustMarshal(oidAES128CBC)),
-		der(tagSequence, mustMarshal(oidDESEDE3CBC)),
-	)
-	attrs := [][]byte{
-		attribute(oidAttrContentType, mustMarshal(oidData)),
-		// RFC 5652 §11.3: UTCTime through 2049, GeneralizedTime after; encoding/asn1 picks.
-		attribute(oidAttrSigningTime, mustMarshal(signingTime.UTC().Truncate(time.Second))),
-		attribute(oidAttrMessageDigest, der(tagOctetString, digest)),
-		attribute(oidAttrSMIMECapabilities, caps),
-	}
-	// RFC 5652 §5.4: the signature covers the DER of the attributes with the SET OF tag;
-	// the SignerInfo carries the same bytes with the [0] IMPLICIT tag.
-	signedAttrs := derSetOf(tagSet, attrs)
+	signedAttrs := signedAttributes(digest, signingTime)
 	ad := h.New()
 	ad.Write(signedAttrs)
 	sig, err := signer.Sign(rnd, ad.Sum(nil), h)
@@ -214,6 +198,27 @@ func signDetached(entity []byte, h crypto.Hash, hOID asn1.ObjectIdentifier, sign
 		der(tagSet, signerInfo),
 	)
 	return der(tagSequence, mustMarshal(oidSignedData), der(tagCtx0, signedData)), nil
+}
+
+// signedAttributes returns the DER of the signed attributes with the SET OF tag
+// (RFC 5652 §5.4): contentType, signingTime, messageDigest (RFC 5652 §5.3, §11) and
+// smimeCapabilities (RFC 5751 §2.5.2).
+func signedAttributes(digest []byte, signingTime time.Time) []byte {
+	caps := der(tagSequence,
+		der(tagSequence, mustMarshal(oidAES256CBC)),
+		der(tagSequence, mustMarshal(oidAES128CBC)),
+		der(tagSequence, mustMarshal(oidDESEDE3CBC)),
+	)
+	attrs := [][]byte{
+		attribute(oidAttrContentType, mustMarshal(oidData)),
+		// RFC 5652 §11.3: UTCTime through 2049, GeneralizedTime after; encoding/asn1 picks.
+		attribute(oidAttrSigningTime, mustMarshal(signingTime.UTC().Truncate(time.Second))),
+		attribute(oidAttrMessageDigest, der(tagOctetString, digest)),
+		attribute(oidAttrSMIMECapabilities, caps),
+	}
+	// The signature covers the DER of the SET OF (sorted, X.690 §11.6); the SignerInfo
+	// carries the same bytes with the [0] IMPLICIT tag.
+	return derSetOf(tagSet, attrs)
 }
 
 func attribute(oid asn1.ObjectIdentifier, value []byte) []byte {

@@ -105,22 +105,8 @@ func parseSignedData(b []byte) (*signedData, error) {
 	}
 	i := 3
 	if i < len(fields)-1 && fields[i].is(2, 0, true) { // certificates [0] IMPLICIT
-		certs, err := fields[i].children(3)
-		if err != nil {
-			return nil, malformed("certificates: %v", err)
-		}
-		for _, c := range certs {
-			if !c.is(0, asn1.TagSequence, true) {
-				continue // other CertificateChoices (attribute certificates, ...) are not used
-			}
-			cert, err := x509.ParseCertificate(c.full)
-			if err != nil {
-				if sd.certErr == nil {
-					sd.certErr = err
-				}
-				continue
-			}
-			sd.certs = append(sd.certs, cert)
+		if err := sd.parseCerts(fields[i]); err != nil {
+			return nil, err
 		}
 		i++
 	}
@@ -130,26 +116,57 @@ func parseSignedData(b []byte) (*signedData, error) {
 	if i != len(fields)-1 {
 		return nil, malformed("SignedData has unexpected fields")
 	}
-	if err := expect(fields[i], 0, asn1.TagSet, true, "signerInfos"); err != nil {
-		return nil, malformed("%v", err)
+	if err := sd.parseSigners(fields[i]); err != nil {
+		return nil, err
 	}
-	sis, err := fields[i].children(3)
+	return sd, nil
+}
+
+// parseCerts parses the certificates field. Certificates crypto/x509 cannot parse are
+// skipped (the first error is kept for the report if the signer's is among them).
+func (sd *signedData) parseCerts(e element) error {
+	certs, err := e.children(3)
 	if err != nil {
-		return nil, malformed("signerInfos: %v", err)
+		return malformed("certificates: %v", err)
+	}
+	for _, c := range certs {
+		if !c.is(0, asn1.TagSequence, true) {
+			continue // other CertificateChoices (attribute certificates, ...) are not used
+		}
+		cert, err := x509.ParseCertificate(c.full)
+		if err != nil {
+			if sd.certErr == nil {
+				sd.certErr = err
+			}
+			continue
+		}
+		sd.certs = append(sd.certs, cert)
+	}
+	return nil
+}
+
+// parseSigners parses the signerInfos SET (RFC 5652 §5.1).
+func (sd *signedData) parseSigners(e element) error {
+	if err := expect(e, 0, asn1.TagSet, true, "signerInfos"); err != nil {
+		return malformed("%v", err)
+	}
+	sis, err := e.children(3)
+	if err != nil {
+		return malformed("signerInfos: %v", err)
 	}
 	// A PEC message has one signer; a few are tolerated. Every one costs a signature
 	// check, so hostile input may not ask for thousands.
 	if len(sis) == 0 || len(sis) > maxSigners {
-		return nil, malformed("%d SignerInfos", len(sis))
+		return malformed("%d SignerInfos", len(sis))
 	}
 	for _, e := range sis {
 		si, err := parseSignerInfo(e)
 		if err != nil {
-			return nil, malformed("SignerInfo: %v", err)
+			return malformed("SignerInfo: %v", err)
 		}
 		sd.signers = append(sd.signers, si)
 	}
-	return sd, nil
+	return nil
 }
 
 // parseEncap parses EncapsulatedContentInfo (RFC 5652 §5.2).

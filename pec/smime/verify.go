@@ -77,32 +77,8 @@ func Verify(msg []byte, opts VerifyOptions) (*Verified, error) {
 	var p7 []byte
 	switch mt {
 	case "multipart/signed":
-		v.Protocol = strings.ToLower(params["protocol"])
-		v.Micalg = params["micalg"]
-		// RFC 1847 §2.1 requires protocol; RFC 5751 §3.4.3.2 names the S/MIME values.
-		switch v.Protocol {
-		case "application/pkcs7-signature", "application/x-pkcs7-signature":
-		case "":
-			return nil, fmt.Errorf("%w: multipart/signed without protocol parameter", ErrMalformed)
-		default:
-			return nil, fmt.Errorf("%w: multipart/signed with protocol %q, not S/MIME", ErrNotSigned, v.Protocol)
-		}
-		if params["boundary"] == "" {
-			return nil, fmt.Errorf("%w: multipart/signed without boundary", ErrMalformed)
-		}
-		first, second, err := signedParts(body, params["boundary"])
-		if err != nil {
-			return nil, fmt.Errorf("%w: multipart/signed: %v", ErrMalformed, err)
-		}
-		if p7, err = signaturePart(second, v.Protocol); err != nil {
+		if candidates, p7, err = detached(v, body, params); err != nil {
 			return nil, err
-		}
-		// RFC 5751 §3.1.1: the signature covers the canonical (CRLF) form. LF-stored copies
-		// are converted; if that does not match, the bytes as received are tried too (a
-		// signer may have hashed binary content with bare LFs).
-		candidates = append(candidates, canonicalCRLF(first))
-		if len(candidates[0]) != len(first) {
-			candidates = append(candidates, first)
 		}
 	case "application/pkcs7-mime", "application/x-pkcs7-mime":
 		v.Protocol = mt
@@ -135,6 +111,39 @@ func Verify(msg []byte, opts VerifyOptions) (*Verified, error) {
 		}
 	}
 	return v, nil
+}
+
+// detached reads a multipart/signed body (RFC 1847 §2.1): it returns the forms of the first
+// part to hash and the DER of the signature part, and fills v.Protocol and v.Micalg.
+func detached(v *Verified, body []byte, params map[string]string) (candidates [][]byte, p7 []byte, err error) {
+	v.Protocol = strings.ToLower(params["protocol"])
+	v.Micalg = params["micalg"]
+	// RFC 1847 §2.1 requires protocol; RFC 5751 §3.4.3.2 names the S/MIME values.
+	switch v.Protocol {
+	case "application/pkcs7-signature", "application/x-pkcs7-signature":
+	case "":
+		return nil, nil, fmt.Errorf("%w: multipart/signed without protocol parameter", ErrMalformed)
+	default:
+		return nil, nil, fmt.Errorf("%w: multipart/signed with protocol %q, not S/MIME", ErrNotSigned, v.Protocol)
+	}
+	if params["boundary"] == "" {
+		return nil, nil, fmt.Errorf("%w: multipart/signed without boundary", ErrMalformed)
+	}
+	first, second, err := signedParts(body, params["boundary"])
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: multipart/signed: %v", ErrMalformed, err)
+	}
+	if p7, err = signaturePart(second, v.Protocol); err != nil {
+		return nil, nil, err
+	}
+	// RFC 5751 §3.1.1: the signature covers the canonical (CRLF) form. LF-stored copies
+	// are converted; if that does not match, the bytes as received are tried too (a
+	// signer may have hashed binary content with bare LFs).
+	candidates = append(candidates, canonicalCRLF(first))
+	if len(candidates[0]) != len(first) {
+		candidates = append(candidates, first)
+	}
+	return candidates, p7, nil
 }
 
 func orBase64(cte string) string {
