@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
@@ -69,9 +71,10 @@ func BenchmarkCommit(b *testing.B) {
 		name     string
 		callers  int
 		maxGroup int
-	}{{"1caller", 1, 0}, {"4callers-group", 4, 0}, {"4callers-nogroup", 4, 1}} {
+	}{{"1caller", 1, 0}, {"4callers-group", 4, 0}, {"4callers-nogroup", 4, 1}, {"16callers-group", 16, 0}, {"16callers-nogroup", 16, 1}} {
 		b.Run(c.name, func(b *testing.B) {
-			s, err := Open(filepath.Join(b.TempDir(), "pec.db"), Deps{MaxGroup: c.maxGroup})
+			reg := prometheus.NewRegistry()
+			s, err := Open(filepath.Join(b.TempDir(), "pec.db"), Deps{MaxGroup: c.maxGroup, Registerer: reg})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -97,6 +100,12 @@ func BenchmarkCommit(b *testing.B) {
 			}
 			wg.Wait()
 			b.ReportMetric(float64(2*b.N)/b.Elapsed().Seconds(), "events/s")
+			mfs, _ := reg.Gather()
+			for _, mf := range mfs {
+				if h := mf.GetMetric()[0].GetHistogram(); mf.GetName() == "pec_store_commit_group_size" && h.GetSampleCount() > 0 {
+					b.ReportMetric(h.GetSampleSum()/float64(h.GetSampleCount()), "batches/tx")
+				}
+			}
 		})
 	}
 }
