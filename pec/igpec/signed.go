@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/smallstep/pkcs7"
 )
@@ -41,27 +42,46 @@ func SignLDIF(ldif []byte, key crypto.Signer, chain []*x509.Certificate) ([]byte
 // openssl and other tools write). The signer must chain to roots at the signing time (or now,
 // when the signature carries none); SHA-1 and SHA-256 digests are accepted (pec-spec.md §8.2).
 func VerifySignedLDIF(raw []byte, roots *x509.CertPool) ([]byte, *x509.Certificate, error) {
-	if roots == nil {
-		return nil, nil, errors.New("igpec: no trust anchor for a signed LDIF")
-	}
-	der, err := cmsDER(raw)
+	v, err := verifySigned(raw, roots)
 	if err != nil {
 		return nil, nil, err
 	}
+	return v.content, v.signer, nil
+}
+
+type verified struct {
+	content     []byte
+	signer      *x509.Certificate
+	signingTime time.Time // zero when the signature has no signingTime attribute
+}
+
+func verifySigned(raw []byte, roots *x509.CertPool) (*verified, error) {
+	if roots == nil {
+		return nil, errors.New("igpec: no trust anchor for a signed LDIF")
+	}
+	der, err := cmsDER(raw)
+	if err != nil {
+		return nil, err
+	}
 	p7, err := pkcs7.Parse(der)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%w: not a CMS SignedData: %v", ErrBadSignature, err)
+		return nil, fmt.Errorf("%w: not a CMS SignedData: %v", ErrBadSignature, err)
 	}
 	if len(p7.Signers) != 1 {
-		return nil, nil, fmt.Errorf("%w: %d signers, want exactly one", ErrBadSignature, len(p7.Signers))
+		return nil, fmt.Errorf("%w: %d signers, want exactly one", ErrBadSignature, len(p7.Signers))
 	}
 	if len(p7.Content) == 0 {
-		return nil, nil, fmt.Errorf("%w: no content (detached signature?)", ErrBadSignature)
+		return nil, fmt.Errorf("%w: no content (detached signature?)", ErrBadSignature)
 	}
 	if err := p7.VerifyWithChain(roots); err != nil {
-		return nil, nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	return p7.Content, p7.GetOnlySigner(), nil
+	v := &verified{content: p7.Content, signer: p7.GetOnlySigner()}
+	var st time.Time
+	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err == nil {
+		v.signingTime = st
+	}
+	return v, nil
 }
 
 // cmsDER turns the accepted encodings of a .p7m into DER.

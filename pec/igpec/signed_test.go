@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -147,5 +148,35 @@ func TestSignedSourceTamperedKeepsSnapshot(t *testing.T) {
 	// A .p7m source without a trust anchor is a configuration error.
 	if _, err := New(Config{Source: path}, Deps{}); err == nil {
 		t.Error("New accepted a .p7m source without trust_anchor")
+	}
+}
+
+// TestSignedSourceRollback: once a signed index is loaded, an older validly signed file put
+// in its place is refused and the newer snapshot stays.
+func TestSignedSourceRollback(t *testing.T) {
+	sf := newSignedFixture(t)
+	f := newFixture(t)
+	a := f.record(t, "Provider A S.p.A.", "pec-a.test")
+	b := f.record(t, "Provider B S.p.A.", "pec-b.test")
+	old := sf.sign(t, ldifOf(t, a, b))
+	time.Sleep(1100 * time.Millisecond) // signingTime has a resolution of one second
+	cur := sf.sign(t, ldifOf(t, a))
+
+	path := filepath.Join(t.TempDir(), "igpec.ldif.p7m")
+	os.WriteFile(path, cur, 0o644)
+	x, err := New(Config{Source: path, TrustAnchor: sf.anchor}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(path, old, 0o644)
+	if _, err := x.Refresh(context.Background()); !errors.Is(err, ErrRollback) {
+		t.Fatalf("Refresh(older file) err = %v, want ErrRollback", err)
+	}
+	if x.Certified("pec-b.test") {
+		t.Error("the older index replaced the newer one")
+	}
+	os.WriteFile(path, cur, 0o644) // the same file again is fine
+	if _, err := x.Refresh(context.Background()); err != nil {
+		t.Errorf("Refresh(same file): %v", err)
 	}
 }

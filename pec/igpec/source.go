@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"io"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"time"
 )
 
 // Source loads the entries of the index from one place. Sources are only used by refreshes,
@@ -19,6 +22,9 @@ type Source interface {
 	// String names the source in logs and errors. It never contains a password.
 	String() string
 }
+
+// ErrRollback is wrapped when a signed LDIF is older than the one already loaded.
+var ErrRollback = errors.New("igpec: signed index older than the one in use")
 
 // maxSourceSize bounds an LDIF or .p7m file read from disk. The whole Italian index is a few
 // hundred kilobytes.
@@ -71,9 +77,17 @@ func (s *fileSource) Load(ctx context.Context) ([]Entry, error) {
 
 // signedSource is a .ldif.p7m: verified against the trust anchor before a byte of it is
 // parsed. URL values are refused in it.
+//
+// Rollback: a file whose signingTime is older than the last one this source accepted is
+// refused, so whoever can replace the file cannot bring back an older, validly signed index
+// (RFC 6109 §7: the directory is the critical point). The memory of the last signing time
+// lasts for the life of the process.
 type signedSource struct {
 	path  string
 	roots *x509.CertPool
+
+	mu         sync.Mutex
+	lastSigned time.Time
 }
 
 func (s *signedSource) String() string { return s.path }
@@ -83,14 +97,21 @@ func (s *signedSource) Load(ctx context.Context) ([]Entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	content, _, err := VerifySignedLDIF(b, s.roots)
+	v, err := verifySigned(b, s.roots)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", s.path, err)
 	}
-	entries, err := ParseLDIF(bytes.NewReader(content), LDIFOptions{})
+	entries, err := ParseLDIF(bytes.NewReader(v.content), LDIFOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("%s: signed content: %w", s.path, err)
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if v.signingTime.Before(s.lastSigned) {
+		return nil, fmt.Errorf("%s: %w: signed at %s, before the copy already loaded (%s)", s.path, ErrRollback,
+			v.signingTime.UTC().Format(time.RFC3339), s.lastSigned.UTC().Format(time.RFC3339))
+	}
+	s.lastSigned = v.signingTime
 	return entries, nil
 }
 
