@@ -138,7 +138,7 @@ func (q *Query) Match(e *Event) bool {
 	if q.Mailbox != "" && !strings.EqualFold(e.Sender, q.Mailbox) && !e.hasRecipient(q.Mailbox) {
 		return false
 	}
-	if q.Subject != "" && !strings.Contains(strings.ToLower(e.Subject), strings.ToLower(q.Subject)) {
+	if q.Subject != "" && !strings.Contains(asciiLower(e.Subject), asciiLower(q.Subject)) {
 		return false
 	}
 	if len(q.Kinds) > 0 {
@@ -182,4 +182,15 @@ func (e *Event) hasRecipient(addr string) bool {
 		}
 	}
 	return false
+}
+
+// asciiLower folds A-Z only, as SQLite's lower() does, so that every store answers Subject
+// queries alike.
+func asciiLower(s string) string {
+	return strings.Map(func(r rune) rune {
+		if 'A' <= r && r <= 'Z' {
+			return r + 'a' - 'A'
+		}
+		return r
+	}, s)
 }

@@ -103,7 +103,9 @@ func TestVerifyRequiresCriticalEKU(t *testing.T) {
 	}
 }
 
-func mustReq(t *testing.T, digest []byte) []byte {
+func mustReq(t *testing.T, digest []byte) []byte { return timestampRequest(t, digest) }
+
+func timestampRequest(t testing.TB, digest []byte) []byte {
 	req := timestamp.Request{HashAlgorithm: crypto.SHA256, HashedMessage: digest, Certificates: true}
 	b, err := req.Marshal()
 	if err != nil {
