@@ -1,7 +1,9 @@
 package pec
 
 import (
+	"net/mail"
 	"strings"
+	"time"
 
 	"github.com/gestore-pec/gestore/pec/daticert"
 )
@@ -234,6 +236,13 @@ func (c *Classified) checkDaticert(info KindInfo) {
 		got := map[Kind]daticert.ReceiptType{KindConsegnaCompleta: daticert.Completa, KindConsegnaBreve: daticert.Breve, KindConsegnaSintetica: daticert.Sintetica}[c.Kind]
 		if rank[got] > rank[d.Dati.Ricevuta] {
 			c.add(Error, "consegna-content", "§4.2", "postacert.eml", "content is %s but %s was requested", got, d.Dati.Ricevuta)
+		}
+	}
+	if dv, ok := c.Header.Get("Date"); ok {
+		hd, err1 := mail.ParseDate(dv)
+		dd, err2 := time.Parse("02/01/2006 15:04:05 -0700", d.Dati.Data.Giorno+" "+d.Dati.Data.Ora+" "+d.Dati.Data.Zona)
+		if err1 == nil && err2 == nil && (hd.Sub(dd) > time.Second || dd.Sub(hd) > time.Second) {
+			c.add(Warning, "date-mismatch", "§6.2", "Date", "%q is not the daticert time %s %s (%s): one time reference per message", dv, d.Dati.Data.Giorno, d.Dati.Data.Ora, d.Dati.Data.Zona)
 		}
 	}
 	if c.Signer != nil && d.Dati.GestoreEmittente != "" {

@@ -3,6 +3,7 @@ package pec
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,31 @@ func TestClassifyOrdinary(t *testing.T) {
 	c = Classify([]byte("From: a@b\r\nX-Ricevuta: accettazione\r\nSubject: ACCETTAZIONE: x\r\n\r\nbody\r\n"), ClassifyOptions{})
 	if c.Kind != KindAccettazione || c.Conforms() {
 		t.Fatalf("forged unsigned receipt: %s %+v", c.Kind, c.Deviations)
+	}
+}
+
+// Deviations outside the signed entity are still found: header fields are not signed.
+func TestClassifyHeaderDeviations(t *testing.T) {
+	f := newFix(t, time.Date(2025, 11, 22, 9, 0, 0, 0, time.UTC))
+	msg := string(f.build(t, KindAccettazione, Options{}))
+	for _, c := range []struct{ from, to, code string }{
+		{"Date: Sat, 22 Nov 2025 10:00:00 +0100", "Date: Sat, 22 Nov 2025 10:05:00 +0100", "date-mismatch"},
+		{"Subject: ACCETTAZIONE: ", "Subject: ACCETTATO: ", "subject-prefix"},
+		{"From: posta-certificata@pec-a.test", "From: posta-certificata@pec-z.test", "from-not-signer"},
+		{"X-Ricevuta: accettazione", "X-Ricevuta: presa-in-carico", "daticert-tipo-mismatch"},
+		{"X-Riferimento-Message-ID: <orig.1@client.example>", "X-Riferimento-Message-ID: <other@x>", "riferimento-mismatch"},
+		{"X-Ricevuta: accettazione", "X-Ricevuta: accettazione\r\nX-Trasporto: posta-certificata", "type-header-both"},
+	} {
+		m := strings.Replace(msg, c.from, c.to, 1)
+		if m == msg {
+			t.Fatalf("%s: no change", c.code)
+		}
+		found := false
+		for _, d := range Classify([]byte(m), ClassifyOptions{}).Deviations {
+			found = found || d.Code == c.code
+		}
+		if !found {
+			t.Errorf("%s not reported", c.code)
+		}
 	}
 }
