@@ -142,6 +142,17 @@ func (s *Sealer) Seal(ctx context.Context, day string) (*store.Seal, error) {
 		seal.PrevHash = prev.Hash
 	}
 	ef, pf, tf := s.Files(day)
+	// Files without a seal in the store are what an interrupted Seal left (for example the
+	// store was busy at PutSeal): keep them aside, never overwrite or delete them.
+	for _, f := range []string{ef, pf, tf} {
+		if _, err := os.Stat(f); err == nil {
+			aside := f + ".unfinished-" + s.d.Now().UTC().Format("20060102T150405.000000000")
+			if err := os.Rename(f, aside); err != nil {
+				return nil, fmt.Errorf("seal: %w", err)
+			}
+			s.d.Logger.Warn("files of an unfinished seal set aside", slog.String("day", day), slog.String("file", aside))
+		}
+	}
 	for _, f := range []struct {
 		path string
 		data []byte
