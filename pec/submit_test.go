@@ -71,7 +71,7 @@ type fixture struct {
 var provider = pec.Provider{Name: "Provider A S.p.A.", Domain: "pec-a.test",
 	ServiceAddress: "posta-certificata@pec-a.test", ReceiptAddress: "ricevute@pec-a.test"}
 
-func newFixture(t *testing.T, lim pec.Limits) *fixture {
+func newFixture(t testing.TB, lim pec.Limits) *fixture {
 	t.Helper()
 	f := &fixture{kr: hsmtest.New(t, provider.Name, "pec-a.test"), clamd: clamdtest.New(t),
 		st: &breakableStore{Memory: storetest.NewMemory()}, now: time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)}
@@ -89,7 +89,7 @@ func newFixture(t *testing.T, lim pec.Limits) *fixture {
 	return f
 }
 
-func (f *fixture) outbox(t *testing.T) []store.OutboxItem {
+func (f *fixture) outbox(t testing.TB) []store.OutboxItem {
 	t.Helper()
 	items, err := f.st.ClaimOutbox(context.Background(), store.Claim{Owner: "t", Now: f.now.Add(time.Hour), Lease: time.Minute, Limit: 100})
 	if err != nil {
@@ -407,5 +407,25 @@ func TestSubmitMalformedKeepsSubject(t *testing.T) {
 	c := classify(t, items[0].Raw, f.kr.CA)
 	if s, _ := c.Header.Get("Subject"); s != "AVVISO DI NON ACCETTAZIONE: riconoscibile" {
 		t.Errorf("subject %q", s)
+	}
+}
+
+// BenchmarkSubmit measures one accepted submission (engine only: in-memory keyring, store and
+// fake clamd) for a 10 KB and a 10 MB message.
+func BenchmarkSubmit(b *testing.B) {
+	for _, size := range []int{10 << 10, 10 << 20} {
+		b.Run(fmt.Sprintf("%dKB", size>>10), func(b *testing.B) {
+			f := newFixture(b, pec.Limits{})
+			line := strings.Repeat("QUJD", 19) + "\r\n"
+			body := strings.Repeat(line, size/len(line))
+			m := []byte("From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nSubject: bench\r\nMessage-ID: <b@x>\r\n\r\n" + body)
+			b.SetBytes(int64(len(m)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := f.ap.Submit(context.Background(), submission(m, "bruno@pec-b.test")); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -1,0 +1,235 @@
+// Command bench drives submissions through the lab's real Postfix, with and without
+// pec-milter, and prints messages per second and end-of-message latency (p50, p99) for
+// 10 KB and 10 MB messages.
+//
+//	go run ./integration/bench [-n10k 200] [-n10m 10] [-c 4] [-timeout 5m]
+//
+// With milter: provider A's submission listener (STARTTLS, SASL, pec-milter: formal checks,
+// clamd, signing on SoftHSM2, one SQLite commit, busta replacing the message).
+// Without milter (baseline): a temporary copy of that listener, added for the run with
+// integration/bench/pflisten and removed afterwards, identical but for smtpd_milters= (so
+// TLS, SASL and the restrictions cost the same on both sides).
+//
+// Every message goes from alice@<A> to the first user of the ordinary system O, so provider
+// B's reception point is not loaded. Each worker keeps one SMTP session and sends its
+// messages in it. End-of-message latency is the time from the end of the DATA payload to
+// Postfix's final reply: for the milter case it includes the whole Submit. Bounded by
+// -timeout; the lab must be up in PEC wiring.
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"net/smtp"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gestore-pec/gestore/integration/bench/pflisten"
+	"github.com/gestore-pec/gestore/integration/lab"
+	"github.com/gestore-pec/gestore/integration/mailtest"
+)
+
+func main() {
+	n10k := flag.Int("n10k", 200, "10 KB messages per configuration")
+	n10m := flag.Int("n10m", 10, "10 MB messages per configuration")
+	conc := flag.Int("c", 4, "concurrent SMTP sessions")
+	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole run")
+	flag.Parse()
+	if err := run(*n10k, *n10m, *conc, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	name     string
+	size     int
+	sent     int
+	failed   int
+	wall     time.Duration
+	lat      []time.Duration
+	firstErr error
+}
+
+func run(n10k, n10m, conc int, timeout time.Duration) error {
+	l, err := lab.Load()
+	if err != nil {
+		return err
+	}
+	if l.Wiring != "pec" {
+		return fmt.Errorf("the lab is in %q wiring; run it with PEC_WIRING=pec", l.Wiring)
+	}
+	a, err := l.Provider("a")
+	if err != nil {
+		return err
+	}
+	if l.Ordinary == nil || len(l.Ordinary.Users) == 0 || len(a.Users) == 0 {
+		return fmt.Errorf("lab.json: no users")
+	}
+	alice, rcpt := a.Users[0], l.Ordinary.Users[0].Address
+	host := strings.Split(a.Postfix.Submission, ":")[0]
+	addr, err := pflisten.FreePort(host)
+	if err != nil {
+		return err
+	}
+	plain, err := pflisten.Add(a.Postfix.ConfigDir, addr, "submission/inet",
+		map[string]string{"smtpd_milters": "", "syslog_name": "postfix/bench-nomilter"})
+	if err != nil {
+		return err
+	}
+	defer plain.Remove()
+	tlsConf, err := mailtest.TLSConfig(a.Postfix.TLSCert, "mx."+a.Domain)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	fmt.Printf("bench: provider %s, %d sessions, alice -> %s; baseline listener %s (no milter)\n", a.ID, conc, rcpt, addr)
+	for _, size := range []struct {
+		bytes, n int
+	}{{10 * 1024, n10k}, {10 * 1024 * 1024, n10m}} {
+		if size.n <= 0 {
+			continue
+		}
+		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
+			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
+			r := drive(ctx, sub, alice.Address, rcpt, size.bytes, size.n, conc)
+			r.name = cfg.name
+			report(r)
+		}
+	}
+	return nil
+}
+
+func drive(ctx context.Context, sub mailtest.Submission, from, rcpt string, size, n, conc int) result {
+	r := result{size: size}
+	body := payload(size)
+	token := mailtest.Token("bench")
+	jobs := make(chan int)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	start := time.Now()
+	for w := 0; w < conc; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := sub.Dial()
+			if err != nil {
+				mu.Lock()
+				r.failed++
+				if r.firstErr == nil {
+					r.firstErr = err
+				}
+				mu.Unlock()
+				for range jobs {
+				}
+				return
+			}
+			defer c.Close()
+			for i := range jobs {
+				msg := message(from, rcpt, fmt.Sprintf("bench %s %d", token, i), body)
+				d, err := sendOne(c, from, rcpt, msg)
+				mu.Lock()
+				if err != nil {
+					r.failed++
+					if r.firstErr == nil {
+						r.firstErr = err
+					}
+					_ = c.Reset()
+				} else {
+					r.sent++
+					r.lat = append(r.lat, d)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		jobs <- i
+	}
+	close(jobs)
+	wg.Wait()
+	r.wall = time.Since(start)
+	return r
+}
+
+// sendOne runs one transaction and returns the end-of-message latency: from the end of the
+// payload to the final reply.
+func sendOne(c *smtp.Client, from, rcpt string, msg []byte) (time.Duration, error) {
+	if err := c.Mail(from); err != nil {
+		return 0, err
+	}
+	if err := c.Rcpt(rcpt); err != nil {
+		return 0, err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return 0, err
+	}
+	if _, err := w.Write(msg); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	if err := w.Close(); err != nil {
+		return 0, err
+	}
+	return time.Since(start), nil
+}
+
+// payload is size bytes of base64 text in 76-character lines (7bit, like an attachment).
+func payload(size int) []byte {
+	raw := make([]byte, size*3/4)
+	_, _ = rand.Read(raw)
+	enc := base64.StdEncoding.EncodeToString(raw)
+	var b strings.Builder
+	for len(enc) > 76 {
+		b.WriteString(enc[:76])
+		b.WriteString("\r\n")
+		enc = enc[76:]
+	}
+	b.WriteString(enc + "\r\n")
+	return []byte(b.String())
+}
+
+func message(from, to, subject string, body []byte) []byte {
+	h := "From: " + from + "\r\nTo: " + to + "\r\nSubject: " + subject + "\r\nDate: " + time.Now().Format(time.RFC1123Z) +
+		"\r\nMessage-ID: <" + mailtest.Token("b") + "@bench>\r\nMIME-Version: 1.0\r\nContent-Type: application/octet-stream\r\n" +
+		"Content-Transfer-Encoding: base64\r\n\r\n"
+	return append([]byte(h), body...)
+}
+
+func percentile(d []time.Duration, p float64) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	i := int(p*float64(len(s))+0.5) - 1
+	if i < 0 {
+		i = 0
+	}
+	if i >= len(s) {
+		i = len(s) - 1
+	}
+	return s[i]
+}
+
+func report(r result) {
+	label := "10 KB"
+	if r.size >= 1<<20 {
+		label = "10 MB"
+	}
+	rate := float64(r.sent) / r.wall.Seconds()
+	fmt.Printf("%-6s %-10s sent %4d failed %3d in %7.2fs: %7.2f msg/s, end-of-message p50 %8.1fms p99 %8.1fms\n",
+		label, r.name, r.sent, r.failed, r.wall.Seconds(), rate,
+		float64(percentile(r.lat, .50).Microseconds())/1000, float64(percentile(r.lat, .99).Microseconds())/1000)
+	if r.firstErr != nil {
+		fmt.Printf("       first error: %v\n", r.firstErr)
+	}
+}
