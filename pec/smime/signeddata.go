@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/asn1"
@@ -367,7 +366,7 @@ func (sd *signedData) findCert(si *signerInfo) (*x509.Certificate, error) {
 }
 
 // checkAlgorithm checks signatureAlgorithm against the key and the digest (RFC 3370 §3.2,
-// RFC 5754 §3, RFC 5758 §3.2, RFC 8419 §2.3).
+// RFC 5754 §3, RFC 5758 §3.2).
 func checkAlgorithm(si *signerInfo, pub crypto.PublicKey) error {
 	switch pub.(type) {
 	case *rsa.PublicKey:
@@ -393,10 +392,6 @@ func checkAlgorithm(si *signerInfo, pub crypto.PublicKey) error {
 			if e.ecOID.Equal(si.sigAlg) && e.h == si.hash {
 				return nil
 			}
-		}
-	case ed25519.PublicKey:
-		if si.sigAlg.Equal(oidEd25519) && si.sigParams == nil && si.signedAttrs != nil {
-			return nil
 		}
 	default:
 		return fmt.Errorf("unsupported key type %T", pub)
@@ -468,7 +463,7 @@ func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.Publ
 			return nil, malformed("no signedAttrs with content type %v", eContentType)
 		}
 		for i, c := range candidates {
-			if checkSignature(pub, si.hash, c, digestOf(si.hash, i), si.signature) == nil {
+			if checkSignature(pub, si.hash, digestOf(si.hash, i), si.signature) == nil {
 				return c, nil
 			}
 		}
@@ -488,7 +483,7 @@ func (si *signerInfo) verify(eContentType asn1.ObjectIdentifier, pub crypto.Publ
 	if entity == nil {
 		return nil, fmt.Errorf("%w: messageDigest does not match the %v of the signed entity: the entity was altered", ErrBadSignature, si.hash)
 	}
-	if err := checkSignature(pub, si.hash, si.signedAttrs, sum(si.signedAttrs), si.signature); err != nil {
+	if err := checkSignature(pub, si.hash, sum(si.signedAttrs), si.signature); err != nil {
 		return nil, fmt.Errorf("%w: signature over the signed attributes: %v", ErrBadSignature, err)
 	}
 	return entity, nil

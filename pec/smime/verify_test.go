@@ -314,10 +314,12 @@ func TestOpenSSLSigned(t *testing.T) {
 		{"detached-ber", []string{"-stream", "-md", "sha256"}, "pkcs7-signature"},
 		// -keyid: SignerInfo version 3 with subjectKeyIdentifier (RFC 5652 §5.3).
 		{"detached-keyid", []string{"-keyid", "-md", "sha256"}, "pkcs7-signature"},
+		// -noattr: no signed attributes, the signature covers the content digest (RFC 5652 §5.4).
+		{"detached-noattr", []string{"-noattr", "-md", "sha1"}, "pkcs7-signature"},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
 			tool := "smime"
-			if strings.HasSuffix(mode.name, "-ber") || strings.HasSuffix(mode.name, "-keyid") {
+			if strings.HasSuffix(mode.name, "-ber") || strings.HasSuffix(mode.name, "-keyid") || strings.HasSuffix(mode.name, "-noattr") {
 				tool = "cms"
 			}
 			args := append([]string{tool, "-sign", "-binary", "-in", in, "-signer", cert, "-inkey", key, "-out", filepath.Join(dir, mode.name)}, mode.args...)
@@ -334,6 +336,12 @@ func TestOpenSSLSigned(t *testing.T) {
 			}
 			if !bytes.Equal(v.Entity, entity) || !strings.HasSuffix(v.Protocol, mode.mt) {
 				t.Fatalf("entity equal %v, protocol %q", bytes.Equal(v.Entity, entity), v.Protocol)
+			}
+			if mode.mt == "pkcs7-signature" {
+				bad := bytes.Replace(msg, []byte("Riga 000003"), []byte("Riga 000004"), 1)
+				if _, err := Verify(bad, VerifyOptions{}); !errors.Is(err, ErrBadSignature) {
+					t.Fatalf("tampered detached: %v", err)
+				}
 			}
 			if mode.mt == "pkcs7-mime" {
 				// Flip a bit inside the encapsulated content: the digest no longer matches.
