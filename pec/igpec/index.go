@@ -119,7 +119,7 @@ func New(cfg Config, deps Deps) (*Index, error) {
 		x.install(snap, true)
 		return x, nil
 	}
-	x.m.failures.Inc()
+	x.m.failed()
 	if cfg.Cache == "" {
 		return nil, fmt.Errorf("igpec: cannot load the providers index from %s: %w", src, err)
 	}
@@ -176,7 +176,7 @@ func (x *Index) Refresh(ctx context.Context) (Report, error) {
 	prev := x.cur.Load()
 	snap, err := x.load(ctx)
 	if err != nil {
-		x.m.failures.Inc()
+		x.m.failed()
 		x.log.Error("providers index refresh failed; keeping the last good copy",
 			"error", err, "snapshot_age", x.now().Sub(prev.Loaded).Round(time.Second))
 		x.checkAge()

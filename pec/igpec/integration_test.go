@@ -218,4 +218,34 @@ func TestPrivateSlapd(t *testing.T) {
 	if n := gauge(t, reg, "pec_index_refresh_failures_total"); n != 1 {
 		t.Errorf("failures counted after a good refresh: %v", n)
 	}
+
+	// The same through the scheduled refresh (Run): slapd stops, the failures are counted
+	// while lookups answer, and the copy catches up by itself once slapd is back.
+	y, err := New(Config{Source: "ldap://127.0.0.1:" + s.port + "/o=postacert", Timeout: 2 * time.Second, Refresh: 100 * time.Millisecond},
+		Deps{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- y.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	x = y
+	s.stop(t)
+	waitFor(t, "a scheduled refresh failure", func() bool { return y.m.failuresValue() >= 2 })
+	check("slapd down, scheduled")
+	s.start(t, []byte(rootLDIF+strip(ldifOf(t, a, b, bu, bad, c, f.record(t, "Provider D S.p.A.", "pec-d.test")))))
+	waitFor(t, "the scheduled refresh to load provider D", func() bool { return y.Certified("pec-d.test") })
+	check("slapd back, scheduled")
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

@@ -1,11 +1,14 @@
 package igpec
 
 import (
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 )
 
 type metrics struct {
 	failures   prometheus.Counter
+	failN      atomic.Int64
 	success    prometheus.Gauge
 	rejected   prometheus.Gauge
 	duration   prometheus.Histogram
@@ -83,3 +86,11 @@ func (m *metrics) register(reg prometheus.Registerer) error {
 	}
 	return nil
 }
+
+// failed counts a failed load in the metric and in a plain counter tests can read.
+func (m *metrics) failed() {
+	m.failures.Inc()
+	m.failN.Add(1)
+}
+
+func (m *metrics) failuresValue() float64 { return float64(m.failN.Load()) }
