@@ -13,6 +13,12 @@
 //     read-to-write lock upgrade.
 //   - Reads use a separate pool of query-only connections; WAL readers never block the
 //     writer.
+//
+// Operations: every process that opens the file must be able to write the database, its
+// -wal and -shm files and their directory (run pec-milter, pec-lmtpd and pecctl as one user,
+// or share a group with a setgid directory); the file must be on a local filesystem (WAL
+// needs shared memory, so never NFS). Back it up with `sqlite3 pec.db ".backup copy.db"`,
+// which is consistent while the daemons run.
 package sqlite
 
 import (
