@@ -23,6 +23,7 @@ for id in "${PEC_IDS[@]}"; do
 	pec_process_stop "$id" pec-lmtpd
 done
 for id in "${ALL_IDS[@]}"; do dovecot_stop "$id"; done
+export SLAPD_HOST=$SVC_IP CLAMD_HOST=$SVC_IP
 "$LAB_SCRIPTS/slapd-instance.sh" stop "$BASE/ldap" "$LDAP_PORT"
 "$LAB_SCRIPTS/clamd-instance.sh" stop "$BASE/clamav" "$CLAMD_PORT"
 

@@ -52,6 +52,15 @@ postfix_run() {
 	return 1
 }
 
+# postfix_effective DIR: the non-default main.cf settings and the master.cf services, sorted.
+postfix_effective() {
+	[ -f "$1/main.cf" ] && [ -f "$1/master.cf" ] || return 0
+	postconf -c "$1" -n 2>/dev/null | sort
+	postconf -c "$1" -M 2>/dev/null | sort
+	postconf -c "$1" -P 2>/dev/null | sort
+	cat "$1/pec_sender_login.regexp" 2>/dev/null
+}
+
 postfix_running() { postfix -c "$1" status </dev/null >/dev/null 2>&1; }
 
 # mail_tls ID: a self-signed certificate for mx.<domain> (STARTTLS on :25 and :587).
@@ -84,13 +93,22 @@ dovecot_configure() {
 	render "$LAB_REPO/integration/dovecot/dovecot.conf.in" "$d/dovecot.conf" \
 		ID="$id" IP="${P_IP[$id]}" RUN_DIR="$d/run" STATE_DIR="$d/state" LOG="$d/dovecot.log" \
 		VMAIL_UID="$(id -u vmail)" USERS_FILE="$d/users" MAIL_DIR="$d/mail" PEC_SNIPPET="$d/pec.conf"
+	local fp
+	fp=$(cat "$d/dovecot.conf" "$d/pec.conf" "$d/users" | sha256sum)
+	DOVECOT_CHANGED=1
+	if [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp" ]; then
+		DOVECOT_CHANGED=0
+		return 0
+	fi
 	doveconf -c "$d/dovecot.conf" -n >/dev/null 2>"$d/doveconf.err" ||
 		{ cat "$d/doveconf.err" >&2; die "dovecot config of $id is invalid"; }
+	echo "$fp" >"$d/.config-fingerprint"
 }
 
 dovecot_start() {
 	local id=$1 d=$BASE/$1/dovecot
 	if pid_alive "$d/run/master.pid"; then
+		[ "${DOVECOT_CHANGED:-1}" = 1 ] || return 0
 		dovecot -c "$d/dovecot.conf" reload </dev/null >>"$d/dovecot.log" 2>&1 9>&- ||
 			die "dovecot reload ($id) failed"
 	else
@@ -119,6 +137,15 @@ postfix_configure() {
 		[ "$other" = "$id" ] && continue
 		routes+="${routes:+, }${P_DOMAIN[$other]}=smtp:[${P_IP[$other]}]:25"
 	done
+	# Warm runs: when nothing that goes into the configuration changed since the last good one,
+	# keep it (postconf and postfix check are slow on a loaded machine).
+	local fp
+	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec "$PFCONF"/pec_sender_login.regexp \
+		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$routes|$BASE|$ip" | sha256sum)
+	POSTFIX_CHANGED=0
+	if [ -f "$etc/main.cf" ] && [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp" ]; then
+		return 0
+	fi
 	# Built from scratch in a staging directory each run, so a re-run converges and a running
 	# instance never sees a half-written main.cf.
 	cp /etc/postfix/master.cf "$stage/master.cf"
@@ -158,10 +185,8 @@ postfix_configure() {
 		postfix_run "$stage" set-permissions || die "postfix set-permissions ($id) failed"
 		touch "$d/.permissions-set"
 	fi
-	POSTFIX_CHANGED=0
-	for f in main.cf.pec master.cf.pec pec_sender_login.regexp master.cf main.cf; do
-		cmp -s "$stage/$f" "$etc/$f" || POSTFIX_CHANGED=1
-	done
+	# postconf -e writes parameters in hash order, so compare the effective settings, not bytes.
+	[ "$(postfix_effective "$stage")" = "$(postfix_effective "$etc")" ] || POSTFIX_CHANGED=1
 	if [ "$POSTFIX_CHANGED" = 1 ]; then
 		# postfix check is slow (it walks the queue); run it only on a new configuration.
 		postfix_run "$stage" check || die "postfix check ($id) failed"
@@ -170,6 +195,7 @@ postfix_configure() {
 		done
 	fi
 	rm -rf "$stage"
+	echo "$fp" >"$d/.config-fingerprint"
 }
 
 postfix_start() {

@@ -9,11 +9,17 @@ SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 LDAP_PORT=3890
 CLAMD_PORT=3310
 LMTPD_PORT=2424
+# PEC_LAB_NET moves the whole lab to another 127.x.y.0/24 (A .10, B .20, O .30, slapd and
+# clamd .1), so a second lab (another PEC_LAB) can run next to the shared one, e.g. to measure
+# a cold start: PEC_LAB=/tmp/pec-lab2 PEC_LAB_NET=127.0.1 lab-up.sh
+NET=${PEC_LAB_NET:-127.0.0}
+[[ $NET =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "PEC_LAB_NET must look like 127.X.Y, not $NET"
+SVC_IP=$NET.1
 
 ALL_IDS=(a b o)
 PEC_IDS=(a b)
 declare -A P_NAME=([a]="Provider A S.p.A." [b]="Provider B S.p.A." [o]="Posta Test (ordinary mail)")
-declare -A P_IP=([a]=127.0.0.10 [b]=127.0.0.20 [o]=127.0.0.30)
+declare -A P_IP=([a]=$NET.10 [b]=$NET.20 [o]=$NET.30)
 declare -A P_DOMAIN=([a]=pec-a.test [b]=pec-b.test [o]=posta.test)
 declare -A P_USERS=([a]="alice anna ricevute posta-certificata" [b]="bruno bianca ricevute posta-certificata" [o]="oscar olga")
 declare -A P_SERVICE=([a]=posta-certificata@pec-a.test [b]=posta-certificata@pec-b.test [o]="")
@@ -24,22 +30,26 @@ declare -A P_DELIVERY=()
 is_pec() { [ "$1" != o ]; }
 
 # ---- secrets ($BASE/secrets.env, mode 0600, KEY=value, kept across runs) ---------------------
+declare -A SECRET_MAP=()
 secrets_init() {
+	local k v
 	SECRETS=$BASE/secrets.env
 	(umask 077 && touch "$SECRETS")
+	while IFS='=' read -r k v; do
+		[ -n "$k" ] && SECRET_MAP[$k]=$v
+	done <"$SECRETS"
 }
 secret() {
-	local v
-	v=$(grep -m1 "^$1=" "${SECRETS:-$BASE/secrets.env}" 2>/dev/null | cut -d= -f2-)
-	[ -n "$v" ] || die "secret $1 missing from $BASE/secrets.env"
-	printf '%s' "$v"
+	[ -n "${SECRET_MAP[$1]:-}" ] || die "secret $1 missing from $BASE/secrets.env"
+	printf '%s' "${SECRET_MAP[$1]}"
 }
 secret_ensure() {
-	grep -q "^$1=" "$SECRETS" && return 0
+	[ -n "${SECRET_MAP[$1]:-}" ] && return 0
 	case $2 in
-	pin) echo "$1=$(randpin)" >>"$SECRETS" ;;
-	*) echo "$1=$(randpw 20)" >>"$SECRETS" ;;
+	pin) SECRET_MAP[$1]=$(randpin) ;;
+	*) SECRET_MAP[$1]=$(randpw 20) ;;
 	esac
+	echo "$1=${SECRET_MAP[$1]}" >>"$SECRETS"
 }
 
 # ---- pec.yaml: the shape all PEC processes read (brief "Per-provider YAML config") -----------
@@ -60,18 +70,23 @@ write_pec_yaml() {
 		  pkcs11: {module: $SOFTHSM_MODULE, token: provider-$id, key: provider-$id, pin_env: PEC_PIN_$up}
 		  certificate: $BASE/$id/cert-chain.pem
 		  digest: sha256
-		index: {source: "ldap://127.0.0.1:$LDAP_PORT/o=postacert", refresh: 1h}
+		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h}
 		store: {driver: sqlite, dsn: $BASE/$id/pec.db}
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}
 		reinject: {addr: "${P_IP[$id]}:10025"}
-		clamd: {addr: "127.0.0.1:$CLAMD_PORT", timeout: 30s}
+		clamd: {addr: "$SVC_IP:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}
 		log: {level: info, format: json}
 		metrics: {listen: "${P_IP[$id]}:9100"}
 	EOF
-	mv -f "$BASE/$id/pec.yaml.new" "$BASE/$id/pec.yaml"
+	# Replaced only when it changed: a newer pec.yaml restarts the PEC processes.
+	if cmp -s "$BASE/$id/pec.yaml.new" "$BASE/$id/pec.yaml"; then
+		rm -f "$BASE/$id/pec.yaml.new"
+	else
+		mv -f "$BASE/$id/pec.yaml.new" "$BASE/$id/pec.yaml"
+	fi
 }
 
 # ---- pec-milter / pec-lmtpd ------------------------------------------------------------------
@@ -86,15 +101,19 @@ pec_process_start() {
 	mkdir -p "$run" "$BASE/$id/logs"
 	chown root:postfix "$run" && chmod 750 "$run"
 	if pid_alive "$pidfile"; then
-		[ "$bin" -nt "$pidfile" ] || [ "$BASE/$id/pec.yaml" -nt "$pidfile" ] || return 0
+		if [ "$(cat "$run/$name.bin" 2>/dev/null)" = "$bin" ] && ! [ "$bin" -nt "$pidfile" ] &&
+			! [ "$BASE/$id/pec.yaml" -nt "$pidfile" ]; then
+			return 0
+		fi
 		say "lab: restarting $name-$id (binary or pec.yaml changed)"
 		stop_pidfile "$name-$id" "$pidfile"
 	fi
+	echo "$bin" >"$run/$name.bin"
 	[ "$name" = pec-milter ] && rm -f "$run/milter.sock"
 	(
-		umask 000
 		cd "$BASE/$id"
 		start_fg_daemon "$name-$id" "$pidfile" "$log" \
+			bash -c 'umask 000 && exec "$@"' umask000 \
 			env "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf" \
 			"$bin" -config "$BASE/$id/pec.yaml"
 	)
@@ -108,21 +127,22 @@ pec_process_stop() {
 
 # ---- lab.json (integration/lab/lab.go), written atomically -----------------------------------
 provider_json() {
-	local id=$1 users="[]" u milter="" lmtpd="" logs
+	local id=$1 users="" u milter="" lmtpd="" logs
+	# Addresses, passwords (alphanumeric) and paths need no JSON escaping; jq checks the result.
 	for u in ${P_USERS[$id]}; do
-		users=$(jq -c --arg a "$u@${P_DOMAIN[$id]}" --arg p "$(secret "PW_${id}_${u//-/_}")" \
-			'. + [{address: $a, password: $p}]' <<<"$users")
+		users+="${users:+,}{\"address\":\"$u@${P_DOMAIN[$id]}\",\"password\":\"$(secret "PW_${id}_${u//-/_}")\"}"
 	done
-	logs=$(jq -n -c --arg pf "$BASE/$id/postfix/maillog" --arg dv "$BASE/$id/dovecot/dovecot.log" \
-		'{postfix: $pf, dovecot: $dv}')
+	users="[$users]"
+	logs="\"postfix\":\"$BASE/$id/postfix/maillog\",\"dovecot\":\"$BASE/$id/dovecot/dovecot.log\""
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		milter=$BASE/$id/run/milter.sock
-		logs=$(jq -c --arg l "$BASE/$id/logs/pec-milter.log" '. + {"pec-milter": $l}' <<<"$logs")
+		logs+=",\"pec-milter\":\"$BASE/$id/logs/pec-milter.log\""
 		if [ "$USE_LMTPD" = 1 ]; then
 			lmtpd=${P_IP[$id]}:$LMTPD_PORT
-			logs=$(jq -c --arg l "$BASE/$id/logs/pec-lmtpd.log" '. + {"pec-lmtpd": $l}' <<<"$logs")
+			logs+=",\"pec-lmtpd\":\"$BASE/$id/logs/pec-lmtpd.log\""
 		fi
 	fi
+	logs="{$logs}"
 	jq -n \
 		--arg id "$id" --arg name "${P_NAME[$id]}" --arg ip "${P_IP[$id]}" --arg dom "${P_DOMAIN[$id]}" \
 		--arg svc "${P_SERVICE[$id]}" --arg rcpt "${P_RECEIPT[$id]}" \
@@ -151,18 +171,19 @@ provider_json() {
 }
 
 write_lab_json() {
-	local providers="[]" id
+	local providers="" id
 	for id in "${PEC_IDS[@]}"; do
-		providers=$(jq -c --argjson p "$(provider_json "$id")" '. + [$p]' <<<"$providers")
+		providers+="${providers:+,}$(provider_json "$id")"
 	done
+	providers="[$providers]"
 	jq -n --arg base "$BASE" --arg wiring "$PEC_WIRING" \
 		--arg root "$BASE/ca/root.pem" --arg rootkey "$BASE/ca/root.key" \
 		--arg ca1 "$BASE/ca/ca1.pem" --arg ca1key "$BASE/ca/ca1.key" \
 		--argjson providers "$providers" --argjson ordinary "$(provider_json o)" \
-		--arg ldapurl "ldap://127.0.0.1:$LDAP_PORT" --arg ldappw "$(secret LDAP_PW)" \
+		--arg ldapurl "ldap://$SVC_IP:$LDAP_PORT" --arg ldappw "$(secret LDAP_PW)" \
 		--arg ldif "$BASE/ldap/providers.ldif" --arg ldappid "$BASE/ldap/slapd.pid" \
 		--arg ldaplog "$BASE/ldap/slapd.log" \
-		--arg clamd "127.0.0.1:$CLAMD_PORT" --arg clamlog "$BASE/clamav/clamd.log" \
+		--arg clamd "$SVC_IP:$CLAMD_PORT" --arg clamlog "$BASE/clamav/clamd.log" \
 		--arg hsmconf "$BASE/softhsm/softhsm2.conf" --arg mod "$SOFTHSM_MODULE" \
 		'{base: $base, wiring: $wiring,
 		  ca: {cert: $root, key: $rootkey, intermediate: $ca1, intermediate_key: $ca1key},
@@ -199,15 +220,16 @@ print_summary() {
 				if [ "$USE_LMTPD" = 1 ]; then
 					printf '       pec-lmtpd  %s:%s  log %s\n' "${P_IP[$id]}" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log"
 				else
-					printf '       pec-lmtpd  not built (bin/pec-lmtpd missing): Postfix delivers straight to Dovecot\n'
+					printf '       pec-lmtpd  not started (%s missing): Postfix delivers straight to Dovecot\n' "$LMTPD_BIN"
 				fi
 			fi
 		fi
 	done
 	cat <<-EOF
-		  slapd   ldap://127.0.0.1:$LDAP_PORT/ base o=postacert  LDIF $BASE/ldap/providers.ldif  log $BASE/ldap/slapd.log
-		  clamd   127.0.0.1:$CLAMD_PORT (INSTREAM, test signatures only)  log $BASE/clamav/clamd.log
+		  slapd   ldap://$SVC_IP:$LDAP_PORT/ base o=postacert  LDIF $BASE/ldap/providers.ldif  log $BASE/ldap/slapd.log
+		  clamd   $SVC_IP:$CLAMD_PORT (INSTREAM, test signatures only)  log $BASE/clamav/clamd.log
 		  CA      root $BASE/ca/root.pem  intermediate $BASE/ca/ca1.pem
 		Stop with integration/scripts/lab-down.sh
+		Time per step:$TIMES
 	EOF
 }

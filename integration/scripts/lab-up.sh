@@ -5,6 +5,7 @@
 #   PEC_WIRING=plain|pec   plain: Postfix delivers straight to Dovecot, no milter.
 #                          pec: submission and MX call bin/pec-milter; delivery goes through
 #                          bin/pec-lmtpd when it exists. Default: pec when bin/pec-milter exists.
+#   PEC_MILTER_BIN, PEC_LMTPD_BIN  other binaries than bin/pec-milter, bin/pec-lmtpd
 #
 # Mail systems (all on lo aliases): A 127.0.0.10 pec-a.test, B 127.0.0.20 pec-b.test (PEC
 # providers), O 127.0.0.30 posta.test (ordinary mail). Shared: slapd with the providers index
@@ -17,6 +18,14 @@
 # lab-down.sh stops everything it started.
 set -euo pipefail
 T0=$(date +%s.%N)
+TIMES="" TLAST=$T0
+# mark STEP: note how long the step that just ended took (printed in the summary).
+mark() {
+	local now
+	now=$(date +%s.%N)
+	TIMES+=$(awk -v n="$1" -v a="$TLAST" -v b="$now" 'BEGIN { printf " %s %.1fs", n, b - a }')
+	TLAST=$now
+}
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 . "$LAB_SCRIPTS/lab-pki.sh"
 . "$LAB_SCRIPTS/lab-mail.sh"
@@ -32,8 +41,8 @@ exec 9>"$BASE/.lab.lock"
 flock -w 120 9 || die "another lab-up/lab-down holds $BASE/.lab.lock"
 
 # ---- wiring --------------------------------------------------------------------------------
-MILTER_BIN=$LAB_REPO/bin/pec-milter
-LMTPD_BIN=$LAB_REPO/bin/pec-lmtpd
+MILTER_BIN=${PEC_MILTER_BIN:-$LAB_REPO/bin/pec-milter}
+LMTPD_BIN=${PEC_LMTPD_BIN:-$LAB_REPO/bin/pec-lmtpd}
 if [ -z "${PEC_WIRING:-}" ]; then
 	if [ -x "$MILTER_BIN" ]; then PEC_WIRING=pec; else PEC_WIRING=plain; fi
 fi
@@ -57,9 +66,13 @@ for id in "${PEC_IDS[@]}"; do
 done
 secret_ensure LDAP_PW pw
 
+mark secrets
 # ---- loopback aliases --------------------------------------------------------------------------
 for id in "${ALL_IDS[@]}"; do ensure_alias "${P_IP[$id]}" "$BASE/aliases-added"; done
+[ "$SVC_IP" = 127.0.0.1 ] || ensure_alias "$SVC_IP" "$BASE/aliases-added"
+export SLAPD_HOST=$SVC_IP CLAMD_HOST=$SVC_IP
 
+mark aliases
 # ---- PKI: CA, tokens, certificates, index ----------------------------------------------------
 pki_ca "$BASE/ca"
 for id in "${PEC_IDS[@]}"; do
@@ -69,17 +82,20 @@ export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
 mkdir -p "$BASE/ldap"
 pki_ldif "$BASE/ldap/providers.ldif" "${PEC_IDS[@]}"
 
+mark pki
 # ---- slapd and clamd -----------------------------------------------------------------------------
 SLAPD_ROOTPW=$(secret LDAP_PW) "$LAB_SCRIPTS/slapd-instance.sh" start "$BASE/ldap" "$LDAP_PORT" "$BASE/ldap/providers.ldif"
 "$LAB_SCRIPTS/clamd-instance.sh" start "$BASE/clamav" "$CLAMD_PORT" &
 CLAMD_JOB=$!
 
+mark slapd
 # ---- per mail system: Dovecot, pec.yaml, PEC processes, Postfix ----------------------------
 for id in "${ALL_IDS[@]}"; do
 	mail_tls "$id"
 	dovecot_configure "$id"
 	dovecot_start "$id"
 done
+mark dovecot
 for id in "${PEC_IDS[@]}"; do write_pec_yaml "$id"; done
 
 for id in "${ALL_IDS[@]}"; do
@@ -93,6 +109,7 @@ for id in "${ALL_IDS[@]}"; do
 	postfix_configure "$id" "$delivery" "$milter"
 done
 
+mark postfix-config
 for id in "${PEC_IDS[@]}"; do
 	if [ "$PEC_WIRING" = pec ]; then
 		pec_process_start "$id" pec-milter "$MILTER_BIN"
@@ -104,10 +121,11 @@ for id in "${PEC_IDS[@]}"; do
 done
 for id in "${ALL_IDS[@]}"; do postfix_start "$id"; done
 
+mark start
 # ---- wait for every listener -------------------------------------------------------------------
 wait "$CLAMD_JOB" || die "clamd did not start"
 fail=0
-wait_tcp slapd 127.0.0.1 "$LDAP_PORT" "$BASE/ldap/slapd.log" || fail=1
+wait_tcp slapd "$SVC_IP" "$LDAP_PORT" "$BASE/ldap/slapd.log" || fail=1
 for id in "${ALL_IDS[@]}"; do
 	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$id/dovecot/dovecot.log
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
@@ -123,5 +141,7 @@ for id in "${ALL_IDS[@]}"; do
 done
 [ "$fail" = 0 ] || die "the lab is NOT up (see the logs above); lab-down.sh stops what did start"
 
+mark wait
 write_lab_json
+mark lab.json
 print_summary "$(awk -v a="$T0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')"

@@ -12,7 +12,8 @@
 #   status DIR PORT       exit 0 when it runs and answers.
 #
 # Environment: SLAPD_ROOTPW (default "secret") is the password of cn=admin,o=postacert;
-# SLAPD_SCHEMA overrides the schema file. Anonymous read is allowed, as for the real index.
+# SLAPD_SCHEMA overrides the schema file; SLAPD_HOST (default 127.0.0.1) is the address to bind.
+# Anonymous read is allowed, as for the real index.
 # Logs (connections and operations, slapd -d stats) go to DIR/slapd.log.
 #
 # Tests that kill or break slapd start their own instance in t.TempDir() with a free port:
@@ -25,7 +26,7 @@ set -euo pipefail
 cmd=$1 dir=$2 port=$3 ldif=${4:-}
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-pidfile=$dir/slapd.pid log=$dir/slapd.log
+pidfile=$dir/slapd.pid log=$dir/slapd.log host=${SLAPD_HOST:-127.0.0.1}
 schema=${SLAPD_SCHEMA:-$LAB_REPO/integration/ldap/pec-index.schema}
 
 case $cmd in
@@ -34,7 +35,7 @@ stop)
 	exit 0
 	;;
 status)
-	pid_alive "$pidfile" && tcp_open 127.0.0.1 "$port"
+	pid_alive "$pidfile" && tcp_open "$host" "$port"
 	exit
 	;;
 start) ;;
@@ -46,7 +47,7 @@ need slapd slapadd slaptest slappasswd
 [ -f "$schema" ] || die "schema $schema not found"
 sum=$(cat "$schema" "$ldif" | sha256sum | cut -d' ' -f1)
 if pid_alive "$pidfile"; then
-	if [ "$(cat "$dir/loaded.sha256" 2>/dev/null)" = "$sum" ] && tcp_open 127.0.0.1 "$port"; then
+	if [ "$(cat "$dir/loaded.sha256" 2>/dev/null)" = "$sum" ] && tcp_open "$host" "$port"; then
 		exit 0
 	fi
 	stop_pidfile slapd "$pidfile"
@@ -79,7 +80,7 @@ mkdir -p "$dir/data"
 slaptest -Q -u -f "$dir/slapd.conf" >>"$log" 2>&1 || { show_log slapd "$log"; die "slaptest failed"; }
 slapadd -q -f "$dir/slapd.conf" -l "$ldif" >>"$log" 2>&1 || { show_log slapd "$log"; die "slapadd of $ldif failed"; }
 # -d stats keeps slapd in the foreground and is the only way to get its log without syslog.
-start_fg_daemon slapd "$pidfile.start" "$log" slapd -d stats -f "$dir/slapd.conf" -h "ldap://127.0.0.1:$port/"
+start_fg_daemon slapd "$pidfile.start" "$log" slapd -d stats -f "$dir/slapd.conf" -h "ldap://$host:$port/"
 mv -f "$pidfile.start" "$pidfile"
-wait_tcp slapd 127.0.0.1 "$port" "$log" 20 || exit 1
+wait_tcp slapd "$host" "$port" "$log" 20 || exit 1
 echo "$sum" >"$dir/loaded.sha256"
