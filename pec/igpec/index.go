@@ -106,10 +106,15 @@ func New(cfg Config, deps Deps) (*Index, error) {
 	}
 	x := &Index{cfg: cfg, src: src, log: deps.Logger.With("component", "igpec", "source", src.String()), now: deps.Now}
 	x.m = newMetrics(x)
-	if deps.Registerer != nil {
-		if err := x.m.register(deps.Registerer); err != nil {
-			return nil, fmt.Errorf("igpec: metrics: %w", err)
+	// Metrics are registered only once a snapshot is in use, so that a failed New leaves
+	// nothing behind in the registry and can be retried.
+	register := func() (*Index, error) {
+		if deps.Registerer != nil {
+			if err := x.m.register(deps.Registerer); err != nil {
+				return nil, fmt.Errorf("igpec: metrics: %w", err)
+			}
 		}
+		return x, nil
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Timeout)
@@ -117,7 +122,7 @@ func New(cfg Config, deps Deps) (*Index, error) {
 	snap, err := x.load(ctx)
 	if err == nil {
 		x.install(snap, true)
-		return x, nil
+		return register()
 	}
 	x.m.failed()
 	if cfg.Cache == "" {
@@ -130,7 +135,7 @@ func New(cfg Config, deps Deps) (*Index, error) {
 	x.log.Warn("providers index source unavailable at start; using the cached copy",
 		"error", err, "cache", cfg.Cache, "cache_loaded", cached.Loaded)
 	x.install(cached, false)
-	return x, nil
+	return register()
 }
 
 // Snapshot returns the snapshot in use.

@@ -132,7 +132,7 @@ func TestRefreshKeepsLastGoodCopy(t *testing.T) {
 	if x.Snapshot() != first || !x.Certified("a.test") {
 		t.Error("the last good snapshot was not kept")
 	}
-	if n := gauge(t, reg, "pec_index_refresh_failures_total"); n != 1 {
+	if n := gauge(t, reg, "pec_index_refresh_failures_total"); n != 1 || x.m.failuresValue() != 1 {
 		t.Errorf("pec_index_refresh_failures_total = %v, want 1", n)
 	}
 	if !strings.Contains(logs.String(), "refresh failed") || !strings.Contains(logs.String(), "connection refused") {
@@ -320,5 +320,24 @@ func TestFileSourceWithURLs(t *testing.T) {
 	}
 	if r, ok := x.Signer(a.Certificates[0].Raw, "a.test"); !ok || r.MailReceipt != "ricevute@a.test" {
 		t.Errorf("Signer = %v %v", r, ok)
+	}
+}
+
+// TestNewRetryAfterFailure: a failed New leaves no metric registered, so a retry on the same
+// registry works (a daemon waiting for its index at start).
+func TestNewRetryAfterFailure(t *testing.T) {
+	f := newFixture(t)
+	src := &fakeSource{}
+	src.set(nil, errors.New("down"))
+	reg := prometheus.NewRegistry()
+	if _, err := New(Config{Source: "ignored"}, Deps{Source: src, Registerer: reg}); err == nil {
+		t.Fatal("New succeeded with a failing source and no cache")
+	}
+	src.set(mustParse(t, ldifOf(t, f.record(t, "A", "a.test"))), nil)
+	if _, err := New(Config{Source: "ignored"}, Deps{Source: src, Registerer: reg}); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if gauge(t, reg, "pec_index_records") != 1 {
+		t.Error("metrics not registered by the successful New")
 	}
 }
