@@ -51,6 +51,16 @@ func BenchmarkLookup(b *testing.B) {
 			}
 		}
 	})
+	b.Run("manages-mixed-case", func(b *testing.B) {
+		r := s.Records[benchProviders/2]
+		d := strings.ToUpper(r.Domains[benchDomainsPer-1])
+		b.ReportAllocs()
+		for b.Loop() {
+			if !r.Manages(d) {
+				b.Fatal("miss")
+			}
+		}
+	})
 	b.Run("signer-cert", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

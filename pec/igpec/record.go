@@ -47,19 +47,53 @@ type Record struct {
 	Domains         []string // managedDomains (§4.5.5): lower case, no trailing dot, in the order given
 	LDIFLocationURL string   // §4.5.6; empty on secondary environments
 	Description     string
+
+	domainSet map[string]struct{} // Domains, for Manages
 }
 
 // Manages reports whether domain is one of the record's managedDomains (RFC 6109 §7: the From
 // domain of a busta should be managed by the provider that signed it; pec-spec.md §7.2 step 4).
 // The comparison is case-insensitive and ignores a trailing dot.
+//
+// Records built by Build or NewRecord answer with one map lookup and no allocation; a Record
+// written as a literal is scanned.
 func (r *Record) Manages(domain string) bool {
-	d := strings.TrimSuffix(domain, ".")
-	for _, m := range r.Domains {
-		if strings.EqualFold(m, d) {
-			return true
+	if r.domainSet == nil {
+		d := strings.TrimSuffix(domain, ".")
+		for _, m := range r.Domains {
+			if strings.EqualFold(m, d) {
+				return true
+			}
 		}
+		return false
 	}
-	return false
+	_, ok := lookupLower(r.domainSet, domain)
+	return ok
+}
+
+// lookupLower looks domain up in a map keyed by lower-case domains, ignoring a trailing dot,
+// without allocating: an already lower-case name is used as is, any other is lowered into a
+// stack buffer (the compiler does not copy string(buf[:n]) in a map index).
+func lookupLower[V any](m map[string]V, domain string) (V, bool) {
+	d := strings.TrimSuffix(domain, ".")
+	if !hasUpper(d) {
+		v, ok := m[d]
+		return v, ok
+	}
+	var zero V
+	if len(d) > 253 {
+		return zero, false
+	}
+	var buf [253]byte
+	for i := 0; i < len(d); i++ {
+		c := d[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		buf[i] = c
+	}
+	v, ok := m[string(buf[:len(d)])]
+	return v, ok
 }
 
 // HasCertificate reports whether der is byte for byte one of the record's certificates.
@@ -206,14 +240,15 @@ func checkDN(dn string, r *Record) error {
 }
 
 func addDomains(e *Entry, r *Record) error {
-	seen := map[string]bool{}
-	for _, v := range e.Values("manageddomains") {
+	vs := e.Values("manageddomains")
+	r.domainSet = make(map[string]struct{}, len(vs))
+	for _, v := range vs {
 		d := strings.ToLower(strings.TrimSuffix(strings.TrimSpace(string(v)), "."))
 		if !validDomain(d) {
 			return fmt.Errorf("managedDomains value %s is not a domain name", quote(string(v)))
 		}
-		if !seen[d] {
-			seen[d] = true
+		if _, dup := r.domainSet[d]; !dup {
+			r.domainSet[d] = struct{}{}
 			r.Domains = append(r.Domains, d)
 		}
 	}

@@ -96,26 +96,10 @@ func (s *Snapshot) DomainRecord(domain string) (*Record, bool) {
 	return r, r != nil
 }
 
-// domainRecord does not allocate: the map is keyed by lower-case domain, so an already
-// lower-case name is looked up as is, and any other is lowered into a stack buffer (the
-// compiler does not copy string(buf[:n]) in a map index).
+// domainRecord does not allocate (see lookupLower).
 func (s *Snapshot) domainRecord(domain string) *Record {
-	d := strings.TrimSuffix(domain, ".")
-	if !hasUpper(d) {
-		return s.byDomain[d]
-	}
-	if len(d) > 253 {
-		return nil
-	}
-	var buf [253]byte
-	for i := 0; i < len(d); i++ {
-		c := d[i]
-		if c >= 'A' && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		buf[i] = c
-	}
-	return s.byDomain[string(buf[:len(d)])]
+	r, _ := lookupLower(s.byDomain, domain)
+	return r
 }
 
 func hasUpper(s string) bool {

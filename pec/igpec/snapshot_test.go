@@ -84,6 +84,16 @@ func TestDomainLookupAllocs(t *testing.T) {
 			t.Errorf("Certified(%q): %v allocs, want 0", d, n)
 		}
 	}
+	r := s.Records[0]
+	for _, d := range []string{domains[5], strings.ToUpper(domains[5]) + ".", "pec-1.example", domains[15]} {
+		want := d != "pec-1.example" && d != domains[15] // domains[15] belongs to the second record
+		if r.Manages(d) != want {
+			t.Errorf("Manages(%q) = %v, want %v", d, !want, want)
+		}
+		if n := testing.AllocsPerRun(100, func() { r.Manages(d) }); n != 0 {
+			t.Errorf("Manages(%q): %v allocs, want 0", d, n)
+		}
+	}
 	der := s.Records[1].Certificates[0].Raw
 	if n := testing.AllocsPerRun(100, func() { s.Signer(der, "") }); n != 0 {
 		t.Errorf("Signer: %v allocs, want 0", n)
