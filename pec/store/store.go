@@ -61,6 +61,11 @@ type Store interface {
 
 	// Tracking returns the tracking rows of one identificativo, ordered by recipient.
 	Tracking(ctx context.Context, identificativo string) ([]Tracking, error)
+	// PurgeTracking deletes tracking rows in a terminal state (delivered, failed, final
+	// notice sent) dispatched before before, and returns how many. Tracking is working state,
+	// not the legal record (that is the log), so it can go once no receipt is expected:
+	// e.g. before = now - 30 days.
+	PurgeTracking(ctx context.Context, before time.Time) (int64, error)
 	// DueTracking returns up to limit rows needing a notice at now, oldest dispatch first,
 	// with Due set: Notice12h for rows still in StateSent 12 h after dispatch, Notice24h
 	// for rows still waiting for a consegna 22 h after dispatch (pec-spec §6.3). A row due

@@ -109,6 +109,20 @@ func (s *Store) Tracking(ctx context.Context, id string) ([]store.Tracking, erro
 	return s.queryTracking(ctx, `SELECT `+trackingCols+` FROM tracking WHERE identificativo = ? ORDER BY recipient`, id)
 }
 
+// PurgeTracking implements store.Store.
+func (s *Store) PurgeTracking(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.write(ctx, false, func(tx *sql.Tx) error {
+		res, err := tx.Exec(`DELETE FROM tracking WHERE state IN ('delivered', 'failed', 'notified-24h') AND sent_at < ?`, before.UnixNano())
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
 // DueTracking implements store.Store.
 func (s *Store) DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error) {
 	if limit <= 0 {

@@ -168,6 +168,20 @@ func (m *Memory) Tracking(ctx context.Context, id string) ([]store.Tracking, err
 	return out, nil
 }
 
+// PurgeTracking implements store.Store.
+func (m *Memory) PurgeTracking(ctx context.Context, before time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for k, r := range m.tracking {
+		if r.State.Terminal() && r.SentAt.Before(before) {
+			delete(m.tracking, k)
+			n++
+		}
+	}
+	return n, nil
+}
+
 // DueTracking implements store.Store.
 func (m *Memory) DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error) {
 	m.mu.Lock()

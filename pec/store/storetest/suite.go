@@ -30,6 +30,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"LateReceiptAfterNotice", testLateReceipt},
 		{"UnknownReceiptIgnored", testUnknownReceipt},
 		{"DueRows", testDueRows},
+		{"PurgeTracking", testPurgeTracking},
 		{"QuarantineRetention", testQuarantine},
 		{"OutboxClaimAndMark", testOutbox},
 		{"OutboxDuplicateMessageID", testOutboxDuplicate},

@@ -282,3 +282,24 @@ func testDueRows(t *testing.T, s store.Store) {
 		t.Errorf("deadlines: %v %v %v", r.Due12, r.Due22, r.Due24)
 	}
 }
+
+func testPurgeTracking(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	track(t, s, "done@pec-a.test", "r@pec-b.test", T0)
+	track(t, s, "open@pec-a.test", "r@pec-b.test", T0)
+	track(t, s, "recent@pec-a.test", "r@pec-b.test", T0.Add(48*time.Hour))
+	for _, id := range []string{"done@pec-a.test", "recent@pec-a.test"} {
+		if err := apply(s, id, "r@pec-b.test", store.InputConsegna, T0.Add(49*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n, err := s.PurgeTracking(ctx, T0.Add(24*time.Hour))
+	if err != nil || n != 1 {
+		t.Fatalf("PurgeTracking: %d %v, want 1", n, err)
+	}
+	for id, want := range map[string]int{"done@pec-a.test": 0, "open@pec-a.test": 1, "recent@pec-a.test": 1} {
+		if rows, _ := s.Tracking(ctx, id); len(rows) != want {
+			t.Errorf("%s: %d rows, want %d", id, len(rows), want)
+		}
+	}
+}
