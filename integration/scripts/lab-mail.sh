@@ -4,6 +4,7 @@
 # dovecot-pec.conf): what postfix-conf/README.md tells a sysadmin is exactly what the lab runs.
 
 PFCONF=$LAB_REPO/postfix-conf
+declare -A POSTFIX_CHANGED=() DOVECOT_CHANGED=()
 
 # apply_main_snippet ETC FILE: postconf -e every "name = value" of a rendered main.cf snippet.
 apply_main_snippet() {
@@ -95,20 +96,20 @@ dovecot_configure() {
 		VMAIL_UID="$(id -u vmail)" USERS_FILE="$d/users" MAIL_DIR="$d/mail" PEC_SNIPPET="$d/pec.conf"
 	local fp
 	fp=$(cat "$d/dovecot.conf" "$d/pec.conf" "$d/users" | sha256sum)
-	DOVECOT_CHANGED=1
+	DOVECOT_CHANGED[$id]=1
 	if [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp" ]; then
-		DOVECOT_CHANGED=0
+		DOVECOT_CHANGED[$id]=0
 		return 0
 	fi
 	doveconf -c "$d/dovecot.conf" -n >/dev/null 2>"$d/doveconf.err" ||
 		{ cat "$d/doveconf.err" >&2; die "dovecot config of $id is invalid"; }
-	echo "$fp" >"$d/.config-fingerprint"
+	echo "$fp $(cat "$etc/main.cf" "$etc/master.cf" | sha256sum)" >"$d/.config-fingerprint"
 }
 
 dovecot_start() {
 	local id=$1 d=$BASE/$1/dovecot
 	if pid_alive "$d/run/master.pid"; then
-		[ "${DOVECOT_CHANGED:-1}" = 1 ] || return 0
+		[ "${DOVECOT_CHANGED[$id]:-1}" = 1 ] || return 0
 		dovecot -c "$d/dovecot.conf" reload </dev/null >>"$d/dovecot.log" 2>&1 9>&- ||
 			die "dovecot reload ($id) failed"
 	else
@@ -142,8 +143,9 @@ postfix_configure() {
 	local fp
 	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec "$PFCONF"/pec_sender_login.regexp \
 		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$routes|$BASE|$ip" | sha256sum)
-	POSTFIX_CHANGED=0
-	if [ -f "$etc/main.cf" ] && [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp" ]; then
+	POSTFIX_CHANGED[$id]=0
+	# The fingerprint covers the generated files too, so a hand edit is undone by the next run.
+	if [ -f "$etc/main.cf" ] && [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp $(cat "$etc/main.cf" "$etc/master.cf" | sha256sum)" ]; then
 		return 0
 	fi
 	# Built from scratch in a staging directory each run, so a re-run converges and a running
@@ -186,8 +188,8 @@ postfix_configure() {
 		touch "$d/.permissions-set"
 	fi
 	# postconf -e writes parameters in hash order, so compare the effective settings, not bytes.
-	[ "$(postfix_effective "$stage")" = "$(postfix_effective "$etc")" ] || POSTFIX_CHANGED=1
-	if [ "$POSTFIX_CHANGED" = 1 ]; then
+	[ "$(postfix_effective "$stage")" = "$(postfix_effective "$etc")" ] || POSTFIX_CHANGED[$id]=1
+	if [ "${POSTFIX_CHANGED[$id]}" = 1 ]; then
 		# postfix check is slow (it walks the queue); run it only on a new configuration.
 		postfix_run "$stage" check || die "postfix check ($id) failed"
 		for f in main.cf.pec master.cf.pec pec_sender_login.regexp master.cf main.cf; do
@@ -195,13 +197,13 @@ postfix_configure() {
 		done
 	fi
 	rm -rf "$stage"
-	echo "$fp" >"$d/.config-fingerprint"
+	echo "$fp $(cat "$etc/main.cf" "$etc/master.cf" | sha256sum)" >"$d/.config-fingerprint"
 }
 
 postfix_start() {
 	local id=$1 etc=$BASE/$1/postfix/etc
 	if postfix_running "$etc"; then
-		[ "${POSTFIX_CHANGED:-1}" = 1 ] || return 0
+		[ "${POSTFIX_CHANGED[$id]:-1}" = 1 ] || return 0
 		postfix_run "$etc" reload || die "postfix reload ($id) failed"
 	else
 		postfix_run "$etc" start || { show_log "postfix-$id" "$BASE/$id/postfix/maillog"; die "postfix ($id) did not start"; }
