@@ -9,18 +9,22 @@ package integration
 import (
 	"bytes"
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gestore-pec/gestore/integration/bench/pflisten"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -372,4 +376,235 @@ func containsAny(s, alternatives string) bool {
 		}
 	}
 	return false
+}
+
+// privateAP is a pec-milter of provider A that only this test uses: its own SQLite store,
+// its own copy of the SoftHSM2 tokens, its own clamd (same signatures), its own socket, and
+// its own temporary copy of A's submission listener pointing to it (pflisten). Breaking one
+// of its dependencies therefore disturbs no other test running on the shared lab, while the
+// message still goes through the real Postfix, SoftHSM2 and clamd.
+type privateAP struct {
+	dir, sock, tokens, db string
+	clamdConf, clamdAddr  string
+	clamd, milter         *exec.Cmd
+	submission            mailtest.Submission
+}
+
+func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
+	t.Helper()
+	p := &privateAP{dir: t.TempDir()}
+	p.sock = filepath.Join(filepath.Dir(a.MilterSocket), "aptest-"+mailtest.Token("s")[2:12]+".sock")
+	p.db = filepath.Join(p.dir, "pec.db")
+
+	// SoftHSM2: a private copy of the token directory.
+	conf, err := os.ReadFile(l.SoftHSM.Conf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tokendir string
+	for _, line := range strings.Split(string(conf), "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "directories.tokendir" {
+			tokendir = strings.TrimSpace(v)
+		}
+	}
+	p.tokens = filepath.Join(p.dir, "tokens")
+	if out, err := exec.Command("cp", "-a", tokendir, p.tokens).CombinedOutput(); err != nil {
+		t.Fatalf("copy tokens: %v %s", err, out)
+	}
+	hsmConf := filepath.Join(p.dir, "softhsm2.conf")
+	os.WriteFile(hsmConf, []byte("directories.tokendir = "+p.tokens+"\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"), 0o600)
+
+	// clamd: the lab's configuration on another port, private log and temporary directory.
+	lc, err := os.ReadFile(filepath.Join(filepath.Dir(l.Clamd.Log), "clamd.conf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	free, err := pflisten.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.clamdAddr = free
+	_, port, _ := strings.Cut(free, ":")
+	var cc []string
+	for _, line := range strings.Split(string(lc), "\n") {
+		switch strings.Fields(line + " x")[0] {
+		case "TCPSocket", "LogFile", "TemporaryDirectory", "LocalSocket", "PidFile":
+			continue
+		}
+		cc = append(cc, line)
+	}
+	os.MkdirAll(filepath.Join(p.dir, "clamtmp"), 0o700)
+	cc = append(cc, "TCPSocket "+port, "LogFile "+filepath.Join(p.dir, "clamd.log"), "TemporaryDirectory "+filepath.Join(p.dir, "clamtmp"))
+	p.clamdConf = filepath.Join(p.dir, "clamd.conf")
+	os.WriteFile(p.clamdConf, []byte(strings.Join(cc, "\n")+"\n"), 0o600)
+	p.startClamd(t)
+	t.Cleanup(p.stopClamd) // whichever clamd runs at the end (a subtest may restart it)
+
+	// pec.yaml: A's, with the private store, socket and clamd.
+	raw, err := os.ReadFile(a.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var y map[string]any
+	if err := yaml.Unmarshal(raw, &y); err != nil {
+		t.Fatal(err)
+	}
+	y["store"] = map[string]any{"driver": "sqlite", "dsn": p.db}
+	y["milter"] = map[string]any{"listen": "unix:" + p.sock, "timeout": "20s"}
+	y["clamd"] = map[string]any{"addr": p.clamdAddr, "timeout": "10s"}
+	delete(y, "metrics")
+	out, _ := yaml.Marshal(y)
+	cfg := filepath.Join(p.dir, "pec.yaml")
+	os.WriteFile(cfg, out, 0o600)
+
+	bin := filepath.Join(p.dir, "pec-milter")
+	if out, err := exec.Command("go", "build", "-o", bin, "github.com/gestore-pec/gestore/cmd/pec-milter").CombinedOutput(); err != nil {
+		t.Fatalf("go build pec-milter: %v\n%s", err, out)
+	}
+	logf, _ := os.Create(filepath.Join(p.dir, "pec-milter.log"))
+	p.milter = exec.Command(bin, "-config", cfg)
+	p.milter.Env = append(os.Environ(), "PEC_PIN_"+strings.ToUpper(a.ID)+"="+a.Token.PIN, "SOFTHSM2_CONF="+hsmConf)
+	p.milter.Stdout, p.milter.Stderr = logf, logf
+	if err := p.milter.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.milter.Process.Signal(syscall.SIGTERM)
+		p.milter.Wait()
+		logf.Close()
+		os.Remove(p.sock)
+		if t.Failed() {
+			b, _ := os.ReadFile(logf.Name())
+			t.Logf("private pec-milter log:\n%s", b)
+		}
+	})
+	waitDial(t, "unix", p.sock)
+
+	addr, err := pflisten.FreePort(a.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := pflisten.Add(a.Postfix.ConfigDir, addr, "submission/inet",
+		map[string]string{"smtpd_milters": "unix:" + p.sock, "syslog_name": "postfix/aptest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := ln.Remove(); err != nil {
+			t.Errorf("removing the temporary listener: %v", err)
+		}
+	})
+	alice := user(t, a, "alice")
+	p.submission = tlsSubmission(t, a, &alice)
+	p.submission.Addr = addr
+	return p
+}
+
+func (p *privateAP) startClamd(t *testing.T) {
+	t.Helper()
+	p.clamd = exec.Command("clamd", "-c", p.clamdConf)
+	if err := p.clamd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	waitDial(t, "tcp", p.clamdAddr)
+}
+
+func (p *privateAP) stopClamd() {
+	if p.clamd.ProcessState == nil {
+		p.clamd.Process.Kill()
+		p.clamd.Wait()
+	}
+}
+
+func waitDial(t *testing.T, network, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		c, err := net.DialTimeout(network, addr, time.Second)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s %s never answered: %v", network, addr, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// A dependency failing during submission gives the SMTP client a temporary failure (4xx) and
+// no accettazione; once it is back, the client's retry is accepted with exactly one
+// accettazione. The providers index is not among the dependencies that can fail here: lookups
+// use the local copy of the index (RFC 6109 §4.5 daily refresh), so a slapd outage only
+// delays the next refresh (pec/igpec tests cover that).
+func TestAccessPointTemporaryFailures(t *testing.T) {
+	t.Parallel()
+	l, a, _, o := pecLab(t)
+	p := startPrivateAP(t, l, a)
+	alice, oscar := user(t, a, "alice"), user(t, o, "oscar")
+	send := func(token string) error {
+		msg := raw("x\n", "From: "+alice.Address, "To: "+oscar.Address, "Subject: "+token,
+			"Message-ID: <"+token+"@client.example>")
+		return p.submission.Send(alice.Address, []string{oscar.Address}, msg)
+	}
+	if err := send(mailtest.Token("warmup")); err != nil {
+		t.Fatalf("private access point does not work: %v", err)
+	}
+	var lock *sql.Tx
+	for _, tc := range []struct {
+		name          string
+		breakIt, heal func(t *testing.T)
+	}{
+		{"clamd", func(t *testing.T) { p.stopClamd() }, func(t *testing.T) { p.startClamd(t) }},
+		{"hsm", func(t *testing.T) {
+			if err := os.Rename(p.tokens, p.tokens+".away"); err != nil {
+				t.Fatal(err)
+			}
+		}, func(t *testing.T) {
+			if err := os.Rename(p.tokens+".away", p.tokens); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"store", func(t *testing.T) {
+			db, err := sql.Open("sqlite3", "file:"+p.db+"?_txlock=exclusive")
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			if lock, err = db.Begin(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lock.Exec("CREATE TABLE IF NOT EXISTS aptest_lock(x)"); err != nil {
+				t.Fatal(err)
+			}
+		}, func(t *testing.T) { lock.Rollback() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			token := mailtest.Token("tmp-" + tc.name)
+			tc.breakIt(t)
+			err := send(token)
+			var se *mailtest.StepError
+			if !errors.As(err, &se) || se.Step != "DATA" || se.Code < 400 || se.Code > 499 {
+				tc.heal(t)
+				t.Fatalf("with %s broken: %v; want a 4xx at DATA", tc.name, err)
+			}
+			if !strings.Contains(se.Error(), "4.3.0") || strings.Contains(se.Error(), "/tmp") {
+				t.Errorf("reply %q", se.Error())
+			}
+			tc.heal(t)
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				err = send(token) // the client's retry of the same message
+				if err == nil || time.Now().After(deadline) {
+					break
+				}
+				time.Sleep(time.Second)
+			}
+			if err != nil {
+				t.Fatalf("after %s came back: %v", tc.name, err)
+			}
+			waitOne(t, mailbox(a, alice), token)
+			waitOne(t, mailbox(o, oscar), token)
+		})
+	}
 }
