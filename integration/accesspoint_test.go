@@ -500,6 +500,22 @@ func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
 	return p
 }
 
+// lastFailure is the last "pec temporary failure" line of the private pec-milter's log.
+func (p *privateAP) lastFailure(t *testing.T) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.dir, "pec-milter.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := ""
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.Contains(line, "pec temporary failure") {
+			last = line
+		}
+	}
+	return last
+}
+
 func (p *privateAP) startClamd(t *testing.T) {
 	t.Helper()
 	p.clamd = exec.Command("clamd", "-c", p.clamdConf)
@@ -553,10 +569,11 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 	var lock *sql.Tx
 	for _, tc := range []struct {
 		name          string
+		cause         string // in the private pec-milter's log line for the failure
 		breakIt, heal func(t *testing.T)
 	}{
-		{"clamd", func(t *testing.T) { p.stopClamd() }, func(t *testing.T) { p.startClamd(t) }},
-		{"hsm", func(t *testing.T) {
+		{"clamd", "pec: scan: clamd", func(t *testing.T) { p.stopClamd() }, func(t *testing.T) { p.startClamd(t) }},
+		{"hsm", "hsm: signer unavailable", func(t *testing.T) {
 			if err := os.Rename(p.tokens, p.tokens+".away"); err != nil {
 				t.Fatal(err)
 			}
@@ -565,7 +582,7 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"store", func(t *testing.T) {
+		{"store", "pec: commit:", func(t *testing.T) {
 			db, err := sql.Open("sqlite3", "file:"+p.db+"?_txlock=exclusive")
 			if err != nil {
 				t.Fatal(err)
@@ -590,6 +607,9 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 			}
 			if !strings.Contains(se.Error(), "4.3.0") || strings.Contains(se.Error(), "/tmp") {
 				t.Errorf("reply %q", se.Error())
+			}
+			if last := p.lastFailure(t); !strings.Contains(last, tc.cause) {
+				t.Errorf("the temporary failure was not caused by %s: %s", tc.name, last)
 			}
 			tc.heal(t)
 			deadline := time.Now().Add(60 * time.Second)
