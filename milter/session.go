@@ -23,8 +23,9 @@ type session struct {
 
 	from, login string
 	rcpts       []string
-	fields      []fieldRef   // original header fields, for deleting them
-	buf         bytes.Buffer // the message as received, CRLF
+	fields      []fieldRef     // original header fields, for deleting them
+	perName     map[string]int // fields seen so far per lower-case name
+	buf         bytes.Buffer   // the message as received, CRLF
 	tooLarge    bool
 }
 
@@ -36,7 +37,7 @@ type fieldRef struct {
 }
 
 func (x *session) reset() {
-	x.from, x.login, x.rcpts, x.fields, x.tooLarge = "", "", nil, nil, false
+	x.from, x.login, x.rcpts, x.fields, x.perName, x.tooLarge = "", "", nil, nil, nil, false
 	if x.buf.Cap() > 1<<20 {
 		x.buf = bytes.Buffer{} // do not keep a large buffer for an idle connection
 	}
@@ -79,13 +80,12 @@ func (x *session) Header(name, value string, _ milter.Modifier) (*milter.Respons
 	if x.role != RoleAccess || x.tooLarge {
 		return milter.RespContinue, nil
 	}
-	n := 1
-	for _, f := range x.fields {
-		if strings.EqualFold(f.name, name) {
-			n++
-		}
+	if x.perName == nil {
+		x.perName = map[string]int{}
 	}
-	x.fields = append(x.fields, fieldRef{name: name, index: n})
+	key := strings.ToLower(name)
+	x.perName[key]++
+	x.fields = append(x.fields, fieldRef{name: name, index: x.perName[key]})
 	x.buf.WriteString(name)
 	x.buf.WriteByte(':')
 	x.buf.WriteString(lfToCRLF(value))
