@@ -17,12 +17,13 @@ exec 9>"$BASE/.lab.lock"
 flock -w 120 9 || die "another lab-up/lab-down holds $BASE/.lab.lock"
 
 rm -f "$BASE/lab.json"
-for id in "${ALL_IDS[@]}"; do postfix_stop "$id"; done
+for id in "${ALL_IDS[@]}"; do postfix_stop "$id" & done
 for id in "${PEC_IDS[@]}"; do
 	pec_process_stop "$id" pec-milter
 	pec_process_stop "$id" pec-lmtpd
 done
-for id in "${ALL_IDS[@]}"; do dovecot_stop "$id"; done
+for id in "${ALL_IDS[@]}"; do dovecot_stop "$id" & done
+wait
 export SLAPD_HOST=$SVC_IP CLAMD_HOST=$SVC_IP
 "$LAB_SCRIPTS/slapd-instance.sh" stop "$BASE/ldap" "$LDAP_PORT"
 "$LAB_SCRIPTS/clamd-instance.sh" stop "$BASE/clamav" "$CLAMD_PORT"

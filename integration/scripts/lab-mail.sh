@@ -144,6 +144,7 @@ postfix_configure() {
 	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec "$PFCONF"/pec_sender_login.regexp \
 		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$routes|$BASE|$ip" | sha256sum)
 	POSTFIX_CHANGED[$id]=0
+	echo 0 >"$d/.changed"
 	# The fingerprint covers the generated files too, so a hand edit is undone by the next run.
 	if [ -f "$etc/main.cf" ] && [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp $(cat "$etc/main.cf" "$etc/master.cf" | sha256sum)" ]; then
 		return 0
@@ -189,6 +190,7 @@ postfix_configure() {
 	fi
 	# postconf -e writes parameters in hash order, so compare the effective settings, not bytes.
 	[ "$(postfix_effective "$stage")" = "$(postfix_effective "$etc")" ] || POSTFIX_CHANGED[$id]=1
+	echo "${POSTFIX_CHANGED[$id]}" >"$d/.changed"
 	if [ "${POSTFIX_CHANGED[$id]}" = 1 ]; then
 		# postfix check is slow (it walks the queue); run it only on a new configuration.
 		postfix_run "$stage" check || die "postfix check ($id) failed"
@@ -203,7 +205,8 @@ postfix_configure() {
 postfix_start() {
 	local id=$1 etc=$BASE/$1/postfix/etc
 	if postfix_running "$etc"; then
-		[ "${POSTFIX_CHANGED[$id]:-1}" = 1 ] || return 0
+		# postfix_configure may have run in a subshell: its verdict is in .changed.
+		[ "$(cat "$BASE/$id/postfix/.changed" 2>/dev/null || echo 1)" = 1 ] || return 0
 		postfix_run "$etc" reload || die "postfix reload ($id) failed"
 	else
 		postfix_run "$etc" start || { show_log "postfix-$id" "$BASE/$id/postfix/maillog"; die "postfix ($id) did not start"; }

@@ -98,7 +98,9 @@ done
 mark dovecot
 for id in "${PEC_IDS[@]}"; do write_pec_yaml "$id"; done
 
+declare -A PF_JOBS=()
 for id in "${ALL_IDS[@]}"; do
+	mkdir -p "$BASE/$id/postfix"
 	ip=${P_IP[$id]}
 	milter="" delivery="lmtp:inet:$ip:24"
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
@@ -106,7 +108,12 @@ for id in "${ALL_IDS[@]}"; do
 		[ "$USE_LMTPD" = 1 ] && delivery="lmtp:inet:$ip:$LMTPD_PORT"
 	fi
 	P_DELIVERY[$id]=$delivery
-	postfix_configure "$id" "$delivery" "$milter"
+	# The instances are independent; configure them in parallel (postfix check is slow).
+	postfix_configure "$id" "$delivery" "$milter" >"$BASE/$id/postfix-config.log" 2>&1 &
+	PF_JOBS[$id]=$!
+done
+for id in "${ALL_IDS[@]}"; do
+	wait "${PF_JOBS[$id]}" || { cat "$BASE/$id/postfix-config.log" >&2; die "configuring postfix-$id failed"; }
 done
 
 mark postfix-config
@@ -119,7 +126,8 @@ for id in "${PEC_IDS[@]}"; do
 		pec_process_stop "$id" pec-lmtpd
 	fi
 done
-for id in "${ALL_IDS[@]}"; do postfix_start "$id"; done
+for id in "${ALL_IDS[@]}"; do postfix_start "$id" & PF_JOBS[$id]=$!; done
+for id in "${ALL_IDS[@]}"; do wait "${PF_JOBS[$id]}" || die "postfix-$id did not start"; done
 
 mark start
 # ---- wait for every listener -------------------------------------------------------------------
