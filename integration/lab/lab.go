@@ -64,8 +64,8 @@ type Provider struct {
 		Log        string `json:"log"`
 		AuthSocket string `json:"auth_socket"` // SASL socket Postfix uses (smtpd_sasl_path)
 	} `json:"dovecot"`
-	MilterSocket string `json:"milter_socket"` // unix socket pec-milter listens on (PEC wiring)
-	LMTPD        string `json:"lmtpd"`         // host:port pec-lmtpd listens on (PEC wiring)
+	MilterSocket string `json:"milter_socket"` // unix socket pec-milter listens on; empty unless it runs (PEC wiring)
+	LMTPD        string `json:"lmtpd"`         // host:port pec-lmtpd listens on; empty unless it runs (PEC wiring)
 	Users        []User `json:"users"`         // mailboxes, including the service mailbox
 	Token        *Token `json:"token,omitempty"`
 	Cert         string `json:"cert,omitempty"`        // provider signing certificate, PEM
