@@ -63,4 +63,3 @@ func TestPrivateToken(t *testing.T) {
 		t.Fatalf("%d token directories, want 1", len(ents))
 	}
 }
-
