@@ -72,9 +72,11 @@ func waitOne(t *testing.T, mb mailtest.Mailbox, token string) []byte {
 	return got[0]
 }
 
-// none checks that no message with token is in mb.
+// none checks that no message with token is in mb, after a settle time in which a relayed
+// message would have arrived.
 func none(t *testing.T, mb mailtest.Mailbox, token string) {
 	t.Helper()
+	time.Sleep(3 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	got, err := mb.WaitFor(ctx, token, 0)
@@ -627,4 +629,24 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 			waitOne(t, mailbox(o, oscar), token)
 		})
 	}
+}
+
+// Above limits.hard_max_size (100MB in the lab) the milter answers 552 5.3.4 and no avviso
+// is produced (RFC 6109 §3.1.2). The size is chosen between hard_max_size (100,000,000) and
+// Postfix's message_size_limit (104,857,600), so that the milter, not Postfix, refuses it.
+func TestAccessPointHardLimit(t *testing.T) {
+	t.Parallel()
+	_, a, b, _ := pecLab(t)
+	alice, bruno := user(t, a, "alice"), user(t, b, "bruno")
+	token := mailtest.Token("huge")
+	line := strings.Repeat("0123456789", 7) + "abcd\n"
+	body := strings.Repeat(line, 100_500_000/len(line))
+	err := tlsSubmission(t, a, &alice).Send(alice.Address, []string{bruno.Address},
+		raw(body, "From: "+alice.Address, "To: "+bruno.Address, "Subject: "+token))
+	var se *mailtest.StepError
+	if !errors.As(err, &se) || se.Code != 552 || !strings.Contains(se.Error(), "5.3.4") {
+		t.Fatalf("submission of 100.5 MB: %v; want 552 5.3.4", err)
+	}
+	none(t, mailbox(a, alice), token)
+	none(t, mailbox(b, bruno), token)
 }
