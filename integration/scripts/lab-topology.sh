@@ -3,6 +3,8 @@
 # Sourced by lab-up.sh and lab-down.sh. Every address and name of the lab is defined here once.
 
 BASE=${PEC_LAB:-/tmp/pec-lab}
+# unix socket paths (Dovecot's auth socket, the milter socket) are limited to 108 bytes.
+[ ${#BASE} -le 60 ] || die "PEC_LAB=$BASE is too long for unix socket paths; use a short path such as /tmp/pec-lab"
 mkdir -p "$BASE"
 BASE=$(cd "$BASE" && pwd)
 SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}

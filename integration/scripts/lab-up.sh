@@ -35,8 +35,6 @@ mark() {
 need postfix postconf dovecot doveconf slapd clamd softhsm2-util pkcs11-tool openssl jq ip setsid script
 id vmail >/dev/null 2>&1 || die "user vmail missing: run integration/scripts/install-packages.sh"
 
-# unix socket paths (Dovecot's auth socket, the milter socket) are limited to 108 bytes.
-[ ${#BASE} -le 60 ] || die "PEC_LAB=$BASE is too long for unix socket paths; use a short path such as /tmp/pec-lab"
 mkdir -p "$BASE" "$BASE/logs"
 chmod 755 "$BASE"
 exec 9>"$BASE/.lab.lock"
