@@ -603,6 +603,15 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 			tc.breakIt(t)
 			err := send(token)
 			var se *mailtest.StepError
+			if errors.As(err, &se) && se.Step == "DATA" && se.Code == 0 {
+				// The session was lost without a reply: a `postfix reload` by another test on
+				// the shared lab ends the smtpd/cleanup pair waiting for the milter (seen
+				// while the store case waits out SQLite's 30 s busy timeout). Nothing was
+				// committed (the dependency is still broken); the client retries, as a real
+				// one would.
+				t.Logf("session lost (%v); retrying once", err)
+				err = send(token)
+			}
 			if !errors.As(err, &se) || se.Step != "DATA" || se.Code < 400 || se.Code > 499 {
 				tc.heal(t)
 				t.Fatalf("with %s broken: %v; want a 4xx at DATA", tc.name, err)
