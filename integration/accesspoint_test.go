@@ -348,8 +348,8 @@ func TestAccessPointRefusals(t *testing.T) {
 			if !errors.As(err, &se) || se.Step != "DATA" || se.Code != tc.code || !containsAny(se.Error(), tc.text) {
 				t.Fatalf("submission: %v; want DATA refused with %d and %q", err, tc.code, tc.text)
 			}
-			if strings.Count(se.Error(), "\n") > 0 {
-				t.Errorf("SMTP reply spans lines: %q", se.Error())
+			if strings.Count(se.Error(), "\n") > 0 || strings.IndexFunc(se.Error(), func(r rune) bool { return r >= 0x7f }) >= 0 {
+				t.Errorf("SMTP reply is not one ASCII line: %q", se.Error())
 			}
 			c := classify(t, l, waitOne(t, mailbox(a, alice), token), tc.kind)
 			if c.Postacert != nil {

@@ -60,9 +60,36 @@ func (e *Refused) Unwrap() error { return e.Err }
 // for a virus (RFC 3463: 5.7.1 delivery not authorized, message refused).
 func (e *Refused) SMTPStatus() (code int, enhanced, text string) {
 	if e.Kind == KindNonAccettazioneVirus {
-		return 554, "5.7.1", "PEC non accettata: virus rilevato (" + e.Virus + "); avviso di non accettazione inviato al mittente"
+		return 554, "5.7.1", asciiReply("PEC non accettata: virus rilevato (" + e.Virus + "); avviso di non accettazione inviato al mittente")
 	}
-	return 550, "5.7.1", "PEC non accettata: " + e.Reason + "; avviso di non accettazione inviato al mittente"
+	return 550, "5.7.1", asciiReply("PEC non accettata: " + e.Reason + "; avviso di non accettazione inviato al mittente")
+}
+
+// asciiReply makes an SMTP reply text of printable US-ASCII on one line (RFC 5321 §4.2:
+// replies are ASCII without SMTPUTF8): Italian accented vowels are written the way Italian
+// does without accents ("è" as "e'"), anything else non-ASCII becomes "?". The avviso keeps
+// the exact text.
+func asciiReply(s string) string {
+	var b strings.Builder
+	for _, r := range oneLine(s) {
+		switch {
+		case r >= 0x20 && r < 0x7f:
+			b.WriteRune(r)
+		case strings.ContainsRune("àáÀÁ", r):
+			b.WriteString("a'")
+		case strings.ContainsRune("èéÈÉ", r):
+			b.WriteString("e'")
+		case strings.ContainsRune("ìíÌÍ", r):
+			b.WriteString("i'")
+		case strings.ContainsRune("òóÒÓ", r):
+			b.WriteString("o'")
+		case strings.ContainsRune("ùúÙÚ", r):
+			b.WriteString("u'")
+		default:
+			b.WriteByte('?')
+		}
+	}
+	return b.String()
 }
 
 // StatusError is an error with a fixed SMTP reply and no PEC notice: authentication
