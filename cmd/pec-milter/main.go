@@ -20,7 +20,6 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -79,9 +78,8 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
-	_, domain, _ := strings.Cut(cfg.Provider.ServiceAddress, "@")
 	ap, err := pec.NewAccessPoint(pec.AccessConfig{
-		Provider: pec.Provider{Name: cfg.Provider.Name, Domain: domain,
+		Provider: pec.Provider{Name: cfg.Provider.Name, Domain: cfg.Provider.ServiceDomain(),
 			ServiceAddress: cfg.Provider.ServiceAddress, ReceiptAddress: cfg.Provider.ReceiptAddress},
 		Location: cfg.Provider.Location,
 		Limits: pec.Limits{MaxRecipients: cfg.Limits.MaxRecipients,

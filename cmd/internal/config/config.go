@@ -320,6 +320,10 @@ func (p *Provider) validate() error {
 	return nil
 }
 
+// ServiceDomain is the domain of the service address: the provider's mail domain, which keys
+// the signer and ends every identificativo.
+func (p *Provider) ServiceDomain() string { return domainOf(p.ServiceAddress) }
+
 // ServesDomain reports whether d (any case) is one of the provider's PEC domains.
 func (p *Provider) ServesDomain(d string) bool {
 	for _, x := range p.Domains {
