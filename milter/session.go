@@ -186,7 +186,7 @@ func (x *session) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 		x.observe(start, outcomeAccepted)
 		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted,
 			"mail_from", x.from, "rcpts", len(x.rcpts), "certified", len(res.Certified), "external", len(res.External),
-			"size", len(sub.Message), "duration", time.Since(start))
+			"size", len(sub.Message), "duration", time.Since(start), "stages", res.Timings)
 		return milter.RespAccept, nil
 	}
 	resp, outcome := toResponse(err)
@@ -204,7 +204,7 @@ func (x *session) logFailure(log *slog.Logger, outcome string, err error, size i
 	attrs := []any{"outcome", outcome, "mail_from", x.from, "login", x.login, "rcpts", len(x.rcpts), "size", size, "duration", d}
 	var ref *pec.Refused
 	if errors.As(err, &ref) {
-		attrs = append(attrs, "identificativo", ref.Identificativo, "reason", ref.Reason)
+		attrs = append(attrs, "identificativo", ref.Identificativo, "reason", ref.Reason, "stages", ref.Timings)
 		if ref.Virus != "" {
 			attrs = append(attrs, "virus", ref.Virus)
 		}

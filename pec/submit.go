@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"time"
@@ -32,6 +33,14 @@ type Submitted struct {
 	Busta          []byte    // the signed busta di trasporto, CRLF
 	Certified      []string  // To/Cc recipients in the index (certificato)
 	External       []string  // To/Cc recipients not in the index (esterno)
+	Timings        Timings
+}
+
+// Timings says where the time of one Submit went, for logs and capacity planning.
+type Timings struct {
+	Scan   time.Duration // antivirus
+	Build  time.Duration // building and signing the busta and the receipt
+	Commit time.Duration // the store transaction
 }
 
 // Refused is the error Submit returns when it did not accept the message and has recorded
@@ -45,6 +54,7 @@ type Refused struct {
 	Reason         string // one line, the errore-esteso of the avviso; safe to show
 	Virus          string // the signature name for a virus
 	Err            error  // the formal-check error, when there is one
+	Timings        Timings
 }
 
 func (e *Refused) Error() string {
@@ -55,6 +65,12 @@ func (e *Refused) Error() string {
 }
 
 func (e *Refused) Unwrap() error { return e.Err }
+
+// LogValue renders the timings in milliseconds.
+func (t Timings) LogValue() slog.Value {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return slog.GroupValue(slog.Float64("scan_ms", ms(t.Scan)), slog.Float64("build_ms", ms(t.Build)), slog.Float64("commit_ms", ms(t.Commit)))
+}
 
 // SMTPStatus is the reply for Postfix's client: 550 5.7.1 for a formal exception, 554 5.7.1
 // for a virus (RFC 3463: 5.7.1 delivery not authorized, message refused).
@@ -214,7 +230,9 @@ func (a *AccessPoint) Submit(ctx context.Context, sub *Submission) (*Submitted, 
 	// INFERENCE (pec-spec.md §7.1 ordering): the scan runs before any accettazione is
 	// emitted, and a virus wins over a formal exception, so that the infected message is
 	// quarantined whatever else is wrong with it.
+	start := time.Now()
 	virus, err := a.deps.Scanner.Scan(ctx, bytes.NewReader(orig.Raw))
+	tm := Timings{Scan: time.Since(start)}
 	if err != nil {
 		return nil, &Temporary{Op: "scan", Err: err}
 	}
@@ -228,11 +246,11 @@ func (a *AccessPoint) Submit(ctx context.Context, sub *Submission) (*Submitted, 
 	tx := NewSubmissionTransaction(id, orig, env, a.recipientType)
 	switch {
 	case virus != "":
-		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazioneVirus, nil, virus)
+		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazioneVirus, nil, virus, tm)
 	case formal != nil:
-		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazione, formal, "")
+		return nil, a.refuse(ctx, sub, orig, ref, tx, KindNonAccettazione, formal, "", tm)
 	}
-	return a.accept(ctx, sub, orig, ref, tx)
+	return a.accept(ctx, sub, orig, ref, tx, tm)
 }
 
 // check parses the message and runs the formal checks. A header that cannot be split is a
@@ -285,8 +303,9 @@ func (a *AccessPoint) recipientType(addr string) daticert.RecipientType {
 	return daticert.Esterno
 }
 
-func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction) (*Submitted, error) {
+func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction, tm Timings) (*Submitted, error) {
 	p := a.cfg.Provider
+	start := time.Now()
 	busta, err := BuildBusta(p, ref, tx, orig, a.deps.Signer, a.cfg.Options)
 	if err != nil {
 		return nil, &Temporary{Op: "busta", Err: err}
@@ -296,6 +315,7 @@ func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Origina
 		return nil, &Temporary{Op: "accettazione", Err: err}
 	}
 	accID := ReceiptMessageID(KindAccettazione, tx.ID, "", p.Domain)
+	tm.Build = time.Since(start)
 	res := &Submitted{Identificativo: tx.ID, Time: ref.Time(), Busta: busta}
 	var recips []store.Recipient
 	for _, r := range tx.Recipients {
@@ -333,9 +353,12 @@ func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Origina
 	}
 	b.Send(store.OutboxItem{MessageID: accID, Kind: KindAccettazione.Info().Name, Identificativo: tx.ID,
 		From: p.ServiceAddress, Rcpts: []string{tx.Sender}, Raw: acc, Created: ref.Time()})
+	start = time.Now()
 	if err := a.deps.Store.Commit(ctx, b); err != nil {
 		return nil, &Temporary{Op: "commit", Err: err}
 	}
+	tm.Commit = time.Since(start)
+	res.Timings = tm
 	return res, nil
 }
 
@@ -346,12 +369,13 @@ func (a *AccessPoint) accept(ctx context.Context, sub *Submission, orig *Origina
 // check passes: RFC 6109 §3.1.2 sends it "to the sender", and when MAIL FROM or From is not
 // the login, the login is the only sender the provider has verified (no notice to a forged
 // address). The transaction's sender becomes the login for the same reason.
-func (a *AccessPoint) refuse(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction, k Kind, formal *FormalError, virus string) error {
+func (a *AccessPoint) refuse(ctx context.Context, sub *Submission, orig *Original, ref TimeRef, tx *Transaction, k Kind, formal *FormalError, virus string, tm Timings) error {
 	p := a.cfg.Provider
 	tx.Sender = strings.TrimSpace(sub.Login)
 	var raw []byte
 	var err error
 	refused := &Refused{Kind: k, Identificativo: tx.ID, Virus: virus}
+	start := time.Now()
 	if k == KindNonAccettazioneVirus {
 		raw, err = BuildNonAccettazioneVirus(p, ref, tx, virus, a.deps.Signer, a.cfg.Options)
 		refused.Reason = virusText(virus)
@@ -362,6 +386,7 @@ func (a *AccessPoint) refuse(ctx context.Context, sub *Submission, orig *Origina
 	if err != nil {
 		return &Temporary{Op: k.Info().Name, Err: err}
 	}
+	tm.Build = time.Since(start)
 	msgID := ReceiptMessageID(k, tx.ID, "", p.Domain)
 	var recips []store.Recipient
 	for _, r := range tx.Recipients {
@@ -380,9 +405,12 @@ func (a *AccessPoint) refuse(ctx context.Context, sub *Submission, orig *Origina
 	b.Log(e)
 	b.Send(store.OutboxItem{MessageID: msgID, Kind: k.Info().Name, Identificativo: tx.ID,
 		From: p.ServiceAddress, Rcpts: []string{tx.Sender}, Raw: raw, Created: ref.Time()})
+	start = time.Now()
 	if err := a.deps.Store.Commit(ctx, b); err != nil {
 		return &Temporary{Op: "commit", Err: err}
 	}
+	tm.Commit = time.Since(start)
+	refused.Timings = tm
 	return refused
 }
 

@@ -149,6 +149,9 @@ func TestSubmitAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if res.Timings.Scan <= 0 || res.Timings.Build <= 0 || res.Timings.Commit <= 0 {
+		t.Errorf("timings not measured: %+v", res.Timings)
+	}
 	if !strings.HasSuffix(res.Identificativo, "@pec-a.test") || !res.Time.Equal(f.now) {
 		t.Errorf("result = %+v", res)
 	}
