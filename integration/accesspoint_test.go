@@ -471,8 +471,10 @@ func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		p.milter.Process.Signal(syscall.SIGTERM)
-		p.milter.Wait()
+		if p.milter.ProcessState == nil { // not already stopped by a test
+			p.milter.Process.Signal(syscall.SIGTERM)
+			p.milter.Wait()
+		}
 		logf.Close()
 		os.Remove(p.sock)
 		if t.Failed() {
@@ -638,6 +640,53 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 			waitOne(t, mailbox(o, oscar), token)
 		})
 	}
+
+	// SIGTERM while a transaction is at end-of-message (held in the store commit): the
+	// transaction finishes and is answered 250, the accettazione still goes out, and the
+	// process exits. Last, since it stops the private pec-milter.
+	t.Run("sigterm", func(t *testing.T) {
+		token := mailtest.Token("sigterm")
+		db, err := sql.Open("sqlite3", "file:"+p.db+"?_txlock=exclusive")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		hold, err := db.Begin()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := hold.Exec("CREATE TABLE IF NOT EXISTS aptest_lock(x)"); err != nil {
+			t.Fatal(err)
+		}
+		res := make(chan error, 1)
+		go func() { res <- send(token) }()
+		time.Sleep(3 * time.Second) // the transaction reaches end-of-message and waits
+		if err := p.milter.Process.Signal(syscall.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second)
+		hold.Rollback()
+		if err := <-res; err != nil {
+			t.Fatalf("the in-flight transaction did not finish: %v", err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- p.milter.Wait() }()
+		select {
+		case err := <-exited:
+			if err != nil {
+				t.Errorf("pec-milter exit: %v", err)
+			}
+		case <-time.After(60 * time.Second):
+			t.Fatal("pec-milter did not exit after SIGTERM")
+		}
+		log, _ := os.ReadFile(filepath.Join(p.dir, "pec-milter.log"))
+		down, acc := bytes.Index(log, []byte(`"msg":"shutting down"`)), bytes.LastIndex(log, []byte(`"msg":"pec accepted"`))
+		if down < 0 || acc < down {
+			t.Errorf("the transaction was not in flight at SIGTERM (shutdown at %d, last acceptance at %d)", down, acc)
+		}
+		waitOne(t, mailbox(a, alice), token)
+		waitOne(t, mailbox(o, oscar), token)
+	})
 }
 
 // Above limits.hard_max_size (100MB in the lab) the milter answers 552 5.3.4 and no avviso
