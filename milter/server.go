@@ -104,6 +104,10 @@ func New(cfg Config, deps Deps) (*Server, error) {
 			return &session{s: s}
 		}),
 		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody),
+		// Postfix keeps a milter connection for a whole SMTP session, idle between
+		// commands for up to smtpd_timeout (300s); a connection silent for much longer
+		// than that is dead and its goroutine is reclaimed.
+		milter.WithReadTimeout(15*time.Minute),
 		// Header values exactly as received (no swallowed space); no unknown-command events;
 		// no replies to individual headers (nothing to decide before end-of-message).
 		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown|milter.OptNoHeaderReply|milter.OptNoHelo),
