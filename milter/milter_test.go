@@ -505,3 +505,60 @@ func histogramCount(t *testing.T, reg *prometheus.Registry) uint64 {
 	}
 	return 0
 }
+
+// Buffered bytes of all transactions together stay under MaxBuffered: a transaction that
+// would pass it is temp-failed, and the budget comes back when transactions end.
+func TestMemoryBudget(t *testing.T) {
+	h := start(t, Config{MaxSize: 4096, MaxBuffered: 5000}, accepted)
+	msg := []byte(original + strings.Repeat("x", 2800) + "\r\n")
+
+	// Session 1 holds its message (body sent, end-of-message not yet).
+	s1, m1 := h.session(t, RoleAccess)
+	m1.Set(milter.MacroAuthAuthen, "alice@pec-a.test")
+	if _, err := s1.Mail("<alice@pec-a.test>", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.Rcpt("<bruno@pec-b.test>", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s1.DataStart(); err != nil {
+		t.Fatal(err)
+	}
+	hdr, body, _ := pec.SplitHeader(msg)
+	for _, f := range hdr {
+		if _, err := s1.HeaderField(f.Name, strings.TrimSuffix(string(f.Raw[len(f.Name)+1:]), "\r\n"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s1.HeaderEnd(); err != nil {
+		t.Fatal(err)
+	}
+	if act, err := s1.BodyChunk(body); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("body 1: %v %v", act, err)
+	}
+
+	// Session 2 does not fit beside it.
+	s2, m2 := h.session(t, RoleAccess)
+	r := send(t, s2, m2, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: msg})
+	if r.act.SMTPCode != 451 || !strings.HasPrefix(r.act.SMTPReply, "451 4.3.0") {
+		t.Fatalf("over budget: %v", r.act)
+	}
+
+	// Session 1 completes; its bytes are released and session 2's retry fits.
+	if _, act, err := s1.End(); err != nil || act.Type != milter.ActionAccept {
+		t.Fatalf("end 1: %v %v", act, err)
+	}
+	if err := s2.Abort(nil); err != nil {
+		t.Fatal(err)
+	}
+	r = send(t, s2, m2, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: msg})
+	if r.act.Type != milter.ActionAccept {
+		t.Fatalf("retry: %v", r.act)
+	}
+	h.srv.mu.Lock()
+	left := h.srv.buffered
+	h.srv.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d bytes still accounted after every transaction ended", left)
+	}
+}

@@ -49,6 +49,10 @@ func (e errTooLarge) SMTPStatus() (int, string, string) {
 	return 552, "5.3.4", "Message size exceeds fixed maximum message size"
 }
 
+// errBusy: the memory budget for buffered messages is exhausted (temporary, no status:
+// answered 451 4.3.0 like any internal failure).
+var errBusy = errors.New("milter: max_buffered reached")
+
 // errMisconfigured: the listener that called us has an unknown {daemon_name}.
 var errMisconfigured = errors.New("milter: unknown {daemon_name}; set milter_macro_daemon_name to pec-access or pec-reception")
 

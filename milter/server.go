@@ -51,6 +51,11 @@ type Config struct {
 	// ProgressInterval is how often a progress packet keeps Postfix waiting during a long
 	// end-of-message. Default 5s.
 	ProgressInterval time.Duration
+	// MaxBuffered bounds the message bytes held in memory by all transactions together
+	// (each message is buffered whole: it is signed whole). A transaction that would pass it
+	// is temp-failed (451 4.3.0) and the client retries later. Default the larger of
+	// 4 × MaxSize and 256 MiB.
+	MaxBuffered int64
 }
 
 // Deps are the adapter's collaborators.
@@ -70,6 +75,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	closing  bool           // set when the shutdown grace is over: new transactions are temp-failed
+	buffered int64          // message bytes held by all sessions (under mu)
 	inflight sync.WaitGroup // end-of-message calls under way
 }
 
@@ -89,6 +95,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.Timeout < 0 || cfg.ProgressInterval < 0 {
 		return nil, errors.New("milter.timeout: must be positive")
+	}
+	if cfg.MaxBuffered == 0 {
+		cfg.MaxBuffered = max(4*cfg.MaxSize, 256<<20)
+	}
+	if cfg.MaxBuffered < cfg.MaxSize {
+		return nil, errors.New("milter.max_buffered: must be at least limits.hard_max_size")
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.DiscardHandler)
@@ -148,6 +160,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	stop()
 	<-done
 	return nil
+}
+
+// reserve accounts n more buffered bytes; false when that would pass MaxBuffered.
+func (s *Server) reserve(n int64) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.buffered+n > s.cfg.MaxBuffered {
+		return false
+	}
+	s.buffered += n
+	return true
+}
+
+func (s *Server) release(n int64) {
+	s.mu.Lock()
+	s.buffered -= n
+	s.mu.Unlock()
 }
 
 // begin registers an end-of-message call; false when shutting down.

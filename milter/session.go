@@ -26,7 +26,9 @@ type session struct {
 	fields      []fieldRef     // original header fields, for deleting them
 	perName     map[string]int // fields seen so far per lower-case name
 	buf         bytes.Buffer   // the message as received, CRLF
+	held        int64          // bytes of buf accounted in Server.buffered
 	tooLarge    bool
+	overBudget  bool // Server.MaxBuffered reached: temp-fail this transaction
 }
 
 // fieldRef is one original header field: its name and its 1-based index among the fields of
@@ -37,7 +39,11 @@ type fieldRef struct {
 }
 
 func (x *session) reset() {
-	x.from, x.login, x.rcpts, x.fields, x.perName, x.tooLarge = "", "", nil, nil, nil, false
+	if x.held > 0 {
+		x.s.release(x.held)
+		x.held = 0
+	}
+	x.from, x.login, x.rcpts, x.fields, x.perName, x.tooLarge, x.overBudget = "", "", nil, nil, nil, false, false
 	if x.buf.Cap() > 1<<20 {
 		x.buf = bytes.Buffer{} // do not keep a large buffer for an idle connection
 	}
@@ -77,7 +83,7 @@ func (x *session) Data(_ milter.Modifier) (*milter.Response, error) {
 // exactly as written after the colon; continuation lines come separated by LF, which is put
 // back to CRLF (RFC 5322 §2.2.3 folding, SMTP line ends).
 func (x *session) Header(name, value string, _ milter.Modifier) (*milter.Response, error) {
-	if x.role != RoleAccess || x.tooLarge {
+	if x.role != RoleAccess || x.tooLarge || x.overBudget {
 		return milter.RespContinue, nil
 	}
 	if x.perName == nil {
@@ -86,16 +92,35 @@ func (x *session) Header(name, value string, _ milter.Modifier) (*milter.Respons
 	key := strings.ToLower(name)
 	x.perName[key]++
 	x.fields = append(x.fields, fieldRef{name: name, index: x.perName[key]})
+	v := lfToCRLF(value)
+	if !x.hold(len(name) + len(v) + 3) {
+		return milter.RespContinue, nil
+	}
 	x.buf.WriteString(name)
 	x.buf.WriteByte(':')
-	x.buf.WriteString(lfToCRLF(value))
+	x.buf.WriteString(v)
 	x.buf.WriteString("\r\n")
 	x.checkSize()
 	return milter.RespContinue, nil
 }
 
+// hold accounts n bytes about to be buffered; false (and the transaction marked) when the
+// server's memory budget is exhausted.
+func (x *session) hold(n int) bool {
+	if x.overBudget {
+		return false
+	}
+	if !x.s.reserve(int64(n)) {
+		x.overBudget = true
+		x.buf = bytes.Buffer{}
+		return false
+	}
+	x.held += int64(n)
+	return true
+}
+
 func (x *session) Headers(_ milter.Modifier) (*milter.Response, error) {
-	if x.role == RoleAccess && !x.tooLarge {
+	if x.role == RoleAccess && !x.tooLarge && x.hold(2) {
 		x.buf.WriteString("\r\n")
 	}
 	return milter.RespContinue, nil
@@ -108,14 +133,28 @@ func (x *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, 
 		}
 		return milter.RespContinue, nil
 	}
-	if !x.tooLarge {
+	if !x.tooLarge && x.hold(len(chunk)) {
 		x.buf.Write(chunk)
 		x.checkSize()
 	}
 	if x.tooLarge {
 		return x.refuseTooLarge(m)
 	}
+	if x.overBudget {
+		return x.refuseBusy(m)
+	}
 	return milter.RespContinue, nil
+}
+
+// refuseBusy temp-fails a transaction that would pass the memory budget: the client retries
+// when other large messages are through.
+func (x *session) refuseBusy(m milter.Modifier) (*milter.Response, error) {
+	resp, outcome := toResponse(errBusy)
+	x.s.m.submissions.WithLabelValues(RoleAccess, outcome).Inc()
+	x.s.log.Warn("message temp-failed: milter.max_buffered reached", "queue_id", m.Get(milter.MacroQueueId),
+		"max_buffered", x.s.cfg.MaxBuffered, "mail_from", x.from)
+	x.reset()
+	return resp, nil
 }
 
 func (x *session) checkSize() {
@@ -161,6 +200,9 @@ func (x *session) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 	}
 	if x.tooLarge {
 		return x.refuseTooLarge(m)
+	}
+	if x.overBudget {
+		return x.refuseBusy(m)
 	}
 	if !x.s.begin() {
 		log.Warn("shutting down: transaction temp-failed")

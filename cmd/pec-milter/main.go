@@ -93,7 +93,8 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
-	srv, err := milter.New(milter.Config{MaxSize: int64(cfg.Limits.HardMaxSize), Timeout: cfg.Milter.Timeout},
+	srv, err := milter.New(milter.Config{MaxSize: int64(cfg.Limits.HardMaxSize), Timeout: cfg.Milter.Timeout,
+		MaxBuffered: int64(cfg.Milter.MaxBuffered)},
 		milter.Deps{Engine: ap, Logger: log, Registerer: reg})
 	if err != nil {
 		return err

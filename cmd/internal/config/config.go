@@ -74,6 +74,10 @@ type Milter struct {
 	// Timeout bounds the work of one end-of-message (scan, sign, commit); past it the
 	// message is temp-failed. Keep it below Postfix's milter_content_timeout. Default 120s.
 	Timeout time.Duration `yaml:"timeout"`
+	// MaxBuffered bounds the message bytes all transactions hold in memory together; past
+	// it a transaction is temp-failed. Default the larger of 4 × limits.hard_max_size and
+	// 256MiB.
+	MaxBuffered Size `yaml:"max_buffered"`
 	// ShutdownGrace is how long SIGTERM waits for SMTP sessions to end before refusing new
 	// transactions and closing; transactions already at end-of-message always finish.
 	// Default 30s.
@@ -217,6 +221,9 @@ func (c *Config) ValidateMilter() error {
 	}
 	if m.ShutdownGrace == 0 {
 		m.ShutdownGrace = 30 * time.Second
+	}
+	if m.MaxBuffered != 0 && m.MaxBuffered < c.Limits.HardMaxSize {
+		return bad("milter.max_buffered", "%d bytes: must be at least limits.hard_max_size (%d)", m.MaxBuffered, c.Limits.HardMaxSize)
 	}
 	if m.ShutdownGrace < 0 {
 		return bad("milter.shutdown_grace", "%v: must not be negative", m.ShutdownGrace)

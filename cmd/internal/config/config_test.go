@@ -68,6 +68,7 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:relative.sock\"", "config: milter.listen:", true},
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", socket_mode: \"999\"", "config: milter.socket_mode:", true},
 		{"timeout: 30s", "timeout: -3s", "config: clamd.timeout:", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", max_buffered: 10MB", "config: milter.max_buffered:", true},
 		{"clamd: {addr: \"127.0.0.1:3310\"", "clamd: {addr: \"\"", "config: clamd.addr:", true},
 		{"reinject: {addr: \"127.0.0.10:10025\"}", "reinject: {addr: \"\"}", "config: reinject.addr:", true},
 	} {
