@@ -319,11 +319,16 @@ func TestAccessPointRefusals(t *testing.T) {
 		{"rcpt not in to/cc", []string{bruno.Address, bianca.Address}, func(tok string) []byte {
 			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Subject: "+tok)
 		}, pec.KindNonAccettazione, 550, "non compare nei campi To o Cc", store.KindNonAccettazione},
-		// Postfix's cleanup drops Bcc before the milter unless message_drop_headers leaves it
-		// (see the report); then the blind recipient is caught as a RCPT not in To/Cc.
+		// postfix-conf gives the submission listener a cleanup that keeps Bcc: (Postfix drops it
+		// by default), so the Bcc rule itself fires, before the RCPT-not-in-To/Cc rule.
 		{"bcc", []string{bruno.Address, bianca.Address}, func(tok string) []byte {
 			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Bcc: "+bianca.Address, "Subject: "+tok)
-		}, pec.KindNonAccettazione, 550, "Bcc|non compare nei campi To o Cc", store.KindNonAccettazione},
+		}, pec.KindNonAccettazione, 550, "copia nascosta (Bcc)", store.KindNonAccettazione},
+		// A Bcc: naming a recipient who is also in To: no blind recipient, but the header
+		// itself is forbidden.
+		{"bcc header only", []string{bruno.Address}, func(tok string) []byte {
+			return raw("x\n", "From: "+alice.Address, "To: "+bruno.Address, "Bcc: "+bruno.Address, "Subject: "+tok)
+		}, pec.KindNonAccettazione, 550, "copia nascosta (Bcc)", store.KindNonAccettazione},
 		{"too many recipients", many, func(tok string) []byte {
 			return raw("x\n", "From: "+alice.Address, "To: "+strings.Join(many, ",\n "), "Subject: "+tok)
 		}, pec.KindNonAccettazione, 550, "troppi destinatari", store.KindNonAccettazione},

@@ -175,7 +175,8 @@ postfix_configure() {
 		PEC_MILTER="$milter" PEC_DOMAINS="$dom" DELIVERY_TRANSPORT="$delivery" \
 		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix"
 	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
-		MX_SERVICE=smtp SUBMISSION_SERVICE=submission REINJECT_SERVICE="$ip:10025"
+		MX_SERVICE=smtp SUBMISSION_SERVICE=submission REINJECT_SERVICE="$ip:10025" \
+		SUBMISSION_CLEANUP="$([ "$id" = o ] && echo cleanup || echo pec-cleanup)"
 	cp "$PFCONF/pec_sender_login.regexp" "$stage/"
 	apply_main_snippet "$stage" "$stage/main.cf.pec"
 	postconf -c "$stage" -F '*/*/chroot = n'
