@@ -103,7 +103,7 @@ dovecot_configure() {
 	fi
 	doveconf -c "$d/dovecot.conf" -n >/dev/null 2>"$d/doveconf.err" ||
 		{ cat "$d/doveconf.err" >&2; die "dovecot config of $id is invalid"; }
-	echo "$fp $(cat "$etc/main.cf" "$etc/master.cf" | sha256sum)" >"$d/.config-fingerprint"
+	echo "$fp" >"$d/.config-fingerprint"
 }
 
 dovecot_start() {
