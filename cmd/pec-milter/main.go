@@ -99,6 +99,10 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
+	hk, err := newHousekeeper(cfg, st, keys, log)
+	if err != nil {
+		return err
+	}
 	ln, err := listen(cfg.Milter)
 	if err != nil {
 		return err
@@ -114,6 +118,7 @@ func run(path string) error {
 	drained := make(chan struct{})
 	go func() { defer close(drained); _ = drainer.Run(bg) }()
 	go daily(bg, keys)
+	hk.start(bg)
 	metricsSrv := serveMetrics(cfg.Metrics.Listen, reg, log)
 
 	served := make(chan error, 1)
@@ -132,6 +137,7 @@ func run(path string) error {
 	}
 	stopBG()
 	<-drained
+	hk.wait()
 	// One last pass, so that the receipts committed by the last transactions leave now
 	// rather than at the next start (they are safe in the outbox either way).
 	final, cancelFinal := context.WithTimeout(context.Background(), 15*time.Second)

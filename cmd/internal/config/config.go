@@ -19,6 +19,7 @@ import (
 	"io"
 	"net"
 	"net/mail"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -31,6 +32,7 @@ import (
 	"github.com/gestore-pec/gestore/pec/igpec"
 	"github.com/gestore-pec/gestore/pec/reinject"
 	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/seal"
 )
 
 // Config is the whole file.
@@ -47,6 +49,10 @@ type Config struct {
 	Policy   Policy          `yaml:"policy"`
 	Log      Log             `yaml:"log"`
 	Metrics  Metrics         `yaml:"metrics"`
+	// Seal is the daily seal of the legal log (DPR 68/2005 art. 10: a daily timestamp).
+	// Optional so that a test setup runs without a TSA; nil means the log is not sealed and
+	// pec-milter warns at start.
+	Seal *seal.Config `yaml:"seal"`
 }
 
 // Provider is the identity of the gestore.
@@ -190,6 +196,31 @@ func (c *Config) Validate() error {
 	}
 	if c.Store.DSN == "" {
 		return bad("store.dsn", "required")
+	}
+	if c.Seal != nil {
+		if err := validateSeal(c.Seal); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateSeal checks a present seal section; seal.New checks it again and reads the files.
+func validateSeal(s *seal.Config) error {
+	if s.TSAURL == "" {
+		return bad("seal.tsa_url", "required (the RFC 3161 TSA that timestamps each day)")
+	}
+	if u, err := url.Parse(s.TSAURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return bad("seal.tsa_url", "%q: want an http:// or https:// URL", s.TSAURL)
+	}
+	if s.TSACA == "" {
+		return bad("seal.tsa_ca", "required (PEM trust anchor of the TSA)")
+	}
+	if s.Dir == "" {
+		return bad("seal.dir", "required")
+	}
+	if s.Grace < 0 {
+		return bad("seal.grace", "%v: must not be negative", s.Grace)
 	}
 	return nil
 }
