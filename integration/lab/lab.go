@@ -25,6 +25,17 @@ type Lab struct {
 	Clamd     Clamd       `json:"clamd"`
 	SoftHSM   SoftHSM     `json:"softhsm"`
 	Wiring    string      `json:"wiring"` // "plain" or "pec"
+	TSA       TSA         `json:"tsa"`
+}
+
+// TSA is the lab's RFC 3161 test time-stamping authority (pecctl tsa serve), which
+// timestamps the daily seal of each provider's legal log. Every field is empty when the lab
+// started without bin/pecctl: then no TSA runs and pec.yaml has no seal: section.
+type TSA struct {
+	URL     string `json:"url"` // http://127.0.0.1:3180/ (seal.tsa_url)
+	CA      string `json:"ca"`  // PEM trust anchor (seal.tsa_ca)
+	Log     string `json:"log"`
+	PIDFile string `json:"pid_file"`
 }
 
 // CA is the lab CA standing in for AgID CA1.

@@ -11,6 +11,7 @@ SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 LDAP_PORT=3890
 CLAMD_PORT=3310
 LMTPD_PORT=2424
+TSA_PORT=3180
 # PEC_LAB_NET moves the whole lab to another 127.x.y.0/24 (A .10, B .20, O .30, slapd and
 # clamd .1), so a second lab (another PEC_LAB) can run next to the shared one, e.g. to measure
 # a cold start: PEC_LAB=/tmp/pec-lab2 PEC_LAB_NET=127.0.1 lab-up.sh
@@ -83,6 +84,12 @@ write_pec_yaml() {
 		log: {level: info, format: json}
 		metrics: {listen: "${P_IP[$id]}:9100"}
 	EOF
+	# The daily seal of the legal log (DPR 68/2005 art. 10), timestamped by the lab TSA; left
+	# out when bin/pecctl is missing (no TSA), and pec-milter then warns that it is not sealing.
+	if [ "${USE_TSA:-0}" = 1 ]; then
+		echo "seal: {tsa_url: \"$(tsa_url)\", tsa_ca: $BASE/tsa/tsa-ca.pem, signer_ca: $BASE/ca/root.pem, dir: $BASE/$id/seal}" \
+			>>"$BASE/$id/pec.yaml.new"
+	fi
 	# Replaced only when it changed: a newer pec.yaml restarts the PEC processes.
 	if cmp -s "$BASE/$id/pec.yaml.new" "$BASE/$id/pec.yaml"; then
 		rm -f "$BASE/$id/pec.yaml.new"
@@ -126,6 +133,29 @@ pec_process_stop() {
 	[ "$2" = pec-milter ] && rm -f "$BASE/$1/run/milter.sock"
 	return 0
 }
+
+# ---- the lab TSA: pecctl tsa serve (RFC 3161, test authority) -------------------------------
+tsa_url() { printf 'http://%s:%s/' "$SVC_IP" "$TSA_PORT"; }
+
+# tsa_start BIN: create the authority in $BASE/tsa (synchronously, so pec.yaml's tsa_ca exists
+# before pec-milter starts), then serve it unless the same binary already does.
+tsa_start() {
+	local bin=$1 dir=$BASE/tsa
+	local pidfile=$dir/tsa.pid log=$dir/tsa.log
+	mkdir -p "$dir"
+	"$bin" tsa init -dir "$dir" >>"$log" 2>&1 || { show_log tsa "$log"; die "pecctl tsa init failed"; }
+	if pid_alive "$pidfile"; then
+		if [ "$(cat "$dir/tsa.bin" 2>/dev/null)" = "$bin" ] && ! [ "$bin" -nt "$pidfile" ]; then
+			return 0
+		fi
+		say "lab: restarting the TSA (binary changed)"
+		stop_pidfile tsa "$pidfile"
+	fi
+	echo "$bin" >"$dir/tsa.bin"
+	start_fg_daemon tsa "$pidfile" "$log" "$bin" tsa serve -dir "$dir" -listen "$SVC_IP:$TSA_PORT"
+}
+
+tsa_stop() { stop_pidfile tsa "$BASE/tsa/tsa.pid"; }
 
 # ---- lab.json (integration/lab/lab.go), written atomically -----------------------------------
 provider_json() {
@@ -187,19 +217,27 @@ write_lab_json() {
 		--arg ldaplog "$BASE/ldap/slapd.log" \
 		--arg clamd "$SVC_IP:$CLAMD_PORT" --arg clamlog "$BASE/clamav/clamd.log" \
 		--arg hsmconf "$BASE/softhsm/softhsm2.conf" --arg mod "$SOFTHSM_MODULE" \
+		--arg tsaurl "$([ "$USE_TSA" = 1 ] && tsa_url)" --arg tsaca "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa-ca.pem")" \
+		--arg tsalog "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa.log")" --arg tsapid "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa.pid")" \
 		'{base: $base, wiring: $wiring,
 		  ca: {cert: $root, key: $rootkey, intermediate: $ca1, intermediate_key: $ca1key},
 		  providers: $providers, ordinary: $ordinary,
 		  ldap: {url: $ldapurl, base_dn: "o=postacert", bind_dn: "cn=admin,o=postacert",
 		         password: $ldappw, ldif: $ldif, pid_file: $ldappid, log: $ldaplog},
 		  clamd: {addr: $clamd, log: $clamlog},
-		  softhsm: {conf: $hsmconf, module: $mod}}' >"$BASE/lab.json.new"
+		  softhsm: {conf: $hsmconf, module: $mod},
+		  tsa: {url: $tsaurl, ca: $tsaca, log: $tsalog, pid_file: $tsapid}}' >"$BASE/lab.json.new"
 	chmod 600 "$BASE/lab.json.new"
 	mv -f "$BASE/lab.json.new" "$BASE/lab.json"
 }
 
 print_summary() {
-	local id secs=$1
+	local id secs=$1 TSA_LINE
+	if [ "$USE_TSA" = 1 ]; then
+		TSA_LINE="$(tsa_url) (RFC 3161 test authority)  CA $BASE/tsa/tsa-ca.pem  log $BASE/tsa/tsa.log; pec.yaml has seal: (daily log seal in $BASE/<id>/seal)"
+	else
+		TSA_LINE="not started ($PECCTL_BIN missing: make build): no seal: section, the log is not sealed"
+	fi
 	cat <<-EOF
 
 		PEC lab is UP in ${secs}s   base: $BASE   wiring: $PEC_WIRING
@@ -231,6 +269,7 @@ print_summary() {
 		  slapd   ldap://$SVC_IP:$LDAP_PORT/ base o=postacert  LDIF $BASE/ldap/providers.ldif  log $BASE/ldap/slapd.log
 		  clamd   $SVC_IP:$CLAMD_PORT (INSTREAM, test signatures only)  log $BASE/clamav/clamd.log
 		  CA      root $BASE/ca/root.pem  intermediate $BASE/ca/ca1.pem
+		  TSA     $TSA_LINE
 		Stop with integration/scripts/lab-down.sh
 		Time per step:$TIMES
 	EOF

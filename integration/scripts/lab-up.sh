@@ -5,11 +5,14 @@
 #   PEC_WIRING=plain|pec   plain: Postfix delivers straight to Dovecot, no milter.
 #                          pec: submission and MX call bin/pec-milter; delivery goes through
 #                          bin/pec-lmtpd when it exists. Default: pec when bin/pec-milter exists.
-#   PEC_MILTER_BIN, PEC_LMTPD_BIN  other binaries than bin/pec-milter, bin/pec-lmtpd
+#   PEC_MILTER_BIN, PEC_LMTPD_BIN, PEC_PECCTL_BIN  other binaries than bin/pec-milter,
+#                          bin/pec-lmtpd, bin/pecctl (pecctl serves the lab TSA on :3180; without
+#                          it there is no TSA and pec.yaml has no seal: section)
 #
 # Mail systems (all on lo aliases): A 127.0.0.10 pec-a.test, B 127.0.0.20 pec-b.test (PEC
 # providers), O 127.0.0.30 posta.test (ordinary mail). Shared: slapd with the providers index
-# on 127.0.0.1:3890, clamd on 127.0.0.1:3310, SoftHSM2 tokens provider-a and provider-b.
+# on 127.0.0.1:3890, clamd on 127.0.0.1:3310, the RFC 3161 test TSA on 127.0.0.1:3180 (daily
+# seal of the legal log), SoftHSM2 tokens provider-a and provider-b.
 # Everything is described in $PEC_LAB/lab.json (integration/lab/lab.go), written last.
 #
 # Running it again keeps passwords, PINs, keys and certificates, regenerates the configuration,
@@ -43,6 +46,8 @@ flock -w 120 9 || die "another lab-up/lab-down holds $BASE/.lab.lock"
 # ---- wiring --------------------------------------------------------------------------------
 MILTER_BIN=${PEC_MILTER_BIN:-$LAB_REPO/bin/pec-milter}
 LMTPD_BIN=${PEC_LMTPD_BIN:-$LAB_REPO/bin/pec-lmtpd}
+PECCTL_BIN=${PEC_PECCTL_BIN:-$LAB_REPO/bin/pecctl}
+if [ -x "$PECCTL_BIN" ]; then USE_TSA=1; else USE_TSA=0; fi
 if [ -z "${PEC_WIRING:-}" ]; then
 	if [ -x "$MILTER_BIN" ]; then PEC_WIRING=pec; else PEC_WIRING=plain; fi
 fi
@@ -89,6 +94,8 @@ SLAPD_ROOTPW=$(secret LDAP_PW) "$LAB_SCRIPTS/slapd-instance.sh" start "$BASE/lda
 CLAMD_JOB=$!
 
 mark slapd
+# ---- the TSA (before pec.yaml: its seal: section names the TSA's CA file) -------------------
+if [ "$USE_TSA" = 1 ]; then tsa_start "$PECCTL_BIN"; else tsa_stop; fi
 # ---- per mail system: Dovecot, pec.yaml, PEC processes, Postfix ----------------------------
 for id in "${ALL_IDS[@]}"; do
 	mail_tls "$id"
@@ -134,6 +141,7 @@ mark start
 wait "$CLAMD_JOB" || die "clamd did not start"
 fail=0
 wait_tcp slapd "$SVC_IP" "$LDAP_PORT" "$BASE/ldap/slapd.log" || fail=1
+[ "$USE_TSA" = 1 ] && { wait_tcp tsa "$SVC_IP" "$TSA_PORT" "$BASE/tsa/tsa.log" || fail=1; }
 for id in "${ALL_IDS[@]}"; do
 	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$id/dovecot/dovecot.log
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
