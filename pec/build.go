@@ -190,12 +190,14 @@ func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Opti
 	if err != nil {
 		return nil, fmt.Errorf("pec: signer for %s: %w", p.Domain, err)
 	}
-	ct, body, err := smime.Sign(ent, key, chain, smime.SignOptions{Hash: o.Hash, Boundary: base + ".s", SigningTime: ref.Time(), Rand: o.Rand})
+	// SignParts leaves the entity where it is: the message is written as head + entity + tail,
+	// one copy of a (possibly 30 MB) original fewer than smime.Sign.
+	ct, head, tail, err := smime.SignParts(ent, key, chain, smime.SignOptions{Hash: o.Hash, Boundary: base + ".s", SigningTime: ref.Time(), Rand: o.Rand})
 	if err != nil {
 		return nil, fmt.Errorf("pec: sign %s: %w", c.kind, err)
 	}
 	var b bytes.Buffer
-	n := len(body) + 1024
+	n := len(head) + len(ent) + len(tail) + 1024
 	for _, f := range hdr {
 		n += len(f.Raw)
 	}
@@ -210,7 +212,9 @@ func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Opti
 		b.WriteString("Content-Transfer-Encoding: " + c.cte + "\r\n")
 	}
 	b.WriteString("\r\n")
-	b.Write(body)
+	b.Write(head)
+	b.Write(ent)
+	b.Write(tail)
 	return b.Bytes(), nil
 }
 
