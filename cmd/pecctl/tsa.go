@@ -127,7 +127,7 @@ func loadOrCreateAuthority(dir string) (*tsa.Authority, bool, error) {
 	if !errors.Is(err, os.ErrNotExist) {
 		return nil, false, err
 	}
-	a, err := tsa.NewAuthority("PEC lab TSA")
+	a, err := tsa.NewAuthority("PEC lab")
 	if err != nil {
 		return nil, false, err
 	}
