@@ -58,9 +58,7 @@ func run(path string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	keys, err := hsm.New(cfg.Signer, hsm.Deps{Logger: log, Registerer: reg, Provider: hsm.Provider{
-		Name: cfg.Provider.Name, ServiceAddress: cfg.Provider.ServiceAddress,
-		Domains: cfg.Provider.Domains, Production: cfg.Provider.Production}})
+	keys, err := hsm.New(cfg.Signer, hsm.Deps{Logger: log, Registerer: reg, Provider: cfg.Provider.HSM()})
 	if err != nil {
 		return err
 	}

@@ -15,8 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/gestore-pec/gestore/cmd/internal/config"
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec/igpec"
 )
@@ -63,30 +62,10 @@ func runIndex(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// indexFile is the part of the YAML configuration pecctl index reads.
-type indexFile struct {
-	Provider struct {
-		Name           string   `yaml:"name"`
-		Domains        []string `yaml:"domains"`
-		ServiceAddress string   `yaml:"service_address"`
-		ReceiptAddress string   `yaml:"receipt_address"`
-		Production     bool     `yaml:"production"`
-	} `yaml:"provider"`
-	Signer hsm.Config   `yaml:"signer"`
-	Index  igpec.Config `yaml:"index"`
-}
+// indexFile is the configuration pecctl index reads: its provider, signer and index sections.
+type indexFile = config.Config
 
-func readIndexFile(path string) (*indexFile, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var f indexFile
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	return &f, nil
-}
+func readIndexFile(path string) (*indexFile, error) { return config.Decode(path) }
 
 // sourceFlags are the flags that name where the index comes from.
 type sourceFlags struct {
@@ -445,9 +424,8 @@ func exportSigner(f *indexFile, keyFile string, chain []*x509.Certificate) (cryp
 		return key, chain, func() {}, nil
 	}
 	keys, err := hsm.New(f.Signer, hsm.Deps{
-		Provider: hsm.Provider{Name: f.Provider.Name, ServiceAddress: f.Provider.ServiceAddress,
-			Domains: f.Provider.Domains, Production: f.Provider.Production},
-		Logger: slog.New(slog.DiscardHandler),
+		Provider: f.Provider.HSM(),
+		Logger:   slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		return nil, nil, nil, err

@@ -15,8 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
+	"github.com/gestore-pec/gestore/cmd/internal/config"
 	"github.com/gestore-pec/gestore/hsm"
 )
 
@@ -54,32 +53,10 @@ func runKeys(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// keysFile is the part of the YAML configuration pecctl keys reads.
-type keysFile struct {
-	Provider struct {
-		Name           string   `yaml:"name"`
-		Domains        []string `yaml:"domains"`
-		ServiceAddress string   `yaml:"service_address"`
-		Production     bool     `yaml:"production"`
-	} `yaml:"provider"`
-	Signer hsm.Config `yaml:"signer"`
-}
+// keysFile is the configuration pecctl keys reads: its provider and signer sections.
+type keysFile = config.Config
 
-func readKeysFile(path string) (*keysFile, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var f keysFile
-	if err := yaml.Unmarshal(b, &f); err != nil {
-		return nil, fmt.Errorf("%s: %v", path, err)
-	}
-	return &f, nil
-}
-
-func (f *keysFile) provider() hsm.Provider {
-	return hsm.Provider{Name: f.Provider.Name, ServiceAddress: f.Provider.ServiceAddress, Domains: f.Provider.Domains, Production: f.Provider.Production}
-}
+func readKeysFile(path string) (*keysFile, error) { return config.Decode(path) }
 
 func keysCheck(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("keys check", flag.ContinueOnError)
@@ -96,7 +73,7 @@ func keysCheck(args []string, stdout, stderr io.Writer) int {
 	}
 	now := time.Now()
 	reports, err := hsm.Check(f.Signer, hsm.Deps{
-		Provider: f.provider(),
+		Provider: f.Provider.HSM(),
 		Logger:   slog.New(slog.DiscardHandler), // problems are in the report
 		Now:      func() time.Time { return now },
 	})

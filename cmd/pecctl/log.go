@@ -12,9 +12,7 @@ import (
 	"strings"
 	"time"
 
-	"gopkg.in/yaml.v3"
-
-	"github.com/gestore-pec/gestore/hsm"
+	"github.com/gestore-pec/gestore/cmd/internal/config"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/seal"
 	"github.com/gestore-pec/gestore/pec/store/sqlite"
@@ -43,33 +41,21 @@ filters: -from T -to T (YYYY-MM-DD local day start, or RFC 3339; -to is exclusiv
 -config reads the provider:, signer:, store: and seal: sections; -db FILE overrides store.dsn.
 `
 
-// logFile is the part of the YAML configuration pecctl log and stats read (leniently: other
-// sections are ignored).
+// logFile is the configuration pecctl log and stats read: its provider, signer, store and seal
+// sections (strictly decoded by cmd/internal/config), with -db overriding store.dsn.
 type logFile struct {
-	Provider struct {
-		Name           string   `yaml:"name"`
-		Domains        []string `yaml:"domains"`
-		ServiceAddress string   `yaml:"service_address"`
-		Timezone       string   `yaml:"timezone"`
-		Production     bool     `yaml:"production"`
-	} `yaml:"provider"`
-	Signer hsm.Config   `yaml:"signer"`
-	Store  store.Config `yaml:"store"`
-	Seal   seal.Config  `yaml:"seal"`
-
+	*config.Config
 	loc *time.Location
 }
 
 func readLogFile(path, db string) (*logFile, error) {
-	f := &logFile{}
+	f := &logFile{Config: &config.Config{}}
 	if path != "" {
-		b, err := os.ReadFile(path)
+		c, err := config.Decode(path)
 		if err != nil {
 			return nil, err
 		}
-		if err := yaml.Unmarshal(b, f); err != nil {
-			return nil, fmt.Errorf("%s: %v", path, err)
-		}
+		f.Config = c
 	}
 	if db != "" {
 		f.Store = store.Config{Driver: "sqlite", DSN: db}
@@ -77,15 +63,14 @@ func readLogFile(path, db string) (*logFile, error) {
 	if f.Store.DSN == "" {
 		return nil, errors.New("store.dsn: not set (give -config or -db)")
 	}
-	tz := f.Provider.Timezone
-	if tz == "" {
-		tz = "Europe/Rome"
+	f.loc = f.Provider.Location
+	if f.loc == nil { // no -config: the legal time of the rules
+		loc, err := time.LoadLocation("Europe/Rome")
+		if err != nil {
+			return nil, err
+		}
+		f.loc = loc
 	}
-	loc, err := time.LoadLocation(tz)
-	if err != nil {
-		return nil, fmt.Errorf("provider.timezone: %v", err)
-	}
-	f.loc = loc
 	return f, nil
 }
 

@@ -23,14 +23,17 @@ func (f *logFile) sealer(st store.Store, withSigner bool) (*seal.Sealer, func(),
 		if d.Domain == "" {
 			return nil, nil, errors.New("provider.domains: needed to pick the signing key")
 		}
-		k, err := hsm.New(f.Signer, hsm.Deps{Provider: hsm.Provider{Name: f.Provider.Name, ServiceAddress: f.Provider.ServiceAddress,
-			Domains: f.Provider.Domains, Production: f.Provider.Production}, Logger: slog.New(slog.DiscardHandler)})
+		k, err := hsm.New(f.Signer, hsm.Deps{Provider: f.Provider.HSM(), Logger: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			return nil, nil, err
 		}
 		d.Keyring, closer = k, func() { k.Close() }
 	}
-	s, err := seal.New(f.Seal, d)
+	var cfg seal.Config
+	if f.Seal != nil {
+		cfg = *f.Seal
+	}
+	s, err := seal.New(cfg, d)
 	if err != nil {
 		closer()
 		return nil, nil, err

@@ -140,6 +140,42 @@ func Load(path string) (*Config, error) {
 
 // Parse decodes and validates a YAML document.
 func Parse(b []byte) (*Config, error) {
+	c, err := decode(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// Decode reads and strictly decodes the file at path without requiring the sections only the
+// daemons need. It is for pecctl, whose subcommands each use a few sections (keys: provider
+// and signer; index: provider, signer, index; log: provider, signer, store, seal) and leave the
+// checks of those sections to the packages' constructors. Unknown or misspelt keys are still
+// errors, so a file pecctl accepts is one pec-milter reads the same way. Provider.Location is
+// set (default Europe/Rome).
+func Decode(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	c, err := decode(b)
+	if err != nil {
+		return nil, fmt.Errorf("%w (in %s)", err, path)
+	}
+	tz := c.Provider.Timezone
+	if tz == "" {
+		tz = "Europe/Rome"
+	}
+	if c.Provider.Location, err = time.LoadLocation(tz); err != nil {
+		return nil, fmt.Errorf("%w (in %s)", bad("provider.timezone", "%q: %v", tz, err), path)
+	}
+	return c, nil
+}
+
+func decode(b []byte) (*Config, error) {
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
@@ -149,10 +185,12 @@ func Parse(b []byte) (*Config, error) {
 		}
 		return nil, decodeError(b, err)
 	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	return &c, nil
+}
+
+// HSM is the provider identity the signing keys are checked against (hsm.Deps.Provider).
+func (p Provider) HSM() hsm.Provider {
+	return hsm.Provider{Name: p.Name, ServiceAddress: p.ServiceAddress, Domains: p.Domains, Production: p.Production}
 }
 
 // Error is a validation error naming the key.
