@@ -4,7 +4,6 @@ import (
 	"crypto"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -28,8 +27,19 @@ func (s *pemSigner) Sign(rand io.Reader, digest []byte, opts crypto.SignerOpts) 
 	return sig, err
 }
 
-// loadPEMKey reads a PKCS#8, PKCS#1 or SEC 1 private key in PEM.
+// loadPEMKey reads the development signer's key (signer.pem_key).
 func loadPEMKey(path string, met *metrics) (*pemSigner, error) {
+	key, err := ReadPEMKey(path)
+	if err != nil {
+		return nil, err
+	}
+	return &pemSigner{key: key, met: met}, nil
+}
+
+// ReadPEMKey reads the first PKCS#8, PKCS#1 or SEC 1 private key of a PEM file (other blocks,
+// such as certificates, are passed over). It is for development keys, lab CAs and tools;
+// production keys stay on the HSM.
+func ReadPEMKey(path string) (crypto.Signer, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -38,7 +48,7 @@ func loadPEMKey(path string, met *metrics) (*pemSigner, error) {
 		var blk *pem.Block
 		blk, b = pem.Decode(b)
 		if blk == nil {
-			return nil, errors.New("no private key block")
+			return nil, fmt.Errorf("%s: no private key block", path)
 		}
 		var key any
 		switch blk.Type {
@@ -52,12 +62,12 @@ func loadPEMKey(path string, met *metrics) (*pemSigner, error) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", blk.Type, err)
+			return nil, fmt.Errorf("%s: %s: %w", path, blk.Type, err)
 		}
 		s, ok := key.(crypto.Signer)
 		if !ok {
-			return nil, fmt.Errorf("key type %T cannot sign", key)
+			return nil, fmt.Errorf("%s: key type %T cannot sign", path, key)
 		}
-		return &pemSigner{key: s, met: met}, nil
+		return s, nil
 	}
 }

@@ -414,7 +414,7 @@ func ownRecord(f *indexFile, url, desc string) (*igpec.Record, []*x509.Certifica
 // certificate chain, or the configured signer (PKCS#11 token or pem_key) through hsm.
 func exportSigner(f *indexFile, keyFile string, chain []*x509.Certificate) (crypto.Signer, []*x509.Certificate, func(), error) {
 	if keyFile != "" {
-		key, err := readPEMKey(keyFile)
+		key, err := hsm.ReadPEMKey(keyFile)
 		if err != nil {
 			return nil, nil, nil, err
 		}
@@ -436,37 +436,4 @@ func exportSigner(f *indexFile, keyFile string, chain []*x509.Certificate) (cryp
 		return nil, nil, nil, err
 	}
 	return key, signChain, func() { keys.Close() }, nil
-}
-
-func readPEMKey(path string) (crypto.Signer, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return nil, fmt.Errorf("%s: no private key", path)
-		}
-		var key any
-		switch blk.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(blk.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %v", path, err)
-		}
-		s, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s: unsupported key type %T", path, key)
-		}
-		return s, nil
-	}
 }

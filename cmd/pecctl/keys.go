@@ -288,7 +288,7 @@ func initKey(o initOpts, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	caKey, err := readSignerPEM(o.caKey)
+	caKey, err := hsm.ReadPEMKey(o.caKey)
 	if err != nil {
 		return fmt.Errorf("-ca-key: %w", err)
 	}
@@ -322,27 +322,4 @@ func initKey(o initOpts, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "stored the certificate on token %q\n", o.pc.Token)
 	}
 	return nil
-}
-
-// readSignerPEM reads a PKCS#8, PKCS#1 or SEC 1 private key.
-func readSignerPEM(path string) (any, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			return nil, errors.New("no private key in the file")
-		}
-		switch blk.Type {
-		case "PRIVATE KEY":
-			return x509.ParsePKCS8PrivateKey(blk.Bytes)
-		case "RSA PRIVATE KEY":
-			return x509.ParsePKCS1PrivateKey(blk.Bytes)
-		case "EC PRIVATE KEY":
-			return x509.ParseECPrivateKey(blk.Bytes)
-		}
-	}
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/daticert"
 )
@@ -190,33 +191,13 @@ func keyID(pub crypto.PublicKey) []byte {
 }
 
 func loadSigner(keyFile, certFile string) (*sampleSigner, error) {
-	chain, err := readPEMCerts(certFile)
-	if err != nil || len(chain) == 0 {
-		return nil, fmt.Errorf("--cert %s: no certificate (%v)", certFile, err)
-	}
-	b, err := os.ReadFile(keyFile)
+	chain, err := hsm.ReadChain(certFile)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("--cert: %v", err)
 	}
-	blk, _ := pem.Decode(b)
-	if blk == nil {
-		return nil, fmt.Errorf("--key %s: no PEM block", keyFile)
-	}
-	var key any
-	switch blk.Type {
-	case "RSA PRIVATE KEY":
-		key, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
-	case "EC PRIVATE KEY":
-		key, err = x509.ParseECPrivateKey(blk.Bytes)
-	default:
-		key, err = x509.ParsePKCS8PrivateKey(blk.Bytes)
-	}
+	signer, err := hsm.ReadPEMKey(keyFile)
 	if err != nil {
-		return nil, fmt.Errorf("--key %s: %v", keyFile, err)
-	}
-	signer, ok := key.(crypto.Signer)
-	if !ok {
-		return nil, fmt.Errorf("--key %s: not a signing key", keyFile)
+		return nil, fmt.Errorf("--key: %v", err)
 	}
 	if len(chain[0].EmailAddresses) == 0 {
 		return nil, errors.New("--cert: the certificate has no rfc822Name (service address)")

@@ -7,7 +7,6 @@ import (
 	"crypto/sha1"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/smime"
 )
@@ -97,7 +97,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	}
 	var roots []*x509.Certificate
 	for _, f := range cas {
-		certs, err := readPEMCerts(f)
+		certs, err := hsm.ReadChain(f)
 		if err != nil || len(certs) == 0 {
 			fmt.Fprintf(stderr, "pecctl verify: --ca %s: no certificate read (%v)\n", f, err)
 			return 2
@@ -135,30 +135,6 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		writeHuman(stdout, r)
 	}
 	return status
-}
-
-func readPEMCerts(file string) ([]*x509.Certificate, error) {
-	b, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	var out []*x509.Certificate
-	for {
-		var blk *pem.Block
-		blk, b = pem.Decode(b)
-		if blk == nil {
-			break
-		}
-		if blk.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(blk.Bytes)
-		if err != nil {
-			return out, err
-		}
-		out = append(out, c)
-	}
-	return out, nil
 }
 
 func verifyFile(file string, roots []*x509.Certificate, at time.Time) verifyReport {
