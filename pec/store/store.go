@@ -150,6 +150,7 @@ type Batch struct {
 	Transitions []Transition
 	Outbox      []OutboxItem
 	Quarantine  []QuarantineItem
+	Holds       []Held
 }
 
 // Log appends an event.
@@ -167,7 +168,10 @@ func (b *Batch) Send(o OutboxItem) { b.Outbox = append(b.Outbox, o) }
 // Keep quarantines an infected message.
 func (b *Batch) Keep(q QuarantineItem) { b.Quarantine = append(b.Quarantine, q) }
 
+// Hold stores a held step or a final outcome kept for retries (see Held).
+func (b *Batch) Hold(h Held) { b.Holds = append(b.Holds, h) }
+
 // Empty reports whether the batch writes nothing.
 func (b *Batch) Empty() bool {
-	return len(b.Events)+len(b.Inserts)+len(b.Transitions)+len(b.Outbox)+len(b.Quarantine) == 0
+	return len(b.Events)+len(b.Inserts)+len(b.Transitions)+len(b.Outbox)+len(b.Quarantine)+len(b.Holds) == 0
 }
