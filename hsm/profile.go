@@ -12,6 +12,8 @@ import (
 	"math/big"
 	"strings"
 	"time"
+
+	"github.com/gestore-pec/gestore/pec/certprofile"
 )
 
 // Problem is one finding about a provider certificate.
@@ -28,102 +30,13 @@ func (p Problem) String() string {
 	return p.Check + ": " + p.Detail
 }
 
-var (
-	oidKeyUsage         = asn1.ObjectIdentifier{2, 5, 29, 15}
-	oidSubjectAltName   = asn1.ObjectIdentifier{2, 5, 29, 17}
-	oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
-	oidAuthorityKeyID   = asn1.ObjectIdentifier{2, 5, 29, 35}
-	oidSubjectKeyID     = asn1.ObjectIdentifier{2, 5, 29, 14}
-	oidEmailAddress     = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
-)
-
-// CheckProfile checks a provider signing certificate against the profile of RFC 6109 §5.5
-// (pec-spec §8.1). It returns nil when the certificate is fine.
+// CheckProfile checks one of our signing certificates against the profile of RFC 6109 §5.5
+// (pec-spec §8.1), as our own (certprofile.Own): a MUST broken is a problem that stops the
+// key, a SHOULD a warning. It returns nil when the certificate is fine.
 func CheckProfile(cert *x509.Certificate, providerName, serviceAddress string) []Problem {
 	var ps []Problem
-	add := func(check string, warn bool, format string, a ...any) {
-		ps = append(ps, Problem{Check: check, Warning: warn, Detail: fmt.Sprintf(format, a...)})
-	}
-	if cert.Version != 3 {
-		add("version", false, "certificate is X.509 v%d, want v3", cert.Version)
-	}
-	// RFC 6109 §5.5.1: providerName in the subject, in CN or O. Real certificates put it in O
-	// and "Posta Certificata <name>" in CN, so CN may also contain it.
-	name := strings.TrimSpace(providerName)
-	ok := false
-	for _, o := range cert.Subject.Organization {
-		ok = ok || strings.EqualFold(strings.TrimSpace(o), name)
-	}
-	cn := strings.TrimSpace(cert.Subject.CommonName)
-	ok = ok || strings.EqualFold(cn, name) || (name != "" && strings.Contains(strings.ToLower(cn), strings.ToLower(name)))
-	if !ok {
-		add("subject", false, "provider name %q is neither the O nor in the CN of %q", providerName, cert.Subject.String())
-	}
-	// RFC 6109 §5.5.1: the address goes in subjectAltName, and SHOULD NOT be in the subject.
-	for _, atv := range cert.Subject.Names {
-		if atv.Type.Equal(oidEmailAddress) {
-			add("subject", true, "the subject carries an emailAddress; RFC 6109 §5.5.1 wants it only in subjectAltName")
-		}
-	}
-	found := false
-	for _, e := range cert.EmailAddresses {
-		found = found || strings.EqualFold(e, serviceAddress)
-	}
-	if !found {
-		if len(cert.EmailAddresses) == 0 {
-			add("san", false, "no rfc822Name subjectAltName; want %s", serviceAddress)
-		} else {
-			add("san", false, "rfc822Name subjectAltName %s is not the service address %s", strings.Join(cert.EmailAddresses, ", "), serviceAddress)
-		}
-	}
-	// RFC 6109 §5.5.2: required extensions and criticality.
-	seen := map[string]bool{}
-	for _, ext := range cert.Extensions {
-		switch {
-		case ext.Id.Equal(oidKeyUsage):
-			seen["ku"] = true
-			if !ext.Critical {
-				add("key_usage", false, "keyUsage is not critical")
-			}
-		case ext.Id.Equal(oidBasicConstraints):
-			add("basic_constraints", false, "basicConstraints is present; RFC 6109 §5.5.2 forbids it")
-		case ext.Id.Equal(oidAuthorityKeyID):
-			seen["aki"] = true
-			if ext.Critical {
-				add("aki", false, "authorityKeyIdentifier is critical")
-			}
-		case ext.Id.Equal(oidSubjectKeyID):
-			seen["ski"] = true
-			if ext.Critical {
-				add("ski", false, "subjectKeyIdentifier is critical")
-			}
-		case ext.Critical:
-			if ext.Id.Equal(oidSubjectAltName) {
-				add("san", false, "subjectAltName is critical")
-			} else {
-				add("critical", false, "extension %v is critical; only keyUsage may be", ext.Id)
-			}
-		}
-	}
-	if !seen["ku"] {
-		add("key_usage", false, "keyUsage is missing")
-	} else if cert.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		add("key_usage", false, "keyUsage lacks digitalSignature")
-	}
-	if !seen["aki"] || len(cert.AuthorityKeyId) == 0 {
-		add("aki", false, "authorityKeyIdentifier with keyIdentifier is missing")
-	}
-	if !seen["ski"] {
-		add("ski", false, "subjectKeyIdentifier is missing")
-	}
-	if len(cert.ExtKeyUsage) > 0 || len(cert.UnknownExtKeyUsage) > 0 {
-		ok := false
-		for _, u := range cert.ExtKeyUsage {
-			ok = ok || u == x509.ExtKeyUsageEmailProtection || u == x509.ExtKeyUsageAny
-		}
-		if !ok {
-			add("eku", false, "extKeyUsage is present without emailProtection")
-		}
+	for _, f := range certprofile.Check(cert, certprofile.Options{Role: certprofile.Own, ProviderName: providerName, ServiceAddress: serviceAddress}) {
+		ps = append(ps, Problem{Check: f.Check, Warning: f.Severity != certprofile.Error, Detail: f.Detail})
 	}
 	return ps
 }
