@@ -7,14 +7,14 @@ import (
 )
 
 type metrics struct {
-	submissions *prometheus.CounterVec
-	eom         *prometheus.HistogramVec
-	inflight    prometheus.Gauge
+	transactions *prometheus.CounterVec
+	eom          *prometheus.HistogramVec
+	inflight     prometheus.Gauge
 }
 
 func newMetrics() *metrics {
 	return &metrics{
-		submissions: prometheus.NewCounterVec(prometheus.CounterOpts{
+		transactions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "pec_milter_transactions_total",
 			Help: "Transactions decided at end-of-message, by role (pec-access, pec-reception, other) and outcome.",
 		}, []string{"role", "outcome"}),
@@ -31,13 +31,5 @@ func newMetrics() *metrics {
 }
 
 func (m *metrics) register(r prometheus.Registerer) error {
-	return errors.Join(r.Register(m.submissions), r.Register(m.eom), r.Register(m.inflight))
-}
-
-// roleLabel bounds the role label: any other daemon name is "other".
-func roleLabel(role string) string {
-	if role == RoleAccess || role == RoleReception {
-		return role
-	}
-	return "other"
+	return errors.Join(r.Register(m.transactions), r.Register(m.eom), r.Register(m.inflight))
 }

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -68,7 +67,7 @@ func start(t *testing.T, cfg Config, fn func(context.Context, *pec.Submission) (
 		t.Fatal(err)
 	}
 	sock := filepath.Join(t.TempDir(), "m.sock")
-	ln, err := Listen("unix", sock, 0o600, -1)
+	ln, err := net.Listen("unix", sock)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,37 +425,6 @@ func TestShutdownFinishesInflight(t *testing.T) {
 	}
 	if err := <-shut; err != nil {
 		t.Fatal(err)
-	}
-}
-
-func TestListenSocket(t *testing.T) {
-	dir := t.TempDir()
-	sock := filepath.Join(dir, "milter.sock")
-	// A stale socket left by a crash is replaced.
-	stale, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stale.(*net.UnixListener).SetUnlinkOnClose(false)
-	stale.Close()
-	ln, err := Listen("unix", sock, 0o660, os.Getgid())
-	if err != nil {
-		t.Fatalf("stale socket not replaced: %v", err)
-	}
-	fi, err := os.Stat(sock)
-	if err != nil || fi.Mode().Perm() != 0o660 {
-		t.Fatalf("mode = %v, %v", fi.Mode(), err)
-	}
-	// A live socket is not stolen.
-	if _, err := Listen("unix", sock, 0o660, -1); err == nil || !strings.Contains(err.Error(), "in use") {
-		t.Fatalf("live socket: %v", err)
-	}
-	ln.Close()
-	// A regular file is never removed.
-	file := filepath.Join(dir, "file")
-	os.WriteFile(file, []byte("x"), 0o600)
-	if _, err := Listen("unix", file, 0o660, -1); err == nil {
-		t.Fatal("regular file replaced")
 	}
 }
 

@@ -1,12 +1,13 @@
 // Package milter is the Postfix adapter of the PEC access and reception points: it turns the
 // milter callbacks of one SMTP transaction into one engine call at end-of-message, and the
-// engine's result into milter modifications and replies. It contains no PEC rules.
+// engine's result into milter modifications and replies (errors through pec.Reply, the one
+// error-to-reply table). It contains no PEC rules.
 //
-// The role of a connection comes from the {daemon_name} macro, set per Postfix listener with
-// milter_macro_daemon_name (DESIGN.md): "pec-access" is the access point (pec.Submit),
-// "pec-reception" the reception point (a later issue: for now the message is accepted
-// unchanged, with a log line), anything else is a misconfiguration and every transaction is
-// temp-failed.
+// The point a connection plays comes from the {daemon_name} macro, set per Postfix listener
+// with milter_macro_daemon_name (DESIGN.md), and is chosen once per connection: "pec-access"
+// is the access point (access.go, pec.Engine.Submit), "pec-reception" the reception point
+// (reception.go), anything else is a misconfiguration and every transaction is temp-failed.
+// The session (session.go) is the same for every point: envelope, exact bytes, memory budget.
 //
 // It uses the low-level go-milter server rather than mailfilter: the busta replaces the
 // message exactly (every original header field deleted, the busta's added in order, the body
@@ -19,7 +20,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"sync"
 	"time"
 
@@ -73,6 +73,8 @@ type Server struct {
 	m   *metrics
 	srv *milter.Server
 
+	handlers map[string]handler // by {daemon_name}
+
 	mu       sync.Mutex
 	closing  bool           // set when the shutdown grace is over: new transactions are temp-failed
 	buffered int64          // message bytes held by all sessions (under mu)
@@ -106,6 +108,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{cfg: cfg, eng: deps.Engine, log: deps.Logger.With("component", "milter"), m: newMetrics()}
+	s.handlers = map[string]handler{RoleAccess: access{s}, RoleReception: reception{s}}
 	if deps.Registerer != nil {
 		if err := s.m.register(deps.Registerer); err != nil {
 			return nil, fmt.Errorf("milter: metrics: %w", err)
@@ -188,43 +191,4 @@ func (s *Server) begin() bool {
 	}
 	s.inflight.Add(1)
 	return true
-}
-
-// Listen opens a milter listener: "unix" with a socket path, or "tcp" with host:port. A stale
-// unix socket (left by a crash, nobody answering) is removed; a socket in use is an error.
-// The socket gets mode and, when gid >= 0, that group, so that Postfix's smtpd (user postfix)
-// can connect.
-func Listen(network, addr string, mode os.FileMode, gid int) (net.Listener, error) {
-	if network != "unix" {
-		return net.Listen(network, addr)
-	}
-	if fi, err := os.Lstat(addr); err == nil {
-		if fi.Mode()&os.ModeSocket == 0 {
-			return nil, fmt.Errorf("milter: %s exists and is not a socket", addr)
-		}
-		if c, err := net.DialTimeout("unix", addr, time.Second); err == nil {
-			c.Close()
-			return nil, fmt.Errorf("milter: %s is in use by another process", addr)
-		}
-		if err := os.Remove(addr); err != nil {
-			return nil, fmt.Errorf("milter: removing stale socket: %w", err)
-		}
-	}
-	ln, err := net.Listen("unix", addr)
-	if err != nil {
-		return nil, err
-	}
-	// Remove the socket file when the listener closes (the default for unix listeners made by
-	// net.Listen), so a clean stop leaves nothing behind.
-	if gid >= 0 {
-		if err := os.Chown(addr, -1, gid); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("milter: socket group: %w", err)
-		}
-	}
-	if err := os.Chmod(addr, mode); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("milter: socket mode: %w", err)
-	}
-	return ln, nil
 }

@@ -2,24 +2,29 @@ package milter
 
 import (
 	"bytes"
-	"context"
-	"errors"
-	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/d--j/go-milter"
-
-	"github.com/gestore-pec/gestore/pec"
 )
 
+// handler is one point's behaviour on a milter connection. The session is role-agnostic: it
+// holds the envelope, the exact bytes and the memory budget, and hands them to the handler
+// chosen once per connection from {daemon_name}.
+type handler interface {
+	point() string // the role label of metrics and logs
+	buffers() bool // whether the message is collected for end-of-message
+	endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*milter.Response, error)
+}
+
 // session is one milter connection (one SMTP connection of Postfix). Postfix may run several
-// transactions on it; every field below role is per transaction.
+// transactions on it; every field below h is per transaction.
 type session struct {
 	milter.NoOpMilter
 	s    *Server
-	role string
+	role string  // {daemon_name}
+	h    handler // nil: unknown role, every transaction is temp-failed
 
 	from, login string
 	rcpts       []string
@@ -50,8 +55,19 @@ func (x *session) reset() {
 	x.buf.Reset()
 }
 
+// label is the role of metrics: the handler's point, or "other".
+func (x *session) label() string {
+	if x.h == nil {
+		return "other"
+	}
+	return x.h.point()
+}
+
+func (x *session) collecting() bool { return x.h != nil && x.h.buffers() }
+
 func (x *session) Connect(_, _ string, _ uint16, _ string, m milter.Modifier) (*milter.Response, error) {
 	x.role = m.Get(milter.MacroDaemonName)
+	x.h = x.s.handlers[x.role]
 	return milter.RespContinue, nil
 }
 
@@ -59,11 +75,11 @@ func (x *session) MailFrom(from, _ string, m milter.Modifier) (*milter.Response,
 	x.reset()
 	x.from = milter.RemoveAngle(from)
 	x.login = m.Get(milter.MacroAuthAuthen)
-	if x.role != RoleAccess && x.role != RoleReception {
+	if x.h == nil {
 		// Misconfiguration: refuse early (4xx), so Postfix keeps nothing it cannot process.
 		x.s.log.Error("milter called by a listener with an unknown {daemon_name}: set -o milter_macro_daemon_name=pec-access (submission) or pec-reception (MX) in master.cf",
 			"daemon_name", x.role)
-		x.s.m.submissions.WithLabelValues(roleLabel(x.role), outcomeMisconfigure).Inc()
+		x.s.m.transactions.WithLabelValues(x.label(), outcomeMisconfigure).Inc()
 		resp, _ := toResponse(errMisconfigured)
 		return resp, nil
 	}
@@ -83,7 +99,7 @@ func (x *session) Data(_ milter.Modifier) (*milter.Response, error) {
 // exactly as written after the colon; continuation lines come separated by LF, which is put
 // back to CRLF (RFC 5322 §2.2.3 folding, SMTP line ends).
 func (x *session) Header(name, value string, _ milter.Modifier) (*milter.Response, error) {
-	if x.role != RoleAccess || x.tooLarge || x.overBudget {
+	if !x.collecting() || x.tooLarge || x.overBudget {
 		return milter.RespContinue, nil
 	}
 	if x.perName == nil {
@@ -120,14 +136,14 @@ func (x *session) hold(n int) bool {
 }
 
 func (x *session) Headers(_ milter.Modifier) (*milter.Response, error) {
-	if x.role == RoleAccess && !x.tooLarge && x.hold(2) {
+	if x.collecting() && !x.tooLarge && x.hold(2) {
 		x.buf.WriteString("\r\n")
 	}
 	return milter.RespContinue, nil
 }
 
 func (x *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
-	if x.role != RoleAccess {
+	if !x.collecting() {
 		if m.Protocol()&milter.OptSkip != 0 {
 			return milter.RespSkip, nil
 		}
@@ -150,9 +166,9 @@ func (x *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, 
 // when other large messages are through.
 func (x *session) refuseBusy(m milter.Modifier) (*milter.Response, error) {
 	resp, outcome := toResponse(errBusy)
-	x.s.m.submissions.WithLabelValues(RoleAccess, outcome).Inc()
+	x.s.m.transactions.WithLabelValues(x.label(), outcome).Inc()
 	x.s.log.Warn("message temp-failed: milter.max_buffered reached", "queue_id", m.Get(milter.MacroQueueId),
-		"max_buffered", x.s.cfg.MaxBuffered, "mail_from", x.from)
+		"role", x.label(), "max_buffered", x.s.cfg.MaxBuffered, "mail_from", x.from)
 	x.reset()
 	return resp, nil
 }
@@ -165,11 +181,10 @@ func (x *session) checkSize() {
 }
 
 func (x *session) refuseTooLarge(m milter.Modifier) (*milter.Response, error) {
-	err := errTooLarge{limit: x.s.cfg.MaxSize}
-	resp, outcome := toResponse(err)
-	x.s.m.submissions.WithLabelValues(RoleAccess, outcome).Inc()
-	x.s.log.Info("message refused", "queue_id", m.Get(milter.MacroQueueId), "outcome", outcome,
-		"error", err.Error(), "mail_from", x.from, "rcpts", len(x.rcpts))
+	resp, outcome := toResponse(pecTooLarge)
+	x.s.m.transactions.WithLabelValues(x.label(), outcome).Inc()
+	x.s.log.Info("message refused", "queue_id", m.Get(milter.MacroQueueId), "role", x.label(), "outcome", outcome,
+		"error", "message larger than limits.hard_max_size", "limit", x.s.cfg.MaxSize, "mail_from", x.from, "rcpts", len(x.rcpts))
 	x.reset()
 	return resp, nil
 }
@@ -183,150 +198,35 @@ func (x *session) Cleanup(_ milter.Modifier) {
 	x.reset()
 }
 
-// EndOfMessage makes the one engine call of the transaction and answers Postfix.
+// EndOfMessage hands the transaction to its point's handler, once the adapter's own checks
+// (role, size, memory budget, shutdown) have passed.
 func (x *session) EndOfMessage(m milter.Modifier) (*milter.Response, error) {
 	defer x.reset()
-	start := time.Now()
-	log := x.s.log.With("queue_id", m.Get(milter.MacroQueueId), "role", roleLabel(x.role))
-	if x.role == RoleReception {
-		// The reception point is a later issue: pass the message through untouched.
-		log.Warn("reception point not implemented yet: message accepted unchanged")
-		x.s.m.submissions.WithLabelValues(RoleReception, outcomePassthrough).Inc()
-		return milter.RespAccept, nil
-	}
-	if x.role != RoleAccess {
+	log := x.s.log.With("queue_id", m.Get(milter.MacroQueueId), "role", x.label())
+	switch {
+	case x.h == nil:
 		resp, _ := toResponse(errMisconfigured)
 		return resp, nil
-	}
-	if x.tooLarge {
+	case x.tooLarge:
 		return x.refuseTooLarge(m)
-	}
-	if x.overBudget {
+	case x.overBudget:
 		return x.refuseBusy(m)
 	}
 	if !x.s.begin() {
 		log.Warn("shutting down: transaction temp-failed")
-		x.s.m.submissions.WithLabelValues(RoleAccess, outcomeTempfail).Inc()
-		resp, _ := toResponse(errors.New("shutting down"))
+		x.s.m.transactions.WithLabelValues(x.label(), outcomeTempfail).Inc()
+		resp, _ := toResponse(errShuttingDown)
 		return resp, nil
 	}
 	defer x.s.inflight.Done()
 	x.s.m.inflight.Inc()
 	defer x.s.m.inflight.Dec()
-
-	sub := &pec.Submission{QueueID: m.Get(milter.MacroQueueId), Login: x.login, MailFrom: x.from,
-		Rcpts: x.rcpts, Message: x.buf.Bytes()}
-	res, err := x.s.submit(m, sub)
-	if err == nil {
-		if err = replaceMessage(m, x.fields, res.Busta); err != nil {
-			// The accettazione is committed but Postfix will not get our answer: it will
-			// temp-fail and the client will retry (a second transaction).
-			log.Error("cannot hand the busta to Postfix after commit", "identificativo", res.Identificativo, "error", err)
-			x.observe(start, outcomeTempfail)
-			return nil, err
-		}
-		x.observe(start, outcomeAccepted)
-		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted,
-			"mail_from", x.from, "rcpts", len(x.rcpts), "certified", len(res.Certified), "external", len(res.External),
-			"size", len(sub.Message), "duration", time.Since(start), "stages", res.Timings)
-		return milter.RespAccept, nil
-	}
-	resp, outcome := toResponse(err)
-	x.observe(start, outcome)
-	x.logFailure(log, outcome, err, len(sub.Message), time.Since(start))
-	return resp, nil
+	return x.h.endOfMessage(x, m, log)
 }
 
 func (x *session) observe(start time.Time, outcome string) {
-	x.s.m.submissions.WithLabelValues(RoleAccess, outcome).Inc()
-	x.s.m.eom.WithLabelValues(RoleAccess).Observe(time.Since(start).Seconds())
-}
-
-func (x *session) logFailure(log *slog.Logger, outcome string, err error, size int, d time.Duration) {
-	attrs := []any{"outcome", outcome, "mail_from", x.from, "login", x.login, "rcpts", len(x.rcpts), "size", size, "duration", d}
-	var ref *pec.Refused
-	if errors.As(err, &ref) {
-		attrs = append(attrs, "identificativo", ref.Identificativo, "reason", ref.Reason, "stages", ref.Timings)
-		if ref.Virus != "" {
-			attrs = append(attrs, "virus", ref.Virus)
-		}
-		log.Info("pec not accepted", attrs...)
-		return
-	}
-	attrs = append(attrs, "error", err.Error())
-	if outcome == outcomeTempfail {
-		log.Error("pec temporary failure", attrs...)
-		return
-	}
-	log.Info("pec rejected", attrs...)
-}
-
-// submit runs the engine with a deadline, sending progress packets so that Postfix keeps
-// waiting. If Postfix goes away, the engine's context is cancelled (nothing is committed
-// after that point unless the commit had already started).
-func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
-	type result struct {
-		res *pec.Submitted
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("engine panic", "panic", fmt.Sprint(p), "queue_id", sub.QueueID)
-				ch <- result{nil, fmt.Errorf("engine panic: %v", p)}
-			}
-		}()
-		r, err := s.eng.Submit(ctx, sub)
-		ch <- result{r, err}
-	}()
-	t := time.NewTicker(s.cfg.ProgressInterval)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-ch:
-			if r.err == nil && (r.res == nil || len(r.res.Busta) == 0) {
-				return nil, errors.New("engine returned no busta")
-			}
-			return r.res, r.err
-		case <-t.C:
-			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
-				cancel()
-				r := <-ch
-				if r.err == nil {
-					return nil, fmt.Errorf("postfix went away after the commit: %w", err)
-				}
-				return nil, r.err
-			}
-		}
-	}
-}
-
-// replaceMessage turns the queued message into the busta: every original header field is
-// deleted (last first, so the indexes of the earlier ones stay valid whether or not the MTA
-// renumbers after a deletion), the busta's fields are appended in order, and the body is
-// replaced. The envelope is not touched (RFC 6109 §3.1.5).
-func replaceMessage(m milter.Modifier, fields []fieldRef, busta []byte) error {
-	hdr, body, err := pec.SplitHeader(busta)
-	if err != nil {
-		return fmt.Errorf("busta: %w", err)
-	}
-	for i := len(fields) - 1; i >= 0; i-- {
-		if err := m.ChangeHeader(fields[i].index, fields[i].name, ""); err != nil {
-			return err
-		}
-	}
-	for _, f := range hdr {
-		// With OptHeaderLeadingSpace the value is sent as written after the colon, without
-		// the final CRLF; the folding CRLFs become LF on the wire (milter protocol).
-		v := string(bytes.TrimSuffix(f.Raw[len(f.Name)+1:], []byte("\r\n")))
-		if err := m.AddHeader(f.Name, v); err != nil {
-			return err
-		}
-	}
-	return m.ReplaceBody(bytes.NewReader(body))
+	x.s.m.transactions.WithLabelValues(x.label(), outcome).Inc()
+	x.s.m.eom.WithLabelValues(x.label()).Observe(time.Since(start).Seconds())
 }
 
 // lfToCRLF turns the LF line separators of a milter header value into CRLF.

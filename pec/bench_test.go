@@ -45,7 +45,7 @@ func BenchmarkBuildBusta(b *testing.B) {
 					b.Fatal(err)
 				}
 				tx := NewTransaction(f.tx.ID, orig, []Recipient{{Addr: "bruno@pec-b.test"}})
-				if _, err := BuildBusta(f.p, f.ref, tx, orig, f.kr, Options{}); err != nil {
+				if _, err := (&Builder{ID: f.p, Keys: f.kr}).Busta(f.ref, tx, orig); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -62,10 +62,11 @@ func BenchmarkClassify(b *testing.B) {
 			b.Fatal(err)
 		}
 		tx := NewTransaction(f.tx.ID, orig, []Recipient{{Addr: "bruno@pec-b.test"}})
-		msg, err := BuildBusta(f.p, f.ref, tx, orig, f.kr, Options{})
+		m, err := (&Builder{ID: f.p, Keys: f.kr}).Busta(f.ref, tx, orig)
 		if err != nil {
 			b.Fatal(err)
 		}
+		msg := m.Raw
 		b.Run(sizeName(size), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(msg)))

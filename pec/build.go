@@ -22,12 +22,44 @@ type Signer interface {
 	SignerFor(domain string) (crypto.Signer, []*x509.Certificate, error)
 }
 
-// Provider is the gestore emitting a message.
-type Provider struct {
+// Identity is the gestore as it signs for one of its PEC domains: the name, the key (found by
+// Domain in the Signer), the service address that is the From of every system message and the
+// certificate's rfc822Name, and the mailReceipt of the index. A provider with one certificate
+// for all its domains has the same values in every identity but Domain; one with a key per
+// domain has a service address per domain too.
+type Identity struct {
 	Name           string // gestore-emittente, as in the certificate subject and the index
-	Domain         string // provider mail domain: key of the Signer, domain of generated ids
-	ServiceAddress string // From of every system message, posta-certificata@domain; equals the certificate SAN
+	Domain         string // the PEC domain: key of the Signer
+	ServiceAddress string // From of every system message, posta-certificata@...; equals the certificate SAN
 	ReceiptAddress string // mailReceipt of this provider in the index
+}
+
+// MailDomain is the provider mail domain of the identity, the domain of its service address:
+// identificativi and receipt Message-IDs end with it (pec-spec.md §6.1).
+func (p Identity) MailDomain() string {
+	if i := strings.LastIndexByte(p.ServiceAddress, '@'); i >= 0 {
+		return strings.ToLower(p.ServiceAddress[i+1:])
+	}
+	return strings.ToLower(p.Domain)
+}
+
+// Builder makes the signed system messages of one identity. Every builder method returns
+// the complete signed message (RFC 5322, CRLF) with its Message-ID, kind and daticert.
+type Builder struct {
+	ID   Identity
+	Keys Signer
+	Opt  Options
+}
+
+// Message is a built system message, ready for the outbox or for Postfix's queue.
+type Message struct {
+	Kind      Kind
+	MessageID string // with angle brackets
+	Raw       []byte
+	Daticert  *daticert.Postacert // nil for the busta di anomalia
+	From      string              // envelope sender: the service address for receipts, the original sender for the buste
+	To        []string            // envelope recipients of a receipt (nil for the buste: their envelope is the original's)
+	Rcpt      string              // the recipient a per-recipient message is about, "" otherwise
 }
 
 // Recipient is one To/Cc recipient with its type in the index.
@@ -177,7 +209,8 @@ func (c *content) entity(base string, o *Options) ([]byte, error) {
 }
 
 // assemble signs the entity and writes the message: hdr, MIME-Version, Content-Type, body.
-func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Options) ([]byte, error) {
+func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error) {
+	p, s, o := bd.ID, bd.Keys, bd.Opt
 	base, err := o.boundary()
 	if err != nil {
 		return nil, fmt.Errorf("pec: boundary: %w", err)
@@ -219,7 +252,7 @@ func assemble(p Provider, ref TimeRef, hdr []Field, c *content, s Signer, o Opti
 }
 
 // daticertFor fills the daticert common to every message of a transaction.
-func daticertFor(k Kind, p Provider, ref TimeRef, tx *Transaction) *daticert.Postacert {
+func daticertFor(k Kind, p Identity, ref TimeRef, tx *Transaction) *daticert.Postacert {
 	d := &daticert.Postacert{Tipo: k.Info().Tipo, Errore: k.Info().Errore}
 	d.Intestazione.Mittente = tx.Sender
 	for _, r := range tx.Recipients {

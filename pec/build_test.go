@@ -14,7 +14,7 @@ import (
 )
 
 type fix struct {
-	p    Provider
+	p    Identity
 	kr   *hsmtest.Keyring
 	ref  TimeRef
 	orig *Original
@@ -50,7 +50,7 @@ func newFix(t testing.TB, now time.Time) *fix {
 	t.Helper()
 	kr := hsmtest.New(t, "Provider A S.p.A.", "pec-a.test")
 	f := &fix{
-		p:   Provider{Name: "Provider A S.p.A.", Domain: "pec-a.test", ServiceAddress: "posta-certificata@pec-a.test", ReceiptAddress: "ricevute@pec-a.test"},
+		p:   Identity{Name: "Provider A S.p.A.", Domain: "pec-a.test", ServiceAddress: "posta-certificata@pec-a.test", ReceiptAddress: "ricevute@pec-a.test"},
 		kr:  kr,
 		ref: NewTimeRef(now, nil),
 		env: Envelope{MailFrom: "alice@pec-a.test", Rcpts: []string{"bruno@pec-b.test", "oscar@posta.test", "bianca@pec-b.test"}},
@@ -74,47 +74,47 @@ func newFix(t testing.TB, now time.Time) *fix {
 func (f *fix) build(t testing.TB, k Kind, o Options) []byte {
 	t.Helper()
 	var (
-		msg []byte
+		m   *Message
 		err error
 	)
+	bd := &Builder{ID: f.p, Keys: f.kr, Opt: o}
 	switch k {
 	case KindBusta:
-		msg, err = BuildBusta(f.p, f.ref, f.tx, f.orig, f.kr, o)
+		m, err = bd.Busta(f.ref, f.tx, f.orig)
 	case KindAnomalia:
-		msg, err = BuildAnomalia(f.p, f.ref, f.orig, f.env, "il messaggio non ha una firma di un gestore di posta certificata", f.kr, o)
+		m, err = bd.Anomalia(f.ref, f.orig, f.env, "il messaggio non ha una firma di un gestore di posta certificata")
 	case KindAccettazione:
-		msg, err = BuildAccettazione(f.p, f.ref, f.tx, f.kr, o)
+		m, err = bd.Accettazione(f.ref, f.tx)
 	case KindNonAccettazione:
-		msg, err = BuildNonAccettazione(f.p, f.ref, f.tx, &FormalError{Reason: ReasonBcc}, f.kr, o)
+		m, err = bd.NonAccettazione(f.ref, f.tx, &FormalError{Reason: ReasonBcc})
 	case KindNonAccettazioneVirus:
-		msg, err = BuildNonAccettazioneVirus(f.p, f.ref, f.tx, "Eicar-Signature", f.kr, o)
+		m, err = bd.NonAccettazioneVirus(f.ref, f.tx, "Eicar-Signature")
 	case KindPresaInCarico:
-		msg, err = BuildPresaInCarico(f.p, f.ref, f.tx, "ricevute@pec-b.test", []string{"bruno@pec-b.test", "bianca@pec-b.test"}, f.kr, o)
+		m, err = bd.PresaInCarico(f.ref, f.tx, "ricevute@pec-b.test", []string{"bruno@pec-b.test", "bianca@pec-b.test"})
 	case KindRilevazioneVirus:
-		msg, err = BuildRilevazioneVirus(f.p, f.ref, f.tx, "ricevute@pec-b.test", "bruno@pec-b.test", "Eicar-Signature", f.kr, o)
+		m, err = bd.RilevazioneVirus(f.ref, f.tx, "ricevute@pec-b.test", "bruno@pec-b.test", "Eicar-Signature")
 	case KindMancataConsegnaVirus:
-		msg, err = BuildMancataConsegnaVirus(f.p, f.ref, f.tx, "bruno@pec-b.test", "Eicar-Signature", f.kr, o)
+		m, err = bd.MancataConsegnaVirus(f.ref, f.tx, "bruno@pec-b.test", "Eicar-Signature")
 	case KindConsegnaCompleta, KindConsegnaBreve, KindConsegnaSintetica:
 		tx := *f.tx
 		tx.Receipt = map[Kind]daticert.ReceiptType{KindConsegnaCompleta: daticert.Completa, KindConsegnaBreve: daticert.Breve, KindConsegnaSintetica: daticert.Sintetica}[k]
-		var got Kind
-		got, msg, err = BuildConsegna(f.p, f.ref, &tx, "bruno@pec-b.test", true, PostacertEML(f.orig, f.tx.ID), f.kr, o)
-		if err == nil && got != k {
-			t.Fatalf("BuildConsegna built %s, want %s", got, k)
+		m, err = bd.Consegna(f.ref, &tx, "bruno@pec-b.test", true, PostacertEML(f.orig, f.tx.ID))
+		if err == nil && m.Kind != k {
+			t.Fatalf("BuildConsegna built %s, want %s", m.Kind, k)
 		}
 	case KindMancataConsegna:
-		msg, err = BuildMancataConsegna(f.p, f.ref, f.tx, "nessuno@pec-b.test", daticert.ErroreNoDest, DeliveryErrorText("5.1.1", f.p.Name, "indirizzo non valido"), f.kr, o)
+		m, err = bd.MancataConsegna(f.ref, f.tx, "nessuno@pec-b.test", daticert.ErroreNoDest, DeliveryErrorText("5.1.1", f.p.Name, "indirizzo non valido"))
 	case KindPreavviso12h:
-		msg, err = BuildPreavviso(f.p, f.ref, f.tx, "bruno@pec-b.test", 12, f.kr, o)
+		m, err = bd.Preavviso(f.ref, f.tx, "bruno@pec-b.test", 12)
 	case KindPreavviso24h:
-		msg, err = BuildPreavviso(f.p, f.ref, f.tx, "bruno@pec-b.test", 24, f.kr, o)
+		m, err = bd.Preavviso(f.ref, f.tx, "bruno@pec-b.test", 24)
 	default:
 		t.Fatalf("no builder for %s", k)
 	}
 	if err != nil {
 		t.Fatalf("%s: %v", k, err)
 	}
-	return msg
+	return m.Raw
 }
 
 func opensslVerify(t *testing.T, ca []byte, msg []byte) {

@@ -72,11 +72,11 @@ func rawFields(h Header, names ...string) []Field {
 
 // perContoDi is the From of the two buste: "Per conto di: sender" <service address>
 // (pec-spec.md §3.1; real Aruba traffic, not the RFC's English "On behalf of").
-func perContoDi(p Provider, sender string) Field {
+func perContoDi(p Identity, sender string) Field {
 	return field("From", quoteDisplay("Per conto di: "+sender)+" <"+p.ServiceAddress+">")
 }
 
-// BuildBusta builds the signed busta di trasporto (pec-spec.md §3.1 #1, §3.2 #1, §4.2)
+// Busta builds the signed busta di trasporto (pec-spec.md §3.1 #1, §3.2 #1, §4.2)
 // around orig, whose postacert.eml is PostacertEML(orig, tx.ID). ref is the time reference
 // shared with the accettazione.
 //
@@ -85,7 +85,8 @@ func perContoDi(p Provider, sender string) Field {
 // X-TipoRicevuta (Aruba's order). Sender is not written: RFC 6109 §2.1 asks for Sender equal
 // to From, real providers omit it and RFC 5322 §3.6.2 says not to write it when equal.
 // X-TipoRicevuta is always written (RFC 6109 §3.1.5), with the requested type.
-func BuildBusta(p Provider, ref TimeRef, tx *Transaction, orig *Original, s Signer, o Options) ([]byte, error) {
+func (bd *Builder) Busta(ref TimeRef, tx *Transaction, orig *Original) (*Message, error) {
+	p := bd.ID
 	if tx.Sender == "" || len(tx.Recipients) == 0 {
 		return nil, fmt.Errorf("pec: busta %s: transaction without sender or recipients", tx.ID)
 	}
@@ -110,16 +111,21 @@ func BuildBusta(p Provider, ref TimeRef, tx *Transaction, orig *Original, s Sign
 		postacert: [][]byte{postacertHeader(orig, tx.ID), orig.Body},
 	}
 	c.daticert.Dati.Ricevuta = tx.Receipt
-	return assemble(p, ref, hdr, c, s, o)
+	raw, err := bd.assemble(ref, hdr, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Message{Kind: KindBusta, MessageID: "<" + tx.ID + ">", Raw: raw, Daticert: c.daticert, From: tx.Sender}, nil
 }
 
-// BuildAnomalia wraps a received message that is not a valid PEC message into a busta di
+// Anomalia wraps a received message that is not a valid PEC message into a busta di
 // anomalia (pec-spec.md §2.5, §3.2 #2): signed by the recipient's provider p, no daticert,
 // the whole received message untouched as postacert.eml. It keeps the original Received,
 // Return-Path, To, Cc and Message-ID; Date is the arrival time ref. sender is the original
 // sender shown in From ("Per conto di: …"): the From address of orig, else env.MailFrom.
 // reason is the error shown in the text (one line).
-func BuildAnomalia(p Provider, ref TimeRef, orig *Original, env Envelope, reason string, s Signer, o Options) ([]byte, error) {
+func (bd *Builder) Anomalia(ref TimeRef, orig *Original, env Envelope, reason string) (*Message, error) {
+	p := bd.ID
 	sender := orig.Sender()
 	if sender == "" {
 		sender = env.MailFrom
@@ -127,11 +133,13 @@ func BuildAnomalia(p Provider, ref TimeRef, orig *Original, env Envelope, reason
 	hdr := rawFields(orig.Header, "Return-Path", "Received")
 	subj, _ := orig.Header.Get("Subject")
 	hdr = append(hdr, field("Subject", KindAnomalia.Info().Prefix+subj), field("Date", ref.Date()))
-	if orig.MessageID != "" {
+	msgID := orig.MessageID
+	if msgID != "" {
 		hdr = append(hdr, rawFields(orig.Header, "Message-ID")[0])
 	} else {
 		// No Message-ID to keep: a deterministic one, so a re-wrap after a crash is the same.
-		hdr = append(hdr, field("Message-ID", ReceiptMessageID(KindAnomalia, hashHex(orig.Raw), "", p.Domain)))
+		msgID = ReceiptMessageID(KindAnomalia, hashHex(orig.Raw), "", p.MailDomain())
+		hdr = append(hdr, field("Message-ID", msgID))
 	}
 	if rt := rawFields(orig.Header, "Reply-To"); len(rt) > 0 {
 		hdr = append(hdr, rt...)
@@ -158,7 +166,11 @@ func BuildAnomalia(p Provider, ref TimeRef, orig *Original, env Envelope, reason
 			detail: oneLine(reason)},
 		postacert: [][]byte{orig.Raw},
 	}
-	return assemble(p, ref, hdr, c, s, o)
+	raw, err := bd.assemble(ref, hdr, c)
+	if err != nil {
+		return nil, err
+	}
+	return &Message{Kind: KindAnomalia, MessageID: msgID, Raw: raw, From: env.MailFrom}, nil
 }
 
 func hashHex(b []byte) string {

@@ -204,11 +204,11 @@ func TestConsegnaToCcRule(t *testing.T) {
 	f := newFix(t, time.Now())
 	tx := *f.tx
 	tx.Receipt = daticert.Completa
-	k, msg, err := BuildConsegna(f.p, f.ref, &tx, "bianca@pec-b.test", false, PostacertEML(f.orig, tx.ID), f.kr, Options{})
-	if err != nil || k != KindConsegnaSintetica {
-		t.Fatalf("%s %v", k, err)
+	m, err := (&Builder{ID: f.p, Keys: f.kr}).Consegna(f.ref, &tx, "bianca@pec-b.test", false, PostacertEML(f.orig, tx.ID))
+	if err != nil || m.Kind != KindConsegnaSintetica {
+		t.Fatalf("%v %v", m, err)
 	}
-	c := Classify(msg, ClassifyOptions{})
+	c := Classify(m.Raw, ClassifyOptions{})
 	if c.Kind != KindConsegnaSintetica || c.Daticert.Dati.Ricevuta != daticert.Completa || !c.Conforms() {
 		t.Fatalf("%s %+v", c.Kind, c.Deviations)
 	}

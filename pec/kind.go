@@ -1,6 +1,9 @@
 package pec
 
-import "github.com/gestore-pec/gestore/pec/daticert"
+import (
+	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/store"
+)
 
 // Kind is the kind of a PEC message (pec-spec.md §3.1), or KindOrdinary.
 type Kind int
@@ -51,51 +54,56 @@ type KindInfo struct {
 	Daticert  bool // carries daticert.xml (every kind but the anomaly)
 	ToSender  bool // To: is the original sender (else the sending provider's mailReceipt, or the original To/Cc for buste)
 	LogLabel  string
+	// Event is the legal log event recorded when we emit a message of this kind.
+	Event store.EventKind
+	// Track is the tracking input a message of this kind moves at the sender's provider: a
+	// receipt arriving from the recipient's provider, or a notice we emit ("" = none).
+	Track store.Input
 }
 
 var kinds = [numKinds]KindInfo{
 	KindOrdinary: {Name: "ordinaria", Title: "posta ordinaria"},
 	KindBusta: {Name: "busta", Title: "busta di trasporto", Header: "X-Trasporto", Value: "posta-certificata",
 		Prefix: "POSTA CERTIFICATA: ", Tipo: daticert.TipoPostaCertificata, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertRequired, Daticert: true, LogLabel: "BustaTrasporto"},
+		Postacert: PostacertRequired, Daticert: true, LogLabel: "BustaTrasporto", Event: store.KindBustaTrasporto},
 	KindAnomalia: {Name: "anomalia", Title: "busta di anomalia", Header: "X-Trasporto", Value: "errore",
-		Prefix: "ANOMALIA MESSAGGIO: ", Postacert: PostacertRequired, LogLabel: "BustaAnomalia"},
+		Prefix: "ANOMALIA MESSAGGIO: ", Postacert: PostacertRequired, LogLabel: "BustaAnomalia", Event: store.KindBustaAnomalia},
 	KindAccettazione: {Name: "accettazione", Title: "ricevuta di accettazione", Header: "X-Ricevuta", Value: "accettazione",
 		Prefix: "ACCETTAZIONE: ", Tipo: daticert.TipoAccettazione, Errore: daticert.ErroreNessuno,
-		Daticert: true, ToSender: true, LogLabel: "Accettazione"},
+		Daticert: true, ToSender: true, LogLabel: "Accettazione", Event: store.KindAccettazione},
 	KindNonAccettazione: {Name: "non-accettazione", Title: "avviso di non accettazione", Header: "X-Ricevuta", Value: "non-accettazione",
 		Prefix: "AVVISO DI NON ACCETTAZIONE: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreAltro,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazione"},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazione", Event: store.KindNonAccettazione},
 	KindNonAccettazioneVirus: {Name: "non-accettazione-virus", Title: "avviso di non accettazione per virus", Header: "X-Ricevuta", Value: "non-accettazione",
 		Prefix: "AVVISO DI NON ACCETTAZIONE PER VIRUS: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreVirus,
-		Sicurezza: true, Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazioneVirus"},
+		Sicurezza: true, Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazioneVirus", Event: store.KindNonAccettazioneVirus},
 	KindPresaInCarico: {Name: "presa-in-carico", Title: "ricevuta di presa in carico", Header: "X-Ricevuta", Value: "presa-in-carico",
 		Prefix: "PRESA IN CARICO: ", Tipo: daticert.TipoPresaInCarico, Errore: daticert.ErroreNessuno,
-		Daticert: true, LogLabel: "PresaInCarico"},
+		Daticert: true, LogLabel: "PresaInCarico", Event: store.KindPresaInCarico, Track: store.InputPresaInCarico},
 	KindRilevazioneVirus: {Name: "rilevazione-virus", Title: "avviso di rilevazione virus", Header: "X-Ricevuta", Value: "rilevazione-virus",
 		Prefix: "PROBLEMA DI SICUREZZA: ", Tipo: daticert.TipoRilevazioneVirus, Errore: daticert.ErroreVirus,
-		XMittente: true, Postacert: PostacertMustNot, Daticert: true, LogLabel: "RilevazioneVirus"},
+		XMittente: true, Postacert: PostacertMustNot, Daticert: true, LogLabel: "RilevazioneVirus", Event: store.KindRilevazioneVirus, Track: store.InputMancataConsegna},
 	KindMancataConsegnaVirus: {Name: "mancata-consegna-virus", Title: "avviso di mancata consegna per virus", Header: "X-Ricevuta", Value: "errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER VIRUS: ", Tipo: daticert.TipoErroreConsegna, Errore: daticert.ErroreVirus,
-		Sicurezza: true, Daticert: true, ToSender: true, LogLabel: "MancataConsegnaVirus"},
+		Sicurezza: true, Daticert: true, ToSender: true, LogLabel: "MancataConsegnaVirus", Event: store.KindMancataConsegnaVirus, Track: store.InputMancataConsegna},
 	KindConsegnaCompleta: {Name: "consegna-completa", Title: "ricevuta di avvenuta consegna (completa)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
 		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna"},
+		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna", Event: store.KindConsegna, Track: store.InputConsegna},
 	KindConsegnaBreve: {Name: "consegna-breve", Title: "ricevuta di avvenuta consegna (breve)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
 		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna"},
+		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna", Event: store.KindConsegna, Track: store.InputConsegna},
 	KindConsegnaSintetica: {Name: "consegna-sintetica", Title: "ricevuta di avvenuta consegna (sintetica)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
 		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
-		Daticert: true, ToSender: true, LogLabel: "Consegna"},
+		Daticert: true, ToSender: true, LogLabel: "Consegna", Event: store.KindConsegna, Track: store.InputConsegna},
 	KindMancataConsegna: {Name: "mancata-consegna", Title: "avviso di mancata consegna", Header: "X-Ricevuta", Value: "errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA: ", Tipo: daticert.TipoErroreConsegna, Errore: daticert.ErroreNoDest,
-		Daticert: true, ToSender: true, LogLabel: "MancataConsegna"},
+		Daticert: true, ToSender: true, LogLabel: "MancataConsegna", Event: store.KindMancataConsegna, Track: store.InputMancataConsegna},
 	KindPreavviso12h: {Name: "preavviso-12h", Title: "avviso di mancata consegna per superamento dei tempi massimi (12 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna12h"},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna12h", Event: store.KindPreavviso12h, Track: store.InputNotice12h},
 	KindPreavviso24h: {Name: "preavviso-24h", Title: "avviso di mancata consegna per superamento dei tempi massimi (24 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna24h"},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna24h", Event: store.KindMancataConsegna24h, Track: store.InputNotice24h},
 }
 
 // Info returns the literal values of k.

@@ -60,7 +60,7 @@ func (b *breakableStore) Commit(ctx context.Context, batch *store.Batch) error {
 }
 
 type fixture struct {
-	ap     *pec.AccessPoint
+	ap     *pec.Engine
 	kr     *hsmtest.Keyring
 	signer *breakableSigner
 	st     *breakableStore
@@ -68,7 +68,7 @@ type fixture struct {
 	now    time.Time
 }
 
-var provider = pec.Provider{Name: "Provider A S.p.A.", Domain: "pec-a.test",
+var provider = pec.Identity{Name: "Provider A S.p.A.", Domain: "pec-a.test",
 	ServiceAddress: "posta-certificata@pec-a.test", ReceiptAddress: "ricevute@pec-a.test"}
 
 func newFixture(t testing.TB, lim pec.Limits) *fixture {
@@ -80,8 +80,8 @@ func newFixture(t testing.TB, lim pec.Limits) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.ap, err = pec.NewAccessPoint(pec.AccessConfig{Provider: provider, Node: "test", Limits: lim},
-		pec.AccessDeps{Signer: f.signer, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true},
+	f.ap, err = pec.New(pec.Config{Identities: []pec.Identity{provider}, Node: "test", Limits: lim},
+		pec.Deps{Keys: f.signer, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true},
 			Scanner: sc, Store: f.st, Clock: pec.ClockFunc(func() time.Time { return f.now })})
 	if err != nil {
 		t.Fatal(err)
@@ -386,10 +386,10 @@ func TestSubmitCancelledContextCommitsNothing(t *testing.T) {
 }
 
 func TestNewAccessPointValidates(t *testing.T) {
-	if _, err := pec.NewAccessPoint(pec.AccessConfig{Provider: provider}, pec.AccessDeps{}); err == nil {
+	if _, err := pec.New(pec.Config{Identities: []pec.Identity{provider}}, pec.Deps{}); err == nil {
 		t.Fatal("missing dependencies accepted")
 	}
-	if _, err := pec.NewAccessPoint(pec.AccessConfig{}, pec.AccessDeps{}); err == nil || !strings.Contains(err.Error(), "provider.") {
+	if _, err := pec.New(pec.Config{Identities: []pec.Identity{{}}}, pec.Deps{}); err == nil || !strings.Contains(err.Error(), "provider.") {
 		t.Fatalf("missing provider: %v", err)
 	}
 }

@@ -109,7 +109,7 @@ func runSample(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "pecctl sample: %v\n", err)
 		return 1
 	}
-	p := pec.Provider{Name: *name, Domain: s.domain, ServiceAddress: s.service, ReceiptAddress: "ricevute@" + s.domain}
+	p := pec.Identity{Name: *name, Domain: s.domain, ServiceAddress: s.service, ReceiptAddress: "ricevute@" + s.domain}
 	msg, err := buildSample(k, p, s, time.Now(), opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "pecctl sample: %v\n", err)
@@ -234,13 +234,21 @@ func sampleOriginal(domain string) string {
 }
 
 // buildSample builds one message of kind k about the sample original.
-func buildSample(k pec.Kind, p pec.Provider, s pec.Signer, now time.Time, o pec.Options) ([]byte, error) {
-	orig, err := pec.ParseOriginal([]byte(sampleOriginal(p.Domain)))
+func buildSample(k pec.Kind, p pec.Identity, s pec.Signer, now time.Time, o pec.Options) ([]byte, error) {
+	m, err := sampleMessage(k, &pec.Builder{ID: p, Keys: s, Opt: o}, now)
+	if err != nil {
+		return nil, err
+	}
+	return m.Raw, nil
+}
+
+func sampleMessage(k pec.Kind, bd *pec.Builder, now time.Time) (*pec.Message, error) {
+	orig, err := pec.ParseOriginal([]byte(sampleOriginal(bd.ID.Domain)))
 	if err != nil {
 		return nil, err
 	}
 	env := pec.Envelope{MailFrom: orig.Sender(), Rcpts: []string{"bruno@pec-b.test", "oscar@posta.test", "bianca@pec-b.test"}}
-	id, err := pec.NewIdentificativo(now, "sample", p.Domain, nil)
+	id, err := pec.NewIdentificativo(now, "sample", bd.ID.MailDomain(), nil)
 	if err != nil {
 		return nil, err
 	}
@@ -255,31 +263,30 @@ func buildSample(k pec.Kind, p pec.Provider, s pec.Signer, now time.Time, o pec.
 	const virus = "Eicar-Test-Signature"
 	switch k {
 	case pec.KindBusta:
-		return pec.BuildBusta(p, ref, tx, orig, s, o)
+		return bd.Busta(ref, tx, orig)
 	case pec.KindAnomalia:
-		return pec.BuildAnomalia(p, ref, orig, env, "il messaggio non è firmato da un gestore di posta certificata", s, o)
+		return bd.Anomalia(ref, orig, env, "il messaggio non è firmato da un gestore di posta certificata")
 	case pec.KindAccettazione:
-		return pec.BuildAccettazione(p, ref, tx, s, o)
+		return bd.Accettazione(ref, tx)
 	case pec.KindNonAccettazione:
-		return pec.BuildNonAccettazione(p, ref, tx, &pec.FormalError{Reason: pec.ReasonRcptNotInHeader, Detail: "carla@pec-b.test"}, s, o)
+		return bd.NonAccettazione(ref, tx, &pec.FormalError{Reason: pec.ReasonRcptNotInHeader, Detail: "carla@pec-b.test"})
 	case pec.KindNonAccettazioneVirus:
-		return pec.BuildNonAccettazioneVirus(p, ref, tx, virus, s, o)
+		return bd.NonAccettazioneVirus(ref, tx, virus)
 	case pec.KindPresaInCarico:
-		return pec.BuildPresaInCarico(p, ref, tx, "ricevute@pec-b.test", []string{"bruno@pec-b.test", "bianca@pec-b.test"}, s, o)
+		return bd.PresaInCarico(ref, tx, "ricevute@pec-b.test", []string{"bruno@pec-b.test", "bianca@pec-b.test"})
 	case pec.KindRilevazioneVirus:
-		return pec.BuildRilevazioneVirus(p, ref, tx, "ricevute@pec-b.test", "bruno@pec-b.test", virus, s, o)
+		return bd.RilevazioneVirus(ref, tx, "ricevute@pec-b.test", "bruno@pec-b.test", virus)
 	case pec.KindMancataConsegnaVirus:
-		return pec.BuildMancataConsegnaVirus(p, ref, tx, "bruno@pec-b.test", virus, s, o)
+		return bd.MancataConsegnaVirus(ref, tx, "bruno@pec-b.test", virus)
 	case pec.KindConsegnaCompleta, pec.KindConsegnaBreve, pec.KindConsegnaSintetica:
 		tx.Receipt = map[pec.Kind]daticert.ReceiptType{pec.KindConsegnaCompleta: daticert.Completa, pec.KindConsegnaBreve: daticert.Breve, pec.KindConsegnaSintetica: daticert.Sintetica}[k]
-		_, msg, err := pec.BuildConsegna(p, ref, tx, "bruno@pec-b.test", true, pec.PostacertEML(orig, id), s, o)
-		return msg, err
+		return bd.Consegna(ref, tx, "bruno@pec-b.test", true, pec.PostacertEML(orig, id))
 	case pec.KindMancataConsegna:
-		return pec.BuildMancataConsegna(p, ref, tx, "bruno@pec-b.test", daticert.ErroreNoDest, pec.DeliveryErrorText("5.1.1", p.Name, "indirizzo non valido"), s, o)
+		return bd.MancataConsegna(ref, tx, "bruno@pec-b.test", daticert.ErroreNoDest, pec.DeliveryErrorText("5.1.1", bd.ID.Name, "indirizzo non valido"))
 	case pec.KindPreavviso12h:
-		return pec.BuildPreavviso(p, ref, tx, "bruno@pec-b.test", 12, s, o)
+		return bd.Preavviso(ref, tx, "bruno@pec-b.test", 12)
 	case pec.KindPreavviso24h:
-		return pec.BuildPreavviso(p, ref, tx, "bruno@pec-b.test", 24, s, o)
+		return bd.Preavviso(ref, tx, "bruno@pec-b.test", 24)
 	}
 	return nil, fmt.Errorf("no sample for %s", k)
 }

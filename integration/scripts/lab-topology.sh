@@ -100,8 +100,8 @@ write_pec_yaml() {
 
 # ---- pec-milter / pec-lmtpd ------------------------------------------------------------------
 # pec_process_start ID NAME BIN: start NAME for provider ID unless it already runs the current
-# binary. The token PIN is passed in PEC_PIN_<ID> (pin_env in pec.yaml), never on the command
-# line. The run directory is root:postfix 0750 and the process runs with umask 000, so its
+# binary. The token PIN is passed in PEC_PIN_<ID> (pin_env in pec.yaml), exported in a subshell,
+# never on a command line (ps shows command lines to every user). The run directory is root:postfix 0750 and the process runs with umask 000, so its
 # milter socket is reachable by Postfix's smtpd and by nobody outside group postfix.
 pec_process_start() {
 	local id=$1 name=$2 bin=$3 up run=$BASE/$1/run
@@ -121,10 +121,9 @@ pec_process_start() {
 	[ "$name" = pec-milter ] && rm -f "$run/milter.sock"
 	(
 		cd "$BASE/$id"
+		export "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf"
 		start_fg_daemon "$name-$id" "$pidfile" "$log" \
-			bash -c 'umask 000 && exec "$@"' umask000 \
-			env "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf" \
-			"$bin" -config "$BASE/$id/pec.yaml"
+			bash -c 'umask 000 && exec "$@"' umask000 "$bin" -config "$BASE/$id/pec.yaml"
 	)
 }
 

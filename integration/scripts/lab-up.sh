@@ -151,7 +151,7 @@ for id in "${ALL_IDS[@]}"; do
 	wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" || fail=1
 	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
-		wait_unix "pec-milter-$id" "$BASE/$id/run/milter.sock" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" || fail=1
+		wait_ready "pec-milter-$id" "http://$ip:9100/readyz" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" || fail=1
 		[ "$USE_LMTPD" = 1 ] && { wait_tcp "pec-lmtpd-$id" "$ip" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log" || fail=1; }
 	fi
 done

@@ -98,6 +98,25 @@ wait_unix() {
 	return 1
 }
 
+# wait_ready NAME URL PIDFILE LOG [SECONDS]: wait until URL answers 200 (a PEC process's
+# readiness probe: every dependency open, the listener serving) while the process in PIDFILE
+# stays alive; a dead process fails at once, with its log.
+wait_ready() {
+	local name=$1 url=$2 pidfile=$3 log=$4 secs=${5:-30} i
+	for i in $(seq 1 $((secs * 10))); do
+		if ! pid_alive "$pidfile"; then
+			say "lab: $name is not running"
+			show_log "$name" "$log"
+			return 1
+		fi
+		curl -fsS -o /dev/null --max-time 1 "$url" 2>/dev/null && return 0
+		sleep 0.1
+	done
+	say "lab: $name did not become ready ($url) within ${secs}s"
+	show_log "$name" "$log"
+	return 1
+}
+
 # render TEMPLATE OUT KEY=VALUE...: copy TEMPLATE to OUT replacing each @KEY@ with VALUE.
 # Fails when a placeholder is left, so a template and its caller cannot drift apart silently.
 render() {
@@ -134,9 +153,14 @@ randpin() {
 }
 
 # ensure_alias IP STATEFILE: add IP/8 to lo unless present; record it in STATEFILE if we added it.
+#
+# The address list is read whole before grep looks at it: with pipefail, "ip ... | grep -q"
+# fails at random when grep exits at the first match and ip dies of SIGPIPE, and the alias
+# that is there would then be added again (about 1 lab-up in 7 aborted on that).
 ensure_alias() {
-	local ip=$1 state=$2
-	if ip -4 -o addr show dev lo | grep -qw "inet $ip/[0-9]*"; then
+	local ip=$1 state=$2 addrs
+	addrs=$(ip -4 -o addr show dev lo)
+	if grep -qw "inet $ip/[0-9]*" <<<"$addrs"; then
 		return 0
 	fi
 	ip addr add "$ip/8" dev lo || die "cannot add $ip to lo (are you root?)"

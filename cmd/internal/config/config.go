@@ -28,6 +28,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/gestore-pec/gestore/hsm"
+	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/clamd"
 	"github.com/gestore-pec/gestore/pec/igpec"
 	"github.com/gestore-pec/gestore/pec/reinject"
@@ -37,6 +38,11 @@ import (
 
 // Config is the whole file.
 type Config struct {
+	// Node names this process in identificativi, logs and store leases; default the short
+	// host name. Every running process sharing one store needs its own (two pec-milter
+	// processes on one machine: node: mx1a, node: mx1b); a restarted process keeps its name and
+	// so takes back its own leases at once.
+	Node     string          `yaml:"node"`
 	Provider Provider        `yaml:"provider"`
 	Signer   hsm.Config      `yaml:"signer"`
 	Index    igpec.Config    `yaml:"index"`
@@ -193,6 +199,52 @@ func (p Provider) HSM() hsm.Provider {
 	return hsm.Provider{Name: p.Name, ServiceAddress: p.ServiceAddress, Domains: p.Domains, Production: p.Production}
 }
 
+// Identities is one pec.Identity per PEC domain of provider.domains, the main identity (that
+// of the service address's domain) first. A domain with its own key in signer.keys signs as
+// that key's service_address (default provider.service_address); the others share the
+// default key and provider.service_address. Every identity has the provider's name and
+// receipt address (one record in the providers index).
+func (c *Config) Identities() []pec.Identity {
+	p := &c.Provider
+	own := map[string]string{}
+	for _, k := range c.Signer.Keys {
+		svc := k.ServiceAddress
+		if svc == "" {
+			svc = p.ServiceAddress
+		}
+		own[strings.ToLower(k.Domain)] = svc
+	}
+	var main []pec.Identity
+	var rest []pec.Identity
+	for _, d := range p.Domains {
+		d = strings.ToLower(d)
+		svc, ok := own[d]
+		if !ok {
+			svc = p.ServiceAddress
+		}
+		id := pec.Identity{Name: p.Name, Domain: d, ServiceAddress: svc, ReceiptAddress: p.ReceiptAddress}
+		if d == strings.ToLower(p.ServiceDomain()) {
+			main = append(main, id)
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	return append(main, rest...)
+}
+
+// NodeName is Node, or the short host name.
+func (c *Config) NodeName() string {
+	if c.Node != "" {
+		return c.Node
+	}
+	h, _ := os.Hostname()
+	h, _, _ = strings.Cut(h, ".")
+	if h == "" {
+		h = "node"
+	}
+	return h
+}
+
 // Error is a validation error naming the key.
 type Error struct {
 	Key string // e.g. "limits.max_size_times_recipients"
@@ -208,6 +260,9 @@ func bad(key, format string, args ...any) error {
 // Validate applies defaults and checks the sections every program needs. Program-specific
 // sections are checked by ValidateMilter and ValidateLMTP.
 func (c *Config) Validate() error {
+	if c.Node != "" && !validNode(c.Node) {
+		return bad("node", "%q: letters, digits and '-' only", c.Node)
+	}
 	if err := c.Provider.validate(); err != nil {
 		return err
 	}
@@ -459,6 +514,15 @@ func domainOf(addr string) string {
 		return addr[i+1:]
 	}
 	return ""
+}
+
+func validNode(n string) bool {
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return len(n) > 0 && len(n) <= 63
 }
 
 func validDomain(d string) bool {

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -37,6 +37,13 @@ func TestRetentionOneNode(t *testing.T) {
 	now := time.Date(2026, 11, 22, 3, 0, 0, 0, time.UTC)
 	clock := func() time.Time { return now }
 	log := slog.New(slog.DiscardHandler)
+	retention := func(ctx context.Context, st *countingStore, owner string, log *slog.Logger, clock func() time.Time) {
+		d := &Daemon{Store: st, Owner: owner, Log: log}
+		js := &Jobs{d: d}
+		js.Start(ctx, d.RetentionJob(clock))
+		<-ctx.Done()
+		js.Wait()
+	}
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -1,0 +1,109 @@
+// Package daemon is what pec-milter and pec-lmtpd share: it opens every dependency from the
+// one configuration (logger, metrics registry, signing keys, store, providers index,
+// antivirus, the PEC engine), runs the leased background jobs through one helper, serves the
+// metrics and readiness endpoint, and turns SIGTERM into a graceful drain. Each program's
+// main only wires its listener to it.
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/gestore-pec/gestore/cmd/internal/config"
+	"github.com/gestore-pec/gestore/hsm"
+	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/clamd"
+	"github.com/gestore-pec/gestore/pec/igpec"
+	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/sqlite"
+)
+
+// Daemon holds the opened dependencies of one PEC process.
+type Daemon struct {
+	Program string // "pec-milter", "pec-lmtpd"
+	Cfg     *config.Config
+	Log     *slog.Logger
+	Reg     *prometheus.Registry
+	Keys    *hsm.Keys
+	Store   store.Store
+	Index   *igpec.Index
+	Scanner *clamd.Client
+	Engine  *pec.Engine
+	// Owner names this process in store leases: program/node. It is stable across restarts
+	// of one node, so a restarted process takes back its own leases at once.
+	Owner string
+
+	ready   atomic.Bool
+	closers []func() error
+}
+
+// Open opens every dependency the configuration names, in order, and builds the engine. On
+// error whatever was opened is closed again.
+func Open(cfg *config.Config, program string) (d *Daemon, err error) {
+	d = &Daemon{Program: program, Cfg: cfg, Reg: prometheus.NewRegistry()}
+	d.Log = cfg.Log.NewLogger(os.Stderr).With("program", program, "node", cfg.NodeName())
+	d.Owner = program + "/" + cfg.NodeName()
+	d.Reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	defer func() {
+		if err != nil {
+			d.Close()
+			d = nil
+		}
+	}()
+	if d.Keys, err = hsm.New(cfg.Signer, hsm.Deps{Logger: d.Log, Registerer: d.Reg, Provider: cfg.Provider.HSM()}); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.Keys.Close)
+	if d.Index, err = igpec.New(cfg.Index, igpec.Deps{Logger: d.Log, Registerer: d.Reg}); err != nil {
+		return nil, err
+	}
+	if d.Store, err = OpenStore(cfg.Store, d.Log, d.Reg); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.Store.Close)
+	if d.Scanner, err = clamd.New(cfg.Clamd); err != nil {
+		return nil, err
+	}
+	d.Engine, err = pec.New(pec.Config{
+		Identities: cfg.Identities(),
+		Location:   cfg.Provider.Location,
+		Node:       cfg.NodeName(),
+		Limits: pec.Limits{MaxRecipients: cfg.Limits.MaxRecipients,
+			MaxSizeTimesRecipients: int64(cfg.Limits.MaxSizeTimesRecipients)},
+		Options: pec.Options{Hash: d.Keys.Digest()},
+	}, pec.Deps{Keys: d.Keys, Index: d.Index, Scanner: d.Scanner, Store: d.Store})
+	if err != nil {
+		return nil, err
+	}
+	return d, nil
+}
+
+// OpenStore opens the store the configuration's driver names. A second store plugs in here.
+func OpenStore(cfg store.Config, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
+	switch cfg.Driver {
+	case "sqlite":
+		return sqlite.New(cfg, sqlite.Deps{Logger: log, Registerer: reg})
+	default:
+		return nil, fmt.Errorf("config: store.driver: %q: want sqlite", cfg.Driver)
+	}
+}
+
+// SetReady marks the process ready (its listener serves): the readiness endpoint answers 200
+// from then on, until SetReady(false) at shutdown.
+func (d *Daemon) SetReady(v bool) { d.ready.Store(v) }
+
+// Close closes what Open opened, last first.
+func (d *Daemon) Close() error {
+	var errs []error
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		errs = append(errs, d.closers[i]())
+	}
+	d.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,119 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store/seal"
+)
+
+// Job is background work that one process among those sharing the store runs at a time: the
+// runner takes the store lease named Name (for 2 × Every, by the store's clock) before each
+// run, so when the node holding it dies another takes over within that time.
+type Job struct {
+	Name  string
+	Every time.Duration
+	Run   func(ctx context.Context) error
+}
+
+// Jobs runs leased jobs and per-process loops until ctx ends.
+type Jobs struct {
+	d  *Daemon
+	wg sync.WaitGroup
+}
+
+// Start runs j until ctx ends, once at once and then every j.Every, each time only if this
+// process holds (or takes) the lease.
+func (js *Jobs) Start(ctx context.Context, j Job) {
+	js.wg.Go(func() {
+		log := js.d.Log.With("job", j.Name)
+		t := time.NewTicker(j.Every)
+		defer t.Stop()
+		for {
+			ok, err := js.d.Store.TryLease(ctx, j.Name, js.d.Owner, 2*j.Every)
+			switch {
+			case err != nil && ctx.Err() == nil:
+				log.Warn("job lease", "error", err)
+			case ok:
+				if err := j.Run(ctx); err != nil && ctx.Err() == nil {
+					log.Error("job failed", "error", err)
+				}
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+		}
+	})
+}
+
+// Go runs a per-process loop (not leased: every process does it).
+func (js *Jobs) Go(fn func()) { js.wg.Go(fn) }
+
+// Wait waits for every job to return (after ctx ended).
+func (js *Jobs) Wait() { js.wg.Wait() }
+
+const (
+	// sealEvery is how often the sealer looks for days that are over; a day is sealed within
+	// seal.grace + sealEvery after local midnight.
+	sealEvery = 10 * time.Minute
+	// retentionEvery is how often the retention job tries; it purges at most once per
+	// retentionDaily.
+	retentionEvery = time.Hour
+	retentionDaily = 24 * time.Hour
+	// trackingKeep is how long terminal tracking rows are kept after dispatch. Tracking is
+	// working state, not the legal record (the log is, and is kept whole): a month covers
+	// every receipt that can still arrive and an operator's questions (store.PurgeTracking).
+	trackingKeep = 30 * 24 * time.Hour
+)
+
+// SealJob is the daily seal of the legal log (DPR 68/2005 art. 10), signed by the main
+// identity's key, or nil with a warning when the configuration has no seal section.
+func (d *Daemon) SealJob() (*Job, error) {
+	if d.Cfg.Seal == nil {
+		d.Log.Warn("the legal log is NOT being sealed: no seal section in the configuration " +
+			"(DPR 68/2005 art. 10 requires a daily timestamp on the log; configure seal.tsa_url, seal.tsa_ca and seal.dir)")
+		return nil, nil
+	}
+	main := d.Engine.Main()
+	s, err := seal.New(*d.Cfg.Seal, seal.Deps{Store: d.Store, Keyring: d.Keys, Domain: main.Domain,
+		Provider: main.Name, Location: d.Cfg.Provider.Location, Logger: d.Log.With("job", "seal")})
+	if err != nil {
+		return nil, fmt.Errorf("config: seal: %w", err)
+	}
+	d.Log.Info("daily log seal enabled", "tsa", d.Cfg.Seal.TSAURL, "dir", d.Cfg.Seal.Dir, "owner", d.Owner)
+	return &Job{Name: "seal", Every: sealEvery, Run: func(ctx context.Context) error {
+		days, err := s.SealDue(ctx)
+		if err != nil {
+			return fmt.Errorf("daily log seal (sealed %v): %w", days, err)
+		}
+		return nil
+	}}, nil
+}
+
+// RetentionJob purges, at most once a day, the quarantined messages past the 30-month
+// retention (DPR 68/2005 art. 12) and the tracking rows in a terminal state older than
+// trackingKeep.
+func (d *Daemon) RetentionJob(now func() time.Time) Job {
+	var last time.Time
+	return Job{Name: "retention", Every: retentionEvery, Run: func(ctx context.Context) error {
+		n := now()
+		if !last.IsZero() && n.Sub(last) < retentionDaily {
+			return nil
+		}
+		q, err := d.Store.PurgeQuarantine(ctx, n)
+		if err != nil {
+			return fmt.Errorf("quarantine purge: %w", err)
+		}
+		tr, err := d.Store.PurgeTracking(ctx, n.Add(-trackingKeep))
+		if err != nil {
+			return fmt.Errorf("tracking purge: %w", err)
+		}
+		d.Log.Info("retention purge", "quarantine_deleted", q, "tracking_deleted", tr)
+		last = n
+		return nil
+	}}
+}

@@ -1,0 +1,128 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/gestore-pec/gestore/pec/reinject"
+)
+
+// Service is a program's listener: Serve blocks until Shutdown; Shutdown stops accepting,
+// lets the work under way finish within ctx and returns.
+type Service interface {
+	Serve() error
+	Shutdown(ctx context.Context) error
+}
+
+// Run runs the background work and svc until SIGTERM or SIGINT, or until svc fails, then
+// drains in order: svc.Shutdown within grace (work under way finishes and is recorded), the
+// background jobs, one last outbox pass so that receipts committed by the last transactions
+// leave now rather than at the next start, and the metrics endpoint. jobs are the leased
+// jobs of this program besides the ones every program runs.
+func (d *Daemon) Run(svc Service, grace time.Duration, jobs ...Job) error {
+	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner})
+	if err != nil {
+		return err
+	}
+	sealJob, err := d.SealJob()
+	if err != nil {
+		return err
+	}
+	if sealJob != nil {
+		jobs = append(jobs, *sealJob)
+	}
+	jobs = append(jobs, d.RetentionJob(time.Now))
+
+	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stopSignals()
+	// Background work outlives the listener's shutdown, so that notices committed by the last
+	// transactions are sent before exit when Postfix is reachable.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
+	js := &Jobs{d: d}
+	js.Go(func() { _ = d.Index.Run(bg) })
+	drained := make(chan struct{})
+	go func() { defer close(drained); _ = drainer.Run(bg) }()
+	js.Go(func() { d.daily(bg) })
+	for _, j := range jobs {
+		js.Start(bg, j)
+	}
+	metrics := d.serveMetrics()
+
+	served := make(chan error, 1)
+	go func() { served <- svc.Serve() }()
+	d.SetReady(true)
+	d.Log.Info(d.Program+" ready", "provider", d.Cfg.Provider.Name, "owner", d.Owner)
+	select {
+	case err = <-served:
+		d.Log.Error("listener failed", "error", err)
+	case <-sigCtx.Done():
+		d.Log.Info("shutting down", "grace", grace)
+		d.SetReady(false)
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		_ = svc.Shutdown(ctx)
+		cancel()
+		<-served
+	}
+	d.SetReady(false)
+	stopBG()
+	<-drained
+	js.Wait()
+	final, cancelFinal := context.WithTimeout(context.Background(), 15*time.Second)
+	if n, derr := drainer.DrainOnce(final); derr != nil {
+		d.Log.Warn("final outbox pass incomplete; the rest is sent at the next start", "claimed", n, "error", derr)
+	}
+	cancelFinal()
+	if metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = metrics.Shutdown(ctx)
+		cancel()
+	}
+	d.Log.Info("stopped")
+	return err
+}
+
+// daily runs the checks a long-running daemon repeats: certificate expiry.
+func (d *Daemon) daily(ctx context.Context) {
+	t := time.NewTicker(24 * time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-t.C:
+			d.Keys.WarnExpiring(now)
+		}
+	}
+}
+
+// serveMetrics serves /metrics and /readyz (200 once the listener serves and every
+// dependency is open, 503 before and during shutdown) on metrics.listen.
+func (d *Daemon) serveMetrics() *http.Server {
+	addr := d.Cfg.Metrics.Listen
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(d.Reg, promhttp.HandlerOpts{Registry: d.Reg}))
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !d.ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			d.Log.Error("metrics listener failed", "addr", addr, "error", err)
+		}
+	}()
+	return srv
+}

@@ -1,0 +1,135 @@
+package milter
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/gestore-pec/gestore/pec"
+)
+
+// access is the handler of the submission listener ({daemon_name} pec-access): the access
+// point. One engine call per transaction (pec.Engine.Submit); the busta it returns replaces
+// the message in Postfix's queue.
+type access struct{ s *Server }
+
+func (access) point() string { return RoleAccess }
+func (access) buffers() bool { return true }
+
+func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
+	s := a.s
+	start := time.Now()
+	sub := &pec.Submission{QueueID: m.Get(milter.MacroQueueId), Login: x.login, MailFrom: x.from,
+		Rcpts: x.rcpts, Message: x.buf.Bytes()}
+	res, err := s.submit(m, sub)
+	if err == nil {
+		if err = replaceMessage(m, x.fields, res.Busta); err != nil {
+			// The accettazione is committed but Postfix will not get our answer: it will
+			// temp-fail and the client will retry (a second transaction).
+			log.Error("cannot hand the busta to Postfix after commit", "identificativo", res.Identificativo, "error", err)
+			x.observe(start, outcomeTempfail)
+			return nil, err
+		}
+		x.observe(start, outcomeAccepted)
+		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted,
+			"mail_from", x.from, "rcpts", len(x.rcpts), "certified", len(res.Certified), "external", len(res.External),
+			"size", len(sub.Message), "duration", time.Since(start), "stages", res.Timings)
+		return milter.RespAccept, nil
+	}
+	resp, outcome := toResponse(err)
+	x.observe(start, outcome)
+	x.logFailure(log, outcome, err, len(sub.Message), time.Since(start))
+	return resp, nil
+}
+
+// submit runs the engine with a deadline, sending progress packets so that Postfix keeps
+// waiting. If Postfix goes away, the engine's context is cancelled (nothing is committed
+// after that point unless the commit had already started).
+func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	type result struct {
+		res *pec.Submitted
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		defer func() {
+			if p := recover(); p != nil {
+				s.log.Error("engine panic", "panic", fmt.Sprint(p), "queue_id", sub.QueueID)
+				ch <- result{nil, fmt.Errorf("engine panic: %v", p)}
+			}
+		}()
+		r, err := s.eng.Submit(ctx, sub)
+		ch <- result{r, err}
+	}()
+	t := time.NewTicker(s.cfg.ProgressInterval)
+	defer t.Stop()
+	for {
+		select {
+		case r := <-ch:
+			if r.err == nil && (r.res == nil || len(r.res.Busta) == 0) {
+				return nil, errors.New("engine returned no busta")
+			}
+			return r.res, r.err
+		case <-t.C:
+			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
+				cancel()
+				r := <-ch
+				if r.err == nil {
+					return nil, fmt.Errorf("postfix went away after the commit: %w", err)
+				}
+				return nil, r.err
+			}
+		}
+	}
+}
+
+// replaceMessage turns the queued message into the busta: every original header field is
+// deleted (last first, so the indexes of the earlier ones stay valid whether or not the MTA
+// renumbers after a deletion), the busta's fields are appended in order, and the body is
+// replaced. The envelope is not touched (RFC 6109 §3.1.5).
+func replaceMessage(m milter.Modifier, fields []fieldRef, busta []byte) error {
+	hdr, body, err := pec.SplitHeader(busta)
+	if err != nil {
+		return fmt.Errorf("busta: %w", err)
+	}
+	for i := len(fields) - 1; i >= 0; i-- {
+		if err := m.ChangeHeader(fields[i].index, fields[i].name, ""); err != nil {
+			return err
+		}
+	}
+	for _, f := range hdr {
+		// With OptHeaderLeadingSpace the value is sent as written after the colon, without
+		// the final CRLF; the folding CRLFs become LF on the wire (milter protocol).
+		v := string(bytes.TrimSuffix(f.Raw[len(f.Name)+1:], []byte("\r\n")))
+		if err := m.AddHeader(f.Name, v); err != nil {
+			return err
+		}
+	}
+	return m.ReplaceBody(bytes.NewReader(body))
+}
+
+func (x *session) logFailure(log *slog.Logger, outcome string, err error, size int, d time.Duration) {
+	attrs := []any{"outcome", outcome, "mail_from", x.from, "login", x.login, "rcpts", len(x.rcpts), "size", size, "duration", d}
+	var ref *pec.Refused
+	if errors.As(err, &ref) {
+		attrs = append(attrs, "identificativo", ref.Identificativo, "reason", ref.Reason, "stages", ref.Timings)
+		if ref.Virus != "" {
+			attrs = append(attrs, "virus", ref.Virus)
+		}
+		log.Info("pec not accepted", attrs...)
+		return
+	}
+	attrs = append(attrs, "error", err.Error())
+	if outcome == outcomeTempfail {
+		log.Error("pec temporary failure", attrs...)
+		return
+	}
+	log.Info("pec rejected", attrs...)
+}

@@ -1,0 +1,249 @@
+package pec
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// The access point (punto di accesso, RFC 6109 §3.1).
+
+// Submission is one SMTP transaction at the access point, as the milter saw it at
+// end-of-message.
+type Submission struct {
+	QueueID  string   // Postfix queue id, for logs only
+	Login    string   // SASL login ({auth_authen}); "" when the client did not authenticate
+	MailFrom string   // envelope sender, without angle brackets
+	Rcpts    []string // envelope recipients, in RCPT order
+	Message  []byte   // the message as received (header fields and body), CRLF line ends
+}
+
+// Submitted is the outcome of an accepted submission: the busta that replaces the message in
+// Postfix's queue. The accettazione is already in the outbox.
+type Submitted struct {
+	Identificativo string
+	Time           time.Time // the time reference of the busta and the accettazione
+	Busta          []byte    // the signed busta di trasporto, CRLF
+	Certified      []string  // To/Cc recipients in the index (certificato)
+	External       []string  // To/Cc recipients not in the index (esterno)
+	Timings        Timings
+}
+
+// Timings says where the time of one Submit went, for logs and capacity planning.
+type Timings struct {
+	Scan   time.Duration // antivirus
+	Build  time.Duration // building and signing the busta and the receipt
+	Commit time.Duration // the store transaction
+}
+
+// LogValue renders the timings in milliseconds.
+func (t Timings) LogValue() slog.Value {
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	return slog.GroupValue(slog.Float64("scan_ms", ms(t.Scan)), slog.Float64("build_ms", ms(t.Build)), slog.Float64("commit_ms", ms(t.Commit)))
+}
+
+// Submit processes one submission at end-of-message (RFC 6109 §3.1, pec-spec.md §2.2
+// steps 2–4, §7.1):
+//
+//   - formal checks with the authenticated login, MAIL FROM and From (§7.1 points 1–6);
+//   - the antivirus on the whole message (point 7);
+//   - the index lookup of every To/Cc recipient (certificato / esterno, §2.4);
+//   - one time reference and one identificativo for the transaction (§6.1, §6.2);
+//   - the busta and the accettazione built and signed by the identity of the sender's PEC
+//     domain, and ONE store commit holding the accettazione in the outbox, the log events and
+//     the tracking rows of the certified recipients, before the caller answers Postfix.
+//
+// It returns the busta on acceptance; a *Refused when the message was refused and the
+// avviso committed; ErrNotAuthenticated without a login; any other error is temporary and
+// nothing was committed (DESIGN.md "Durability").
+func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error) {
+	if strings.TrimSpace(sub.Login) == "" {
+		return nil, ErrNotAuthenticated
+	}
+	env := Envelope{MailFrom: sub.MailFrom, Rcpts: sub.Rcpts}
+	orig, formal := e.check(sub, env)
+
+	// INFERENCE (pec-spec.md §7.1 ordering): the scan runs before any accettazione is
+	// emitted, and a virus wins over a formal exception, so that the infected message is
+	// quarantined whatever else is wrong with it.
+	start := time.Now()
+	virus, err := e.deps.Scanner.Scan(ctx, bytes.NewReader(orig.Raw))
+	tm := Timings{Scan: time.Since(start)}
+	if err != nil {
+		return nil, &Temporary{Op: "scan", Err: err}
+	}
+
+	// One instant for every message and event of this transaction (DM art. 9, §6.2).
+	ref := e.now()
+	bd := e.builder(e.senderIdentity(sub))
+	id, err := NewIdentificativo(ref.Time(), e.cfg.Node, bd.ID.MailDomain(), e.deps.Rand)
+	if err != nil {
+		return nil, &Temporary{Op: "identificativo", Err: err}
+	}
+	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
+	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, tm: tm}
+	switch {
+	case virus != "":
+		return nil, s.refuse(ctx, KindNonAccettazioneVirus, nil, virus)
+	case formal != nil:
+		return nil, s.refuse(ctx, KindNonAccettazione, formal, "")
+	}
+	return s.accept(ctx)
+}
+
+// senderIdentity is the identity that signs for a submission: that of the login's PEC
+// domain (the login is the only sender the provider has verified).
+func (e *Engine) senderIdentity(sub *Submission) Identity {
+	id, _ := e.IdentityFor(strings.TrimSpace(sub.Login))
+	return id
+}
+
+// check parses the message and runs the formal checks. A header that cannot be split is a
+// formal exception too (RFC 6109 §3.1.1: the message must conform to RFC 5322).
+func (e *Engine) check(sub *Submission, env Envelope) (*Original, *FormalError) {
+	orig, err := ParseOriginal(sub.Message)
+	if err != nil {
+		detail := "intestazione non interpretabile"
+		if strings.Contains(err.Error(), "998") {
+			detail = "riga di intestazione più lunga di 998 caratteri"
+		}
+		return lenientOriginal(sub.Message), &FormalError{Reason: ReasonMalformed, Detail: detail}
+	}
+	return orig, CheckSubmission(orig, env, sub.Login, e.cfg.Limits)
+}
+
+// lenientOriginal is the view of a message whose header cannot be parsed, for the avviso
+// only: the fields that can be read (Subject, From, To, ...) are kept so that the sender
+// recognises the avviso; the others are dropped. Raw stays the message as received (it is
+// what the virus scan and the quarantine see).
+func lenientOriginal(msg []byte) *Original {
+	raw := ToCRLF(msg)
+	head, body, found := bytes.Cut(raw, []byte("\r\n\r\n"))
+	if !found {
+		head, body = raw, nil
+	}
+	var kept bytes.Buffer
+	for _, line := range bytes.SplitAfter(append(head, '\r', '\n'), []byte("\r\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		cont := line[0] == ' ' || line[0] == '\t'
+		if len(line) > maxHeaderLine+2 || (!cont && bytes.IndexByte(line, ':') <= 0) {
+			continue // the offending line
+		}
+		kept.Write(line)
+	}
+	kept.WriteString("\r\n")
+	if o, err := ParseOriginal(append(kept.Bytes(), body...)); err == nil {
+		o.Raw, o.Body = raw, nil
+		return o
+	}
+	return &Original{Raw: raw, Receipt: daticert.Completa}
+}
+
+func (e *Engine) recipientType(addr string) daticert.RecipientType {
+	if _, dom, ok := strings.Cut(addr, "@"); ok && e.deps.Index.Certified(strings.ToLower(dom)) {
+		return daticert.Certificato
+	}
+	return daticert.Esterno
+}
+
+// normAddr is the one comparison form of a mailbox for duplicates and tracking keys.
+func normAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
+
+// step is one access-point transaction being decided.
+type step struct {
+	e    *Engine
+	bd   *Builder
+	sub  *Submission
+	orig *Original
+	ref  TimeRef
+	tx   *Transaction
+	tm   Timings
+}
+
+// event is the log entry common to the events of the transaction (pec-spec.md §6.4).
+func (s *step) event() store.Event {
+	ev := txEvent(s.ref, s.tx, s.bd.ID.Name)
+	ev.MessageID, ev.QueueID, ev.Size = s.orig.MessageID, s.sub.QueueID, int64(len(s.orig.Raw))
+	return ev
+}
+
+func (s *step) accept(ctx context.Context) (*Submitted, error) {
+	start := time.Now()
+	busta, err := s.bd.Busta(s.ref, s.tx, s.orig)
+	if err != nil {
+		return nil, &Temporary{Op: "busta", Err: err}
+	}
+	acc, err := s.bd.Accettazione(s.ref, s.tx)
+	if err != nil {
+		return nil, &Temporary{Op: "accettazione", Err: err}
+	}
+	s.tm.Build = time.Since(start)
+	res := &Submitted{Identificativo: s.tx.ID, Time: s.ref.Time(), Busta: busta.Raw}
+	for _, r := range s.tx.Recipients {
+		if r.Type == daticert.Certificato {
+			res.Certified = append(res.Certified, r.Addr)
+		} else {
+			res.External = append(res.External, r.Addr)
+		}
+	}
+	b := &store.Batch{}
+	ev := s.event()
+	emit(b, acc, ev, s.ref.Time())
+	emit(b, busta, ev, s.ref.Time())
+	track(b, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato })
+	start = time.Now()
+	if err := s.e.deps.Store.Commit(ctx, b); err != nil {
+		return nil, &Temporary{Op: "commit", Err: err}
+	}
+	s.tm.Commit = time.Since(start)
+	res.Timings = s.tm
+	return res, nil
+}
+
+// refuse records the avviso di non accettazione (formal) or per virus, with its log event
+// and, for a virus, the message in quarantine for 30 months (RFC 6109 §2.2.4).
+//
+// The avviso goes to the authenticated login, which equals MAIL FROM whenever the login
+// check passes: RFC 6109 §3.1.2 sends it "to the sender", and when MAIL FROM or From is not
+// the login, the login is the only sender the provider has verified (no notice to a forged
+// address). The transaction's sender becomes the login for the same reason.
+func (s *step) refuse(ctx context.Context, k Kind, formal *FormalError, virus string) error {
+	s.tx.Sender = strings.TrimSpace(s.sub.Login)
+	refused := &Refused{Kind: k, Identificativo: s.tx.ID, Virus: virus}
+	start := time.Now()
+	var m *Message
+	var err error
+	if k == KindNonAccettazioneVirus {
+		m, err = s.bd.NonAccettazioneVirus(s.ref, s.tx, virus)
+		refused.Reason = virusText(virus)
+	} else {
+		m, err = s.bd.NonAccettazione(s.ref, s.tx, formal)
+		refused.Reason, refused.Err = formal.Text(), formal
+	}
+	if err != nil {
+		return &Temporary{Op: k.Info().Name, Err: err}
+	}
+	s.tm.Build = time.Since(start)
+	b := &store.Batch{}
+	ev := s.event()
+	ev.Virus = virus
+	emit(b, m, ev, s.ref.Time())
+	if k == KindNonAccettazioneVirus {
+		b.Keep(store.QuarantineItem{Identificativo: s.tx.ID, Time: s.ref.Time(), Virus: virus, Sender: s.tx.Sender,
+			Recipients: s.sub.Rcpts, QueueID: s.sub.QueueID, Raw: s.orig.Raw})
+	}
+	start = time.Now()
+	if err := s.e.deps.Store.Commit(ctx, b); err != nil {
+		return &Temporary{Op: "commit", Err: err}
+	}
+	s.tm.Commit = time.Since(start)
+	refused.Timings = s.tm
+	return refused
+}

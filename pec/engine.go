@@ -1,0 +1,134 @@
+package pec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// Index tells whether a domain is managed by a listed PEC provider (igpec.Index has this
+// shape). Lookups use the local copy of the index and do no I/O.
+type Index interface {
+	Certified(domain string) bool
+}
+
+// Scanner is the antivirus (clamd.Client has this shape): virus is the signature name, or ""
+// when the message is clean; an error means no verdict.
+type Scanner interface {
+	Scan(ctx context.Context, r io.Reader) (virus string, err error)
+}
+
+// Store is the durable state the engine writes: one atomic Commit per processing step
+// (store.Store has it).
+type Store interface {
+	Commit(ctx context.Context, b *store.Batch) error
+}
+
+// Config is what the engine needs to know about the provider. New validates it once.
+type Config struct {
+	// Identities are the provider's identities, one per PEC domain it serves. The first is
+	// the provider's main identity: it signs what concerns no single domain (the log seal,
+	// the index record) and is used for a sender outside every identity. Required.
+	Identities []Identity
+	// Location is the legal time of texts and daticert; default Europe/Rome (RFC 6109 §4.2).
+	Location *time.Location
+	// Node names this node in the identificativi; default the short host name.
+	Node string
+	// Limits are the access point's limits (RFC 6109 §3.1.1).
+	Limits Limits
+	// Options tune the builders (CMS digest, HTML alternative).
+	Options Options
+}
+
+// Deps are the engine's collaborators.
+type Deps struct {
+	Keys    Signer // signing keys and chains per PEC domain (hsm.Keys)
+	Store   Store
+	Index   Index
+	Scanner Scanner
+	Clock   Clock     // default SystemClock
+	Rand    io.Reader // identificativi; default crypto/rand
+}
+
+// Engine is the PEC engine: every rule of the access, reception and delivery points and of
+// the sender-side tracking, over the collaborators in Deps. The adapters (milter, lmtpd)
+// turn protocol events into one engine call each and the result or error into their
+// protocol's reply (Reply).
+type Engine struct {
+	cfg      Config
+	deps     Deps
+	byDomain map[string]Identity
+}
+
+// New validates cfg and deps and applies the defaults.
+func New(cfg Config, deps Deps) (*Engine, error) {
+	if len(cfg.Identities) == 0 {
+		return nil, errors.New("provider: at least one identity (PEC domain) is required")
+	}
+	e := &Engine{byDomain: map[string]Identity{}}
+	for i, id := range cfg.Identities {
+		switch {
+		case id.Name == "":
+			return nil, errors.New("provider.name: required")
+		case id.Domain == "":
+			return nil, errors.New("provider.domains: required")
+		case id.ServiceAddress == "" || !strings.Contains(id.ServiceAddress, "@"):
+			return nil, fmt.Errorf("provider.service_address: required for %s", id.Domain)
+		}
+		d := strings.ToLower(id.Domain)
+		if _, dup := e.byDomain[d]; dup {
+			return nil, fmt.Errorf("provider.domains: %s listed twice", d)
+		}
+		cfg.Identities[i].Domain = d
+		e.byDomain[d] = cfg.Identities[i]
+	}
+	switch {
+	case deps.Keys == nil || deps.Index == nil || deps.Scanner == nil || deps.Store == nil:
+		return nil, errors.New("pec: the engine needs keys, an index, a scanner and a store")
+	case cfg.Limits.MaxRecipients < 0 || cfg.Limits.MaxSizeTimesRecipients < 0:
+		return nil, errors.New("limits: must not be negative")
+	}
+	if cfg.Location == nil {
+		cfg.Location = Rome()
+	}
+	if cfg.Node == "" {
+		h, _ := os.Hostname()
+		cfg.Node, _, _ = strings.Cut(h, ".")
+	}
+	if deps.Clock == nil {
+		deps.Clock = SystemClock
+	}
+	e.cfg, e.deps = cfg, deps
+	return e, nil
+}
+
+// Main is the provider's main identity (the first configured).
+func (e *Engine) Main() Identity { return e.cfg.Identities[0] }
+
+// IdentityFor returns the identity of the PEC domain of addr (an address or a bare domain),
+// and whether addr is in one of the provider's PEC domains. Outside them it returns the main
+// identity and false.
+func (e *Engine) IdentityFor(addr string) (Identity, bool) {
+	d := addr
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		d = addr[i+1:]
+	}
+	if id, ok := e.byDomain[strings.ToLower(strings.TrimSpace(d))]; ok {
+		return id, true
+	}
+	return e.Main(), false
+}
+
+// builder returns the message builder of an identity.
+func (e *Engine) builder(id Identity) *Builder {
+	return &Builder{ID: id, Keys: e.deps.Keys, Opt: e.cfg.Options}
+}
+
+// now is the time reference of a processing step (DM art. 9, pec-spec.md §6.2).
+func (e *Engine) now() TimeRef { return NewTimeRef(e.deps.Clock.Now(), e.cfg.Location) }
