@@ -31,6 +31,7 @@ const (
 	KindRicezioneRicevuta    EventKind = "ricezione-ricevuta"             // a receipt or notice from another provider arrived for one of our transactions
 	KindRicezioneBusta       EventKind = "ricezione-busta"                // a valid busta arrived at our reception point
 	KindConsegnaRicevuta     EventKind = "consegna-ricevuta"              // a receipt or notice was delivered to our user's mailbox
+	KindNonAccodato          EventKind = "non-accodato"                   // a prepared busta or presa in carico Postfix never queued (held step expired): nothing attested
 )
 
 // Kinds lists every EventKind, in a stable order.
@@ -38,7 +39,7 @@ var Kinds = []EventKind{
 	KindBustaTrasporto, KindBustaAnomalia, KindAccettazione, KindNonAccettazione,
 	KindNonAccettazioneVirus, KindPresaInCarico, KindConsegna, KindMancataConsegna,
 	KindMancataConsegnaVirus, KindRilevazioneVirus, KindPreavviso12h, KindMancataConsegna24h,
-	KindAnomalia, KindRicezioneRicevuta, KindRicezioneBusta, KindConsegnaRicevuta,
+	KindAnomalia, KindRicezioneRicevuta, KindRicezioneBusta, KindConsegnaRicevuta, KindNonAccodato,
 }
 
 // Valid reports whether k is one of the defined kinds.
