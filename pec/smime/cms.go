@@ -84,25 +84,29 @@ const (
 	tagCtx0        = 0xa0 // [0] constructed
 )
 
+// appendHeader appends the tag and definite length of a DER TLV whose contents are n bytes.
+func appendHeader(dst []byte, tag byte, n int) []byte {
+	dst = append(dst, tag)
+	switch {
+	case n < 0x80:
+		return append(dst, byte(n))
+	case n < 0x100:
+		return append(dst, 0x81, byte(n))
+	case n < 0x10000:
+		return append(dst, 0x82, byte(n>>8), byte(n))
+	case n < 0x1000000:
+		return append(dst, 0x83, byte(n>>16), byte(n>>8), byte(n))
+	}
+	return append(dst, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
+}
+
 // appendDER appends a definite-length DER TLV with the given one-byte tag.
 func appendDER(dst []byte, tag byte, content ...[]byte) []byte {
 	n := 0
 	for _, c := range content {
 		n += len(c)
 	}
-	dst = append(dst, tag)
-	switch {
-	case n < 0x80:
-		dst = append(dst, byte(n))
-	case n < 0x100:
-		dst = append(dst, 0x81, byte(n))
-	case n < 0x10000:
-		dst = append(dst, 0x82, byte(n>>8), byte(n))
-	case n < 0x1000000:
-		dst = append(dst, 0x83, byte(n>>16), byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0x84, byte(n>>24), byte(n>>16), byte(n>>8), byte(n))
-	}
+	dst = appendHeader(dst, tag, n)
 	for _, c := range content {
 		dst = append(dst, c...)
 	}

@@ -1,6 +1,9 @@
-// Package smime builds and checks the S/MIME v3 signatures that wrap every PEC message
-// (pec-spec §4.1, §8.1): a multipart/signed entity (RFC 1847) whose second part is a
-// detached CMS SignedData (RFC 5652) in application/x-pkcs7-signature (RFC 5751 §3.4.3).
+// Package smime is the project's one CMS implementation. It builds and checks the S/MIME v3
+// signatures that wrap every PEC message (pec-spec §4.1, §8.1): a multipart/signed entity
+// (RFC 1847) whose second part is a detached CMS SignedData (RFC 5652) in
+// application/x-pkcs7-signature (RFC 5751 §3.4.3). SignCMS and VerifyCMS do the same for
+// any bytes, with the content encapsulated or detached: the daily log seal (.jsonl.p7m), the
+// signed providers index (.ldif.p7m), RFC 3161 time-stamp tokens (pec/tsa).
 //
 // Sign works with any crypto.Signer (in-memory RSA or ECDSA keys, PKCS#11 keys that only
 // implement crypto.Signer) and writes its own DER: the CMS is small and fully under our

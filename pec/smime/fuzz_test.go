@@ -72,3 +72,42 @@ func FuzzParseCMS(f *testing.F) {
 		_ = sd.verifySigners([][]byte{[]byte("x\r\n")}, v)
 	})
 }
+
+// FuzzVerifyCMS feeds arbitrary DER/BER to VerifyCMS, attached and detached (a .ldif.p7m
+// from another provider, a TSA answer): it must not panic, and every error must wrap a
+// package sentinel.
+func FuzzVerifyCMS(f *testing.F) {
+	logs, _ := filepath.Glob(corpus.Path("ulib-pec-log", "*", "*", "*.log.p7m"))
+	for _, p := range logs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b, false)
+	}
+	for _, sc := range signers(f) {
+		for _, detached := range []bool{false, true} {
+			p7, err := SignCMS([]byte("pec-log-seal/1\n"), sc.signer, sc.chain, CMSOptions{Detached: detached})
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(p7, detached)
+		}
+	}
+	f.Fuzz(func(t *testing.T, der []byte, detached bool) {
+		var content []byte
+		if detached {
+			content = []byte("pec-log-seal/1\n")
+		}
+		v, err := VerifyCMS(der, content, VerifyOptions{})
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrBadSignature) && !errors.Is(err, ErrUntrusted) {
+				t.Fatalf("error without a sentinel: %v", err)
+			}
+			return
+		}
+		if v.Signer == nil || v.Entity == nil || v.Hash == 0 || v.Signers == 0 {
+			t.Fatalf("incomplete result %+v", v)
+		}
+	})
+}

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
-	"encoding/asn1"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -75,7 +74,7 @@ func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, o
 	if h == 0 {
 		h = crypto.SHA256
 	}
-	hOID, micalg, ok := hashOID(h)
+	_, micalg, ok := hashOID(h)
 	if !ok || !h.Available() {
 		return "", nil, nil, fmt.Errorf("smime: unsupported digest %v", h)
 	}
@@ -106,7 +105,9 @@ func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, o
 		signingTime = time.Now()
 	}
 
-	p7s, err := signDetached(entity, h, hOID, signer, chain, signingTime, rnd)
+	// RFC 5751 §3.4.3.1: a detached SignedData over the entity.
+	p7s, err := buildSignedData(entity, signer, chain, cmsParams{hash: h, contentType: oidData, smimeCaps: true,
+		signingTime: signingTime, rnd: rnd})
 	if err != nil {
 		return "", nil, nil, err
 	}
@@ -134,94 +135,6 @@ func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, o
 
 	ct = `multipart/signed; protocol="` + Protocol + `"; micalg=` + micalg + `; boundary="` + boundary + `"`
 	return ct, head, tail, nil
-}
-
-// signDetached returns the DER of a ContentInfo holding a detached SignedData over entity
-// (RFC 5652 §5, RFC 5751 §3.4.3.1).
-func signDetached(entity []byte, h crypto.Hash, hOID asn1.ObjectIdentifier, signer crypto.Signer, chain []*x509.Certificate, signingTime time.Time, rnd io.Reader) ([]byte, error) {
-	leaf := chain[0]
-	pub := signer.Public()
-	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(leaf.PublicKey) {
-		return nil, errors.New("smime: signer key does not match the certificate chain[0]")
-	}
-	var sigAlg []byte
-	switch pub.(type) {
-	case *rsa.PublicKey:
-		// RFC 3370 §3.2: rsaEncryption with NULL parameters, as OpenSSL and Aruba emit.
-		sigAlg = algID(oidRSA, true)
-	case *ecdsa.PublicKey:
-		for _, e := range hashes {
-			if e.h == h {
-				sigAlg = algID(e.ecOID, false) // RFC 5753 §7.1.3, RFC 5758 §3.2: no parameters
-			}
-		}
-	default:
-		return nil, fmt.Errorf("smime: unsupported signer key type %T", pub)
-	}
-
-	d := h.New()
-	d.Write(entity)
-	digest := d.Sum(nil)
-
-	signedAttrs := signedAttributes(digest, signingTime)
-	ad := h.New()
-	ad.Write(signedAttrs)
-	sig, err := signer.Sign(rnd, ad.Sum(nil), h)
-	if err != nil {
-		return nil, fmt.Errorf("smime: signing: %w", err)
-	}
-	// Check what the signer (an HSM, possibly) returned before it goes out on the wire.
-	if err := checkSignature(pub, h, ad.Sum(nil), sig); err != nil {
-		return nil, fmt.Errorf("smime: signer produced an invalid signature: %w", err)
-	}
-
-	signedAttrs[0] = tagCtx0
-	sid := der(tagSequence, leaf.RawIssuer, mustMarshal(leaf.SerialNumber)) // IssuerAndSerialNumber
-	signerInfo := der(tagSequence,
-		[]byte{tagInteger, 1, 1}, // version 1: sid is issuerAndSerialNumber (RFC 5652 §5.3)
-		sid,
-		algID(hOID, false),
-		signedAttrs,
-		sigAlg,
-		der(tagOctetString, sig),
-	)
-	var certs []byte
-	for _, c := range chain {
-		certs = append(certs, c.Raw...)
-	}
-	signedData := der(tagSequence,
-		[]byte{tagInteger, 1, 1}, // version 1 (RFC 5652 §5.1): id-data, no v2+ certificates or attributes
-		der(tagSet, algID(hOID, false)),
-		der(tagSequence, mustMarshal(oidData)), // encapContentInfo without eContent: detached
-		der(tagCtx0, certs),
-		der(tagSet, signerInfo),
-	)
-	return der(tagSequence, mustMarshal(oidSignedData), der(tagCtx0, signedData)), nil
-}
-
-// signedAttributes returns the DER of the signed attributes with the SET OF tag
-// (RFC 5652 §5.4): contentType, signingTime, messageDigest (RFC 5652 §5.3, §11) and
-// smimeCapabilities (RFC 5751 §2.5.2).
-func signedAttributes(digest []byte, signingTime time.Time) []byte {
-	caps := der(tagSequence,
-		der(tagSequence, mustMarshal(oidAES256CBC)),
-		der(tagSequence, mustMarshal(oidAES128CBC)),
-		der(tagSequence, mustMarshal(oidDESEDE3CBC)),
-	)
-	attrs := [][]byte{
-		attribute(oidAttrContentType, mustMarshal(oidData)),
-		// RFC 5652 §11.3: UTCTime through 2049, GeneralizedTime after; encoding/asn1 picks.
-		attribute(oidAttrSigningTime, mustMarshal(signingTime.UTC().Truncate(time.Second))),
-		attribute(oidAttrMessageDigest, der(tagOctetString, digest)),
-		attribute(oidAttrSMIMECapabilities, caps),
-	}
-	// The signature covers the DER of the SET OF (sorted, X.690 §11.6); the SignerInfo
-	// carries the same bytes with the [0] IMPLICIT tag.
-	return derSetOf(tagSet, attrs)
-}
-
-func attribute(oid asn1.ObjectIdentifier, value []byte) []byte {
-	return der(tagSequence, mustMarshal(oid), der(tagSet, value))
 }
 
 // checkSignature verifies sig made by pub over digest (RSA PKCS #1 v1.5 or ECDSA; RSA-PSS

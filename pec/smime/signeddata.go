@@ -30,6 +30,7 @@ type signerInfo struct {
 	ski         []byte   // or SubjectKeyIdentifier (version 3)
 	hash        crypto.Hash
 	signedAttrs []byte // DER with the SET OF tag (RFC 5652 §5.4), nil when absent
+	attrs       []Attribute
 	contentType asn1.ObjectIdentifier
 	digest      []byte
 	signingTime time.Time
@@ -314,6 +315,11 @@ func (si *signerInfo) parseSignedAttrs(e element) error {
 		if err != nil {
 			return err
 		}
+		values := make([][]byte, len(vals))
+		for i, v := range vals {
+			values[i] = v.full
+		}
+		si.attrs = append(si.attrs, Attribute{Type: oid, Values: values})
 		key := oid.String()
 		switch {
 		case oid.Equal(oidAttrContentType), oid.Equal(oidAttrMessageDigest), oid.Equal(oidAttrSigningTime):
@@ -443,8 +449,10 @@ func (sd *signedData) verifySigners(candidates [][]byte, v *Verified) error {
 		}
 		if n == 0 {
 			v.Signer, v.Hash, v.SigningTime, v.Entity = cert, si.hash, si.signingTime, entity
+			v.Attributes = si.attrs
 		}
 	}
+	v.ContentType, v.Signers = sd.eContentType, len(sd.signers)
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"strings"
@@ -21,6 +22,9 @@ type VerifyOptions struct {
 	// so the reception point checking live traffic (pec-spec §7.2.3) passes time.Now();
 	// the signing time suits archived messages, such as the corpus.
 	At time.Time
+	// KeyUsages are the extended key usages the signer's chain must allow; nil is
+	// emailProtection (S/MIME). x509.ExtKeyUsageAny accepts any.
+	KeyUsages []x509.ExtKeyUsage
 }
 
 // Verified describes a message whose signature verified.
@@ -43,6 +47,13 @@ type Verified struct {
 	SigningTime time.Time
 	// VerifiedAt is the time the chain was checked at (zero when Roots is nil).
 	VerifiedAt time.Time
+	// ContentType is the eContentType (RFC 5652 §5.2): id-data for S/MIME, id-ct-TSTInfo
+	// for an RFC 3161 token.
+	ContentType asn1.ObjectIdentifier
+	// Attributes are the signed attributes of the first signer as received, those read
+	// above included; their values alias the CMS.
+	Attributes []Attribute
+	Signers    int // SignerInfos in the CMS, all verified
 }
 
 // Verify checks a whole RFC 5322 message as received (CRLF or LF storage): a top-level
@@ -189,6 +200,9 @@ func verifyChain(v *Verified, opts VerifyOptions) error {
 	if at.IsZero() {
 		at = time.Now()
 	}
+	if opts.Roots == nil {
+		return fmt.Errorf("%w: no trust anchors to build the chain to", ErrUntrusted)
+	}
 	v.VerifiedAt = at
 	// RFC 5750 §4.4.2: a keyUsage extension must allow digitalSignature or nonRepudiation.
 	if ku := v.Signer.KeyUsage; ku != 0 && ku&(x509.KeyUsageDigitalSignature|x509.KeyUsageContentCommitment) == 0 {
@@ -203,14 +217,18 @@ func verifyChain(v *Verified, opts VerifyOptions) error {
 			inter.AddCert(c)
 		}
 	}
+	// A certificate without EKU is valid for any purpose (RFC 5280 §4.2.1.12), which
+	// covers the DigitPA-era provider certificates; AgID CA1 and its providers carry
+	// emailProtection (pec-spec §8.2).
+	eku := opts.KeyUsages
+	if len(eku) == 0 {
+		eku = []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection}
+	}
 	chains, err := v.Signer.Verify(x509.VerifyOptions{
 		Roots:         opts.Roots,
 		Intermediates: inter,
 		CurrentTime:   at,
-		// A certificate without EKU is valid for any purpose (RFC 5280 §4.2.1.12), which
-		// covers the DigitPA-era provider certificates; AgID CA1 and its providers carry
-		// emailProtection (pec-spec §8.2).
-		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageEmailProtection},
+		KeyUsages:     eku,
 	})
 	if err != nil {
 		return chainError(err, at)
