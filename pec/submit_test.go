@@ -91,7 +91,7 @@ func newFixture(t testing.TB, lim pec.Limits) *fixture {
 
 func (f *fixture) outbox(t testing.TB) []store.OutboxItem {
 	t.Helper()
-	items, err := f.st.ClaimOutbox(context.Background(), store.Claim{Owner: "t", Now: f.now.Add(time.Hour), Lease: time.Minute, Limit: 100})
+	items, err := f.st.ClaimOutbox(context.Background(), store.Claim{Owner: "t", Lease: time.Minute, Limit: 100})
 	if err != nil {
 		t.Fatal(err)
 	}

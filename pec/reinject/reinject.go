@@ -173,7 +173,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 // claimed.
 func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	claimed := d.now()
-	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Now: claimed, Lease: d.cfg.Lease, Limit: d.cfg.Batch})
+	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Lease: d.cfg.Lease, Limit: d.cfg.Batch})
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}

@@ -18,17 +18,7 @@ import (
 	"github.com/gestore-pec/gestore/pec/store/storetest"
 )
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
+type clock = storetest.Clock
 
 const (
 	testTimeout = 400 * time.Millisecond
@@ -37,16 +27,22 @@ const (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-func forStores(t *testing.T, fn func(t *testing.T, st store.Store)) {
+// forStores runs fn against each store, whose own clock (lease expiry, due items) is c, a
+// clock starting at storetest.T0 that the test moves and gives its drainers too.
+func forStores(t *testing.T, fn func(t *testing.T, st store.Store, c *clock)) {
 	t.Run("sqlite", func(t *testing.T) {
-		st, err := sqlite.Open(filepath.Join(t.TempDir(), "pec.db"), sqlite.Deps{})
+		c := storetest.NewClock(storetest.T0)
+		st, err := sqlite.Open(filepath.Join(t.TempDir(), "pec.db"), sqlite.Deps{Now: c.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		fn(t, st)
+		fn(t, st, c)
 	})
-	t.Run("memory", func(t *testing.T) { fn(t, storetest.NewMemory()) })
+	t.Run("memory", func(t *testing.T) {
+		c := storetest.NewClock(storetest.T0)
+		fn(t, storetest.NewMemoryClock(c.Now), c)
+	})
 }
 
 func newDrainer(t *testing.T, addr string, st Outbox, owner string, c *clock) *Drainer {
@@ -102,9 +98,8 @@ func TestConfigValidation(t *testing.T) {
 }
 
 func TestDeliversAndMarks(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		queue(t, st, item(1), item(2), item(3))
 		d := newDrainer(t, pf.addr, st, "A", c)
 		if n, err := d.DrainOnce(context.Background()); n != 3 || err != nil {
@@ -130,9 +125,8 @@ func TestDeliversAndMarks(t *testing.T) {
 // transaction leaves the item pending with a backoff; the retry sends it; Postfix accepts
 // each message exactly once.
 func TestTemporaryFaults(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		d := newDrainer(t, pf.addr, st, "A", c)
 		i := 0
 		for _, s := range []stage{atConnect, atMail, atRcpt, atData, atEndOfData} {
@@ -176,9 +170,8 @@ func TestTemporaryFaults(t *testing.T) {
 
 // TestPermanentFaultsPark: a 5xx keeps the item, parked with the reply, never resent.
 func TestPermanentFaultsPark(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		d := newDrainer(t, pf.addr, st, "A", c)
 		for i, s := range []stage{atMail, atRcpt, atEndOfData} {
 			it := item(100 + i)
@@ -242,9 +235,8 @@ func (k *killable) MarkOutbox(ctx context.Context, id int64, owner string, m sto
 // instance resumes after the lease. Nothing is lost; the only resend is after a death
 // between Postfix's 250 and the mark, and it is byte-identical with the same Message-ID.
 func TestKilledAtEveryPoint(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		cases := []struct {
 			name     string
 			setup    func(k *killable, cancel context.CancelFunc)
@@ -297,7 +289,7 @@ func TestKilledAtEveryPoint(t *testing.T) {
 
 // TestRunWakesOnCommit: with a long poll interval, a Commit in this process wakes the drainer.
 func TestRunWakesOnCommit(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
 		d, err := New(Config{Addr: pf.addr, Poll: time.Hour}, Deps{Store: st, Logger: quiet})
 		if err != nil {
@@ -372,9 +364,8 @@ func TestTwoProcessesShareTheOutbox(t *testing.T) {
 // TestShutdownReleasesClaims: a drainer stopped gracefully hands back the items it claimed
 // but did not attempt, so that the next one does not wait for the lease.
 func TestShutdownReleasesClaims(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		queue(t, st, item(1), item(2))
 		ctx, cancel := context.WithCancel(context.Background())
 		k := &killable{Store: st, cancel: cancel}
@@ -422,9 +413,8 @@ func (s *slowClock) MarkOutbox(ctx context.Context, id int64, owner string, m st
 // TestLeaseGuard: a drainer whose batch takes too long stops before its lease could run out
 // during a transaction, and hands the rest back.
 func TestLeaseGuard(t *testing.T) {
-	forStores(t, func(t *testing.T, st store.Store) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
 		pf := newFakePostfix(t)
-		c := &clock{t: storetest.T0}
 		queue(t, st, item(1), item(2), item(3))
 		d := newDrainer(t, pf.addr, &slowClock{st, c}, "slow", c)
 		if _, err := d.DrainOnce(context.Background()); err != nil {

@@ -76,6 +76,14 @@ func (h *Held) validate() error {
 	if h.Created.IsZero() || h.Identificativo == "" {
 		return fmt.Errorf("%w: held record needs identificativo and creation time", ErrInvalid)
 	}
+	for _, b := range []*Batch{&h.OnConfirm, &h.OnExpiry} {
+		if len(b.Holds) > 0 {
+			return fmt.Errorf("%w: a held record's batches hold no held records", ErrInvalid)
+		}
+		if err := b.Validate(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -85,16 +93,25 @@ func (h *Held) validate() error {
 // HeldFinal record, or a held step and anything committed at once with it, are atomic. A
 // Commit whose Hold duplicates an existing Key or Token fails with ErrExists and writes
 // nothing: the caller looks the Key up and answers as the earlier attempt did.
+//
+// OnConfirm and OnExpiry are committed as any Batch is: an outbox item whose MessageID is
+// already in the outbox and a tracking row that already exists are left as they are. Each
+// is committed at most once per record, however many handles (processes, nodes) call
+// Confirm and ExpireHeld at the same time.
 type Holder interface {
 	// LookupHeld returns the record with this Key created at or after since, or ErrNotFound.
 	LookupHeld(ctx context.Context, key string, since time.Time) (*Held, error)
 	// Confirm releases the record with this token: the first call commits OnConfirm and
 	// sets HeldReleased (also after expiry: then Late is set, the message was queued after
 	// all and the attestation is true); later calls change nothing. It returns the record
-	// as it is after the call, or ErrNotFound for an unknown token.
+	// as it is after the call, or ErrNotFound for an unknown token. When OnConfirm cannot
+	// be committed (ErrConflict: a notice in it no longer applies) Confirm returns that
+	// error and changes nothing.
 	Confirm(ctx context.Context, token string, at time.Time) (*Held, error)
 	// ExpireHeld commits OnExpiry of up to limit HeldWaiting records whose Expires is at or
-	// before now, setting HeldExpired, and returns how many it expired.
+	// before now, setting HeldExpired and ExpiredAt = now, oldest Expires first (limit <= 0:
+	// 100), and returns how many it expired. A record whose OnExpiry cannot be committed
+	// stays HeldWaiting and is named in the returned error; the others are expired.
 	ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error)
 	// PurgeHeld deletes records that are no longer HeldWaiting and were created before
 	// before; the idempotency window of retries ends there.

@@ -45,20 +45,25 @@ func (o *OutboxItem) validate() error {
 	return nil
 }
 
-// Claim asks for outbox items to send.
+// Claim asks for outbox items to send. Which items are due (NextAttempt) and when the lease
+// ends are decided by the store's clock.
 type Claim struct {
-	Owner string        // unique per drainer instance (e.g. host/pid/random)
-	Now   time.Time     // items with NextAttempt <= Now
+	// Owner names the drainer: stable across its restarts (e.g. "reinject/<node>"), so that
+	// a restarted drainer reclaims its own leases at once, and never used by two drainers
+	// running at the same time.
+	Owner string
 	Lease time.Duration // how long the claim holds; longer than one SMTP attempt
-	Limit int
+	Limit int           // 0: 100
 }
 
 // Mark is the outcome of one delivery attempt.
 type Mark struct {
-	State       OutboxState // OutboxSent, OutboxPending (retry) or OutboxParked
-	At          time.Time
-	NextAttempt time.Time // for OutboxPending
-	Error       string    // the SMTP reply or error, for retry and parked (and partial sends)
+	State OutboxState // OutboxSent, OutboxPending (retry) or OutboxParked
+	At    time.Time
+	// NextAttempt (for OutboxPending) is compared with the store's clock by ClaimOutbox;
+	// a skewed caller clock only moves the retry, it never makes two drainers share an item.
+	NextAttempt time.Time
+	Error       string // the SMTP reply or error, for retry and parked (and partial sends)
 	// Release (with State OutboxPending) ends a claim on an item that was not attempted
 	// (drainer shutting down, lease running short): it becomes claimable at once, and
 	// Attempts, NextAttempt and LastError are left alone.
@@ -147,6 +152,11 @@ func (b *Batch) Validate() error {
 	}
 	for i := range b.Quarantine {
 		if err := b.Quarantine[i].validate(); err != nil {
+			return err
+		}
+	}
+	for i := range b.Holds {
+		if err := b.Holds[i].validate(); err != nil {
 			return err
 		}
 	}

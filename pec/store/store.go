@@ -22,8 +22,8 @@
 //	}
 //	return accept
 //
-// Commit is all or nothing: the events, tracking rows, transitions, outbox items and
-// quarantine items of a Batch are written in one transaction, so a crash leaves either all
+// Commit is all or nothing: the events, tracking rows, transitions, outbox items,
+// quarantine items and held records of a Batch are written in one transaction, so a crash leaves either all
 // of them or none (DESIGN.md "Durability"). After Commit returns nil the data is on disk
 // (SQLite: WAL + synchronous=FULL). A failed Commit may be retried with the same Batch.
 //
@@ -67,15 +67,23 @@ type Store interface {
 	// e.g. before = now - 30 days.
 	PurgeTracking(ctx context.Context, before time.Time) (int64, error)
 	// DueTracking returns up to limit rows needing a notice at now, oldest dispatch first,
-	// with Due set: Notice12h for rows still in StateSent 12 h after dispatch, Notice24h
-	// for rows still waiting for a consegna 22 h after dispatch (pec-spec §6.3). A row due
-	// for both gets Notice12h first; after that is committed it comes back for Notice24h.
+	// with Due set: Notice12h for rows still in StateSent at their Due12, Notice24h for rows
+	// still waiting for a consegna at their Due22 (pec-spec §6.3: 12 h and 22 h after
+	// dispatch with the default Deadlines). The deadlines are the row's own, fixed at
+	// insert. A row due for both gets Notice12h first; after that is committed it comes
+	// back for Notice24h.
 	DueTracking(ctx context.Context, now time.Time, limit int) ([]Tracking, error)
 
 	// ClaimOutbox leases up to c.Limit pending items whose next attempt is due, for
-	// c.Owner until c.Now+c.Lease. Items leased by another owner whose lease has not
-	// expired are skipped, so several drainers (processes) never send the same item at the
-	// same time.
+	// c.Owner for c.Lease. Items leased by another owner whose lease has not expired are
+	// skipped, so several drainers (processes, nodes) never send the same item at the same
+	// time. Items still leased by c.Owner itself are claimed again at once: an owner names
+	// one drainer, stable across its restarts, so a restarted drainer resumes its own work
+	// without waiting for its old leases (see Claim.Owner).
+	//
+	// The store's clock decides what is due and when a lease expires (the database's clock
+	// for SQL stores), never the caller's: nodes whose clocks disagree still never hold one
+	// item at once.
 	ClaimOutbox(ctx context.Context, c Claim) ([]OutboxItem, error)
 	// MarkOutbox records the outcome of one delivery attempt of item id by owner: sent,
 	// retry later, or parked (permanent failure; the item is kept, never deleted). A
@@ -104,9 +112,14 @@ type Store interface {
 	// LastSeal returns the latest seal of a day strictly before day, or ErrNotFound.
 	LastSeal(ctx context.Context, before string) (*Seal, error)
 
-	// TryLease takes or renews the named lease for owner until now+ttl, when it is free,
-	// expired, or already owner's. It is how one node among several runs the sweeper.
-	TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error)
+	// TryLease takes or renews the named lease for owner for ttl, when it is free, expired,
+	// or already owner's, and reports whether owner holds it. Expiry is decided by the
+	// store's clock (the database's for SQL stores), not the caller's. It is how one node
+	// among several runs the sweeper.
+	TryLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error)
+
+	// Holder keeps the held steps (held.go).
+	Holder
 
 	Close() error
 }
@@ -117,7 +130,7 @@ var (
 	ErrConflict = errors.New("store: tracking state changed")
 	// ErrNotFound: no such seal, item or row.
 	ErrNotFound = errors.New("store: not found")
-	// ErrExists: the day is already sealed.
+	// ErrExists: the day is already sealed, or a held record's Key or Token is taken.
 	ErrExists = errors.New("store: already exists")
 	// ErrLeaseLost: the outbox item is no longer leased by this owner.
 	ErrLeaseLost = errors.New("store: lease lost")

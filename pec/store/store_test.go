@@ -64,3 +64,32 @@ func TestValidate(t *testing.T) {
 		t.Errorf("quarantine without bytes: %v", err)
 	}
 }
+
+func TestDeadlines(t *testing.T) {
+	sent := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	r := TrackInsert{Identificativo: "i", Recipient: "r", SentAt: sent}.Row()
+	if !r.Due12.Equal(sent.Add(12*time.Hour)) || !r.Due22.Equal(sent.Add(22*time.Hour)) || !r.Due24.Equal(sent.Add(24*time.Hour)) {
+		t.Errorf("default deadlines: %v %v %v", r.Due12, r.Due22, r.Due24)
+	}
+	short := Deadlines{First: 2 * time.Second, FinalFrom: 3 * time.Second, Final: 4 * time.Second}
+	r = TrackInsert{Identificativo: "i", Recipient: "r", SentAt: sent, Deadlines: short}.Row()
+	if !r.Due12.Equal(sent.Add(2*time.Second)) || !r.Due22.Equal(sent.Add(3*time.Second)) || !r.Due24.Equal(sent.Add(4*time.Second)) {
+		t.Errorf("short deadlines: %v %v %v", r.Due12, r.Due22, r.Due24)
+	}
+	if r.DueAt(sent.Add(2*time.Second)) != InputNotice12h || r.DueAt(sent.Add(2*time.Second-1)) != "" {
+		t.Error("DueAt does not follow the row's deadline")
+	}
+	for _, d := range []Deadlines{DefaultDeadlines, short, {First: time.Second, FinalFrom: time.Second, Final: time.Second}} {
+		if err := d.Validate(); err != nil {
+			t.Errorf("%+v: %v", d, err)
+		}
+	}
+	for _, d := range []Deadlines{{}, {First: -1, FinalFrom: 1, Final: 1}, {First: 2, FinalFrom: 1, Final: 3}, {First: 1, FinalFrom: 3, Final: 2}} {
+		if err := d.Validate(); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%+v: %v, want ErrInvalid", d, err)
+		}
+	}
+	if (Deadlines{}).OrDefault() != DefaultDeadlines || short.OrDefault() != short {
+		t.Error("OrDefault")
+	}
+}

@@ -83,14 +83,16 @@ type Tracking struct {
 	Recipient      string
 	State          State
 	SentAt         time.Time // dispatch of the busta
-	Due12          time.Time // SentAt + 12 h
-	Due22          time.Time // SentAt + 22 h: the final notice may go out from here
-	Due24          time.Time // SentAt + 24 h: the final notice must be out by here
-	TakenAt        time.Time // first presa in carico (zero: none)
-	DeliveredAt    time.Time // first avvenuta consegna
-	FailedAt       time.Time // first errore-consegna
-	Notice12At     time.Time
-	Notice24At     time.Time
+	// The deadlines, fixed when the row is inserted (TrackInsert.Deadlines): DueTracking
+	// works from these, so a change of configuration does not move rows already tracked.
+	Due12       time.Time // SentAt + Deadlines.First (12 h): the preavviso is due
+	Due22       time.Time // SentAt + Deadlines.FinalFrom (22 h): the final notice may go out from here
+	Due24       time.Time // SentAt + Deadlines.Final (24 h): the final notice must be out by here
+	TakenAt     time.Time // first presa in carico (zero: none)
+	DeliveredAt time.Time // first avvenuta consegna
+	FailedAt    time.Time // first errore-consegna
+	Notice12At  time.Time
+	Notice24At  time.Time
 	// Context needed to build the notices without reading the log.
 	Sender    string
 	Subject   string
@@ -98,6 +100,33 @@ type Tracking struct {
 	Data      []byte // opaque to the store (e.g. the engine's serialized daticert data)
 	// Due is set by DueTracking: the notice the sweeper must send now.
 	Due Input
+}
+
+// Deadlines are the notice deadlines of a tracked recipient, counted from the dispatch of
+// the busta (pec-spec §6.3).
+type Deadlines struct {
+	First     time.Duration // the preavviso di mancata consegna is due (12 h)
+	FinalFrom time.Duration // the final notice may go out from here (22 h)
+	Final     time.Duration // the final notice must be out by here (24 h)
+}
+
+// DefaultDeadlines are the deadlines of pec-spec §6.3: 12 h, and 22 h to 24 h.
+var DefaultDeadlines = Deadlines{First: 12 * time.Hour, FinalFrom: 22 * time.Hour, Final: 24 * time.Hour}
+
+// Validate checks 0 < First <= FinalFrom <= Final.
+func (d Deadlines) Validate() error {
+	if d.First <= 0 || d.FinalFrom < d.First || d.Final < d.FinalFrom {
+		return fmt.Errorf("%w: deadlines %v, %v, %v: want 0 < first <= final_from <= final", ErrInvalid, d.First, d.FinalFrom, d.Final)
+	}
+	return nil
+}
+
+// OrDefault returns d, or DefaultDeadlines when d is the zero value.
+func (d Deadlines) OrDefault() Deadlines {
+	if d == (Deadlines{}) {
+		return DefaultDeadlines
+	}
+	return d
 }
 
 // TrackInsert starts tracking a certified recipient when its busta is dispatched.
@@ -109,14 +138,17 @@ type TrackInsert struct {
 	Subject        string
 	MessageID      string
 	Data           []byte
+	// Deadlines of the notices for this row; the zero value means DefaultDeadlines.
+	Deadlines Deadlines
 }
 
 // Row returns the new tracking row for t, with its deadlines.
 func (t TrackInsert) Row() Tracking {
+	d := t.Deadlines.OrDefault()
 	return Tracking{
 		Identificativo: t.Identificativo, Recipient: t.Recipient, State: StateSent,
-		SentAt: t.SentAt, Due12: t.SentAt.Add(12 * time.Hour), Due22: t.SentAt.Add(22 * time.Hour),
-		Due24: t.SentAt.Add(24 * time.Hour), Sender: t.Sender, Subject: t.Subject,
+		SentAt: t.SentAt, Due12: t.SentAt.Add(d.First), Due22: t.SentAt.Add(d.FinalFrom),
+		Due24: t.SentAt.Add(d.Final), Sender: t.Sender, Subject: t.Subject,
 		MessageID: t.MessageID, Data: t.Data,
 	}
 }
@@ -125,7 +157,7 @@ func (t *TrackInsert) validate() error {
 	if t.Identificativo == "" || t.Recipient == "" || t.SentAt.IsZero() {
 		return fmt.Errorf("%w: tracking insert needs identificativo, recipient and time", ErrInvalid)
 	}
-	return nil
+	return t.Deadlines.OrDefault().Validate()
 }
 
 // Transition applies a receipt or notice to one tracked recipient.
@@ -200,7 +232,8 @@ func (r *Tracking) setStamp(in Input, at time.Time) {
 	}
 }
 
-// DueAt returns the notice due for r at now, or "" when none is.
+// DueAt returns the notice due for r at now, or "" when none is. It reads the row's own
+// deadlines (Due12, Due22), whatever the defaults are now.
 func (r *Tracking) DueAt(now time.Time) Input {
 	switch r.State {
 	case StateSent:

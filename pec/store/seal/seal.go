@@ -275,7 +275,7 @@ func (s *Sealer) Run(ctx context.Context, owner string, interval time.Duration) 
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
-		if ok, err := s.d.Store.TryLease(ctx, "seal", owner, s.d.Now(), 2*interval); err == nil && ok {
+		if ok, err := s.d.Store.TryLease(ctx, "seal", owner, 2*interval); err == nil && ok {
 			if days, err := s.SealDue(ctx); err != nil {
 				s.d.Logger.Error("daily log seal failed", slog.Any("err", err), slog.Any("sealed", days))
 			}

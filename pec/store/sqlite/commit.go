@@ -19,7 +19,7 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	if b.Empty() {
 		return nil
 	}
-	return s.write(ctx, len(b.Outbox) > 0, func(tx *sql.Tx) error { return commitBatch(tx, b, time.Now()) })
+	return s.write(ctx, len(b.Outbox) > 0, func(tx *sql.Tx) error { return commitBatch(tx, b, s.goNow()) })
 }
 
 func commitBatch(tx *sql.Tx, b *store.Batch, now time.Time) error {
@@ -45,6 +45,11 @@ func commitBatch(tx *sql.Tx, b *store.Batch, now time.Time) error {
 	}
 	for i := range b.Quarantine {
 		if err := insertQuarantine(tx, &b.Quarantine[i]); err != nil {
+			return err
+		}
+	}
+	for i := range b.Holds {
+		if err := insertHeld(tx, &b.Holds[i]); err != nil {
 			return err
 		}
 	}

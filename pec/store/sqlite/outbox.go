@@ -31,7 +31,9 @@ func scanOutbox(sc scanner, raw *[]byte) (store.OutboxItem, error) {
 }
 
 // ClaimOutbox implements store.Store. The claim is a write (claimed_by, lease_until), so
-// two processes serialise on it and never get the same item while a lease holds.
+// two processes serialise on it and never get the same item while a lease holds. Due items
+// and lease expiry are decided on the store's clock (see clock), read in the same
+// transaction.
 func (s *Store) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
 	if c.Owner == "" || c.Lease <= 0 {
 		return nil, fmt.Errorf("%w: claim needs an owner and a lease", store.ErrInvalid)
@@ -43,9 +45,12 @@ func (s *Store) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxI
 	var out []store.OutboxItem
 	err := s.write(ctx, false, func(tx *sql.Tx) error {
 		out = out[:0]
-		now := c.Now.UnixNano()
+		now, err := s.clock(tx)
+		if err != nil {
+			return err
+		}
 		rows, err := tx.Query(`SELECT id FROM outbox WHERE state = 'pending' AND next_attempt <= ?
-			AND (claimed_by = '' OR lease_until <= ?) ORDER BY id LIMIT ?`, now, now, limit)
+			AND (claimed_by = '' OR claimed_by = ? OR lease_until <= ?) ORDER BY id LIMIT ?`, now, c.Owner, now, limit)
 		if err != nil {
 			return err
 		}
@@ -63,7 +68,7 @@ func (s *Store) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxI
 			return err
 		}
 		in := strings.TrimSuffix(strings.Repeat("?,", len(ids)), ",")
-		args := append([]any{c.Owner, c.Now.Add(c.Lease).UnixNano()}, ids...)
+		args := append([]any{c.Owner, now + int64(c.Lease)}, ids...)
 		if _, err := tx.Exec(`UPDATE outbox SET claimed_by = ?, lease_until = ? WHERE id IN (`+in+`)`, args...); err != nil {
 			return err
 		}

@@ -236,13 +236,20 @@ func (s *Store) LastSeal(ctx context.Context, before string) (*store.Seal, error
 	return s.getSeal(ctx, `SELECT `+sealCols+` FROM seals WHERE day < ? ORDER BY day DESC LIMIT 1`, before)
 }
 
-// TryLease implements store.Store.
-func (s *Store) TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error) {
+// TryLease implements store.Store, on the store's clock (see clock).
+func (s *Store) TryLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if name == "" || owner == "" || ttl <= 0 {
+		return false, fmt.Errorf("%w: lease needs a name, an owner and a duration", store.ErrInvalid)
+	}
 	var ok bool
 	err := s.write(ctx, false, func(tx *sql.Tx) error {
+		now, err := s.clock(tx)
+		if err != nil {
+			return err
+		}
 		res, err := tx.Exec(`INSERT INTO leases (name, owner, until) VALUES (?, ?, ?)
 			ON CONFLICT (name) DO UPDATE SET owner = excluded.owner, until = excluded.until
-			WHERE leases.owner = excluded.owner OR leases.until <= ?`, name, owner, now.Add(ttl).UnixNano(), now.UnixNano())
+			WHERE leases.owner = excluded.owner OR leases.until <= ?`, name, owner, now+int64(ttl), now)
 		if err != nil {
 			return err
 		}
@@ -250,5 +257,5 @@ func (s *Store) TryLease(ctx context.Context, name, owner string, now time.Time,
 		ok = n > 0
 		return err
 	})
-	return ok, err
+	return ok && err == nil, err
 }

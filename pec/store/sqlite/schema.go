@@ -130,6 +130,26 @@ CREATE TABLE leases (
 	until INTEGER NOT NULL
 );
 `,
+	// 2: held steps (store.Holder).
+	`
+CREATE TABLE held (
+	id             INTEGER PRIMARY KEY AUTOINCREMENT,
+	token          TEXT UNIQUE,        -- NULL for final records
+	idem_key       TEXT UNIQUE,        -- NULL: no idempotency key
+	identificativo TEXT NOT NULL,
+	state          TEXT NOT NULL,      -- held, released, expired, final
+	created        INTEGER NOT NULL,   -- Unix nanoseconds
+	expires        INTEGER NOT NULL,   -- 0 for final records
+	outcome        BLOB,
+	on_confirm     BLOB,               -- the batch, JSON (heldcodec.go); NULL: empty
+	on_expiry      BLOB,
+	released_at    INTEGER NOT NULL DEFAULT 0,
+	expired_at     INTEGER NOT NULL DEFAULT 0,
+	late           INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX held_expires ON held(expires) WHERE state = 'held';
+CREATE INDEX held_created ON held(created);
+`,
 }
 
 // migrate brings the schema to the latest version inside one BEGIN IMMEDIATE transaction,

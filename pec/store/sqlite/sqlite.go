@@ -50,6 +50,10 @@ type Deps struct {
 	// MaxGroup caps how many queued Commits share one transaction; 0 means 128, and 1
 	// turns group commit off (one transaction, one fsync, per Commit).
 	MaxGroup int
+	// Now, for tests, replaces the database's clock: lease expiry (TryLease, ClaimOutbox),
+	// due outbox items, commit times. nil (production): the clock of SQLite, read inside
+	// the transaction that decides.
+	Now func() time.Time
 }
 
 // Store is the SQLite store.Store.
@@ -61,13 +65,14 @@ type Store struct {
 	waker  store.Waker
 	groups prometheus.Histogram
 	max    int
+	now    func() time.Time // nil: the database's clock
 }
 
 var _ store.Store = (*Store)(nil)
 
 type writeReq struct {
 	fn     func(tx *sql.Tx) error
-	wake   bool // wake outbox waiters after commit
+	wake   bool // wake outbox waiters after commit; fn may set it (writeWake)
 	result chan error
 }
 
@@ -117,7 +122,7 @@ func Open(path string, d Deps) (*Store, error) {
 	if d.MaxGroup <= 0 {
 		d.MaxGroup = maxGroup
 	}
-	s := &Store{w: w, r: r, log: d.Logger, wq: make(chan *writeReq, 1024), done: make(chan struct{}), max: d.MaxGroup}
+	s := &Store{w: w, r: r, log: d.Logger, wq: make(chan *writeReq, 1024), done: make(chan struct{}), max: d.MaxGroup, now: d.Now}
 	s.groups = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name: "pec_store_commit_group_size", Help: "Batches written per SQLite transaction (group commit).",
 		Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128},
@@ -147,8 +152,22 @@ func (s *Store) Close() error {
 // write runs fn in the writer's transaction and waits for the commit. Once the request is
 // queued it is waited for even if ctx ends, because it may be committed anyway: returning
 // early would tell the caller "failed" about data that is on disk.
-func (s *Store) write(ctx context.Context, wake bool, fn func(tx *sql.Tx) error) (err error) {
-	req := &writeReq{fn: fn, wake: wake, result: make(chan error, 1)}
+func (s *Store) write(ctx context.Context, wake bool, fn func(tx *sql.Tx) error) error {
+	return s.send(ctx, &writeReq{fn: fn, wake: wake, result: make(chan error, 1)})
+}
+
+// writeWake is write for a fn that finds out while running whether it added outbox items.
+func (s *Store) writeWake(ctx context.Context, fn func(tx *sql.Tx) (wake bool, err error)) error {
+	req := &writeReq{result: make(chan error, 1)}
+	req.fn = func(tx *sql.Tx) error {
+		w, err := fn(tx)
+		req.wake = w // read by runGroup after fn returns, in the writer goroutine
+		return err
+	}
+	return s.send(ctx, req)
+}
+
+func (s *Store) send(ctx context.Context, req *writeReq) (err error) {
 	defer func() {
 		if r := recover(); r != nil { // send on closed channel: Close raced with a write
 			err = &store.Temporary{Err: errors.New("store closed")}
@@ -265,6 +284,27 @@ func isUnique(err error) bool {
 
 // OutboxWait implements store.Store.
 func (s *Store) OutboxWait() <-chan struct{} { return s.waker.Wait() }
+
+// clock is the store's time in Unix nanoseconds inside tx: SQLite's clock (millisecond
+// precision), or the clock injected for tests. Lease decisions use it so that they do not
+// depend on a caller's clock; for SQLite, a local database, it is this machine's clock.
+func (s *Store) clock(tx *sql.Tx) (int64, error) {
+	if s.now != nil {
+		return s.now().UnixNano(), nil
+	}
+	var ms int64
+	err := tx.QueryRow(`SELECT CAST(unixepoch('subsec') * 1000 AS INTEGER)`).Scan(&ms)
+	return ms * int64(time.Millisecond), err
+}
+
+// goNow is the store's clock for values it records without deciding anything by them
+// (commit times, default creation times).
+func (s *Store) goNow() time.Time {
+	if s.now != nil {
+		return s.now()
+	}
+	return time.Now()
+}
 
 func ns(t time.Time) int64 {
 	if t.IsZero() {

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/storetest"
@@ -19,5 +20,15 @@ func openTemp(t testing.TB) *Store {
 }
 
 func TestConformance(t *testing.T) {
-	storetest.Run(t, func(t *testing.T) store.Store { return openTemp(t) })
+	storetest.Run(t, func(t *testing.T, now func() time.Time) storetest.DB {
+		path := filepath.Join(t.TempDir(), "pec.db")
+		return func() store.Store {
+			s, err := Open(path, Deps{Now: now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { s.Close() })
+			return s
+		}
+	})
 }

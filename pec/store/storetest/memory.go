@@ -15,9 +15,18 @@ import (
 )
 
 // Memory is an in-memory store.Store. It follows the same rules as the SQLite store
-// (append-only log, transition table, leases) but keeps nothing across processes.
+// (append-only log, transition table, leases, held records) but keeps nothing across
+// processes. Handle opens a second view of the same state, as a second process opening the
+// same database would.
 type Memory struct {
+	*memState
+	waker store.Waker // per handle: a Commit wakes the waiters of the handle it went through
+}
+
+// memState is what the handles of one Memory share.
+type memState struct {
 	mu         sync.Mutex
+	now        func() time.Time
 	events     []store.Event
 	seq        int64
 	tracking   map[[2]string]store.Tracking
@@ -27,7 +36,9 @@ type Memory struct {
 	qid        int64
 	seals      map[string]store.Seal
 	leases     map[string]lease
-	waker      store.Waker
+	held       []*store.Held // in creation order
+	heldByTok  map[string]*store.Held
+	heldByKey  map[string]*store.Held
 }
 
 type lease struct {
@@ -35,15 +46,26 @@ type lease struct {
 	until time.Time
 }
 
-// NewMemory returns an empty in-memory store.
-func NewMemory() *Memory {
-	return &Memory{
-		tracking: map[[2]string]store.Tracking{},
-		byMsgID:  map[string]bool{},
-		seals:    map[string]store.Seal{},
-		leases:   map[string]lease{},
-	}
+// NewMemory returns an empty in-memory store on the system clock.
+func NewMemory() *Memory { return NewMemoryClock(time.Now) }
+
+// NewMemoryClock returns an empty in-memory store whose own clock (lease expiry, due
+// outbox items, default creation times) is now.
+func NewMemoryClock(now func() time.Time) *Memory {
+	return &Memory{memState: &memState{
+		now:       now,
+		tracking:  map[[2]string]store.Tracking{},
+		byMsgID:   map[string]bool{},
+		seals:     map[string]store.Seal{},
+		leases:    map[string]lease{},
+		heldByTok: map[string]*store.Held{},
+		heldByKey: map[string]*store.Held{},
+	}}
 }
+
+// Handle returns another handle on the same state: it sees and changes the same records,
+// but its OutboxWait is woken only by Commits through it, as with two processes.
+func (m *Memory) Handle() *Memory { return &Memory{memState: m.memState} }
 
 var _ store.Store = (*Memory)(nil)
 
@@ -55,7 +77,20 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 		return err
 	}
 	m.mu.Lock()
-	defer m.mu.Unlock()
+	added, err := m.commitLocked(b)
+	m.mu.Unlock()
+	if added {
+		m.waker.Wake()
+	}
+	return err
+}
+
+// commitLocked writes b all or nothing: every check comes before the first change. It
+// reports whether outbox items were added.
+func (m *memState) commitLocked(b *store.Batch) (bool, error) {
+	if err := m.checkHolds(b.Holds); err != nil {
+		return false, err
+	}
 	// Work on copies of what a transition changes, so a conflict leaves nothing behind.
 	newRows := map[[2]string]store.Tracking{}
 	get := func(k [2]string) (store.Tracking, bool) {
@@ -68,7 +103,9 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 	for _, ins := range b.Inserts {
 		k := trackKey(ins.Identificativo, ins.Recipient)
 		if _, ok := get(k); !ok {
-			newRows[k] = ins.Row()
+			r := ins.Row()
+			r.Data = bytes.Clone(r.Data)
+			newRows[k] = r
 		}
 	}
 	for _, t := range b.Transitions {
@@ -76,13 +113,13 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 		r, ok := get(k)
 		if !ok {
 			if t.Input.IsNotice() {
-				return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
+				return false, fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
 			continue // a receipt about something we do not track: ignored
 		}
 		nr, out := store.Next(r, t.Input, t.At)
 		if out == store.Conflict {
-			return fmt.Errorf("%w: %s in state %s for %s %s", store.ErrConflict, t.Input, r.State, t.Identificativo, t.Recipient)
+			return false, fmt.Errorf("%w: %s in state %s for %s %s", store.ErrConflict, t.Input, r.State, t.Identificativo, t.Recipient)
 		}
 		newRows[k] = nr
 	}
@@ -103,9 +140,10 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 		o.ID = int64(len(m.outbox) + 1)
 		o.State = store.OutboxPending
 		if o.Created.IsZero() {
-			o.Created = time.Now()
+			o.Created = m.now()
 		}
-		o.NextAttempt = time.Time{}
+		o.Attempts, o.NextAttempt, o.LastError = 0, time.Time{}, ""
+		o.ClaimedBy, o.LeaseUntil, o.SentAt = "", time.Time{}, time.Time{}
 		o.Raw = bytes.Clone(o.Raw)
 		o.Rcpts = append([]string(nil), o.Rcpts...)
 		m.outbox = append(m.outbox, &o)
@@ -115,12 +153,21 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 		m.qid++
 		q.ID = m.qid
 		q.Raw = bytes.Clone(q.Raw)
+		q.Recipients = append([]string(nil), q.Recipients...)
 		m.quarantine = append(m.quarantine, q)
 	}
-	if added {
-		m.waker.Wake()
+	for i := range b.Holds {
+		h := cloneHeld(&b.Holds[i])
+		h.ReleasedAt, h.ExpiredAt, h.Late = time.Time{}, time.Time{}, false
+		m.held = append(m.held, h)
+		if h.Token != "" {
+			m.heldByTok[h.Token] = h
+		}
+		if h.Key != "" {
+			m.heldByKey[h.Key] = h
+		}
 	}
-	return nil
+	return added, nil
 }
 
 func cloneEvent(e store.Event) store.Event {
@@ -208,22 +255,32 @@ func (m *Memory) DueTracking(ctx context.Context, now time.Time, limit int) ([]s
 	return out, nil
 }
 
-// ClaimOutbox implements store.Store.
+// ClaimOutbox implements store.Store, on the store's clock.
 func (m *Memory) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
+	if c.Owner == "" || c.Lease <= 0 {
+		return nil, fmt.Errorf("%w: claim needs an owner and a lease", store.ErrInvalid)
+	}
+	limit := c.Limit
+	if limit <= 0 {
+		limit = 100
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
 	var out []store.OutboxItem
 	for _, o := range m.outbox {
-		if c.Limit > 0 && len(out) >= c.Limit {
+		if len(out) >= limit {
 			break
 		}
-		if o.State != store.OutboxPending || o.NextAttempt.After(c.Now) || o.ClaimedBy != "" && o.LeaseUntil.After(c.Now) {
+		if o.State != store.OutboxPending || o.NextAttempt.After(now) ||
+			o.ClaimedBy != "" && o.ClaimedBy != c.Owner && o.LeaseUntil.After(now) {
 			continue
 		}
 		o.ClaimedBy = c.Owner
-		o.LeaseUntil = c.Now.Add(c.Lease)
+		o.LeaseUntil = now.Add(c.Lease)
 		cp := *o
 		cp.Raw = bytes.Clone(o.Raw)
+		cp.Rcpts = append([]string(nil), o.Rcpts...)
 		out = append(out, cp)
 	}
 	return out, nil
@@ -354,10 +411,14 @@ func (m *Memory) LastSeal(ctx context.Context, before string) (*store.Seal, erro
 	return best, nil
 }
 
-// TryLease implements store.Store.
-func (m *Memory) TryLease(ctx context.Context, name, owner string, now time.Time, ttl time.Duration) (bool, error) {
+// TryLease implements store.Store, on the store's clock.
+func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Duration) (bool, error) {
+	if name == "" || owner == "" || ttl <= 0 {
+		return false, fmt.Errorf("%w: lease needs a name, an owner and a duration", store.ErrInvalid)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	now := m.now()
 	l, ok := m.leases[name]
 	if ok && l.owner != owner && l.until.After(now) {
 		return false, nil

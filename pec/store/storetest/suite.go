@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,34 +15,85 @@ import (
 // T0 is the base time of the suite's data.
 var T0 = time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
 
-// Run is the conformance suite: every store.Store implementation must pass it. open returns
-// a fresh, empty store for each subtest (and registers its cleanup with t).
-func Run(t *testing.T, open func(t *testing.T) store.Store) {
+// DB is one database of the suite. Each call opens another handle on it, as another process
+// or node would (SQLite: another Open of the same file; Memory: another Handle), and
+// registers its cleanup with the test.
+type DB func() store.Store
+
+// Clock is a settable clock, safe for concurrent use.
+type Clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+// NewClock returns a clock showing t.
+func NewClock(t time.Time) *Clock { return &Clock{t: t} }
+
+// Now returns the clock's time.
+func (c *Clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+
+// Set sets the clock.
+func (c *Clock) Set(t time.Time) { c.mu.Lock(); defer c.mu.Unlock(); c.t = t }
+
+// Add moves the clock by d.
+func (c *Clock) Add(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.t = c.t.Add(d) }
+
+// env is what a subtest gets: its database and the clock of the stores opened on it.
+type env struct {
+	db    DB
+	clock *Clock
+}
+
+// Run is the conformance suite: every store.Store implementation must pass it. For each
+// subtest, open returns a fresh, empty database whose handles use now as the store's own
+// clock (lease expiry, due outbox items: what the store decides without the caller's
+// time). Several subtests open two handles on one database and use them at once.
+func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
+	one := func(fn func(*testing.T, store.Store)) func(*testing.T, *env) {
+		return func(t *testing.T, e *env) { fn(t, e.db()) }
+	}
 	tests := []struct {
 		name string
-		fn   func(*testing.T, store.Store)
+		fn   func(*testing.T, *env)
 	}{
-		{"LogAppendAndSearch", testLogSearch},
-		{"LogEventFieldsRoundTrip", testLogRoundTrip},
-		{"InvalidBatchWritesNothing", testInvalidBatch},
-		{"ConflictRollsBackWholeBatch", testConflictAtomic},
-		{"TransitionTable", testTransitionTable},
-		{"IdempotentReceipts", testIdempotentReceipts},
-		{"LateReceiptAfterNotice", testLateReceipt},
-		{"UnknownReceiptIgnored", testUnknownReceipt},
-		{"DueRows", testDueRows},
-		{"PurgeTracking", testPurgeTracking},
-		{"QuarantineRetention", testQuarantine},
+		{"LogAppendAndSearch", one(testLogSearch)},
+		{"LogEventFieldsRoundTrip", one(testLogRoundTrip)},
+		{"InvalidBatchWritesNothing", one(testInvalidBatch)},
+		{"ConflictRollsBackWholeBatch", one(testConflictAtomic)},
+		{"TransitionTable", one(testTransitionTable)},
+		{"IdempotentReceipts", one(testIdempotentReceipts)},
+		{"LateReceiptAfterNotice", one(testLateReceipt)},
+		{"UnknownReceiptIgnored", one(testUnknownReceipt)},
+		{"DueRows", one(testDueRows)},
+		{"DueRowsOwnDeadlines", one(testDueOwnDeadlines)},
+		{"InvalidDeadlines", one(testInvalidDeadlines)},
+		{"PurgeTracking", one(testPurgeTracking)},
+		{"QuarantineRetention", one(testQuarantine)},
 		{"OutboxClaimAndMark", testOutbox},
-		{"OutboxDuplicateMessageID", testOutboxDuplicate},
-		{"OutboxWakeOnCommit", testOutboxWake},
-		{"Seals", testSeals},
+		{"OutboxOwnerReclaimsOwnLeases", testOutboxOwnLeases},
+		{"OutboxDuplicateMessageID", one(testOutboxDuplicate)},
+		{"OutboxWakeOnCommit", one(testOutboxWake)},
+		{"Seals", one(testSeals)},
 		{"Leases", testLeases},
+		{"HeldCommitAndLookup", one(testHeldRoundTrip)},
+		{"HeldDuplicateKeyOrToken", one(testHeldDuplicates)},
+		{"HeldInvalid", one(testHeldInvalid)},
+		{"HeldConfirm", one(testHeldConfirm)},
+		{"HeldConfirmDedup", one(testHeldConfirmDedup)},
+		{"HeldConfirmConflict", one(testHeldConfirmConflict)},
+		{"HeldExpireThenLateConfirm", one(testHeldExpire)},
+		{"HeldPurge", one(testHeldPurge)},
+		{"TwoHandlesShareOneDatabase", testTwoHandlesShare},
+		{"TwoHandlesClaimConcurrently", testConcurrentClaims},
+		{"TwoHandlesTransitionConcurrently", testConcurrentTransitions},
+		{"TwoHandlesLeaseConcurrently", testConcurrentLeases},
+		{"TwoHandlesConfirmConcurrently", testConcurrentConfirm},
+		{"TwoHandlesConfirmAndExpireConcurrently", testConcurrentConfirmExpire},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := open(t)
-			tc.fn(t, s)
+			c := NewClock(T0)
+			tc.fn(t, &env{db: open(t, c.Now), clock: c})
 		})
 	}
 }
@@ -220,7 +272,7 @@ func testConflictAtomic(t *testing.T, s store.Store) {
 	if n := countEvents(t, s); n != 0 {
 		t.Errorf("%d events left by a rolled back batch", n)
 	}
-	items, err := s.ClaimOutbox(context.Background(), store.Claim{Owner: "x", Now: T0.Add(24 * time.Hour), Lease: time.Minute, Limit: 10})
+	items, err := s.ClaimOutbox(context.Background(), store.Claim{Owner: "x", Lease: time.Minute, Limit: 10})
 	if err != nil || len(items) != 0 {
 		t.Errorf("outbox after rollback: %d items, err %v", len(items), err)
 	}
@@ -287,10 +339,13 @@ func testSeals(t *testing.T, s store.Store) {
 	}
 }
 
-func testLeases(t *testing.T, s store.Store) {
+func testLeases(t *testing.T, e *env) {
 	ctx := context.Background()
+	s := e.db()
 	ok := func(name, owner string, at time.Time) bool {
-		got, err := s.TryLease(ctx, name, owner, at, time.Minute)
+		t.Helper()
+		e.clock.Set(at)
+		got, err := s.TryLease(ctx, name, owner, time.Minute)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,7 +357,19 @@ func testLeases(t *testing.T, s store.Store) {
 	if !ok("other", "b", T0) {
 		t.Fatal("leases are per name")
 	}
+	if ok("sweeper", "b", T0.Add(89*time.Second)) {
+		t.Fatal("renewed lease taken over before its new end")
+	}
 	if !ok("sweeper", "b", T0.Add(91*time.Second)) {
 		t.Fatal("expired lease not taken over")
+	}
+	if ok("sweeper", "a", T0.Add(92*time.Second)) {
+		t.Fatal("old owner took back a lease held by another")
+	}
+	if _, err := s.TryLease(ctx, "", "a", time.Minute); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("lease without a name: %v", err)
+	}
+	if _, err := s.TryLease(ctx, "x", "a", 0); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("lease without a duration: %v", err)
 	}
 }

@@ -11,13 +11,20 @@ import (
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
-func claim(t *testing.T, s store.Store, owner string, at time.Time, limit int) []store.OutboxItem {
+func claim(t *testing.T, s store.Store, owner string, limit int) []store.OutboxItem {
 	t.Helper()
-	items, err := s.ClaimOutbox(context.Background(), store.Claim{Owner: owner, Now: at, Lease: time.Minute, Limit: limit})
+	items, err := s.ClaimOutbox(context.Background(), store.Claim{Owner: owner, Lease: time.Minute, Limit: limit})
 	if err != nil {
 		t.Fatalf("ClaimOutbox: %v", err)
 	}
 	return items
+}
+
+// claimAt claims with the store's clock set to at.
+func (e *env) claimAt(t *testing.T, s store.Store, owner string, at time.Time, limit int) []store.OutboxItem {
+	t.Helper()
+	e.clock.Set(at)
+	return claim(t, s, owner, limit)
 }
 
 func ids(items []store.OutboxItem) string {
@@ -28,8 +35,13 @@ func ids(items []store.OutboxItem) string {
 	return out
 }
 
-func testOutbox(t *testing.T, s store.Store) {
+func testOutbox(t *testing.T, e *env) {
 	ctx := context.Background()
+	s := e.db()
+	claim := func(t *testing.T, s store.Store, owner string, at time.Time, limit int) []store.OutboxItem {
+		t.Helper()
+		return e.claimAt(t, s, owner, at, limit)
+	}
 	b := &store.Batch{}
 	for i := 1; i <= 3; i++ {
 		b.Send(outboxItem(fmt.Sprintf("<m%d@pec-a.test>", i), "alice@pec-a.test"))
@@ -92,6 +104,39 @@ func testOutbox(t *testing.T, s store.Store) {
 	if err := s.MarkOutbox(ctx, 999, "C", store.Mark{State: store.OutboxSent, At: T0}); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("mark unknown item: %v", err)
 	}
+	if _, err := s.ClaimOutbox(ctx, store.Claim{Lease: time.Minute}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("claim without owner: %v", err)
+	}
+	if _, err := s.ClaimOutbox(ctx, store.Claim{Owner: "A"}); !errors.Is(err, store.ErrInvalid) {
+		t.Errorf("claim without lease: %v", err)
+	}
+}
+
+// testOutboxOwnLeases: an owner names one drainer across its restarts. Its own unexpired
+// leases are claimed again at once (a restarted drainer resumes without waiting); another
+// owner's are not; the lease returned is counted from the store's clock.
+func testOutboxOwnLeases(t *testing.T, e *env) {
+	s := e.db()
+	b := &store.Batch{}
+	for i := 1; i <= 3; i++ {
+		b.Send(outboxItem(fmt.Sprintf("<own%d@pec-a.test>", i), "alice@pec-a.test"))
+	}
+	commit(t, s, b)
+	a := e.claimAt(t, s, "node-1", T0, 2)
+	if ids(a) != "<own1@pec-a.test> <own2@pec-a.test> " || !a[0].LeaseUntil.Equal(T0.Add(time.Minute)) || a[0].ClaimedBy != "node-1" {
+		t.Fatalf("first claim: %q, lease until %v", ids(a), a[0].LeaseUntil)
+	}
+	if got := e.claimAt(t, s, "node-2", T0.Add(time.Second), 1); ids(got) != "<own3@pec-a.test> " {
+		t.Fatalf("node-2 claimed %q", ids(got))
+	}
+	// node-1 restarts 10 s later: it gets its two items back at once, not node-2's.
+	got := e.claimAt(t, s, "node-1", T0.Add(10*time.Second), 10)
+	if ids(got) != "<own1@pec-a.test> <own2@pec-a.test> " || !got[0].LeaseUntil.Equal(T0.Add(70*time.Second)) {
+		t.Fatalf("restarted owner claimed %q, lease until %v", ids(got), got[0].LeaseUntil)
+	}
+	if got := e.claimAt(t, s, "node-2", T0.Add(69*time.Second), 10); ids(got) != "<own3@pec-a.test> " {
+		t.Fatalf("node-2 took a renewed lease of node-1: %q", ids(got))
+	}
 }
 
 func testOutboxDuplicate(t *testing.T, s store.Store) {
@@ -100,7 +145,7 @@ func testOutboxDuplicate(t *testing.T, s store.Store) {
 	second.Raw = []byte("other bytes")
 	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{first}})
 	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{second}})
-	got := claim(t, s, "A", T0, 10)
+	got := claim(t, s, "A", 10)
 	if len(got) != 1 || !bytes.Equal(got[0].Raw, first.Raw) {
 		t.Fatalf("duplicate Message-ID: %d items, first kept: %v", len(got), len(got) == 1 && bytes.Equal(got[0].Raw, first.Raw))
 	}

@@ -303,3 +303,86 @@ func testPurgeTracking(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testDueOwnDeadlines: each row carries its own deadlines, fixed at insert; DueTracking
+// reads them from the row, so rows with short deadlines (2 s, 3 s, 4 s) and rows with the
+// defaults are due each at their own time.
+func testDueOwnDeadlines(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	short := store.Deadlines{First: 2 * time.Second, FinalFrom: 3 * time.Second, Final: 4 * time.Second}
+	commit(t, s, &store.Batch{Inserts: []store.TrackInsert{
+		{Identificativo: "s@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0, Deadlines: short},
+		{Identificativo: "t@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0, Deadlines: short},
+		{Identificativo: "u@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0}, // defaults
+	}})
+	r := row(t, s, "s@pec-a.test", "r@pec-b.test")
+	if !r.Due12.Equal(T0.Add(2*time.Second)) || !r.Due22.Equal(T0.Add(3*time.Second)) || !r.Due24.Equal(T0.Add(4*time.Second)) {
+		t.Fatalf("short deadlines stored as %v %v %v", r.Due12, r.Due22, r.Due24)
+	}
+	if err := apply(s, "t@pec-a.test", "r@pec-b.test", store.InputPresaInCarico, T0.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	due := func(at time.Duration) string {
+		t.Helper()
+		rows, err := s.DueTracking(ctx, T0.Add(at), 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := ""
+		for _, r := range rows {
+			out += fmt.Sprintf("%s:%s ", r.Identificativo[:1], r.Due)
+		}
+		return out
+	}
+	for _, st := range []struct {
+		at    time.Duration
+		want  string
+		apply string
+	}{
+		{2*time.Second - time.Nanosecond, "", ""},
+		{2 * time.Second, "s:notice-12h ", "s"},
+		{3*time.Second - time.Nanosecond, "", ""},
+		{3 * time.Second, "s:notice-24h t:notice-24h ", "s"},
+		{4 * time.Second, "t:notice-24h ", "t"},
+		{12*time.Hour - time.Nanosecond, "", ""},
+		{12 * time.Hour, "u:notice-12h ", ""},
+	} {
+		if got := due(st.at); got != st.want {
+			t.Fatalf("at +%v: due %q, want %q", st.at, got, st.want)
+		}
+		if st.apply != "" {
+			id := st.apply + "@pec-a.test"
+			in := store.InputNotice12h
+			if row(t, s, id, "r@pec-b.test").State != store.StateSent {
+				in = store.InputNotice24h
+			}
+			if err := apply(s, id, "r@pec-b.test", in, T0.Add(st.at)); err != nil {
+				t.Fatalf("at +%v: %s for %s: %v", st.at, in, id, err)
+			}
+		}
+	}
+	// The defaults are pec-spec §6.3's.
+	if d := store.DefaultDeadlines; d.First != 12*time.Hour || d.FinalFrom != 22*time.Hour || d.Final != 24*time.Hour {
+		t.Errorf("DefaultDeadlines %+v", d)
+	}
+}
+
+func testInvalidDeadlines(t *testing.T, s store.Store) {
+	for _, d := range []store.Deadlines{
+		{First: -time.Second, FinalFrom: time.Second, Final: time.Second},
+		{First: 2 * time.Second, FinalFrom: time.Second, Final: 3 * time.Second},
+		{First: time.Second, FinalFrom: 3 * time.Second, Final: 2 * time.Second},
+		{FinalFrom: time.Second, Final: time.Second}, // partly set is not "zero: defaults"
+	} {
+		err := s.Commit(context.Background(), &store.Batch{
+			Events:  []store.Event{SampleEvent(1, T0)},
+			Inserts: []store.TrackInsert{{Identificativo: "x@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0, Deadlines: d}},
+		})
+		if !errors.Is(err, store.ErrInvalid) {
+			t.Errorf("deadlines %+v: %v, want ErrInvalid", d, err)
+		}
+	}
+	if n := countEvents(t, s); n != 0 {
+		t.Errorf("%d events written by invalid batches", n)
+	}
+}
