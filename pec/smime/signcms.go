@@ -27,7 +27,11 @@ type CMSOptions struct {
 	// Attributes are signed attributes added to contentType, signingTime and messageDigest,
 	// which SignCMS writes itself and which may not be given here.
 	Attributes []Attribute
-	Rand       io.Reader // nil = crypto/rand
+	// NoCertificates leaves the certificates field out (RFC 5652 §5.1 makes it optional):
+	// the verifier has the signer's certificate some other way, as for an RFC 3161 token
+	// requested without certReq (RFC 3161 §2.4.1).
+	NoCertificates bool
+	Rand           io.Reader // nil = crypto/rand
 }
 
 // Attribute is a CMS attribute (RFC 5652 §5.3): its type and the DER encoding of each value.
@@ -48,7 +52,7 @@ func SignCMS(content []byte, signer crypto.Signer, chain []*x509.Certificate, op
 		return nil, errors.New("smime: SignCMS needs a signer and its certificate")
 	}
 	p := cmsParams{hash: opts.Hash, contentType: opts.ContentType, attached: !opts.Detached,
-		signingTime: opts.SigningTime, attrs: opts.Attributes, rnd: opts.Rand}
+		signingTime: opts.SigningTime, attrs: opts.Attributes, noCerts: opts.NoCertificates, rnd: opts.Rand}
 	if p.hash == 0 {
 		p.hash = crypto.SHA256
 	}
@@ -84,6 +88,7 @@ type cmsParams struct {
 	smimeCaps   bool // add smimeCapabilities (RFC 5751 §2.5.2): S/MIME messages only
 	signingTime time.Time
 	attrs       []Attribute
+	noCerts     bool
 	rnd         io.Reader
 }
 
@@ -156,16 +161,16 @@ func buildSignedData(content []byte, signer crypto.Signer, chain []*x509.Certifi
 	if p.attached {
 		encap.kids = append(encap.kids, tlv(tagCtx0, tlv(tagOctetString, raw(content)))) // RFC 5652 §5.2 eContent [0] EXPLICIT
 	}
-	ci := tlv(tagSequence,
-		raw(mustMarshal(oidSignedData)),
-		tlv(tagCtx0, tlv(tagSequence,
-			raw([]byte{tagInteger, 1, version}),
-			raw(der(tagSet, algID(hOID, false))),
-			encap,
-			raw(der(tagCtx0, certs)),
-			raw(der(tagSet, signerInfo)),
-		)),
+	sd := tlv(tagSequence,
+		raw([]byte{tagInteger, 1, version}),
+		raw(der(tagSet, algID(hOID, false))),
+		encap,
 	)
+	if !p.noCerts {
+		sd.kids = append(sd.kids, raw(der(tagCtx0, certs)))
+	}
+	sd.kids = append(sd.kids, raw(der(tagSet, signerInfo)))
+	ci := tlv(tagSequence, raw(mustMarshal(oidSignedData)), tlv(tagCtx0, sd))
 	return ci.appendTo(make([]byte, 0, ci.size())), nil
 }
 

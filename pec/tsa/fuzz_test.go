@@ -24,3 +24,17 @@ func FuzzVerify(f *testing.F) {
 		Verify(b, sum[:], pool) //nolint:errcheck
 	})
 }
+
+// FuzzRespond: a request body is input from the network; the lab TSA must never panic on it.
+func FuzzRespond(f *testing.F) {
+	a, err := NewAuthority("Fuzz TSA")
+	if err != nil {
+		f.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("seed"))
+	f.Add(timestampRequest(f, sum[:]))
+	f.Add([]byte{0x30, 0x03, 0x02, 0x01, 0x01})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a.Server.respond(b) //nolint:errcheck
+	})
+}

@@ -6,10 +6,12 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha1"
+	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/big"
@@ -17,7 +19,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/digitorus/timestamp"
+	"github.com/gestore-pec/gestore/pec/smime"
 )
 
 // Server is an RFC 3161 time-stamping authority over HTTP, for tests and the lab (it is not
@@ -48,42 +50,110 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if s.Logger != nil {
 			s.Logger.Warn("tsa request refused", slog.Any("err", err))
 		}
-		resp, _ = timestamp.CreateErrorResponse(timestamp.Rejection, timestamp.BadRequest)
+		var rej *rejection
+		if !errors.As(err, &rej) {
+			rej = &rejection{failBadRequest, err}
+		}
+		resp = errorResponse(rej.bit)
 	}
 	w.Header().Set("Content-Type", "application/timestamp-reply")
 	w.Write(resp) //nolint:errcheck
 }
 
+// rejection is a refused request and the PKIFailureInfo bit that says why.
+type rejection struct {
+	bit int
+	err error
+}
+
+func (r *rejection) Error() string { return r.err.Error() }
+
+func reject(bit int, format string, a ...any) error {
+	return &rejection{bit, fmt.Errorf(format, a...)}
+}
+
+var defaultPolicy = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1} // a test policy
+
+// respond returns the DER TimeStampResp granting a token for a DER TimeStampReq.
 func (s *Server) respond(body []byte) ([]byte, error) {
-	req, err := timestamp.ParseRequest(body)
+	req, mi, err := parseRequest(body)
 	if err != nil {
-		return nil, err
+		return nil, reject(failBadDataFormat, "%v", err)
 	}
-	if req.HashAlgorithm != crypto.SHA256 && req.HashAlgorithm != crypto.SHA384 && req.HashAlgorithm != crypto.SHA512 {
-		return nil, errors.New("unsupported hash")
+	h, err := mi.hash()
+	if err != nil || (h != crypto.SHA256 && h != crypto.SHA384 && h != crypto.SHA512) {
+		return nil, reject(failBadAlg, "imprint: %v %v", h, err)
 	}
-	if len(req.HashedMessage) != req.HashAlgorithm.Size() {
-		return nil, errors.New("imprint length does not match its hash")
+	policy := s.Policy
+	if policy == nil {
+		policy = defaultPolicy
+	}
+	if req.ReqPolicy != nil && !req.ReqPolicy.Equal(policy) {
+		return nil, reject(failUnacceptedPolicy, "policy %v not offered", req.ReqPolicy)
+	}
+	if len(req.Extensions) > 0 {
+		return nil, reject(failUnacceptedExtension, "request extensions are not supported")
 	}
 	now := time.Now
 	if s.Now != nil {
 		now = s.Now
 	}
-	policy := s.Policy
-	if policy == nil {
-		policy = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 99999, 1}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, err
 	}
-	ts := timestamp.Timestamp{
-		HashAlgorithm:     req.HashAlgorithm,
-		HashedMessage:     req.HashedMessage,
-		Time:              now().UTC().Truncate(time.Second),
-		Accuracy:          time.Second,
-		Policy:            policy,
-		Nonce:             req.Nonce,
-		AddTSACertificate: req.Certificates,
-		Certificates:      s.Chain,
+	genTime := now().UTC().Truncate(time.Second)
+	info, err := asn1.Marshal(tstInfo{
+		Version:        1,
+		Policy:         policy,
+		MessageImprint: req.MessageImprint, // RFC 3161 §2.4.2: the same value as in the request
+		SerialNumber:   serial.Add(serial, big.NewInt(1)),
+		GenTime:        genTime,
+		Accuracy:       accuracy{Seconds: 1},
+		Nonce:          req.Nonce,
+		// [0] GeneralName directoryName [4]: both EXPLICIT, Name being a CHOICE.
+		TSA: asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 0, IsCompound: true,
+			Bytes: mustMarshal(asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: s.Cert.RawSubject})},
+	})
+	if err != nil {
+		return nil, err
 	}
-	return ts.CreateResponseWithOpts(s.Cert, s.Signer, crypto.SHA256)
+	// RFC 3161 §2.4.1: the certificates only when asked; ESS signingCertificateV2 always.
+	token, err := smime.SignCMS(info, s.Signer, append([]*x509.Certificate{s.Cert}, s.Chain...), smime.CMSOptions{
+		ContentType:    oidTSTInfo,
+		SigningTime:    genTime,
+		Attributes:     []smime.Attribute{signingCertificateV2Attr(s.Cert)},
+		NoCertificates: !req.CertReq,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return asn1.Marshal(response{Status: pkiStatusInfo{Status: statusGranted}, TimeStampToken: asn1.RawValue{FullBytes: token}})
+}
+
+// signingCertificateV2Attr names cert by its SHA-256 and issuer and serial (RFC 5035 §3,
+// RFC 5816 §2.2.1).
+func signingCertificateV2Attr(cert *x509.Certificate) smime.Attribute {
+	sum := sha256.Sum256(cert.Raw)
+	issuer := asn1.RawValue{Class: asn1.ClassContextSpecific, Tag: 4, IsCompound: true, Bytes: cert.RawIssuer}
+	type issuerSerial struct {
+		Issuer []asn1.RawValue // GeneralNames
+		Serial *big.Int
+	}
+	type certID struct {
+		CertHash     []byte
+		IssuerSerial issuerSerial
+	}
+	v := mustMarshal(struct{ Certs []certID }{[]certID{{sum[:], issuerSerial{[]asn1.RawValue{issuer}, cert.SerialNumber}}}})
+	return smime.Attribute{Type: oidSigningCertificateV2, Values: [][]byte{v}}
+}
+
+func mustMarshal(v any) []byte {
+	b, err := asn1.Marshal(v)
+	if err != nil {
+		panic("tsa: asn1.Marshal: " + err.Error())
+	}
+	return b
 }
 
 // Authority is a throw-away CA and TSA certificate, for tests and the lab.

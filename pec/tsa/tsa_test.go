@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/digitorus/timestamp"
 )
 
 func startTSA(t *testing.T) (*Authority, *Client, string) {
@@ -106,8 +104,7 @@ func TestVerifyRequiresCriticalEKU(t *testing.T) {
 func mustReq(t *testing.T, digest []byte) []byte { return timestampRequest(t, digest) }
 
 func timestampRequest(t testing.TB, digest []byte) []byte {
-	req := timestamp.Request{HashAlgorithm: crypto.SHA256, HashedMessage: digest, Certificates: true}
-	b, err := req.Marshal()
+	b, err := marshalRequest(crypto.SHA256, digest, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
