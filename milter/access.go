@@ -27,16 +27,30 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	sub := &pec.Submission{QueueID: m.Get(milter.MacroQueueId), Login: x.login, MailFrom: x.from,
 		Rcpts: x.rcpts, Message: x.buf.Bytes()}
 	res, err := s.submit(m, sub)
+	if err == nil && time.Since(start) > s.cfg.Timeout {
+		// Past the deadline Postfix has given up or is about to: answer 4xx. The late result
+		// is held in the store and nothing is attested: without the busta in Postfix's queue
+		// its confirmation never comes and the held step expires.
+		err = &pec.Temporary{Op: "deadline", Err: fmt.Errorf("end-of-message took %s, above milter.timeout", time.Since(start))}
+	}
+	if err == nil && res.Discard {
+		// A retry of a submission whose busta Postfix already queued: the client gets its
+		// 250 and nothing is queued twice.
+		x.observe(start, outcomeAccepted)
+		log.Info("pec retry of a queued busta: discarded", "identificativo", res.Identificativo, "outcome", outcomeAccepted,
+			"mail_from", x.from, "duration", time.Since(start))
+		return milter.RespDiscard, nil
+	}
 	if err == nil {
-		if err = replaceMessage(m, x.fields, res.Busta); err != nil {
-			// The accettazione is committed but Postfix will not get our answer: it will
-			// temp-fail and the client will retry (a second transaction).
-			log.Error("cannot hand the busta to Postfix after commit", "identificativo", res.Identificativo, "error", err)
+		if err = handBack(m, x.fields, res.Busta, res.Confirm); err != nil {
+			// Postfix will not queue the busta as we built it: nothing is attested (the
+			// accettazione waits for a confirmation that cannot come) and the client retries.
+			log.Error("cannot hand the busta to Postfix", "identificativo", res.Identificativo, "error", err)
 			x.observe(start, outcomeTempfail)
 			return nil, err
 		}
 		x.observe(start, outcomeAccepted)
-		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted,
+		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted, "retry", res.Retry,
 			"mail_from", x.from, "rcpts", len(x.rcpts), "certified", len(res.Certified), "external", len(res.External),
 			"size", len(sub.Message), "duration", time.Since(start), "stages", res.Timings)
 		return milter.RespAccept, nil
@@ -73,7 +87,7 @@ func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted,
 	for {
 		select {
 		case r := <-ch:
-			if r.err == nil && (r.res == nil || len(r.res.Busta) == 0) {
+			if r.err == nil && (r.res == nil || (!r.res.Discard && (len(r.res.Busta) == 0 || r.res.Confirm == ""))) {
 				return nil, errors.New("engine returned no busta")
 			}
 			return r.res, r.err
@@ -88,6 +102,15 @@ func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted,
 			}
 		}
 	}
+}
+
+// handBack replaces the message with the busta and adds the confirmation recipient, with
+// NOTIFY=NEVER so that its delivery status never produces a DSN to the sender (pec/confirm.go).
+func handBack(m milter.Modifier, fields []fieldRef, busta []byte, confirm string) error {
+	if err := replaceMessage(m, fields, busta); err != nil {
+		return err
+	}
+	return m.AddRecipient(confirm, "NOTIFY=NEVER")
 }
 
 // replaceMessage turns the queued message into the busta: every original header field is

@@ -179,7 +179,7 @@ const busta = "Received: from client.example by mx.pec-a.test\r\n" +
 	"--b1\r\nsigned part\r\n--b1--\r\n"
 
 func accepted(_ context.Context, s *pec.Submission) (*pec.Submitted, error) {
-	return &pec.Submitted{Identificativo: "id-1@pec-a.test", Busta: []byte(busta)}, nil
+	return &pec.Submitted{Identificativo: "id-1@pec-a.test", Busta: []byte(busta), Confirm: "tok1@confirm.pec.invalid"}, nil
 }
 
 func TestAcceptedReplacesMessage(t *testing.T) {
@@ -224,6 +224,8 @@ func TestAcceptedReplacesMessage(t *testing.T) {
 		`AddHeader "X-Trasporto" " posta-certificata"`,
 		`AddHeader "MIME-Version" " 1.0"`,
 		`AddHeader "Content-Type" " multipart/signed; protocol=\"application/x-pkcs7-signature\";\n micalg=sha-256; boundary=\"b1\""`,
+		// the confirmation recipient, without DSN (pec/confirm.go)
+		`AddRcpt "<tok1@confirm.pec.invalid>" "NOTIFY=NEVER"`,
 	}
 	if strings.Join(got, "\n") != strings.Join(want, "\n") {
 		t.Errorf("modifications:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))

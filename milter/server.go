@@ -118,7 +118,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		milter.WithDynamicMilter(func(version uint32, _ milter.OptAction, _ milter.OptProtocol, _ milter.DataSize) milter.Milter {
 			return &session{s: s}
 		}),
-		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptAddRcptWithArgs),
 		// Postfix keeps a milter connection for a whole SMTP session, idle between
 		// commands for up to smtpd_timeout (300s); a connection silent for much longer
 		// than that is dead and its goroutine is reclaimed.

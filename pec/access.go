@@ -3,6 +3,8 @@ package pec
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -24,13 +26,18 @@ type Submission struct {
 }
 
 // Submitted is the outcome of an accepted submission: the busta that replaces the message in
-// Postfix's queue. The accettazione is already in the outbox.
+// Postfix's queue, and the confirmation recipient to add to it (NOTIFY=NEVER), whose delivery
+// releases the accettazione held in the store (confirm.go). With Discard set, the submission
+// is a retry whose first busta Postfix already queued: accept it and queue nothing.
 type Submitted struct {
 	Identificativo string
 	Time           time.Time // the time reference of the busta and the accettazione
 	Busta          []byte    // the signed busta di trasporto, CRLF
-	Certified      []string  // To/Cc recipients in the index (certificato)
-	External       []string  // To/Cc recipients not in the index (esterno)
+	Confirm        string    // the confirmation recipient
+	Discard        bool
+	Retry          bool     // a retry of an earlier attempt (same identificativo)
+	Certified      []string // To/Cc recipients in the index (certificato)
+	External       []string // To/Cc recipients not in the index (esterno)
 	Timings        Timings
 }
 
@@ -55,16 +62,34 @@ func (t Timings) LogValue() slog.Value {
 //   - the index lookup of every To/Cc recipient (certificato / esterno, §2.4);
 //   - one time reference and one identificativo for the transaction (§6.1, §6.2);
 //   - the busta and the accettazione built and signed by the identity of the sender's PEC
-//     domain, and ONE store commit holding the accettazione in the outbox, the log events and
-//     the tracking rows of the certified recipients, before the caller answers Postfix.
+//     domain, and ONE store commit holding them as a held step (confirm.go): the accettazione
+//     in the outbox, the log events and the tracking rows of the certified recipients are
+//     written when Postfix confirms it queued the busta, never before.
 //
-// It returns the busta on acceptance; a *Refused when the message was refused and the
-// avviso committed; ErrNotAuthenticated without a login; any other error is temporary and
-// nothing was committed (DESIGN.md "Durability").
+// It returns the busta and its confirmation recipient on acceptance; a *Refused when the
+// message was refused and the avviso committed; ErrNotAuthenticated without a login; any
+// other error is temporary and nothing was committed (DESIGN.md "Durability"). A retry of a
+// submission already decided gets the first decision (confirm.go).
 func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error) {
 	if strings.TrimSpace(sub.Login) == "" {
 		return nil, ErrNotAuthenticated
 	}
+	key := submissionKey(sub.Login, sub.Message)
+	if prev, err := e.lookup(ctx, key); err != nil {
+		return nil, err
+	} else if prev != nil {
+		if res, err, done := e.replay(ctx, sub, prev); done {
+			return res, err
+		}
+		key = "" // an expired attempt: a new transaction, not found again by this key
+	}
+	return e.submit(ctx, sub, key, nil)
+}
+
+// submit decides a submission. again, when set, is the held step of an earlier attempt still
+// waiting for its confirmation: the busta is rebuilt with its identificativo and time
+// reference, and nothing new is committed.
+func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again *store.Held) (*Submitted, error) {
 	env := Envelope{MailFrom: sub.MailFrom, Rcpts: sub.Rcpts}
 	orig, formal := e.check(sub, env)
 
@@ -81,12 +106,18 @@ func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error
 	// One instant for every message and event of this transaction (DM art. 9, §6.2).
 	ref := e.now()
 	bd := e.builder(e.senderIdentity(sub))
-	id, err := NewIdentificativo(ref.Time(), e.cfg.Node, bd.ID.MailDomain(), e.deps.Rand)
-	if err != nil {
+	var id string
+	if again != nil {
+		o, err := decodeOutcome(again.Outcome)
+		if err != nil {
+			return nil, &Temporary{Op: "retry", Err: err}
+		}
+		ref, id = NewTimeRef(o.Ref, e.cfg.Location), again.Identificativo
+	} else if id, err = NewIdentificativo(ref.Time(), e.cfg.Node, bd.ID.MailDomain(), e.deps.Rand); err != nil {
 		return nil, &Temporary{Op: "identificativo", Err: err}
 	}
 	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
-	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, tm: tm}
+	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, tm: tm, key: key, again: again}
 	switch {
 	case virus != "":
 		return nil, s.refuse(ctx, KindNonAccettazioneVirus, nil, virus)
@@ -94,6 +125,57 @@ func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error
 		return nil, s.refuse(ctx, KindNonAccettazione, formal, "")
 	}
 	return s.accept(ctx)
+}
+
+// lookup finds the earlier attempt of a submission within the retry window.
+func (e *Engine) lookup(ctx context.Context, key string) (*store.Held, error) {
+	h, err := e.deps.Store.LookupHeld(ctx, key, e.deps.Clock.Now().Add(-e.cfg.RetryWindow))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return nil, nil
+	case err != nil:
+		return nil, &Temporary{Op: "lookup", Err: err}
+	}
+	return h, nil
+}
+
+// decided answers a submission whose key another attempt stored first (a concurrent retry),
+// as that attempt was answered.
+func (e *Engine) decided(ctx context.Context, sub *Submission, key string) (*Submitted, error) {
+	h, err := e.deps.Store.LookupHeld(ctx, key, time.Time{})
+	if err != nil {
+		return nil, &Temporary{Op: "lookup", Err: err}
+	}
+	res, err, done := e.replay(ctx, sub, h)
+	if !done {
+		return nil, &Temporary{Op: "retry", Err: fmt.Errorf("attempt %s expired while retried", h.Identificativo)}
+	}
+	return res, err
+}
+
+// replay answers a retry as its first attempt was answered (confirm.go): the same refusal
+// with no second avviso; the same busta and confirmation while the first is unconfirmed; a
+// discard once the first busta is queued. done is false for an expired attempt: that
+// transaction is over (its log says the busta was never queued) and the retry is new.
+func (e *Engine) replay(ctx context.Context, sub *Submission, h *store.Held) (res *Submitted, err error, done bool) {
+	o, err := decodeOutcome(h.Outcome)
+	if err != nil {
+		return nil, &Temporary{Op: "retry", Err: err}, true
+	}
+	switch h.State {
+	case store.HeldFinal:
+		if o.Refused == nil {
+			return nil, &Temporary{Op: "retry", Err: fmt.Errorf("final record of %s without a refusal", h.Identificativo)}, true
+		}
+		k, _ := KindByName(o.Refused.Kind)
+		return nil, &Refused{Kind: k, Identificativo: h.Identificativo, Reason: o.Refused.Reason, Virus: o.Refused.Virus}, true
+	case store.HeldReleased:
+		return &Submitted{Identificativo: h.Identificativo, Time: o.Ref, Discard: true, Retry: true}, nil, true
+	case store.HeldWaiting:
+		res, err := e.submit(ctx, sub, h.Key, h)
+		return res, err, true
+	}
+	return nil, nil, false
 }
 
 // senderIdentity is the identity that signs for a submission: that of the login's PEC
@@ -113,6 +195,13 @@ func (e *Engine) check(sub *Submission, env Envelope) (*Original, *FormalError) 
 			detail = "riga di intestazione più lunga di 998 caratteri"
 		}
 		return lenientOriginal(sub.Message), &FormalError{Reason: ReasonMalformed, Detail: detail}
+	}
+	for _, r := range sub.Rcpts {
+		if e.IsConfirmation(r) {
+			// Confirmation recipients are ours to add (confirm.go); from a client they can only
+			// be guesses at a token.
+			return orig, &FormalError{Reason: ReasonBadAddress, Detail: r}
+		}
 	}
 	return orig, CheckSubmission(orig, env, sub.Login, e.cfg.Limits)
 }
@@ -158,13 +247,15 @@ func normAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
 
 // step is one access-point transaction being decided.
 type step struct {
-	e    *Engine
-	bd   *Builder
-	sub  *Submission
-	orig *Original
-	ref  TimeRef
-	tx   *Transaction
-	tm   Timings
+	e     *Engine
+	bd    *Builder
+	sub   *Submission
+	orig  *Original
+	ref   TimeRef
+	tx    *Transaction
+	tm    Timings
+	key   string      // idempotency key ("" = none)
+	again *store.Held // the waiting held step of an earlier attempt, when this is a retry
 }
 
 // event is the log entry common to the events of the transaction (pec-spec.md §6.4).
@@ -177,14 +268,16 @@ func (s *step) event() store.Event {
 func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	start := time.Now()
 	busta, err := s.bd.Busta(s.ref, s.tx, s.orig)
+	var big *TooBigError
+	if errors.As(err, &big) {
+		// RFC 6109 §3.1.2: a message the provider cannot carry gets the avviso. Postfix's
+		// cleanup would refuse this busta after the fact, with nothing told to the sender.
+		return nil, s.refuse(ctx, KindNonAccettazione, &FormalError{Reason: ReasonBustaTooLarge,
+			Detail: fmt.Sprintf("%d byte (massimo %d)", big.Estimate, big.Limit)}, "")
+	}
 	if err != nil {
 		return nil, &Temporary{Op: "busta", Err: err}
 	}
-	acc, err := s.bd.Accettazione(s.ref, s.tx)
-	if err != nil {
-		return nil, &Temporary{Op: "accettazione", Err: err}
-	}
-	s.tm.Build = time.Since(start)
 	res := &Submitted{Identificativo: s.tx.ID, Time: s.ref.Time(), Busta: busta.Raw}
 	for _, r := range s.tx.Recipients {
 		if r.Type == daticert.Certificato {
@@ -193,17 +286,41 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 			res.External = append(res.External, r.Addr)
 		}
 	}
-	b := &store.Batch{}
+	if s.again != nil {
+		// A retry of a busta not yet confirmed: the same busta, the same confirmation; the
+		// accettazione is already held.
+		s.tm.Build = time.Since(start)
+		res.Confirm, res.Retry, res.Timings = s.e.ConfirmAddress(s.again.Token), true, s.tm
+		return res, nil
+	}
+	acc, err := s.bd.Accettazione(s.ref, s.tx)
+	if err != nil {
+		return nil, &Temporary{Op: "accettazione", Err: err}
+	}
+	s.tm.Build = time.Since(start)
+	token, err := newToken(s.e.deps.Rand)
+	if err != nil {
+		return nil, &Temporary{Op: "token", Err: err}
+	}
+	h := store.Held{Token: token, Key: s.key, Identificativo: s.tx.ID, State: store.HeldWaiting,
+		Created: s.e.deps.Clock.Now(), Outcome: outcome{Ref: s.ref.Time()}.encode()}
+	h.Expires = h.Created.Add(s.e.cfg.ConfirmExpiry)
 	ev := s.event()
-	emit(b, acc, ev, s.ref.Time())
-	emit(b, busta, ev, s.ref.Time())
-	track(b, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato })
+	emit(&h.OnConfirm, acc, ev, s.ref.Time())
+	emit(&h.OnConfirm, busta, ev, s.ref.Time())
+	track(&h.OnConfirm, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato })
+	ev.Kind, ev.Generated = store.KindNonAccodato, nil
+	ev.ErrorDetail = fmt.Sprintf("busta %s mai accodata da Postfix entro %s: nessuna ricevuta di accettazione emessa", busta.MessageID, s.e.cfg.ConfirmExpiry)
+	h.OnExpiry.Log(ev)
 	start = time.Now()
-	if err := s.e.deps.Store.Commit(ctx, b); err != nil {
+	if err := s.e.deps.Store.Commit(ctx, &store.Batch{Holds: []store.Held{h}}); err != nil {
+		if errors.Is(err, store.ErrExists) && s.key != "" {
+			return s.e.decided(ctx, s.sub, s.key) // a concurrent attempt decided first
+		}
 		return nil, &Temporary{Op: "commit", Err: err}
 	}
 	s.tm.Commit = time.Since(start)
-	res.Timings = s.tm
+	res.Confirm, res.Timings = s.e.ConfirmAddress(token), s.tm
 	return res, nil
 }
 
@@ -239,8 +356,24 @@ func (s *step) refuse(ctx context.Context, k Kind, formal *FormalError, virus st
 		b.Keep(store.QuarantineItem{Identificativo: s.tx.ID, Time: s.ref.Time(), Virus: virus, Sender: s.tx.Sender,
 			Recipients: s.sub.Rcpts, QueueID: s.sub.QueueID, Raw: s.orig.Raw})
 	}
+	if s.key != "" {
+		// A refusal attests only that we refused, which is true as soon as it is decided; the
+		// final record lets a retry get the same answer without a second avviso.
+		o := outcome{Ref: s.ref.Time()}
+		o.Refused = &struct {
+			Kind   string `json:"kind"`
+			Reason string `json:"reason"`
+			Virus  string `json:"virus,omitempty"`
+		}{k.Info().Name, refused.Reason, virus}
+		b.Hold(store.Held{Key: s.key, Identificativo: s.tx.ID, State: store.HeldFinal,
+			Created: s.e.deps.Clock.Now(), Outcome: o.encode()})
+	}
 	start = time.Now()
 	if err := s.e.deps.Store.Commit(ctx, b); err != nil {
+		if errors.Is(err, store.ErrExists) && s.key != "" {
+			_, err := s.e.decided(ctx, s.sub, s.key) // a concurrent attempt decided first
+			return err
+		}
 		return &Temporary{Op: "commit", Err: err}
 	}
 	s.tm.Commit = time.Since(start)

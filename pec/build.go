@@ -138,6 +138,32 @@ type Options struct {
 	HTML bool
 	// Rand is used for boundaries and the CMS; nil = crypto/rand.
 	Rand io.Reader
+	// MaxSize, when positive, is the largest message the builders may produce: a message that
+	// would be larger fails with a *TooBigError before it is signed (Postfix's
+	// message_size_limit minus a margin: cleanup would refuse it after the fact).
+	MaxSize int64
+}
+
+// TooBigError is the error of a message that would exceed Options.MaxSize.
+type TooBigError struct {
+	Kind     Kind
+	Estimate int64 // bytes the message would have
+	Limit    int64
+}
+
+func (e *TooBigError) Error() string {
+	return fmt.Sprintf("pec: %s would be %d bytes, above the limit of %d", e.Kind, e.Estimate, e.Limit)
+}
+
+// signatureEstimate bounds what signing adds to the entity: the smime.p7s part (the chain's
+// certificates, the signed attributes and the signature, base64 with line breaks) and the
+// multipart/signed framing.
+func signatureEstimate(chain []*x509.Certificate) int64 {
+	n := int64(4096)
+	for _, c := range chain {
+		n += int64(len(c.Raw))
+	}
+	return n*4/3 + n/38 + 1024
 }
 
 func (o *Options) boundary() (string, error) {
@@ -222,6 +248,15 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error
 	key, chain, err := s.SignerFor(p.Domain)
 	if err != nil {
 		return nil, fmt.Errorf("pec: signer for %s: %w", p.Domain, err)
+	}
+	if o.MaxSize > 0 {
+		est := int64(len(ent)) + signatureEstimate(chain) + 256
+		for _, f := range hdr {
+			est += int64(len(f.Raw))
+		}
+		if est > o.MaxSize {
+			return nil, &TooBigError{Kind: c.kind, Estimate: est, Limit: o.MaxSize}
+		}
 	}
 	// SignParts leaves the entity where it is: the message is written as head + entity + tail,
 	// one copy of a (possibly 30 MB) original fewer than smime.Sign.

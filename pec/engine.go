@@ -24,10 +24,14 @@ type Scanner interface {
 	Scan(ctx context.Context, r io.Reader) (virus string, err error)
 }
 
-// Store is the durable state the engine writes: one atomic Commit per processing step
-// (store.Store has it).
+// Store is the durable state the engine writes: one atomic Commit per processing step, and
+// the held steps released by Postfix's confirmation (store.Store has it all).
 type Store interface {
 	Commit(ctx context.Context, b *store.Batch) error
+	LookupHeld(ctx context.Context, key string, since time.Time) (*store.Held, error)
+	Confirm(ctx context.Context, token string, at time.Time) (*store.Held, error)
+	ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error)
+	PurgeHeld(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Config is what the engine needs to know about the provider. New validates it once.
@@ -42,8 +46,20 @@ type Config struct {
 	Node string
 	// Limits are the access point's limits (RFC 6109 §3.1.1).
 	Limits Limits
-	// Options tune the builders (CMS digest, HTML alternative).
+	// Options tune the builders (CMS digest, HTML alternative). Options.MaxSize is the
+	// largest busta Postfix will queue (message_size_limit minus a margin): above it the
+	// submission gets an avviso di non accettazione instead of a busta cleanup would refuse.
 	Options Options
+	// ConfirmDomain is the domain of the confirmation recipients (confirm.go); default
+	// DefaultConfirmDomain. Postfix's transport_maps must route it to the confirmation
+	// listener.
+	ConfirmDomain string
+	// ConfirmExpiry is how long a held step waits for Postfix's confirmation before it
+	// expires with a log event and nothing attested; default 1h.
+	ConfirmExpiry time.Duration
+	// RetryWindow is how long a client's retry of the same submission finds the first
+	// outcome; default 24h.
+	RetryWindow time.Duration
 }
 
 // Deps are the engine's collaborators.
@@ -103,6 +119,22 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if deps.Clock == nil {
 		deps.Clock = SystemClock
+	}
+	if cfg.ConfirmDomain == "" {
+		cfg.ConfirmDomain = DefaultConfirmDomain
+	}
+	cfg.ConfirmDomain = strings.ToLower(cfg.ConfirmDomain)
+	if _, own := e.byDomain[cfg.ConfirmDomain]; own || !strings.Contains(cfg.ConfirmDomain, ".") {
+		return nil, fmt.Errorf("confirm.domain: %q must be a domain of its own, not a PEC domain", cfg.ConfirmDomain)
+	}
+	if cfg.ConfirmExpiry == 0 {
+		cfg.ConfirmExpiry = time.Hour
+	}
+	if cfg.RetryWindow == 0 {
+		cfg.RetryWindow = 24 * time.Hour
+	}
+	if cfg.ConfirmExpiry < 0 || cfg.RetryWindow < 0 {
+		return nil, errors.New("confirm: durations must be positive")
 	}
 	e.cfg, e.deps = cfg, deps
 	return e, nil

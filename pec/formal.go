@@ -26,13 +26,14 @@ const (
 	ReasonRcptNotInHeader                       // a RCPT TO is in neither To nor Cc
 	ReasonTooManyRcpts                          // more recipients than the provider allows
 	ReasonTooLarge                              // size × recipients over the limit (30 MB by law)
+	ReasonBustaTooLarge                         // the busta would exceed what Postfix queues (message_size_limit)
 )
 
 var reasonNames = map[ReasonCode]string{
 	ReasonMalformed: "malformed", ReasonNoFrom: "no-from", ReasonMultipleFrom: "multiple-from",
 	ReasonFromMismatch: "from-mismatch", ReasonLoginMismatch: "login-mismatch", ReasonNoTo: "no-to",
 	ReasonBadAddress: "bad-address", ReasonBcc: "bcc", ReasonRcptNotInHeader: "rcpt-not-in-header",
-	ReasonTooManyRcpts: "too-many-recipients", ReasonTooLarge: "too-large",
+	ReasonTooManyRcpts: "too-many-recipients", ReasonTooLarge: "too-large", ReasonBustaTooLarge: "busta-too-large",
 }
 
 // String is a stable name, usable as a bounded metric label.
@@ -80,6 +81,8 @@ func (e *FormalError) Text() string {
 		s = "troppi destinatari: " + e.Detail
 	case ReasonTooLarge:
 		s = "la dimensione del messaggio moltiplicata per il numero dei destinatari supera il limite: " + e.Detail
+	case ReasonBustaTooLarge:
+		s = "la busta di trasporto supererebbe la dimensione massima accettata dal sistema: " + e.Detail
 	default:
 		s = "errore formale: " + e.Detail
 	}

@@ -5,19 +5,21 @@
 //
 //	pec-milter -config /etc/pec/pec.yaml
 //
+// It also serves the confirmation listener (confirm.listen), to which Postfix delivers the
+// confirmation recipient of each busta it queued: only then is the accettazione released.
+//
 // SIGTERM or SIGINT: stop accepting milter connections, let open SMTP sessions end for
 // milter.shutdown_grace, finish every transaction already at end-of-message, then exit.
 package main
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"net"
 	"os"
 
 	"github.com/gestore-pec/gestore/cmd/internal/config"
 	"github.com/gestore-pec/gestore/cmd/internal/daemon"
+	"github.com/gestore-pec/gestore/lmtpd"
 	"github.com/gestore-pec/gestore/milter"
 )
 
@@ -49,18 +51,21 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
+	confirm, err := lmtpd.NewConfirmServer(d.Engine, cfg.NodeName(), d.Log, d.Reg)
+	if err != nil {
+		return err
+	}
 	ln, err := d.Listen(cfg.Milter.Listen, cfg.Milter.SocketMode, cfg.Milter.SocketGroup)
 	if err != nil {
 		return fmt.Errorf("config: milter.listen: %w", err)
 	}
-	return d.Run(service{srv, ln}, cfg.Milter.ShutdownGrace)
+	cln, err := d.Listen(cfg.Confirm.Listen, cfg.Confirm.SocketMode, cfg.Confirm.SocketGroup)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("config: confirm.listen: %w", err)
+	}
+	return d.Run([]daemon.Service{
+		daemon.Bind(srv.Serve, srv.Shutdown, ln),
+		daemon.Bind(confirm.Serve, confirm.Shutdown, cln),
+	}, cfg.Milter.ShutdownGrace)
 }
-
-// service binds the milter server to its listener.
-type service struct {
-	srv *milter.Server
-	ln  net.Listener
-}
-
-func (s service) Serve() error                       { return s.srv.Serve(s.ln) }
-func (s service) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }

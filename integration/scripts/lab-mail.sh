@@ -173,7 +173,9 @@ postfix_configure() {
 	# The PEC part, exactly as postfix-conf/ ships it.
 	render "$PFCONF/main.cf.pec" "$stage/main.cf.pec" \
 		PEC_MILTER="$milter" PEC_DOMAINS="$dom" DELIVERY_TRANSPORT="$delivery" \
-		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix"
+		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix" \
+		CONFIRM_DOMAIN=confirm.pec.invalid CONFIRM_SOCKET="$BASE/$id/run/confirm.sock" \
+		SITE_TRANSPORT_MAPS="inline:{ $routes }"
 	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
 		MX_SERVICE=smtp SUBMISSION_SERVICE=submission REINJECT_SERVICE="$ip:10025" \
 		SUBMISSION_CLEANUP="$([ "$id" = o ] && echo cleanup || echo pec-cleanup)"

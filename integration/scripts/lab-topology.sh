@@ -76,6 +76,7 @@ write_pec_yaml() {
 		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h}
 		store: {driver: sqlite, dsn: $BASE/$id/pec.db}
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
+		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
 		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}
 		reinject: {addr: "${P_IP[$id]}:10025"}
 		clamd: {addr: "$SVC_IP:$CLAMD_PORT", timeout: 30s}
@@ -118,7 +119,7 @@ pec_process_start() {
 		stop_pidfile "$name-$id" "$pidfile"
 	fi
 	echo "$bin" >"$run/$name.bin"
-	[ "$name" = pec-milter ] && rm -f "$run/milter.sock"
+	[ "$name" = pec-milter ] && rm -f "$run/milter.sock" "$run/confirm.sock"
 	(
 		cd "$BASE/$id"
 		export "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf"

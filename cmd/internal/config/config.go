@@ -48,6 +48,7 @@ type Config struct {
 	Index    igpec.Config    `yaml:"index"`
 	Store    store.Config    `yaml:"store"`
 	Milter   Milter          `yaml:"milter"`
+	Confirm  Confirm         `yaml:"confirm"`
 	LMTP     LMTP            `yaml:"lmtp"`
 	Reinject reinject.Config `yaml:"reinject"`
 	Clamd    clamd.Config    `yaml:"clamd"`
@@ -96,6 +97,27 @@ type Milter struct {
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 }
 
+// Confirm is the confirmation listener of pec-milter (pec/confirm.go): Postfix delivers to it,
+// over LMTP, the confirmation recipient the milter adds to every busta it hands back, which
+// proves the busta is in Postfix's queue; only then is the accettazione (or the presa in
+// carico) released.
+type Confirm struct {
+	// Listen is "unix:/path" (recommended; Postfix's transport_maps sends the confirmation
+	// domain there) or "inet:127.0.0.1:port". Required for pec-milter.
+	Listen string `yaml:"listen"`
+	// SocketMode and SocketGroup as for milter: default "0660" and "postfix".
+	SocketMode  string `yaml:"socket_mode"`
+	SocketGroup string `yaml:"socket_group"`
+	// Domain is the domain of the confirmation recipients; default confirm.pec.invalid.
+	Domain string `yaml:"domain"`
+	// Expiry: a held step not confirmed within it expires with a log event and nothing
+	// attested. Default 1h.
+	Expiry time.Duration `yaml:"expiry"`
+	// RetryWindow: a client's retry of the same submission within it gets the first outcome.
+	// Default 24h.
+	RetryWindow time.Duration `yaml:"retry_window"`
+}
+
 // LMTP is the pec-lmtpd section.
 type LMTP struct {
 	Listen  string `yaml:"listen"`
@@ -113,6 +135,18 @@ type Limits struct {
 	// Default 100MB. Keep Postfix's message_size_limit at least this large, or Postfix
 	// answers first.
 	HardMaxSize Size `yaml:"hard_max_size"`
+	// QueueMaxSize is Postfix's message_size_limit: the largest message cleanup queues. A
+	// busta (larger than its original: header recipients are repeated in daticert and text)
+	// that would pass it, less a margin, gets an avviso di non accettazione instead of being
+	// refused by cleanup after the fact. Default 104857600 (postfix-conf/main.cf.pec).
+	QueueMaxSize Size `yaml:"queue_max_size"`
+}
+
+// BustaMaxSize is the largest busta the access point builds: QueueMaxSize less a margin of 1%
+// and at least 64 KiB for what Postfix adds on the way (trace fields, envelope records).
+func (l Limits) BustaMaxSize() int64 {
+	q := int64(l.QueueMaxSize)
+	return q - max(q/100, 64<<10)
 }
 
 // Policy holds provider choices the rules leave open.
@@ -367,6 +401,38 @@ func (c *Config) ValidateMilter() error {
 	if c.Signer.Certificate == "" && len(c.Signer.Keys) == 0 {
 		return bad("signer.certificate", "required")
 	}
+	return c.Confirm.validate()
+}
+
+func (cf *Confirm) validate() error {
+	if cf.Listen == "" {
+		return bad("confirm.listen", "required (unix:/path; Postfix's transport_maps routes the confirmation domain there)")
+	}
+	if _, _, err := ParseListen(cf.Listen); err != nil {
+		return bad("confirm.listen", "%v", err)
+	}
+	if cf.SocketMode == "" {
+		cf.SocketMode = "0660"
+	}
+	if cf.SocketGroup == "" {
+		cf.SocketGroup = "postfix"
+	}
+	if cf.Domain == "" {
+		cf.Domain = pec.DefaultConfirmDomain
+	}
+	cf.Domain = strings.ToLower(cf.Domain)
+	if !validDomain(cf.Domain) {
+		return bad("confirm.domain", "%q is not a domain name", cf.Domain)
+	}
+	if cf.Expiry == 0 {
+		cf.Expiry = time.Hour
+	}
+	if cf.RetryWindow == 0 {
+		cf.RetryWindow = 24 * time.Hour
+	}
+	if cf.Expiry < time.Second || cf.RetryWindow < time.Second {
+		return bad("confirm.expiry", "durations of at least 1s")
+	}
 	return nil
 }
 
@@ -486,6 +552,12 @@ func (l *Limits) validate() error {
 	}
 	if l.HardMaxSize > 1<<31 {
 		return bad("limits.hard_max_size", "%d bytes: above 2 GiB, messages are held in memory", l.HardMaxSize)
+	}
+	if l.QueueMaxSize == 0 {
+		l.QueueMaxSize = 104857600
+	}
+	if l.QueueMaxSize < l.HardMaxSize {
+		return bad("limits.queue_max_size", "%d bytes: below limits.hard_max_size (%d); Postfix would refuse first, with no avviso", l.QueueMaxSize, l.HardMaxSize)
 	}
 	return nil
 }

@@ -76,7 +76,10 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		Node:       cfg.NodeName(),
 		Limits: pec.Limits{MaxRecipients: cfg.Limits.MaxRecipients,
 			MaxSizeTimesRecipients: int64(cfg.Limits.MaxSizeTimesRecipients)},
-		Options: pec.Options{Hash: d.Keys.Digest()},
+		Options:       pec.Options{Hash: d.Keys.Digest(), MaxSize: cfg.Limits.BustaMaxSize()},
+		ConfirmDomain: cfg.Confirm.Domain,
+		ConfirmExpiry: cfg.Confirm.Expiry,
+		RetryWindow:   cfg.Confirm.RetryWindow,
 	}, pec.Deps{Keys: d.Keys, Index: d.Index, Scanner: d.Scanner, Store: d.Store})
 	if err != nil {
 		return nil, err

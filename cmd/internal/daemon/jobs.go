@@ -68,6 +68,8 @@ const (
 	// working state, not the legal record (the log is, and is kept whole): a month covers
 	// every receipt that can still arrive and an operator's questions (store.PurgeTracking).
 	trackingKeep = 30 * 24 * time.Hour
+	// heldEvery is how often held steps past their expiry are expired.
+	heldEvery = 15 * time.Second
 )
 
 // SealJob is the daily seal of the legal log (DPR 68/2005 art. 10), signed by the main
@@ -92,6 +94,28 @@ func (d *Daemon) SealJob() (*Job, error) {
 		}
 		return nil
 	}}, nil
+}
+
+// HeldJob expires the held steps whose confirmation did not come in time (pec/confirm.go)
+// and, once an hour, forgets the outcomes older than the retry window.
+func (d *Daemon) HeldJob() Job {
+	var purged time.Time
+	return Job{Name: "held", Every: heldEvery, Run: func(ctx context.Context) error {
+		n, err := d.Engine.ExpireHeld(ctx)
+		if n > 0 {
+			d.Log.Warn("held steps expired: Postfix never queued their message, nothing attested", "count", n)
+		}
+		if err != nil {
+			return fmt.Errorf("expiring held steps: %w", err)
+		}
+		if time.Since(purged) > time.Hour {
+			if _, err := d.Engine.PurgeHeld(ctx); err != nil {
+				return fmt.Errorf("purging held steps: %w", err)
+			}
+			purged = time.Now()
+		}
+		return nil
+	}}
 }
 
 // RetentionJob purges, at most once a day, the quarantined messages past the 30-month

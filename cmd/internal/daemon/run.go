@@ -3,8 +3,10 @@ package daemon
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -20,12 +22,27 @@ type Service interface {
 	Shutdown(ctx context.Context) error
 }
 
-// Run runs the background work and svc until SIGTERM or SIGINT, or until svc fails, then
-// drains in order: svc.Shutdown within grace (work under way finishes and is recorded), the
-// background jobs, one last outbox pass so that receipts committed by the last transactions
-// leave now rather than at the next start, and the metrics endpoint. jobs are the leased
-// jobs of this program besides the ones every program runs.
-func (d *Daemon) Run(svc Service, grace time.Duration, jobs ...Job) error {
+// Bind makes a Service of a server's Serve(listener) and Shutdown methods.
+func Bind(serve func(net.Listener) error, shutdown func(context.Context) error, ln net.Listener) Service {
+	return bound{serve, shutdown, ln}
+}
+
+type bound struct {
+	serve    func(net.Listener) error
+	shutdown func(context.Context) error
+	ln       net.Listener
+}
+
+func (b bound) Serve() error                       { return b.serve(b.ln) }
+func (b bound) Shutdown(ctx context.Context) error { return b.shutdown(ctx) }
+
+// Run runs the background work and the services until SIGTERM or SIGINT, or until a service
+// fails, then drains in order: every service's Shutdown within grace (work under way
+// finishes and is recorded), the background jobs, one last outbox pass so that receipts
+// committed by the last transactions leave now rather than at the next start, and the
+// metrics endpoint. jobs are the leased jobs of this program besides the ones every program
+// runs (seal, retention, expiry of held steps).
+func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
 	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner})
 	if err != nil {
 		return err
@@ -37,7 +54,7 @@ func (d *Daemon) Run(svc Service, grace time.Duration, jobs ...Job) error {
 	if sealJob != nil {
 		jobs = append(jobs, *sealJob)
 	}
-	jobs = append(jobs, d.RetentionJob(time.Now))
+	jobs = append(jobs, d.RetentionJob(time.Now), d.HeldJob())
 
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
@@ -55,19 +72,29 @@ func (d *Daemon) Run(svc Service, grace time.Duration, jobs ...Job) error {
 	}
 	metrics := d.serveMetrics()
 
-	served := make(chan error, 1)
-	go func() { served <- svc.Serve() }()
+	served := make(chan error, len(svcs))
+	for _, svc := range svcs {
+		go func() { served <- svc.Serve() }()
+	}
 	d.SetReady(true)
 	d.Log.Info(d.Program+" ready", "provider", d.Cfg.Provider.Name, "owner", d.Owner)
+	pending := len(svcs)
 	select {
 	case err = <-served:
+		pending--
 		d.Log.Error("listener failed", "error", err)
 	case <-sigCtx.Done():
 		d.Log.Info("shutting down", "grace", grace)
-		d.SetReady(false)
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		_ = svc.Shutdown(ctx)
-		cancel()
+	}
+	d.SetReady(false)
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	var wg sync.WaitGroup
+	for _, svc := range svcs {
+		wg.Go(func() { _ = svc.Shutdown(ctx) })
+	}
+	wg.Wait()
+	cancel()
+	for ; pending > 0; pending-- {
 		<-served
 	}
 	d.SetReady(false)
