@@ -6,25 +6,32 @@
 //     (a permanent 5xx: kept for the operator, logged at error level, counted; never
 //     deleted). Anything else (4xx, timeout, refused connection, dropped connection) is
 //     retried with exponential backoff.
-//   - Each item is claimed with a lease in the database, so several drainers (pec-milter
-//     and pec-lmtpd processes) never send the same item at the same time; a drainer that
-//     dies leaves its lease to expire and another one (or its restart) takes the item.
+//   - Each item is claimed with a lease in the database, so several drainers (processes,
+//     nodes) never send the same item at the same time. Lease expiry is decided by the
+//     store's clock. The lease owner names the node's drainer and is stable across its
+//     restarts: a restarted drainer takes back its own claims at once, while a drainer of
+//     another node waits for the lease to expire.
 //   - One message per SMTP transaction, and the item is marked sent in its own small
-//     transaction right after the 250 of DATA. The only window for a duplicate is a crash
-//     between that 250 and the mark: then the same bytes, with the same deterministic
-//     Message-ID, are sent again, and the delivery point drops the second copy.
+//     transaction right after the 250 of DATA.
+//   - A graceful stop (ctx cancelled: SIGTERM) never cuts a transaction: the message being
+//     sent gets up to StopGrace for Postfix's reply and is then recorded (sent, or handed
+//     back for the next start), with a context the stop does not cancel; the items claimed
+//     but not started are handed back. So a restart sends nothing twice.
+//   - The only window for a duplicate is a crash (SIGKILL, power cut) between Postfix's 250
+//     and the mark: then that one item, the same bytes with the same deterministic
+//     Message-ID, is sent again, and the delivery point drops the second copy.
 package reinject
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math"
-	mrand "math/rand/v2"
+	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +51,9 @@ type Config struct {
 	MinBackoff time.Duration `yaml:"min_backoff"` // first retry delay; default 10s
 	MaxBackoff time.Duration `yaml:"max_backoff"` // retry delay cap; default 30m
 	Batch      int           `yaml:"batch"`       // items claimed at once; default 16
+	// StopGrace is how long, on a graceful stop, the message being sent may still take to
+	// be accepted; default 10s, at most timeout.
+	StopGrace time.Duration `yaml:"stop_grace"`
 }
 
 // Outbox is the part of store.Store the drainer uses.
@@ -58,12 +68,17 @@ type Deps struct {
 	Store      Outbox                // required
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // nil: metrics not registered
-	Owner      string                // lease owner name; default host/pid/random
-	Now        func() time.Time      // default time.Now
+	// Owner names this drainer in the outbox leases. It must be stable across restarts of
+	// the drainer (a restart takes back its own claims at once) and used by one running
+	// drainer at a time (two drainers under one name could send one item together), e.g.
+	// "pec-milter/<node>". Default: "<program>/<host name>".
+	Owner string
+	Now   func() time.Time // default time.Now: Mark times, backoff, the lease guard
 }
 
 // Drainer sends outbox items. Run it in one goroutine per process.
 type Drainer struct {
+	mu    sync.Mutex // one pass at a time: a second pass would take back the first's claims
 	cfg   Config
 	st    Outbox
 	log   *slog.Logger
@@ -96,6 +111,12 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 		def(&cfg.Lease, 5*time.Minute, "lease")); err != nil {
 		return nil, err
 	}
+	if err := def(&cfg.StopGrace, min(10*time.Second, cfg.Timeout), "stop_grace"); err != nil {
+		return nil, err
+	}
+	if cfg.StopGrace > cfg.Timeout {
+		return nil, fmt.Errorf("reinject.stop_grace: %v is longer than reinject.timeout (%v)", cfg.StopGrace, cfg.Timeout)
+	}
 	if cfg.Lease <= 3*cfg.Timeout {
 		return nil, fmt.Errorf("reinject.lease: %v is not longer than 3 x reinject.timeout (%v)", cfg.Lease, cfg.Timeout)
 	}
@@ -118,10 +139,7 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 		d.Now = time.Now
 	}
 	if d.Owner == "" {
-		host, _ := os.Hostname()
-		var r [4]byte
-		rand.Read(r[:]) //nolint:errcheck
-		d.Owner = fmt.Sprintf("%s/%d/%s", host, os.Getpid(), hex.EncodeToString(r[:]))
+		d.Owner = defaultOwner()
 	}
 	dr := &Drainer{cfg: cfg, st: d.Store, log: d.Logger.With(slog.String("component", "reinject")), owner: d.Owner, now: d.Now}
 	dr.m = metrics{
@@ -138,6 +156,16 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 		}
 	}
 	return dr, nil
+}
+
+// defaultOwner is "<program>/<host name>": the same after a restart, different for two
+// programs of one host.
+func defaultOwner() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "localhost"
+	}
+	return filepath.Base(os.Args[0]) + "/" + host
 }
 
 // Owner is the name under which this drainer leases items.
@@ -170,8 +198,12 @@ func (d *Drainer) Run(ctx context.Context) error {
 }
 
 // DrainOnce claims one batch of due items and tries each once. It returns how many it
-// claimed.
+// claimed. When ctx ends it stops as a graceful stop does (see the package documentation):
+// the transaction under way finishes within StopGrace and is recorded, the items not
+// started are handed back.
 func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	claimed := d.now()
 	items, err := d.st.ClaimOutbox(ctx, store.Claim{Owner: d.owner, Lease: d.cfg.Lease, Limit: d.cfg.Batch})
 	if err != nil || len(items) == 0 {
@@ -194,17 +226,22 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 		}
 		if c == nil {
 			if c, err = d.dial(ctx); err != nil {
+				if ctx.Err() != nil { // stopped while connecting: nothing was attempted
+					d.release(ctx, items[i:])
+					return len(items), ctx.Err()
+				}
 				// Postfix unreachable: every remaining item is retried later.
 				for j := i; j < len(items); j++ {
 					d.retry(ctx, &items[j], err)
 				}
 				return len(items), err
 			}
+			if ctx.Err() != nil {
+				d.release(ctx, items[i:])
+				return len(items), ctx.Err()
+			}
 		}
-		res := c.send(it)
-		if res.err != nil && ctx.Err() != nil {
-			return len(items), ctx.Err() // killed mid-transaction: like a crash, the lease will expire
-		}
+		res := c.send(ctx, it)
 		switch {
 		case res.err == nil:
 			if err := d.markSent(ctx, it, res.note); err != nil {
@@ -212,6 +249,13 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 			}
 		case res.permanent:
 			d.park(ctx, it, res.err)
+		case ctx.Err() != nil && !replied(res.err):
+			// Stopped, and Postfix did not answer within StopGrace: whether it queued the
+			// message is unknown. Hand it back, so that the next start sends it at once
+			// (with the same Message-ID) instead of after a backoff.
+			d.log.Warn("stopping: no reply from Postfix within the stop grace; the message is sent again at the next start",
+				slog.String("message_id", it.MessageID), slog.String("kind", it.Kind), slog.Any("err", res.err))
+			d.release(ctx, items[i:i+1])
 		default:
 			d.retry(ctx, it, res.err)
 		}
@@ -223,18 +267,28 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	return len(items), nil
 }
 
+// recording returns the context for writing an outcome to the store: not cancelled by a
+// stop (a shutdown must not turn a sent message into a resend), but bounded.
+func (d *Drainer) recording(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), d.cfg.Timeout)
+}
+
 func (d *Drainer) release(ctx context.Context, items []store.OutboxItem) {
+	ctx, cancel := d.recording(ctx)
+	defer cancel()
 	for i := range items {
-		err := d.st.MarkOutbox(context.WithoutCancel(ctx), items[i].ID, d.owner, store.Mark{State: store.OutboxPending, Release: true})
+		err := d.st.MarkOutbox(ctx, items[i].ID, d.owner, store.Mark{State: store.OutboxPending, Release: true})
 		if err != nil {
-			d.log.Warn("could not release outbox item; its lease will expire", slog.String("message_id", items[i].MessageID), slog.Any("err", err))
+			d.log.Warn("could not release outbox item; this node's next pass takes it back, others after its lease",
+				slog.String("message_id", items[i].MessageID), slog.Any("err", err))
 		}
 	}
 }
 
 func (d *Drainer) markSent(ctx context.Context, it *store.OutboxItem, note string) error {
-	// WithoutCancel: a shutdown that arrives now must not turn a sent message into a resend.
-	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxSent, At: d.now(), Error: note})
+	ctx, cancel := d.recording(ctx)
+	defer cancel()
+	err := d.st.MarkOutbox(ctx, it.ID, d.owner, store.Mark{State: store.OutboxSent, At: d.now(), Error: note})
 	if err != nil {
 		d.m.markFailed.Inc()
 		d.log.Error("message accepted by Postfix but not marked sent: it will be sent again",
@@ -252,7 +306,9 @@ func (d *Drainer) park(ctx context.Context, it *store.OutboxItem, cause error) {
 	d.log.Error("generated message refused permanently by Postfix: parked, operator action needed",
 		slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
 		slog.String("identificativo", it.Identificativo), slog.String("reply", cause.Error()))
-	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxParked, At: d.now(), Error: cause.Error()})
+	ctx, cancel := d.recording(ctx)
+	defer cancel()
+	err := d.st.MarkOutbox(ctx, it.ID, d.owner, store.Mark{State: store.OutboxParked, At: d.now(), Error: cause.Error()})
 	if err != nil {
 		d.log.Error("could not park outbox item", slog.String("message_id", it.MessageID), slog.Any("err", err))
 	}
@@ -263,9 +319,12 @@ func (d *Drainer) retry(ctx context.Context, it *store.OutboxItem, cause error) 
 	next := d.now().Add(d.backoff(it.Attempts))
 	d.log.Warn("reinjection failed, will retry", slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
 		slog.Int("attempt", it.Attempts+1), slog.Time("next", next), slog.String("err", cause.Error()))
-	err := d.st.MarkOutbox(context.WithoutCancel(ctx), it.ID, d.owner, store.Mark{State: store.OutboxPending, At: d.now(), NextAttempt: next, Error: cause.Error()})
+	ctx, cancel := d.recording(ctx)
+	defer cancel()
+	err := d.st.MarkOutbox(ctx, it.ID, d.owner, store.Mark{State: store.OutboxPending, At: d.now(), NextAttempt: next, Error: cause.Error()})
 	if err != nil {
-		d.log.Warn("could not schedule retry; the lease will expire instead", slog.String("message_id", it.MessageID), slog.Any("err", err))
+		d.log.Warn("could not schedule retry; this node's next pass takes the item back, others after its lease",
+			slog.String("message_id", it.MessageID), slog.Any("err", err))
 	}
 }
 
@@ -274,5 +333,5 @@ func (d *Drainer) retry(ctx context.Context, it *store.OutboxItem, cause error) 
 func (d *Drainer) backoff(attempts int) time.Duration {
 	b := float64(d.cfg.MinBackoff) * math.Pow(2, float64(min(attempts, 30)))
 	b = math.Min(b, float64(d.cfg.MaxBackoff))
-	return time.Duration(b * (1 - 0.2*mrand.Float64()))
+	return time.Duration(b * (1 - 0.2*rand.Float64()))
 }

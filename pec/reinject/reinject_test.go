@@ -89,6 +89,8 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Addr: "x:1", Timeout: -1}, "reinject.timeout"},
 		{Config{Addr: "x:1", Timeout: time.Minute, Lease: time.Minute}, "reinject.lease"},
 		{Config{Addr: "x:1", MinBackoff: time.Hour, MaxBackoff: time.Minute}, "reinject.max_backoff"},
+		{Config{Addr: "x:1", Timeout: time.Second, StopGrace: 2 * time.Second}, "reinject.stop_grace"},
+		{Config{Addr: "x:1", StopGrace: -1}, "reinject.stop_grace"},
 	} {
 		_, err := New(tc.cfg, Deps{Store: st})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.key)) {

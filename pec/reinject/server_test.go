@@ -33,6 +33,7 @@ const (
 	perm fault = "5xx"
 	hang fault = "hang" // never answers (until the client gives up)
 	drop fault = "drop" // closes the connection without answering
+	slow fault = "slow" // tells the test it got there (reached), waits slowFor, then goes on
 )
 
 // fakePostfix is an SMTP server on 127.0.0.1:0 that records what it accepted and fails
@@ -48,11 +49,13 @@ type fakePostfix struct {
 	accepted map[string][][]byte // Message-ID -> bodies answered 250
 	dataCmds map[string]int      // Message-ID -> bodies received (250 or not)
 	release  chan struct{}
+	reached  chan stage // a slow fault was reached
+	slowFor  time.Duration
 }
 
 func newFakePostfix(t *testing.T) *fakePostfix {
 	f := &fakePostfix{t: t, faults: map[stage]fault{}, times: map[stage]int{}, accepted: map[string][][]byte{},
-		dataCmds: map[string]int{}, release: make(chan struct{})}
+		dataCmds: map[string]int{}, release: make(chan struct{}), reached: make(chan stage, 16), slowFor: 300 * time.Millisecond}
 	f.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
 		if err := f.trip(atConnect, c); err != nil {
 			return nil, err
@@ -93,6 +96,10 @@ func (f *fakePostfix) trip(s stage, c *smtp.Conn) error {
 	}
 	f.mu.Unlock()
 	switch how {
+	case slow:
+		f.reached <- s
+		time.Sleep(f.slowFor)
+		return nil
 	case temp:
 		return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
 	case perm:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/emersion/go-smtp"
@@ -16,39 +17,36 @@ import (
 // conn is one SMTP session with the reinjection listener.
 type conn struct {
 	c       *smtp.Client
-	nc      net.Conn
-	stop    func() bool
+	bc      *boundedConn
 	timeout time.Duration
+	grace   time.Duration
 }
 
+// dial connects and greets. A cancelled ctx aborts the connection attempt; once connected,
+// the session is never cut by ctx (see send).
 func (d *Drainer) dial(ctx context.Context) (*conn, error) {
 	dl := net.Dialer{Timeout: d.cfg.Timeout}
 	nc, err := dl.DialContext(ctx, "tcp", d.cfg.Addr)
 	if err != nil {
 		return nil, err
 	}
-	// A cancelled ctx closes the connection at once, as a killed process would.
-	stop := context.AfterFunc(ctx, func() { nc.Close() })
-	nc.SetDeadline(time.Now().Add(d.cfg.Timeout)) //nolint:errcheck
-	c := smtp.NewClient(nc)
+	bc := &boundedConn{Conn: nc}
+	bc.setLimit(time.Now().Add(d.cfg.Timeout))
+	c := smtp.NewClient(bc)
 	c.CommandTimeout = d.cfg.Timeout
 	c.SubmissionTimeout = d.cfg.Timeout
 	if err := c.Hello(d.cfg.Helo); err != nil {
-		stop()
 		c.Close()
 		return nil, err
 	}
-	return &conn{c: c, nc: nc, stop: stop, timeout: d.cfg.Timeout}, nil
+	return &conn{c: c, bc: bc, timeout: d.cfg.Timeout, grace: d.cfg.StopGrace}, nil
 }
 
-func (c *conn) close() {
-	c.stop()
-	c.c.Close()
-}
+func (c *conn) close() { c.c.Close() }
 
 func (c *conn) quit() {
-	c.nc.SetDeadline(time.Now().Add(c.timeout)) //nolint:errcheck
-	c.c.Quit()                                  //nolint:errcheck
+	c.bc.setLimit(time.Now().Add(c.grace))
+	c.c.Quit() //nolint:errcheck
 	c.close()
 }
 
@@ -63,11 +61,22 @@ func permanent(err error) bool {
 	return errors.As(err, &se) && se.Code >= 500 && se.Code < 600
 }
 
-// send runs one SMTP transaction (MAIL, RCPT..., DATA) for one item.
-func (c *conn) send(it *store.OutboxItem) result {
-	// One deadline for the whole transaction: a hanging server cannot hold the item for
-	// longer than a few timeouts, well inside the lease.
-	c.nc.SetDeadline(time.Now().Add(3 * c.timeout)) //nolint:errcheck
+// replied reports whether err is a reply of the server (as opposed to a timeout or a broken
+// connection, after which the outcome of the transaction is unknown).
+func replied(err error) bool {
+	var se *smtp.SMTPError
+	return errors.As(err, &se)
+}
+
+// send runs one SMTP transaction (MAIL, RCPT..., DATA) for one item. The whole transaction
+// has 3 x timeout, well inside the lease. When ctx ends meanwhile (a graceful stop) the
+// transaction is not cut, as closing the connection after the final dot would leave a
+// message Postfix may have queued unrecorded, to be sent again: its time is shortened to
+// the stop grace instead.
+func (c *conn) send(ctx context.Context, it *store.OutboxItem) result {
+	c.bc.setLimit(time.Now().Add(3 * c.timeout))
+	stop := context.AfterFunc(ctx, func() { c.bc.shorten(time.Now().Add(c.grace)) })
+	defer stop()
 	if err := c.c.Mail(it.From, nil); err != nil {
 		return result{err: fmt.Errorf("MAIL FROM: %w", err), permanent: permanent(err)}
 	}
@@ -99,4 +108,56 @@ func (c *conn) send(it *store.OutboxItem) result {
 		return result{err: fmt.Errorf("end of DATA: %w", err), permanent: permanent(err)}
 	}
 	return result{note: strings.Join(refused, "; ")}
+}
+
+// boundedConn caps every deadline at a limit. go-smtp sets a deadline per command and clears
+// it after each one (so the body of DATA is written with none): the limit is what bounds a
+// whole transaction, and what a graceful stop shortens.
+type boundedConn struct {
+	net.Conn
+	mu    sync.Mutex
+	limit time.Time // no deadline later than this; zero: none
+	asked time.Time // the deadline last set by the SMTP client; zero: none
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func (b *boundedConn) SetDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.asked = t
+	return b.Conn.SetDeadline(earliest(t, b.limit))
+}
+
+func (b *boundedConn) SetReadDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Conn.SetReadDeadline(earliest(t, b.limit))
+}
+
+func (b *boundedConn) SetWriteDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.Conn.SetWriteDeadline(earliest(t, b.limit))
+}
+
+// setLimit replaces the limit (a new transaction).
+func (b *boundedConn) setLimit(t time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limit = t
+	b.Conn.SetDeadline(earliest(b.asked, t)) //nolint:errcheck // a closed connection fails the next I/O anyway
+}
+
+// shorten moves the limit earlier, never later.
+func (b *boundedConn) shorten(t time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limit = earliest(b.limit, t)
+	b.Conn.SetDeadline(earliest(b.asked, b.limit)) //nolint:errcheck
 }
