@@ -25,7 +25,9 @@
 //
 // The seal hash is SHA-256 over the whole file; it is the message imprint of the TSA token,
 // so `openssl ts -verify -data PEC-<day>.jsonl -in PEC-<day>.tsr -CAfile tsa-ca.pem` checks it
-// independently. The .p7m is a CMS SignedData with the file as its content.
+// independently. The .p7m is a CMS SignedData (pec/smime, SHA-256) with the file as its
+// content: `openssl cms -verify -binary -inform DER -in PEC-<day>.jsonl.p7m -CAfile <CA>
+// -purpose any` checks it and writes the export.
 package seal
 
 import (

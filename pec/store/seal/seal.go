@@ -12,8 +12,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/smallstep/pkcs7"
-
+	"github.com/gestore-pec/gestore/pec/smime"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/tsa"
 )
@@ -169,7 +168,8 @@ func (s *Sealer) Seal(ctx context.Context, day string) (*store.Seal, error) {
 	return &seal, nil
 }
 
-// sign makes a CMS SignedData carrying data, signed by the provider key (SHA-256).
+// sign makes a CMS SignedData carrying data (a .p7m), signed by the provider key with
+// SHA-256 through pec/smime, the code that signs PEC messages.
 func (s *Sealer) sign(data []byte) ([]byte, error) {
 	signer, chain, err := s.d.Keyring.SignerFor(s.d.Domain)
 	if err != nil {
@@ -178,15 +178,11 @@ func (s *Sealer) sign(data []byte) ([]byte, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("seal: signer has no certificate")
 	}
-	sd, err := pkcs7.NewSignedData(data)
+	p7m, err := smime.SignCMS(data, signer, chain, smime.CMSOptions{Hash: crypto.SHA256, SigningTime: s.d.Now()})
 	if err != nil {
-		return nil, err
-	}
-	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	if err := sd.AddSignerChain(chain[0], signer, chain[1:], pkcs7.SignerInfoConfig{}); err != nil {
 		return nil, fmt.Errorf("seal: signing: %w", err)
 	}
-	return sd.Finish()
+	return p7m, nil
 }
 
 // writeFileSync writes a file atomically (temporary file, fsync, rename, fsync of the

@@ -26,6 +26,8 @@ type env struct {
 	s      *Sealer
 	dir    string
 	tsaCA  string
+	tsa    *tsa.Authority
+	tsaURL string
 	kr     *hsmtest.Keyring
 }
 
@@ -48,6 +50,7 @@ func setup(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { stop() })
+	e.tsa, e.tsaURL = a, url
 	e.tsaCA = filepath.Join(dir, "tsa-ca.pem")
 	os.WriteFile(e.tsaCA, tsa.PEM(a.CA), 0o644) //nolint:errcheck
 	signerCA := filepath.Join(dir, "signer-ca.pem")

@@ -12,8 +12,7 @@ import (
 	"os"
 	"sort"
 
-	dpkcs7 "github.com/digitorus/pkcs7"
-
+	"github.com/gestore-pec/gestore/pec/smime"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/tsa"
 )
@@ -36,10 +35,13 @@ func (r *Report) fail(format string, a ...any) {
 }
 
 // Verify checks a sealed day: the chain to the previous seal, the CMS signature over the
-// export, the TSA token (imprint equal to the seal hash, signature chaining to the TSA
-// CA), and that re-exporting the day from the log gives the sealed bytes. When it does not,
-// the sealed export (kept inside the .p7m) tells which events changed, went missing or
-// were added. An error means the check could not run; a failed check is in the Report.
+// export (and its chain to seal.signer_ca when set), the TSA token (imprint equal to the
+// seal hash, signature chaining to the TSA CA), that re-exporting the day from the log
+// gives the sealed bytes, and that the files on disk, when present, are the sealed ones.
+// When the log differs, the sealed export (kept inside the .p7m) tells which events
+// changed, went missing or were added. Each problem starts with the name of the check that
+// failed ("chain:", "signature:", "timestamp:", "log:", "files:"). An error means the
+// check could not run; a failed check is in the Report.
 func (s *Sealer) Verify(ctx context.Context, day string) (*Report, error) {
 	r := &Report{Day: day}
 	seal, err := s.d.Store.GetSeal(ctx, day)
@@ -92,9 +94,12 @@ func (s *Sealer) Verify(ctx context.Context, day string) (*Report, error) {
 		}
 	}
 	// 5. The files kept on disk, when present, are the sealed ones.
-	ef, _, tf := s.Files(day)
+	ef, pf, tf := s.Files(day)
 	if b, err := os.ReadFile(ef); err == nil && sealed != nil && !bytes.Equal(b, sealed) {
 		r.fail("files: %s differs from the signed export", ef)
+	}
+	if b, err := os.ReadFile(pf); err == nil && !bytes.Equal(b, seal.Signed) {
+		r.fail("files: %s differs from the stored signature", pf)
 	}
 	if b, err := os.ReadFile(tf); err == nil && !bytes.Equal(b, seal.Token) {
 		r.fail("files: %s differs from the stored token", tf)
@@ -114,10 +119,13 @@ func (s *Sealer) headerProvider(sealed []byte) string {
 	return s.d.Provider
 }
 
+// checkSignature verifies the .p7m (pec/smime) and returns the export it carries, nil when
+// its signature does not verify. With seal.signer_ca the signer must chain to it at the
+// time the seal was made (any extended key usage: the provider's PEC certificate).
 func (s *Sealer) checkSignature(seal *store.Seal, r *Report) ([]byte, error) {
-	p7, err := dpkcs7.Parse(seal.Signed)
+	v, err := smime.VerifyCMS(seal.Signed, nil, smime.VerifyOptions{})
 	if err != nil {
-		r.fail("signature: unreadable .p7m: %v", err)
+		r.fail("signature: %v", err)
 		return nil, nil
 	}
 	if s.cfg.SignerCA != "" {
@@ -125,23 +133,16 @@ func (s *Sealer) checkSignature(seal *store.Seal, r *Report) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("seal.signer_ca: %w", err)
 		}
-		inter := x509.NewCertPool()
-		for _, c := range p7.Certificates {
-			inter.AddCert(c)
-		}
-		err = p7.VerifyWithOpts(x509.VerifyOptions{Roots: pool, Intermediates: inter, CurrentTime: seal.Created,
-			KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+		err = v.VerifyChain(smime.VerifyOptions{Roots: pool, At: seal.Created, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 		if err != nil {
 			r.fail("signature: %v", err)
 		}
-	} else if err := p7.Verify(); err != nil {
-		r.fail("signature: %v", err)
 	}
-	sum := sha256.Sum256(p7.Content)
+	sum := sha256.Sum256(v.Entity)
 	if !bytes.Equal(sum[:], seal.Hash) {
 		r.fail("signature: the signed export does not hash to the seal hash")
 	}
-	return p7.Content, nil
+	return v.Entity, nil
 }
 
 // diff compares two exports event by event (by sequence number).
