@@ -11,7 +11,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/smallstep/pkcs7"
+	"github.com/gestore-pec/gestore/pec/smime"
 )
 
 // ErrBadSignature is wrapped by VerifySignedLDIF when a .ldif.p7m does not verify: the
@@ -21,20 +21,17 @@ var ErrBadSignature = errors.New("igpec: signed LDIF does not verify")
 
 // SignLDIF wraps ldif in a CMS SignedData (RFC 5652) with the content attached and the signer
 // chain included, DER-encoded: the .ldif.p7m each provider publishes at its LDIFLocationURL
-// (RFC 6109 §4.5, pec-spec.md §9.2). The digest is SHA-256.
+// (RFC 6109 §4.5, pec-spec.md §9.2). The digest is SHA-256; pec/smime signs it, the code
+// that signs PEC messages.
 func SignLDIF(ldif []byte, key crypto.Signer, chain []*x509.Certificate) ([]byte, error) {
 	if len(chain) == 0 {
 		return nil, errors.New("igpec: no signer certificate")
 	}
-	sd, err := pkcs7.NewSignedData(ldif)
+	p7m, err := smime.SignCMS(ldif, key, chain, smime.CMSOptions{Hash: crypto.SHA256})
 	if err != nil {
-		return nil, err
-	}
-	sd.SetDigestAlgorithm(pkcs7.OIDDigestAlgorithmSHA256)
-	if err := sd.AddSignerChain(chain[0], key, chain[1:], pkcs7.SignerInfoConfig{}); err != nil {
 		return nil, fmt.Errorf("igpec: sign LDIF: %w", err)
 	}
-	return sd.Finish()
+	return p7m, nil
 }
 
 // VerifySignedLDIF checks a signed LDIF against roots and returns the signed content and the
@@ -55,6 +52,9 @@ type verified struct {
 	signingTime time.Time // zero when the signature has no signingTime attribute
 }
 
+// verifySigned verifies a .ldif.p7m with pec/smime. The signer certificate may carry any
+// extended key usage: it is the provider's PEC certificate (emailProtection) or whatever the
+// central index signs with.
 func verifySigned(raw []byte, roots *x509.CertPool) (*verified, error) {
 	if roots == nil {
 		return nil, errors.New("igpec: no trust anchor for a signed LDIF")
@@ -63,25 +63,17 @@ func verifySigned(raw []byte, roots *x509.CertPool) (*verified, error) {
 	if err != nil {
 		return nil, err
 	}
-	p7, err := pkcs7.Parse(der)
+	v, err := smime.VerifyCMS(der, nil, smime.VerifyOptions{Roots: roots, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
 	if err != nil {
-		return nil, fmt.Errorf("%w: not a CMS SignedData: %v", ErrBadSignature, err)
-	}
-	if len(p7.Signers) != 1 {
-		return nil, fmt.Errorf("%w: %d signers, want exactly one", ErrBadSignature, len(p7.Signers))
-	}
-	if len(p7.Content) == 0 {
-		return nil, fmt.Errorf("%w: no content (detached signature?)", ErrBadSignature)
-	}
-	if err := p7.VerifyWithChain(roots); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
-	v := &verified{content: p7.Content, signer: p7.GetOnlySigner()}
-	var st time.Time
-	if err := p7.UnmarshalSignedAttribute(pkcs7.OIDAttributeSigningTime, &st); err == nil {
-		v.signingTime = st
+	if v.Signers != 1 {
+		return nil, fmt.Errorf("%w: %d signers, want exactly one", ErrBadSignature, v.Signers)
 	}
-	return v, nil
+	if len(v.Entity) == 0 {
+		return nil, fmt.Errorf("%w: no content", ErrBadSignature)
+	}
+	return &verified{content: v.Entity, signer: v.Signer, signingTime: v.SigningTime}, nil
 }
 
 // cmsDER turns the accepted encodings of a .p7m into DER.

@@ -2,12 +2,18 @@ package igpec
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestSignedLDIFOpenSSL checks interoperability both ways: openssl verifies what SignLDIF
@@ -51,5 +57,26 @@ func TestSignedLDIFOpenSSL(t *testing.T) {
 		if err != nil || !bytes.Equal(content, ldif) || !bytes.Equal(signer.Raw, chain[0].Raw) {
 			t.Errorf("openssl %v: %v", args, err)
 		}
+	}
+
+	// Two signers, each valid: refused, the index has one author.
+	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ecert := sf.kr.CA.ProviderCert(t, "Provider A S.p.A.", "posta-certificata@pec-a.test", &ek.PublicKey, time.Now().AddDate(0, 0, -1), time.Now().AddDate(1, 0, 0))
+	eder, _ := x509.MarshalPKCS8PrivateKey(ek)
+	ekeyFile, ecertFile := filepath.Join(dir, "ekey.pem"), filepath.Join(dir, "ecert.pem")
+	os.WriteFile(ekeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: eder}), 0o600)
+	os.WriteFile(ecertFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ecert.Raw}), 0o644)
+	two := filepath.Join(dir, "two.p7m")
+	cmd := exec.Command("openssl", "cms", "-sign", "-nodetach", "-binary", "-outform", "DER", "-in", in,
+		"-signer", certFile, "-inkey", keyFile, "-signer", ecertFile, "-inkey", ekeyFile, "-out", two)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("openssl cms -sign with two signers: %v\n%s", err, out)
+	}
+	raw, _ := os.ReadFile(two)
+	if _, _, err := VerifySignedLDIF(raw, sf.kr.CA.Pool()); !errors.Is(err, ErrBadSignature) || !strings.Contains(err.Error(), "2 signers") {
+		t.Errorf("two signers: %v", err)
 	}
 }

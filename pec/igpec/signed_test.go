@@ -180,3 +180,30 @@ func TestSignedSourceRollback(t *testing.T) {
 		t.Errorf("Refresh(same file): %v", err)
 	}
 }
+
+// TestSignedLDIFV0: .ldif.p7m files signed before SignLDIF moved to pec/smime (by
+// smallstep/pkcs7, RSA and ECDSA keys) still verify.
+func TestSignedLDIFV0(t *testing.T) {
+	roots, err := LoadTrustAnchor("testdata/v0-ca.pem")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("testdata/v0.ldif")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"v0-rsa.ldif.p7m", "v0-ecdsa.ldif.p7m"} {
+		raw, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, err := verifySigned(raw, roots)
+		if err != nil {
+			t.Errorf("%s: %v", name, err)
+			continue
+		}
+		if !bytes.Equal(v.content, want) || v.signingTime.Format(time.RFC3339) != "2026-12-02T08:22:32Z" {
+			t.Errorf("%s: content equal %v, signed at %v", name, bytes.Equal(v.content, want), v.signingTime)
+		}
+	}
+}
