@@ -4,8 +4,6 @@ go 1.26.0
 
 require (
 	github.com/d--j/go-milter v0.10.2
-	github.com/digitorus/pkcs7 v0.0.0-20230713084857-e76b763bdc49
-	github.com/digitorus/timestamp v0.0.0-20231217203849-220c5c2851b7
 	github.com/emersion/go-message v0.18.2
 	github.com/emersion/go-smtp v0.25.1
 	github.com/go-ldap/ldap/v3 v3.4.15
