@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -90,6 +91,13 @@ func TestIndexExportLookupDumpSync(t *testing.T) {
 	content, signer, err := igpec.VerifySignedLDIF(raw, ca.Pool())
 	if err != nil || !bytes.Equal(signer.Raw, certB.Raw) || !bytes.Contains(content, []byte("pec-b.test")) {
 		t.Fatalf("B's .p7m: %v", err)
+	}
+	// Other providers may check it with openssl.
+	for _, p7m := range []string{p7mA, p7mB} {
+		out, err := exec.Command("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", p7m, "-CAfile", anchor).Output()
+		if err != nil || !bytes.Contains(out, []byte("dn: providerName=Provider ")) {
+			t.Errorf("openssl cms -verify %s: %v", filepath.Base(p7m), err)
+		}
 	}
 	// A key that is not the certificate's is refused.
 	// (hsmtest reuses its RSA keys across keyrings, so make a fresh one.)

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -189,6 +190,31 @@ func TestLogSealVerifyAndTampering(t *testing.T) {
 	if code, out, _ := e.run(t, "log", "verify", "-config", e.config, "-day", "2027-01-10"); code != 1 || !strings.Contains(out, "not sealed") {
 		t.Errorf("verify of an unsealed day: %d %s", code, out)
 	}
+	// The files pecctl log seal wrote are checked by openssl too: the .p7m (pec/smime's
+	// CMS) against the signer CA, the .tsr against the TSA CA.
+	seals := filepath.Join(e.dir, "seals")
+	export, p7m, tsr := filepath.Join(seals, "PEC-2026-09-15.jsonl"), filepath.Join(seals, "PEC-2026-09-15.jsonl.p7m"), filepath.Join(seals, "PEC-2026-09-15.tsr")
+	content := filepath.Join(e.dir, "content")
+	if out, err := exec.Command("openssl", "cms", "-verify", "-binary", "-inform", "DER", "-in", p7m, "-CAfile",
+		filepath.Join(e.dir, "signer-ca.pem"), "-purpose", "any", "-out", content).CombinedOutput(); err != nil {
+		t.Fatalf("openssl cms -verify %s: %v\n%s", p7m, err, out)
+	}
+	if a, b := readTestFile(t, content), readTestFile(t, export); !bytes.Equal(a, b) {
+		t.Error("the .p7m does not carry the export")
+	}
+	if out, err := exec.Command("openssl", "ts", "-verify", "-data", export, "-in", tsr, "-CAfile",
+		filepath.Join(e.dir, "tsa-ca.pem")).CombinedOutput(); err != nil || !strings.Contains(string(out), "Verification: OK") {
+		t.Fatalf("openssl ts -verify %s: %v\n%s", tsr, err, out)
+	}
+	// log verify names the failed check: here a .tsr that is not the stored token.
+	other := filepath.Join(seals, "PEC-2026-09-14.tsr")
+	os.Remove(tsr)                               //nolint:errcheck
+	os.WriteFile(tsr, readTestFile(t, other), 0o440) //nolint:errcheck
+	if code, out, _ := e.run(t, "log", "verify", "-config", e.config, "-day", "2026-09-15"); code != 1 ||
+		!strings.Contains(out, "files: "+tsr+" differs from the stored token") {
+		t.Errorf("verify with another .tsr: %d\n%s", code, out)
+	}
+	os.Remove(tsr) //nolint:errcheck // the checks below run without it: a missing file is no problem
 	db, err := sql.Open("sqlite3", e.db)
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +232,15 @@ func TestLogSealVerifyAndTampering(t *testing.T) {
 	if code, _, _ := e.run(t, "log", "verify", "-config", e.config, "-day", "2026-09-14"); code != 0 {
 		t.Error("the untouched day no longer verifies")
 	}
+}
+
+func readTestFile(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func TestStats(t *testing.T) {
