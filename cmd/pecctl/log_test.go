@@ -208,7 +208,7 @@ func TestLogSealVerifyAndTampering(t *testing.T) {
 	}
 	// log verify names the failed check: here a .tsr that is not the stored token.
 	other := filepath.Join(seals, "PEC-2026-09-14.tsr")
-	os.Remove(tsr)                               //nolint:errcheck
+	os.Remove(tsr)                                   //nolint:errcheck
 	os.WriteFile(tsr, readTestFile(t, other), 0o440) //nolint:errcheck
 	if code, out, _ := e.run(t, "log", "verify", "-config", e.config, "-day", "2026-09-15"); code != 1 ||
 		!strings.Contains(out, "files: "+tsr+" differs from the stored token") {
