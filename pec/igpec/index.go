@@ -152,6 +152,9 @@ func (x *Index) Signer(der []byte, fromDomain string) (*Record, bool) {
 	return x.cur.Load().Signer(der, fromDomain)
 }
 
+// ByHash returns the records listing a providerCertificateHash (see Snapshot.ByHash).
+func (x *Index) ByHash(h string) []*Record { return x.cur.Load().ByHash(h) }
+
 // Report is the outcome of a load or refresh.
 type Report struct {
 	Source   string

@@ -1,0 +1,306 @@
+package pec
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// maxCRLSize bounds a CRL download or file (AgID CA1's CRL is a few kilobytes).
+const maxCRLSize = 32 << 20
+
+// crlRetry is the least time between two fetches of one source, so that an unreachable
+// server is not asked again for every message (each would wait CRLTimeout).
+const crlRetry = time.Minute
+
+// crlSource is one configured CRL: a file or an http(s) URL, fetched on demand when due and
+// cached. Loads are serialised; readers use the current state without locking.
+type crlSource struct {
+	loc    string // as configured
+	name   string // for logs and messages (URL without credentials)
+	url    bool
+	cfg    *TrustConfig
+	client *http.Client
+	log    *slog.Logger
+
+	state atomic.Pointer[crlState]
+
+	mu      sync.Mutex // serialises loads; guards lastTry, lastErr
+	lastTry time.Time
+	lastErr error
+}
+
+// crlState is one loaded CRL, immutable but for the signature cache.
+type crlState struct {
+	list    *x509.RevocationList
+	revoked map[string]*x509.RevocationListEntry // serial (decimal) -> entry
+	fetched time.Time                            // when it was loaded
+	// good is the last time we held a current CRL (loaded before its nextUpdate): the
+	// start of CRLMaxAge.
+	good time.Time
+
+	sigMu  sync.Mutex
+	sigErr map[string]error // issuer certificate DER -> CheckSignatureFrom result
+}
+
+func newCRLSource(loc string, cfg *TrustConfig, client *http.Client, log *slog.Logger) (*crlSource, error) {
+	s := &crlSource{loc: loc, name: loc, cfg: cfg, client: client}
+	switch u, err := url.Parse(loc); {
+	case loc == "":
+		return nil, errors.New("trust: empty crl source")
+	case err == nil && (u.Scheme == "http" || u.Scheme == "https"):
+		if u.Host == "" {
+			return nil, fmt.Errorf("trust: crl %s: no host", u.Redacted())
+		}
+		s.url, s.name = true, u.Redacted()
+	case err == nil && u.Scheme != "" && len(u.Scheme) > 1:
+		return nil, fmt.Errorf("trust: crl %s: only files and http(s) URLs are supported", u.Redacted())
+	default:
+		if _, err := os.Stat(loc); err != nil {
+			return nil, fmt.Errorf("trust: crl: %w", err)
+		}
+	}
+	s.log = log.With(slog.String("component", "trust"), slog.String("crl", s.name))
+	return s, nil
+}
+
+// due reports whether st should be loaded again at now.
+func (s *crlSource) due(st *crlState, now time.Time) bool {
+	if st == nil || now.Sub(st.fetched) >= s.cfg.CRLRefresh {
+		return true
+	}
+	return !st.list.NextUpdate.IsZero() && now.After(st.list.NextUpdate)
+}
+
+// usable reports whether st may answer at now: CRLMaxAge from the last current copy.
+func (s *crlSource) usable(st *crlState, now time.Time) bool {
+	return st != nil && !st.good.IsZero() && now.Sub(st.good) <= s.cfg.CRLMaxAge
+}
+
+// current returns the state to use at now, loading the CRL first when it is due (at most
+// once per crlRetry). The error is the last load failure when the state is not usable.
+func (s *crlSource) current(ctx context.Context, now time.Time) (*crlState, error) {
+	if st := s.state.Load(); !s.due(st, now) {
+		return st, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state.Load()
+	if !s.due(st, now) || (!s.lastTry.IsZero() && now.Sub(s.lastTry) < crlRetry) {
+		return st, s.errUnlessUsable(st, now)
+	}
+	s.lastTry = now
+	next, err := s.load(ctx, now, st)
+	s.lastErr = err
+	if err != nil {
+		s.log.Warn("crl not refreshed", slog.Any("error", err), slog.Bool("usable", s.usable(st, now)))
+		return st, s.errUnlessUsable(st, now)
+	}
+	s.state.Store(next)
+	return next, s.errUnlessUsable(next, now)
+}
+
+func (s *crlSource) errUnlessUsable(st *crlState, now time.Time) error {
+	switch {
+	case s.usable(st, now):
+		return nil
+	case s.lastErr != nil:
+		return s.lastErr
+	case st == nil:
+		return errors.New("not loaded")
+	case st.good.IsZero():
+		return fmt.Errorf("past its nextUpdate %s", st.list.NextUpdate.UTC().Format(time.RFC3339))
+	default:
+		return fmt.Errorf("stale: last current copy at %s", st.good.UTC().Format(time.RFC3339))
+	}
+}
+
+// load reads and parses the CRL. prev is the state it replaces (its good time carries over
+// when the new copy is itself past its nextUpdate).
+func (s *crlSource) load(ctx context.Context, now time.Time, prev *crlState) (*crlState, error) {
+	raw, err := s.read(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if b, _ := pem.Decode(raw); b != nil && b.Type == "X509 CRL" {
+		raw = b.Bytes
+	}
+	list, err := x509.ParseRevocationList(raw)
+	if err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	st := &crlState{list: list, fetched: now, revoked: make(map[string]*x509.RevocationListEntry, len(list.RevokedCertificateEntries)), sigErr: map[string]error{}}
+	for i := range list.RevokedCertificateEntries {
+		e := &list.RevokedCertificateEntries[i]
+		if e.SerialNumber != nil {
+			st.revoked[e.SerialNumber.String()] = e
+		}
+	}
+	switch {
+	case list.NextUpdate.IsZero() || !now.After(list.NextUpdate):
+		st.good = now
+	case prev != nil && bytes.Equal(prev.list.RawIssuer, list.RawIssuer):
+		st.good = prev.good
+	}
+	return st, nil
+}
+
+func (s *crlSource) read(ctx context.Context) ([]byte, error) {
+	if !s.url {
+		f, err := os.Open(s.loc)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return readAtMost(f)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.CRLTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.loc, nil)
+	if err != nil {
+		return nil, err
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("http status %s", resp.Status)
+	}
+	return readAtMost(resp.Body)
+}
+
+func readAtMost(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxCRLSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCRLSize {
+		return nil, fmt.Errorf("larger than %d bytes", maxCRLSize)
+	}
+	return b, nil
+}
+
+// signedBy reports whether issuer signed the CRL (cached per issuer).
+func (st *crlState) signedBy(issuer *x509.Certificate) error {
+	st.sigMu.Lock()
+	defer st.sigMu.Unlock()
+	key := string(issuer.Raw)
+	if err, ok := st.sigErr[key]; ok {
+		return err
+	}
+	err := st.list.CheckSignatureFrom(issuer)
+	st.sigErr[key] = err
+	return err
+}
+
+// Refresh loads every CRL source now, whether due or not, and returns the failures joined. A
+// daemon may call it at start-up and on a timer, to keep loads off the message path.
+func (t *Trust) Refresh(ctx context.Context) error {
+	now := t.clock.Now()
+	var errs []error
+	for _, s := range t.crls {
+		s.mu.Lock()
+		s.lastTry = now
+		next, err := s.load(ctx, now, s.state.Load())
+		s.lastErr = err
+		if err == nil {
+			s.state.Store(next)
+		}
+		s.mu.Unlock()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("crl %s: %w", s.name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// compromised lists the CRL reasons after which a certificate's signatures cannot be trusted
+// whatever signing time they claim: the key may have been used by someone else, who can set
+// signingTime before the revocation (RFC 5280 §5.3.1).
+var compromised = []int{1, 2, 10} // keyCompromise, cACompromise, aACompromise
+
+// removeFromCRL (RFC 5280 §5.3.1) only appears in delta CRLs, which we do not read.
+const removeFromCRL = 8
+
+// revocation checks every certificate of the chain but the anchor against the configured
+// CRLs (pec-spec.md §7.2 step 3). The signer must be covered by a CRL of its issuer; an
+// intermediate is checked when a CRL covers it. A certificate is revoked for a signature
+// made at r.At when the CRL revoked it at or before r.At, or for a key compromise at any
+// time; revoked later for another reason is a warning.
+//
+// It returns a *Temporary wrapping ErrRevocationUnknown when a CRL that covers (or may cover)
+// a certificate cannot be fetched and the cached copy is too old.
+func (t *Trust) revocation(ctx context.Context, r *TrustResult) error {
+	switch {
+	case len(t.crls) == 0:
+		r.Skipped = append(r.Skipped, "revocation: no CRL given")
+		return nil
+	case len(r.Chain) < 2:
+		return nil // no chain built (reported), or the signer is itself an anchor
+	}
+	now := t.clock.Now()
+	states := make([]*crlState, len(t.crls))
+	errs := make([]error, len(t.crls))
+	for i, s := range t.crls {
+		states[i], errs[i] = s.current(ctx, now)
+	}
+	for i := 0; i < len(r.Chain)-1; i++ {
+		cert, issuer := r.Chain[i], r.Chain[i+1]
+		where := whereSigner
+		if i > 0 {
+			where = fmt.Sprintf("intermediate certificate %s", cert.Subject)
+		}
+		covered := false
+		var unknown []string // sources that cover cert, or may: never loaded
+		for j, st := range states {
+			sameIssuer := st != nil && bytes.Equal(st.list.RawIssuer, cert.RawIssuer)
+			switch {
+			case errs[j] != nil && (sameIssuer || (st == nil && i == 0)):
+				unknown = append(unknown, fmt.Sprintf("%s: %v", t.crls[j].name, errs[j]))
+				continue
+			case !sameIssuer || errs[j] != nil:
+				continue
+			}
+			if err := st.signedBy(issuer); err != nil {
+				unknown = append(unknown, fmt.Sprintf("%s: signature by %s does not verify: %v", t.crls[j].name, issuer.Subject, err))
+				continue
+			}
+			covered = true
+			e := st.revoked[cert.SerialNumber.String()]
+			if e == nil || e.ReasonCode == removeFromCRL {
+				continue
+			}
+			switch {
+			case !e.RevocationTime.After(r.At) || slices.Contains(compromised, e.ReasonCode):
+				r.add(Error, "revoked", "§7.2", where, "revoked on %s (reason %d) by %s; signed at %s", e.RevocationTime.UTC().Format(time.RFC3339), e.ReasonCode, t.crls[j].name, r.At.UTC().Format(time.RFC3339))
+			default:
+				r.add(Warning, "revoked-later", "§7.2", where, "revoked on %s (reason %d), after the signing time %s", e.RevocationTime.UTC().Format(time.RFC3339), e.ReasonCode, r.At.UTC().Format(time.RFC3339))
+			}
+		}
+		switch {
+		case covered:
+		case len(unknown) > 0:
+			msg := strings.Join(unknown, "; ")
+			r.add(Error, "revocation-unknown", "§7.2", where, "revocation status unknown (temporary): %s", msg)
+			return &Temporary{Op: "revocation", Err: fmt.Errorf("%w: %s", ErrRevocationUnknown, msg)}
+		case i == 0:
+			r.add(Warning, "revocation-unchecked", "§7.2", where, "no configured CRL is issued by %s", issuer.Subject)
+		}
+	}
+	return nil
+}
