@@ -1,13 +1,8 @@
 package main
 
 import (
-	"bytes"
-	"crypto"
-	"crypto/rsa"
-	"crypto/sha1"
-	"crypto/x509"
+	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,21 +10,30 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gestore-pec/gestore/cmd/internal/config"
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
-	"github.com/gestore-pec/gestore/pec/smime"
+	"github.com/gestore-pec/gestore/pec/igpec"
 )
 
 func init() {
 	register(command{name: "verify", summary: "check PEC messages (ours or another provider's) against the rules", run: runVerify})
 }
 
-const verifyUsage = `usage: pecctl verify [--ca FILE]... [--at TIME] [--json] [--strict] FILE...
+const verifyUsage = `usage: pecctl verify [--ca FILE]... [--index FILE | -config FILE] [--crl FILE|URL]...
+                    [--at TIME] [--json] [--strict] FILE...
 
 Checks each message as a PEC conformance checker: the S/MIME signature (integrity; with
 --ca, the certificate chain to those trust anchors at the message's signing time), the
 headers against its kind, the subject prefix, the MIME layout, daticert.xml against the DTD
 and its consistency with the headers, and the provider certificate profile.
+
+With a providers index (--index, an LDIF file; or -config, the index: section of the
+configuration, falling back to its cache) it also runs the reception point's checks of
+RFC 6109 §7 (pec-spec.md §7.2): the signer certificate listed in the index (SHA-1, then byte
+for byte), the From domain and the certified sender's domain managed by that provider. With
+--crl (a CRL file or http(s) URL, repeatable) the chain is checked against revocation too.
+Checks whose input is not given are listed as not checked.
 
 Every finding has a severity (error or warning), the rule it comes from (pec-spec.md
 section) and where it is. Warnings are deviations real providers show in their everyday
@@ -42,7 +46,7 @@ and has no warning either), 1 when one does not (or cannot be read), 2 on usage 
 flags:
 `
 
-// caList is the repeatable --ca flag.
+// caList is the repeatable --ca (and --crl) flag.
 type caList []string
 
 func (c *caList) String() string     { return strings.Join(*c, ",") }
@@ -58,15 +62,34 @@ type verifyReport struct {
 	SigningTime *time.Time      `json:"signing_time,omitempty"`
 	Micalg      string          `json:"micalg,omitempty"`
 	ChainTo     string          `json:"chain_to,omitempty"`
+	Provider    *verifyProvider `json:"provider,omitempty"`
 	Findings    []pec.Deviation `json:"findings"`
+	NotChecked  []string        `json:"not_checked,omitempty"`
+}
+
+// verifyProvider is the signer's record in the providers index.
+type verifyProvider struct {
+	Name        string   `json:"name"`
+	Unit        string   `json:"unit,omitempty"`
+	MailReceipt string   `json:"mail_receipt"`
+	Domains     []string `json:"domains"`
+}
+
+// verifier holds what is the same for every file of one run.
+type verifier struct {
+	trust *pec.Trust
+	at    time.Time // --at; zero: the signing time
 }
 
 func runVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, verifyUsage); fs.PrintDefaults() }
-	var cas caList
+	var cas, crls caList
 	fs.Var(&cas, "ca", "trust anchor PEM file (repeatable); without it only integrity is checked")
+	fs.Var(&crls, "crl", "CRL `file or http(s) URL` (repeatable), DER or PEM")
+	indexFile := fs.String("index", "", "providers index LDIF `file`")
+	configFile := fs.String("config", "", "configuration `file`: use its providers index (index: section)")
 	asJSON := fs.Bool("json", false, "write a JSON array instead of the human report")
 	atFlag := fs.String("at", "", "check the chain at this RFC 3339 time instead of the signing time")
 	strict := fs.Bool("strict", false, "treat warnings as failures too")
@@ -86,23 +109,40 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	var at time.Time
+	if *indexFile != "" && *configFile != "" {
+		fmt.Fprintln(stderr, "pecctl verify: give --index or -config, not both")
+		return 2
+	}
+	var v verifier
 	if *atFlag != "" {
 		t, err := time.Parse(time.RFC3339, *atFlag)
 		if err != nil {
 			fmt.Fprintf(stderr, "pecctl verify: --at: %v\n", err)
 			return 2
 		}
-		at = t
+		v.at = t
 	}
-	var roots []*x509.Certificate
+	cfg := pec.TrustConfig{Partial: true, CRLs: crls}
 	for _, f := range cas {
 		certs, err := hsm.ReadChain(f)
 		if err != nil || len(certs) == 0 {
 			fmt.Fprintf(stderr, "pecctl verify: --ca %s: no certificate read (%v)\n", f, err)
 			return 2
 		}
-		roots = append(roots, certs...)
+		cfg.Anchors = append(cfg.Anchors, certs...)
+	}
+	var deps pec.TrustDeps
+	idx, err := verifyIndex(*indexFile, *configFile)
+	if err != nil {
+		fmt.Fprintf(stderr, "pecctl verify: %v\n", err)
+		return 2
+	}
+	if idx != nil {
+		deps.Index = idx
+	}
+	if v.trust, err = pec.NewTrust(cfg, deps); err != nil {
+		fmt.Fprintf(stderr, "pecctl verify: %v\n", err)
+		return 2
 	}
 	var reports []verifyReport
 	status := 0
@@ -114,9 +154,9 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 				fmt.Fprintf(stderr, "pecctl verify: stdin: %v\n", err)
 				return 1
 			}
-			r = verifyMessage("-", raw, roots, at)
+			r = v.message("-", raw)
 		} else {
-			r = verifyFile(f, roots, at)
+			r = v.file(f)
 		}
 		if !r.Conforms || (*strict && len(r.Findings) > 0) {
 			status = 1
@@ -131,13 +171,54 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		}
 		return status
 	}
+	seen := map[string]bool{}
+	var notes []string
 	for _, r := range reports {
 		writeHuman(stdout, r)
+		for _, n := range r.NotChecked {
+			if !seen[n] {
+				seen[n] = true
+				notes = append(notes, n)
+			}
+		}
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stdout, "not checked: %s\n", n)
 	}
 	return status
 }
 
-func verifyFile(file string, roots []*x509.Certificate, at time.Time) verifyReport {
+// verifyIndex loads the providers index: an LDIF file, or the configuration's index (its
+// source, else its cache, as the daemons do). Nil, nil when neither is given.
+func verifyIndex(file, configFile string) (pec.SignerIndex, error) {
+	switch {
+	case file != "":
+		src, err := igpec.NewSource(igpec.Config{Source: file}, os.Getenv)
+		if err != nil {
+			return nil, fmt.Errorf("--index: %w", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), igpec.DefaultTimeout)
+		defer cancel()
+		snap, err := igpec.LoadSnapshot(ctx, src, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("--index: %w", err)
+		}
+		return snap, nil
+	case configFile != "":
+		c, err := config.Decode(configFile)
+		if err != nil {
+			return nil, err
+		}
+		x, err := igpec.New(c.Index, igpec.Deps{})
+		if err != nil {
+			return nil, err
+		}
+		return x, nil
+	}
+	return nil, nil
+}
+
+func (v *verifier) file(file string) verifyReport {
 	r := verifyReport{File: file, Findings: []pec.Deviation{}}
 	raw, err := os.ReadFile(file)
 	if err != nil {
@@ -145,11 +226,12 @@ func verifyFile(file string, roots []*x509.Certificate, at time.Time) verifyRepo
 		r.Findings = append(r.Findings, pec.Deviation{Code: "read", Severity: pec.Error, Where: file, Message: err.Error()})
 		return r
 	}
-	return verifyMessage(file, raw, roots, at)
+	return v.message(file, raw)
 }
 
-// verifyMessage is the checker proper, usable in-process by tests.
-func verifyMessage(name string, raw []byte, roots []*x509.Certificate, at time.Time) verifyReport {
+// message is the checker proper, usable in-process by tests: pec.Classify for the format,
+// then, when the signature verified, the reception point's trust check (pec.Trust).
+func (v *verifier) message(name string, raw []byte) verifyReport {
 	r := verifyReport{File: name}
 	c := pec.Classify(raw, pec.ClassifyOptions{})
 	r.Kind = c.Kind.String()
@@ -165,31 +247,15 @@ func verifyMessage(name string, raw []byte, roots []*x509.Certificate, at time.T
 		if t := c.Verified.SigningTime; !t.IsZero() {
 			r.SigningTime = &t
 		}
-		r.Findings = append(r.Findings, certProfile(c.Signer)...)
-		if roots != nil {
-			when := at
-			if when.IsZero() {
-				when = c.SignedAt()
-			}
-			pool := x509.NewCertPool()
-			for _, c := range roots {
-				pool.AddCert(c)
-			}
-			v, err := smime.Verify(raw, smime.VerifyOptions{Roots: pool, At: when})
-			switch {
-			case err != nil && sha1Chain(c.Signer, c.Verified.Certs, roots, when) == nil:
-				// crypto/x509 refuses SHA-1 certificate signatures; the DigitPA-era chains of
-				// 2014 (pec-spec.md §8.2–8.3) use them. We check that chain ourselves: a real,
-				// legacy deviation, not a forgery.
-				r.Findings = append(r.Findings, pec.Deviation{Code: "chain-sha1", Severity: pec.Warning, Rule: "§8.3", Where: "smime.p7s signer certificate",
-					Message: fmt.Sprintf("chain verified at %s with SHA-1 certificate signatures (legacy, refused by modern verifiers)", when.UTC().Format(time.RFC3339))})
-			case err != nil:
-				r.Findings = append(r.Findings, pec.Deviation{Code: "chain", Severity: pec.Error, Rule: "§7.2", Where: "smime.p7s signer certificate",
-					Message: fmt.Sprintf("chain not trusted at %s: %v", when.UTC().Format(time.RFC3339), err)})
-			case len(v.Chains) > 0:
-				ch := v.Chains[0]
-				r.ChainTo = ch[len(ch)-1].Subject.String()
-			}
+		// The error is a temporary revocation failure, also reported as a finding.
+		tr, _ := v.trust.CheckAt(context.Background(), raw, c, v.at)
+		r.Findings = append(r.Findings, tr.Findings...)
+		r.NotChecked = tr.Skipped
+		if len(tr.Chain) > 0 {
+			r.ChainTo = tr.Chain[len(tr.Chain)-1].Subject.String()
+		}
+		if p := tr.Provider; p != nil {
+			r.Provider = &verifyProvider{Name: p.Name, Unit: p.Unit, MailReceipt: p.MailReceipt, Domains: p.Domains}
 		}
 	}
 	r.Conforms = true
@@ -199,40 +265,6 @@ func verifyMessage(name string, raw []byte, roots []*x509.Certificate, at time.T
 		}
 	}
 	return r
-}
-
-// certProfile checks the provider certificate against RFC 6109 §5.5 (pec-spec.md §8.1).
-// All are warnings: the DigitPA-era certificates of real providers violate them
-// (pec-spec.md §13 #8), and the chain check is what decides trust.
-func certProfile(c *x509.Certificate) []pec.Deviation {
-	var out []pec.Deviation
-	add := func(code, f string, a ...any) {
-		out = append(out, pec.Deviation{Code: code, Severity: pec.Warning, Rule: "§8.1", Where: "signer certificate", Message: fmt.Sprintf(f, a...)})
-	}
-	if c.BasicConstraintsValid {
-		add("cert-basic-constraints", "BasicConstraints must not be present in a provider certificate")
-	}
-	kuCritical := false
-	for _, e := range c.Extensions {
-		if e.Id.Equal([]int{2, 5, 29, 15}) {
-			kuCritical = e.Critical
-		}
-	}
-	if c.KeyUsage&x509.KeyUsageDigitalSignature == 0 {
-		add("cert-key-usage", "keyUsage must include digitalSignature")
-	} else if !kuCritical {
-		add("cert-key-usage-critical", "keyUsage must be critical")
-	}
-	if len(c.EmailAddresses) == 0 {
-		add("cert-san", "no rfc822Name subjectAltName (the service address)")
-	}
-	if len(c.SubjectKeyId) == 0 {
-		add("cert-ski", "subjectKeyIdentifier missing")
-	}
-	if len(c.AuthorityKeyId) == 0 {
-		add("cert-aki", "authorityKeyIdentifier missing")
-	}
-	return out
 }
 
 func writeHuman(w io.Writer, r verifyReport) {
@@ -254,6 +286,9 @@ func writeHuman(w io.Writer, r verifyReport) {
 	if r.ChainTo != "" {
 		fmt.Fprintf(w, "  chain to %s\n", r.ChainTo)
 	}
+	if p := r.Provider; p != nil {
+		fmt.Fprintf(w, "  provider %s, mailReceipt %s\n", p.Name, p.MailReceipt)
+	}
 	for _, f := range r.Findings {
 		rule := f.Rule
 		if rule == "" {
@@ -261,48 +296,4 @@ func writeHuman(w io.Writer, r verifyReport) {
 		}
 		fmt.Fprintf(w, "  %-7s %-5s %s: %s [%s]\n", f.Severity, rule, f.Where, f.Message, f.Code)
 	}
-}
-
-// sha1Chain checks a chain whose certificate signatures are RSA with SHA-1, which
-// crypto/x509 refuses: from leaf up through the CMS certificates to one of roots, each
-// certificate valid at at and signed by the next. Other algorithms are left to crypto/x509.
-func sha1Chain(leaf *x509.Certificate, pool, roots []*x509.Certificate, at time.Time) error {
-	cur := leaf
-	for depth := 0; depth < 5; depth++ {
-		if at.Before(cur.NotBefore) || at.After(cur.NotAfter) {
-			return fmt.Errorf("%s not valid at %s", cur.Subject, at)
-		}
-		for _, r := range roots {
-			if bytes.Equal(r.Raw, cur.Raw) {
-				return nil
-			}
-		}
-		var parent *x509.Certificate
-		for _, cand := range append(append([]*x509.Certificate{}, roots...), pool...) {
-			if bytes.Equal(cand.RawSubject, cur.RawIssuer) && cand != cur && checkSHA1Sig(cur, cand) == nil {
-				parent = cand
-				break
-			}
-		}
-		if parent == nil {
-			return errors.New("no issuer found")
-		}
-		if !parent.IsCA && parent.BasicConstraintsValid {
-			return errors.New("issuer is not a CA")
-		}
-		cur = parent
-	}
-	return errors.New("chain too long")
-}
-
-func checkSHA1Sig(c, parent *x509.Certificate) error {
-	if c.SignatureAlgorithm != x509.SHA1WithRSA {
-		return c.CheckSignatureFrom(parent)
-	}
-	pub, ok := parent.PublicKey.(*rsa.PublicKey)
-	if !ok {
-		return errors.New("issuer key is not RSA")
-	}
-	h := sha1.Sum(c.RawTBSCertificate)
-	return rsa.VerifyPKCS1v15(pub, crypto.SHA1, h[:], c.Signature)
 }

@@ -2,16 +2,26 @@ package main
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/gestore-pec/gestore/hsm/hsmtest"
 	"github.com/gestore-pec/gestore/internal/corpus"
+	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/igpec"
 )
 
 // The real CA certificates the smime helper keeps for its corpus tests.
@@ -201,5 +211,209 @@ func TestSampleWithConfiguredKey(t *testing.T) {
 	out.Reset()
 	if code := runVerify([]string{"--ca", filepath.Join(dir, "ca.pem"), msg}, &out, &errb); code != 0 {
 		t.Fatalf("verify: exit %d\n%s", code, out.String())
+	}
+}
+
+// trustSetup is provider B with a certificate of a throw-away CA, a presa in carico it signed
+// (pecctl sample with its key), and the files pecctl verify reads.
+type trustSetup struct {
+	dir, msg, ca string
+	caCert       *x509.Certificate
+	caKey        crypto.Signer
+	cert         *x509.Certificate
+}
+
+func newTrustSetup(t *testing.T) *trustSetup {
+	t.Helper()
+	ca := hsmtest.NewCA(t)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s := &trustSetup{dir: t.TempDir(), caCert: ca.Cert}
+	s.cert = ca.ProviderCert(t, "Provider B S.p.A.", "posta-certificata@pec-b.test", &key.PublicKey, now.Add(-time.Hour), now.AddDate(1, 0, 0))
+	blk, _ := pem.Decode(ca.KeyPEM())
+	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.caKey = k.(crypto.Signer)
+	der, _ := x509.MarshalPKCS8PrivateKey(key)
+	s.ca = s.write(t, "ca.pem", ca.PEM())
+	keyFile := s.write(t, "key.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	certFile := s.write(t, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: s.cert.Raw}))
+	var out, errb bytes.Buffer
+	if code := runSample([]string{"presa-in-carico", "--provider", "Provider B S.p.A.", "--key", keyFile, "--cert", certFile}, &out, &errb); code != 0 {
+		t.Fatalf("sample: exit %d: %s", code, errb.String())
+	}
+	s.msg = s.write(t, "msg.eml", out.Bytes())
+	return s
+}
+
+func (s *trustSetup) write(t *testing.T, name string, b []byte) string {
+	t.Helper()
+	p := filepath.Join(s.dir, name)
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// index writes an LDIF index with provider B's record for certs, managing domains.
+func (s *trustSetup) index(t *testing.T, certs []*x509.Certificate, domains ...string) string {
+	t.Helper()
+	rec, err := igpec.NewRecord("Provider B S.p.A.", "", "ricevute@pec-b.test", certs, domains...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := igpec.WriteLDIF(&b, []*igpec.Record{rec}); err != nil {
+		t.Fatal(err)
+	}
+	return s.write(t, "index.ldif", b.Bytes())
+}
+
+func verifyJSON(t *testing.T, args ...string) (int, verifyReport, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code := runVerify(append([]string{"--json"}, args...), &out, &errb)
+	var reps []verifyReport
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil || len(reps) != 1 {
+		t.Fatalf("exit %d, %v: %s %s", code, err, out.String(), errb.String())
+	}
+	return code, reps[0], out.String()
+}
+
+func hasCode(r verifyReport, code string) bool {
+	for _, f := range r.Findings {
+		if f.Code == code {
+			return true
+		}
+	}
+	return false
+}
+
+// pecctl verify --index runs the reception point's index checks (pec-spec.md §7.2 steps 2
+// and 4), --crl the revocation check.
+func TestVerifyIndexAndCRL(t *testing.T) {
+	s := newTrustSetup(t)
+	code, r, out := verifyJSON(t, "--ca", s.ca, "--index", s.index(t, []*x509.Certificate{s.cert}, "pec-b.test"), s.msg)
+	if code != 0 || !r.Conforms || r.Provider == nil || r.Provider.MailReceipt != "ricevute@pec-b.test" || len(r.Findings) != 0 {
+		t.Fatalf("exit %d: %s", code, out)
+	}
+	if len(r.NotChecked) != 1 || !strings.HasPrefix(r.NotChecked[0], "revocation") {
+		t.Errorf("not checked: %q", r.NotChecked)
+	}
+	// The From domain is not managed by the signer's provider.
+	code, r, out = verifyJSON(t, "--ca", s.ca, "--index", s.index(t, []*x509.Certificate{s.cert}, "pec-c.test"), s.msg)
+	if code != 1 || !hasCode(r, "from-domain-unmanaged") {
+		t.Errorf("domain not managed: exit %d: %s", code, out)
+	}
+	// The signer is not in the index.
+	other := hsmtest.NewCA(t).ProviderCert(t, "Provider B S.p.A.", "posta-certificata@pec-b.test", s.cert.PublicKey, s.cert.NotBefore, s.cert.NotAfter)
+	code, r, out = verifyJSON(t, "--ca", s.ca, "--index", s.index(t, []*x509.Certificate{other}, "pec-b.test"), s.msg)
+	if code != 1 || !hasCode(r, "signer-unlisted") || r.Provider != nil {
+		t.Errorf("unlisted: exit %d: %s", code, out)
+	}
+	// Revoked by a CRL file.
+	crl, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: big.NewInt(1), ThisUpdate: time.Now().Add(-time.Hour), NextUpdate: time.Now().AddDate(0, 0, 7),
+		RevokedCertificateEntries: []x509.RevocationListEntry{{SerialNumber: s.cert.SerialNumber, RevocationTime: time.Now().Add(-2 * time.Hour), ReasonCode: 1}},
+	}, s.caCert, s.caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := s.index(t, []*x509.Certificate{s.cert}, "pec-b.test")
+	code, r, out = verifyJSON(t, "--ca", s.ca, "--index", idx, "--crl", s.write(t, "ca.crl", crl), s.msg)
+	if code != 1 || !hasCode(r, "revoked") || len(r.NotChecked) != 0 {
+		t.Errorf("revoked: exit %d: %s", code, out)
+	}
+	// A CRL that cannot be fetched: the status is unknown.
+	srv := httptest.NewServer(http.NotFoundHandler())
+	defer srv.Close()
+	code, r, out = verifyJSON(t, "--ca", s.ca, "--index", idx, "--crl", srv.URL+"/ca.crl", s.msg)
+	if code != 1 || !hasCode(r, "revocation-unknown") {
+		t.Errorf("CRL unreachable: exit %d: %s", code, out)
+	}
+}
+
+// Without an index the index checks are skipped, and the report says so.
+func TestVerifyNotCheckedNote(t *testing.T) {
+	s := newTrustSetup(t)
+	var out, errb bytes.Buffer
+	if code := runVerify([]string{"--ca", s.ca, s.msg, s.msg}, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if n := strings.Count(out.String(), "not checked: providers index"); n != 1 {
+		t.Errorf("note printed %d times:\n%s", n, out.String())
+	}
+	out.Reset()
+	if code := runVerify([]string{s.msg}, &out, &errb); code != 0 || !strings.Contains(out.String(), "not checked: chain: no trust anchors") {
+		t.Errorf("exit %d:\n%s", code, out.String())
+	}
+}
+
+func TestVerifyTrustUsage(t *testing.T) {
+	s := newTrustSetup(t)
+	for _, args := range [][]string{
+		{"--index", filepath.Join(s.dir, "missing.ldif"), s.msg},
+		{"--index", s.index(t, []*x509.Certificate{s.cert}, "pec-b.test"), "-config", "pec.yaml", s.msg},
+		{"--crl", "ldap://ca.example/cn=crl", s.msg},
+		{"--crl", filepath.Join(s.dir, "missing.crl"), s.msg},
+	} {
+		var out, errb bytes.Buffer
+		if code := runVerify(args, &out, &errb); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+}
+
+// The real corpus with an index of its own signer certificates: every message is signed by a
+// listed provider managing its domains.
+func TestVerifyRealCorpusWithIndex(t *testing.T) {
+	good, _ := realFiles(t)
+	certs := map[string][]*x509.Certificate{}
+	for _, f := range good {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := pec.Classify(raw, pec.ClassifyOptions{})
+		p := filepath.Base(f)[:5]
+		certs[p] = append(certs[p], c.Signer)
+	}
+	aruba, err := igpec.NewRecord("Aruba PEC S.p.A.", "", "ricevute@pec.aruba.it", certs["aruba"], "pec.aruba.it", "pec.it")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sogei, err := igpec.NewRecord("Sogei S.p.A.", "", "ricevute@pcert.sogei.it", certs["sogei"], "pcert.sogei.it", "pec.fatturapa.it")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := igpec.WriteLDIF(&b, []*igpec.Record{aruba, sogei}); err != nil {
+		t.Fatal(err)
+	}
+	idx := filepath.Join(t.TempDir(), "index.ldif")
+	if err := os.WriteFile(idx, b.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"--json", "--index", idx}
+	for _, ca := range realCAs {
+		args = append(args, "--ca", ca)
+	}
+	var out, errb bytes.Buffer
+	if code := runVerify(append(args, good...), &out, &errb); code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, out.String(), errb.String())
+	}
+	var reps []verifyReport
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range reps {
+		if r.Provider == nil || r.ChainTo == "" || !r.Conforms {
+			t.Errorf("%s: %+v", r.File, r)
+		}
 	}
 }
