@@ -27,6 +27,11 @@ var errStop = errors.New("inspect: limit reached")
 func (in *Inspector) Inspect(msg []byte) Report {
 	w := &walker{in: in}
 	w.entity(msg, "", "", 0)
+	return w.report()
+}
+
+// report decides the verdict from the findings.
+func (w *walker) report() Report {
 	for _, f := range w.rep.Findings {
 		switch {
 		case f.Refuses:

@@ -399,6 +399,37 @@ func TestMIMELeniency(t *testing.T) {
 	only(t, r, CodeForbidden, "fattura?fdp.exe")
 }
 
+// TestLinearTime feeds shapes that would make a careless parser quadratic.
+func TestLinearTime(t *testing.T) {
+	in := newInspector(t, DefaultPolicy(), Limits{})
+	var b bytes.Buffer
+	for range 20000 { // repeated fields, each with continuation lines
+		b.WriteString("Content-Type: text/plain;\r\n")
+		for range 10 {
+			b.WriteString(" x=y;\r\n")
+		}
+	}
+	b.WriteString("\r\nbody\r\n")
+	var ps bytes.Buffer // many parts, many almost-delimiters
+	ps.WriteString("Content-Type: multipart/mixed; boundary=bb\r\n\r\n")
+	for range 50000 {
+		ps.WriteString("--bb\r\n\r\n--bbx\r\n x--bb\r\n")
+	}
+	var pdf bytes.Buffer // many streams and names
+	pdf.WriteString("%PDF-1.7\n")
+	for range 100000 {
+		pdf.WriteString("1 0 obj <</A/B>>stream\nendstream endobj /X#41 ")
+	}
+	for _, msg := range [][]byte{b.Bytes(), ps.Bytes(), message(att{name: "a.pdf", data: pdf.Bytes()})} {
+		start := time.Now()
+		in.Inspect(msg)
+		t.Logf("%d bytes: %v", len(msg), time.Since(start))
+		if d := time.Since(start); d > 3*time.Second {
+			t.Fatalf("%d bytes took %v", len(msg), d)
+		}
+	}
+}
+
 func TestBase64Decoder(t *testing.T) {
 	for _, data := range [][]byte{nil, {1}, {1, 2}, {1, 2, 3}, {1, 2, 3, 4}, bytes.Repeat([]byte{0xfb, 0xff, 0x00}, 1000)} {
 		enc := b64enc(data)

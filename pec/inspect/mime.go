@@ -111,8 +111,10 @@ type header struct {
 // empty line (RFC 5322 §2.1); lines that are neither fields nor continuations are skipped,
 // as mail clients skip them, so a junk line cannot hide a Content-Type from the walk.
 func parseHeader(raw []byte) (header, []byte) {
-	var h header
-	var cur *string
+	var ct, cte, cd span // the fields' values in raw, continuation lines included
+	var cur *span
+	var ctContainer bool
+	body := []byte(nil)
 	for i := 0; i < len(raw); {
 		eol := bytes.IndexByte(raw[i:], '\n')
 		next := len(raw)
@@ -120,13 +122,15 @@ func parseHeader(raw []byte) (header, []byte) {
 			next = i + eol + 1
 		}
 		line := bytes.TrimRight(raw[i:next], "\r\n")
+		lineStart := i
 		i = next
-		switch {
-		case len(line) == 0:
-			return h.parsed(), raw[next:]
-		case line[0] == ' ' || line[0] == '\t':
+		if len(line) == 0 {
+			body = raw[next:]
+			break
+		}
+		if line[0] == ' ' || line[0] == '\t' {
 			if cur != nil {
-				*cur += string(line)
+				cur.hi = next
 			}
 			continue
 		}
@@ -136,32 +140,47 @@ func parseHeader(raw []byte) (header, []byte) {
 			continue
 		}
 		name := bytes.TrimRight(line[:colon], " \t") // obs-optional WSP before the colon (RFC 5322 §4.5)
-		val := string(line[colon+1:])
+		val := span{lineStart + colon + 1, next}
 		switch {
 		case bytes.EqualFold(name, []byte("Content-Type")):
 			// A second Content-Type is kept when it names a container the first does
 			// not: a client that reads the second must not see parts the walk missed.
-			if h.ct == "" || !isContainer(h.ct) && isContainer(val) {
-				h.ct, cur = val, &h.ct
+			if c := isContainer(line[colon+1:]); ct.hi == 0 || !ctContainer && c {
+				ct, cur, ctContainer = val, &ct, c
 			}
-		case bytes.EqualFold(name, []byte("Content-Transfer-Encoding")) && h.cte == "":
-			h.cte, cur = val, &h.cte
-		case bytes.EqualFold(name, []byte("Content-Disposition")) && h.cd == "":
-			h.cd, cur = val, &h.cd
+		case bytes.EqualFold(name, []byte("Content-Transfer-Encoding")) && cte.hi == 0:
+			cte, cur = val, &cte
+		case bytes.EqualFold(name, []byte("Content-Disposition")) && cd.hi == 0:
+			cd, cur = val, &cd
 		}
 	}
-	return h.parsed(), nil
-}
-
-func isContainer(ct string) bool {
-	ct = strings.ToLower(strings.TrimSpace(ct))
-	return strings.HasPrefix(ct, "multipart/") || strings.HasPrefix(ct, "message/")
-}
-
-func (h header) parsed() header {
+	h := header{ct: ct.unfold(raw), cte: cte.unfold(raw), cd: cd.unfold(raw)}
 	h.ctType, h.ctParams = parseParams(h.ct)
 	_, h.cdParams = parseParams(h.cd)
-	return h
+	return h, body
+}
+
+// span is a field value's place in the raw header.
+type span struct{ lo, hi int }
+
+// unfold returns the value without its line breaks (RFC 5322 §2.2.3).
+func (s span) unfold(raw []byte) string {
+	v := raw[s.lo:s.hi]
+	if bytes.IndexByte(v, '\n') == len(v)-1 || len(v) == 0 {
+		return string(bytes.TrimRight(v, "\r\n"))
+	}
+	out := make([]byte, 0, len(v))
+	for _, c := range v {
+		if c != '\r' && c != '\n' {
+			out = append(out, c)
+		}
+	}
+	return string(out)
+}
+
+func isContainer(v []byte) bool {
+	v = bytes.TrimLeft(v, " \t")
+	return len(v) >= 8 && (bytes.EqualFold(v[:8], []byte("message/")) || len(v) >= 10 && bytes.EqualFold(v[:10], []byte("multipart/")))
 }
 
 // parseParams parses a Content-Type or Content-Disposition value (RFC 2045 §5.1, with RFC

@@ -214,7 +214,7 @@ func (w *walker) ole(opath string, data []byte, depth int) {
 		w.unchecked(opath, UncheckedDamaged, "documento danneggiato")
 		return
 	}
-	var vba, encrypted bool
+	var vba, encrypted, word, book bool
 	var embedded [][]byte
 	c.entries(func(e []byte) {
 		switch {
@@ -222,12 +222,14 @@ func (w *walker) ole(opath string, data []byte, depth int) {
 			vba = true // [MS-OVBA] 2.2.1; Excel's project storage is _VBA_PROJECT_CUR
 		case entryIs(e, "EncryptionInfo"), entryIs(e, "EncryptedPackage"), entryIs(e, "EncryptedSummary"):
 			encrypted = true // [MS-OFFCRYPTO] 2.3.4.4, 2.3.4.1; PowerPoint 2.3.6
-		case entryIs(e, "WordDocument"):
+		case !word && entryIs(e, "WordDocument"):
 			// [MS-DOC] 2.5.1 FibBase: fEncrypted (0x0100) or fObfuscated (0x8000).
+			word = true
 			if f := c.stream(e, 12); len(f) >= 12 && binary.LittleEndian.Uint16(f[10:])&0x8100 != 0 {
 				encrypted = true
 			}
-		case entryIs(e, "Workbook"), entryIs(e, "Book"):
+		case !book && (entryIs(e, "Workbook") || entryIs(e, "Book")):
+			book = true
 			encrypted = encrypted || biffFilePass(c.stream(e, 4096))
 		case e[0x42] == cfbStream && (entryIs(e, "\x01Ole10Native") || entryIs(e, "Package")):
 			embedded = append(embedded, e)
