@@ -553,3 +553,34 @@ func TestNewTrustValidates(t *testing.T) {
 		t.Fatalf("partial: %+v %q", r.Findings, r.Skipped)
 	}
 }
+
+// Concurrent checks share the CRL cache; one fetch serves them all (run with -race).
+func TestTrustConcurrentCRL(t *testing.T) {
+	f := newTrFix(t)
+	var fetches atomic.Int32
+	crl := f.ca.crl(t, trNow.Add(-time.Hour), trNow.AddDate(0, 0, 7))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		fetches.Add(1)
+		time.Sleep(20 * time.Millisecond)
+		w.Write(crl)
+	}))
+	defer srv.Close()
+	f.config.CRLs = []string{srv.URL}
+	tr := f.trust(t, f.index)
+	raw := f.msg.bytes(t)
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r, err := tr.Check(context.Background(), raw, nil)
+			if err != nil || !r.Trusted {
+				t.Errorf("%v %+v", err, r.Findings)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := fetches.Load(); n != 1 {
+		t.Errorf("%d fetches, want 1", n)
+	}
+}
