@@ -60,8 +60,14 @@ func (w *walker) smime(spath string, r io.Reader, depth int) {
 		w.unchecked(spath, e.why, e.detail)
 		return
 	}
-	if content != nil {
+	switch {
+	case content == nil:
+	case looksLikeEntity(content):
 		w.entity(content, spath, "", depth+1)
+	default: // a document signed as S/MIME: inspect it as a file
+		if w.enter(depth+1, spath) && w.count(spath) {
+			w.file(join(spath, "contenuto firmato"), nil, content, nil, 0, depth+1)
+		}
 	}
 }
 

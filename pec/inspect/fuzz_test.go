@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 )
 
@@ -54,8 +55,15 @@ func FuzzInspect(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, msg []byte) {
+		defer watchdog()()
 		checkReport(t, in.Inspect(msg), fuzzLimits)
 	})
+}
+
+// watchdog crashes the fuzzing worker when one input takes too long: Go's fuzzer has no
+// timeout of its own, and a crash makes it save the input.
+func watchdog() func() bool {
+	return time.AfterFunc(10*time.Second, func() { panic("inspect: input took more than 10s") }).Stop
 }
 
 // inspectFile inspects one file, as if it were an attachment named name.
@@ -78,6 +86,7 @@ func FuzzZip(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
+		defer watchdog()()
 		checkReport(t, inspectFile(in, "archivio.zip", data), fuzzLimits)
 	})
 }
@@ -104,6 +113,7 @@ func FuzzFile(f *testing.F) {
 		if len(data) == 0 {
 			return
 		}
+		defer watchdog()()
 		checkReport(t, inspectFile(in, names[int(data[0])%len(names)], bytes.Clone(data[1:])), fuzzLimits)
 	})
 }

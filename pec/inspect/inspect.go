@@ -219,7 +219,7 @@ func (w *walker) forbidden(path, ext string, t Type) bool {
 	var why string
 	if ext != "" {
 		f.Ext = strings.ToLower(ext[strings.LastIndexByte(ext, '.')+1:])
-		why = "estensione " + ext
+		why = "estensione " + clean(ext)
 	}
 	if byType {
 		f.Type = t
@@ -425,9 +425,16 @@ func unsafeRune(r rune) bool {
 		'\u202a' <= r && r <= '\u202e' || '\u2066' <= r && r <= '\u2069' || r == '\u200e' || r == '\u200f'
 }
 
+// orMessage is how a reason names a path: "messaggio" for the message itself, and a
+// path of many levels shortened in the middle, so the reason stays one readable line.
 func orMessage(path string) string {
-	if path == "" {
+	const keep = 240
+	switch n := utf8.RuneCountInString(path); {
+	case path == "":
 		return "messaggio"
+	case n > keep:
+		rs := []rune(path)
+		return string(rs[:keep/3]) + " … " + string(rs[n-2*keep/3:])
 	}
 	return path
 }

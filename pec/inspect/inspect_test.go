@@ -306,6 +306,19 @@ func TestSignedFile(t *testing.T) {
 	b64 := []byte("-----BEGIN PKCS7-----\n" + b64enc(signedData(pe())) + "\n-----END PKCS7-----\n")
 	r = inspectDefault(t, message(att{name: "fattura.pdf.p7m", data: b64}))
 	only(t, r, CodeForbidden, "fattura.pdf.p7m > fattura.pdf")
+	// An attached .p7m labelled as S/MIME signed-data is still a signed file.
+	r = inspectDefault(t, message(att{name: "fattura.pdf.p7m", ctype: "application/pkcs7-mime; smime-type=signed-data", data: signedData(pe())}))
+	only(t, r, CodeForbidden, "fattura.pdf.p7m > fattura.pdf")
+	// An opaque-signed S/MIME message: its content is a MIME entity.
+	ent := []byte("Content-Type: application/octet-stream; name=\"a.bat\"\r\n\r\necho\r\n")
+	r = inspectDefault(t, message(att{name: "smime.p7m", ctype: "application/pkcs7-mime; smime-type=signed-data", data: signedData(ent)}))
+	only(t, r, CodeForbidden, "smime.p7m > a.bat")
+	// An enveloped (encrypted) one.
+	env := der(0x30, der(0x06, oidEnvelopedData), der(0xa0, der(0x30)))
+	r = inspectDefault(t, message(att{name: "smime.p7m", ctype: "application/pkcs7-mime; smime-type=enveloped-data", data: env}))
+	if f := only(t, r, CodeUnchecked, "smime.p7m"); f.Why != UncheckedEncrypted {
+		t.Fatalf("%+v", f)
+	}
 	// A clean signed document, and a detached signature.
 	if r = inspectDefault(t, message(att{name: "fattura.xml.p7m", data: signedData([]byte("<FatturaElettronica/>"))}, att{name: "firma.p7s", data: signedData(nil)})); r.Verdict != Clean {
 		t.Fatalf("%v %+v", r.Verdict, r.Findings)
@@ -516,6 +529,9 @@ func TestTooDeep(t *testing.T) {
 	alloc := allocated(func() { r = in.Inspect(msg) })
 	if r.Verdict != Refuse || len(r.Findings) != 1 || r.Findings[0].Code != CodeTooDeep {
 		t.Fatalf("%v %+v", r.Verdict, r.Findings)
+	}
+	if n := len([]rune(r.Reason())); n > 320 || !strings.Contains(r.Reason(), " … ") {
+		t.Fatalf("Reason() has %d runes: %q", n, r.Reason())
 	}
 	if alloc > 32<<20 {
 		t.Fatalf("allocated %d bytes", alloc)

@@ -255,15 +255,32 @@ func partName(names []string, num string) string {
 }
 
 // smimeEntity tells an S/MIME message (content is a MIME entity) from a signed file
-// (CAdES .p7m, content is the document): by smime-type, else by the name smime.p7m.
+// (CAdES .p7m, content is the document). A name other than smime.p7m makes it a file,
+// whatever smime-type says: some clients label attached .p7m files signed-data, and
+// parsing a document as MIME would hide it.
 func (h header) smimeEntity(names []string) bool {
+	for _, n := range names {
+		if !strings.EqualFold(baseName(n), "smime.p7m") {
+			return false
+		}
+	}
 	switch strings.ToLower(h.ctParams["smime-type"]) {
 	case "signed-data", "enveloped-data", "authenveloped-data", "compressed-data":
 		return true
 	}
-	for _, n := range names {
-		if strings.EqualFold(baseName(n), "smime.p7m") {
-			return true
+	return len(names) > 0
+}
+
+// looksLikeEntity: the first line is a header field (RFC 5322 §2.2 field-name) or empty.
+func looksLikeEntity(b []byte) bool {
+	for i, c := range b {
+		switch {
+		case c == ':':
+			return i > 0
+		case c == '\r' || c == '\n':
+			return i == 0
+		case c < '!' || c > '~':
+			return false
 		}
 	}
 	return false

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
-	"unicode/utf16"
 )
 
 // Compound File Binary format ([MS-CFB]) constants.
@@ -140,15 +139,6 @@ func lowerASCII(c byte) byte {
 		return c + 32
 	}
 	return c
-}
-
-func entryName(e []byte) string {
-	n := min(int(binary.LittleEndian.Uint16(e[0x40:])), 64)/2 - 1
-	u := make([]uint16, 0, max(n, 0))
-	for i := 0; i < n; i++ {
-		u = append(u, binary.LittleEndian.Uint16(e[2*i:]))
-	}
-	return string(utf16.Decode(u))
 }
 
 func entrySize(e []byte) uint64 { return binary.LittleEndian.Uint64(e[0x78:]) }
