@@ -499,8 +499,10 @@ func TestZipBombLying(t *testing.T) {
 }
 
 func TestNestedZipBomb(t *testing.T) {
-	// A zip of zips (42.zip-like): 10 copies of a zip with 10 copies of a 1 GiB member.
-	leaf := rawZip("zeros.bin", bombDeflate(1024), 0, 1<<30, 1)
+	// A zip of zips (42.zip-like): 10 copies of a zip with 10 copies of a member that
+	// honestly declares 64 MiB. Each zip alone fits the budget; together they do not:
+	// nested archives draw on the same MaxExpanded.
+	leaf := rawZip("zeros.bin", bombDeflate(64), 0, 64<<20, 1)
 	var files []zfile
 	for i := range 10 {
 		files = append(files, zfile{name: string(rune('a'+i)) + ".zip", data: leaf})
@@ -511,10 +513,56 @@ func TestNestedZipBomb(t *testing.T) {
 		files = append(files, zfile{name: string(rune('a'+i)) + ".zip", data: mid})
 	}
 	top := zipOf(t, files...)
-	r := inspectDefault(t, message(att{name: "42.zip", data: top}))
-	if r.Verdict != Refuse || r.Findings[0].Code != CodeBomb {
+	in := newInspector(t, DefaultPolicy(), Limits{})
+	msg := message(att{name: "42.zip", data: top})
+	var r Report
+	alloc := allocated(func() { r = in.Inspect(msg) })
+	if r.Verdict != Refuse || len(r.Findings) != 1 || r.Findings[0].Code != CodeBomb {
 		t.Fatalf("%v %+v", r.Verdict, r.Findings)
 	}
+	if r.Expanded < 3*64<<20 || r.Expanded > DefaultMaxExpanded+1 {
+		t.Fatalf("expanded %d", r.Expanded)
+	}
+	if alloc > 16<<20 {
+		t.Fatalf("allocated %d bytes", alloc)
+	}
+}
+
+func TestOpenDocument(t *testing.T) {
+	odt := func(extra ...zfile) []byte {
+		return zipOf(t, append([]zfile{{name: "mimetype", data: []byte("application/vnd.oasis.opendocument.text")},
+			{name: "content.xml", data: []byte("<office:document-content/>")},
+			{name: "Basic/script-lc.xml", data: []byte("<library:libraries/>")},
+			{name: "META-INF/manifest.xml", data: []byte("<manifest:manifest/>")}}, extra...)...)
+	}
+	if r := inspectDefault(t, message(att{name: "a.odt", data: odt()})); r.Verdict != Clean {
+		t.Fatalf("%v %+v", r.Verdict, r.Findings)
+	}
+	r := inspectDefault(t, message(att{name: "a.odt", data: odt(zfile{name: "Basic/Standard/Module1.xml", data: []byte("<script:module/>")})}))
+	only(t, r, CodeMacro, "a.odt")
+	enc := zipOf(t, zfile{name: "mimetype", data: []byte("application/vnd.oasis.opendocument.text")},
+		zfile{name: "META-INF/manifest.xml", data: []byte("<manifest:file-entry><manifest:encryption-data/></manifest:file-entry>")})
+	r = inspectDefault(t, message(att{name: "a.odt", data: enc}))
+	only(t, r, CodeUnchecked, "a.odt")
+}
+
+func TestGzip(t *testing.T) {
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte("#!/bin/sh\necho\n"))
+	zw.Close()
+	r := inspectDefault(t, message(att{name: "note.txt.gz", data: gz.Bytes()}))
+	if f := only(t, r, CodeForbidden, "note.txt.gz > note.txt"); f.Type != TypeScript {
+		t.Fatalf("%+v", f)
+	}
+	// The name inside the gzip header counts too.
+	gz.Reset()
+	zw = gzip.NewWriter(&gz)
+	zw.Name = "run.cmd"
+	zw.Write([]byte("dir"))
+	zw.Close()
+	r = inspectDefault(t, message(att{name: "dati.gz", data: gz.Bytes()}))
+	only(t, r, CodeForbidden, "dati.gz > run.cmd")
 }
 
 func TestTooDeep(t *testing.T) {
