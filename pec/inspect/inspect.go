@@ -135,51 +135,42 @@ func (w *walker) file(path string, names []string, b []byte, r io.Reader, hint i
 	if w.stopped {
 		return
 	}
-	ext := w.forbiddenExt(names)
-	head, complete := b, b != nil
-	if !complete {
+	s := &source{head: b, complete: b != nil, r: r, hint: hint}
+	if !s.complete {
 		var err error
-		if head, complete, err = readHead(r, hint); err == errStop {
-			return
-		} else if err != nil {
-			w.unchecked(path, UncheckedDamaged, "file danneggiato")
+		if s.head, s.complete, err = readHead(r, hint); w.failed(path, err) {
 			return
 		}
 	}
-	t := sniff(head)
+	t := sniff(s.head)
 	if t == "" && hasExt(names, "p7m") {
-		t = sniffBase64CMS(head)
+		t = sniffBase64CMS(s.head)
 	}
-	if w.forbidden(path, ext, t) {
-		return
-	}
-	switch t {
-	case TypeGzip:
-		w.gzip(path, names, rest(head, complete, r), depth)
-		return
-	case TypeTar:
-		w.tar(path, rest(head, complete, r), depth)
-		return
-	case TypeRAR, Type7z, TypeCAB, TypeXZ, TypeBzip2, TypeZstd:
-		w.unchecked(path, UncheckedUnsupported, "formato di "+typeText[t]+" non supportato")
-		return
-	case TypePGP:
-		w.unchecked(path, UncheckedEncrypted, "file cifrato")
-		return
+	if w.forbidden(path, w.forbiddenExt(names), t) {
+		return // nothing inside a refused file can change the verdict
 	}
 	if t == "" && hasExt(names, "eml") {
 		t = TypeMessage
 	}
-	if t == TypeZip || t == TypeOLE2 || t == TypePDF || t == TypeCMS || t == TypeMessage {
-		data := head
-		if !complete {
-			var err error
-			if data, err = readRest(head, r, hint); err == errStop {
-				return
-			} else if err != nil {
-				w.unchecked(path, UncheckedDamaged, "file danneggiato")
-				return
-			}
+	w.content(path, names, t, s, depth)
+}
+
+// content inspects a file by its type: containers are opened, the rest streamed through
+// for the footer-only formats.
+func (w *walker) content(path string, names []string, t Type, s *source, depth int) {
+	switch t {
+	case TypeGzip:
+		w.gzip(path, names, s.stream(), depth)
+	case TypeTar:
+		w.tar(path, s.stream(), depth)
+	case TypeRAR, Type7z, TypeCAB, TypeXZ, TypeBzip2, TypeZstd:
+		w.unchecked(path, UncheckedUnsupported, "formato di "+typeText[t]+" non supportato")
+	case TypePGP:
+		w.unchecked(path, UncheckedEncrypted, "file cifrato")
+	case TypeZip, TypeOLE2, TypePDF, TypeCMS, TypeMessage:
+		data, err := s.all()
+		if w.failed(path, err) {
+			return
 		}
 		switch t {
 		case TypeZip:
@@ -193,19 +184,52 @@ func (w *walker) file(path string, names []string, b []byte, r io.Reader, hint i
 		case TypeMessage:
 			w.entity(data, path, "", depth+1)
 		}
-		return
-	}
-	tail := head[max(0, len(head)-tailSize):]
-	if !complete {
-		var err error
-		if tail, err = w.drain(head, r); err == errStop {
-			return
-		} else if err != nil {
-			w.unchecked(path, UncheckedDamaged, "file danneggiato")
-			return
+	default:
+		tail := s.head[max(0, len(s.head)-tailSize):]
+		if !s.complete {
+			var err error
+			if tail, err = w.drain(s.head, s.r); w.failed(path, err) {
+				return
+			}
 		}
+		w.forbidden(path, "", sniffTail(tail))
 	}
-	w.forbidden(path, "", sniffTail(tail))
+}
+
+// failed reports whether err ends the inspection of a file, recording it as damaged
+// unless a limit stopped the walk.
+func (w *walker) failed(path string, err error) bool {
+	if err == nil {
+		return false
+	}
+	if err != errStop && !w.stopped {
+		w.unchecked(path, UncheckedDamaged, "file danneggiato")
+	}
+	return true
+}
+
+// source is a file's content: its head, and the reader of the rest unless complete.
+type source struct {
+	head     []byte
+	complete bool
+	r        io.Reader
+	hint     int64
+}
+
+// all returns the whole content.
+func (s *source) all() ([]byte, error) {
+	if s.complete {
+		return s.head, nil
+	}
+	return readRest(s.head, s.r, s.hint)
+}
+
+// stream returns the whole content as a stream, from the head.
+func (s *source) stream() io.Reader {
+	if s.complete {
+		return bytes.NewReader(s.head)
+	}
+	return io.MultiReader(bytes.NewReader(s.head), s.r)
 }
 
 // forbidden records a forbidden finding when ext (a forbidden extension found in the
@@ -292,14 +316,6 @@ func (w *walker) drain(head []byte, r io.Reader) ([]byte, error) {
 			return nil, err
 		}
 	}
-}
-
-// rest is the whole stream again, from head.
-func rest(head []byte, complete bool, r io.Reader) io.Reader {
-	if complete {
-		return bytes.NewReader(head)
-	}
-	return io.MultiReader(bytes.NewReader(head), r)
 }
 
 // inflater counts what a decompressor produces against Limits.MaxExpanded.
