@@ -21,6 +21,9 @@ func checkReport(t *testing.T, r Report, l Limits) {
 	if r.Expanded > l.MaxExpanded+1 {
 		t.Fatalf("expanded %d > limit %d", r.Expanded, l.MaxExpanded)
 	}
+	if len(r.Findings) > maxFindings+16 {
+		t.Fatalf("%d findings", len(r.Findings))
+	}
 	refuse := false
 	for _, f := range r.Findings {
 		refuse = refuse || f.Refuses

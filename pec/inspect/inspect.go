@@ -30,21 +30,8 @@ func (in *Inspector) Inspect(msg []byte) Report {
 	return w.report()
 }
 
-// report decides the verdict from the findings.
-func (w *walker) report() Report {
-	for _, f := range w.rep.Findings {
-		switch {
-		case f.Refuses:
-			w.rep.Verdict = Refuse
-		case w.rep.Verdict == Refuse:
-		case f.Code == CodeUnchecked:
-			w.rep.Verdict |= FlagUnchecked
-		default: // CodeMacro, CodeActive
-			w.rep.Verdict |= FlagMacro
-		}
-	}
-	return w.rep
-}
+// report returns the report.
+func (w *walker) report() Report { return w.rep }
 
 // walker is the state of one inspection.
 type walker struct {
@@ -56,7 +43,13 @@ type walker struct {
 	flates  []io.ReadCloser // idle flate readers, reused
 }
 
-// add records a finding, deciding under the policy whether it refuses the message.
+// maxFindings bounds the findings kept: past it, a refusing finding ends the walk (the
+// verdict cannot change any more) and a flag is kept only when its code and token are
+// new, so Headers stay exact.
+const maxFindings = 100
+
+// add records a finding, deciding under the policy whether it refuses the message, and
+// updates the verdict.
 func (w *walker) add(f Finding) {
 	switch f.Code {
 	case CodeMacro, CodeActive:
@@ -66,7 +59,35 @@ func (w *walker) add(f Finding) {
 	default:
 		f.Refuses = true
 	}
-	w.rep.Findings = append(w.rep.Findings, f)
+	r := &w.rep
+	switch {
+	case f.Refuses:
+		r.Verdict = Refuse
+	case r.Verdict == Refuse:
+	case f.Code == CodeUnchecked:
+		r.Verdict |= FlagUnchecked
+	default:
+		r.Verdict |= FlagMacro
+	}
+	if len(r.Findings) >= maxFindings {
+		if !f.Refuses && w.seen(f) {
+			return
+		}
+		if r.Verdict == Refuse {
+			r.Truncated, w.stopped = true, true
+		}
+	}
+	r.Findings = append(r.Findings, f)
+}
+
+// seen reports a finding with f's code and token among those kept.
+func (w *walker) seen(f Finding) bool {
+	for _, g := range w.rep.Findings {
+		if g.Code == f.Code && g.Why == f.Why {
+			return true
+		}
+	}
+	return false
 }
 
 // limit records a limit finding and stops the walk.

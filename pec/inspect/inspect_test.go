@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -262,6 +263,35 @@ func TestPolicyValidate(t *testing.T) {
 	// The zero policy forbids nothing.
 	if r := newInspector(t, Policy{}, Limits{}).Inspect(message(att{name: "setup.exe", data: pe()})); r.Verdict != Clean {
 		t.Fatal(r.Verdict)
+	}
+}
+
+func TestManyFindings(t *testing.T) {
+	// 1000 forbidden members: the walk stops at the 101st finding, the message refused.
+	var files []zfile
+	for i := range 1000 {
+		files = append(files, zfile{name: fmt.Sprintf("%04d.exe", i), data: []byte("x")})
+	}
+	r := inspectDefault(t, message(att{name: "tanti.zip", data: zipOf(t, files...)}))
+	if r.Verdict != Refuse || !r.Truncated || len(r.Findings) != maxFindings+1 {
+		t.Fatalf("%v truncated=%v %d findings", r.Verdict, r.Truncated, len(r.Findings))
+	}
+	if want := "allegato non consentito: tanti.zip > 0000.exe (estensione .exe) (e almeno altri 100 allegati)"; r.Reason() != want {
+		t.Fatalf("Reason() = %q", r.Reason())
+	}
+	// 1000 encrypted members then one of another kind: flags only, the walk goes on and
+	// keeps what the headers need.
+	files = files[:0]
+	for i := range 1000 {
+		files = append(files, zfile{name: fmt.Sprintf("%04d.pdf", i), data: []byte("x"), enc: true})
+	}
+	files = append(files, zfile{name: "x.rar", data: []byte("Rar!\x1a\x07\x00")})
+	r = inspectDefault(t, message(att{name: "tanti.zip", data: zipOf(t, files...)}))
+	if r.Verdict != FlagUnchecked || r.Truncated || len(r.Findings) != maxFindings+1 {
+		t.Fatalf("%v truncated=%v %d findings", r.Verdict, r.Truncated, len(r.Findings))
+	}
+	if hs := r.Headers(); hs[0].Value != "archivio-protetto, formato-non-supportato" {
+		t.Fatalf("Headers() = %v", hs)
 	}
 }
 

@@ -83,6 +83,9 @@ type Report struct {
 	Verdict  Verdict   `json:"verdict"`
 	Parts    int       `json:"parts"`    // MIME entities, archive members and embedded objects seen
 	Expanded int64     `json:"expanded"` // bytes produced by decompression
+	// Truncated says the walk stopped after 100 findings, the message being refused
+	// anyway: there may be more.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // Header fields the access point adds to the busta di trasporto. They are this project's
@@ -156,10 +159,12 @@ func (r *Report) Reason() string {
 			n++
 		}
 	}
-	switch n {
-	case 1:
+	switch {
+	case r.Truncated:
+		return fmt.Sprintf("%s (e almeno altri %d allegati)", first, n-1)
+	case n == 1:
 		return first
-	case 2:
+	case n == 2:
 		return first + " (e un altro allegato)"
 	default:
 		return fmt.Sprintf("%s (e altri %d allegati)", first, n-1)
