@@ -275,7 +275,9 @@ func (w *walker) forbidden(path, ext string, t Type) bool {
 	return true
 }
 
-// readHead reads up to headSize bytes of r, and whether that is all of r.
+// readHead reads up to headSize bytes of r, and whether that is all of r. The hint only
+// sizes the first allocation: a size an archive declares may be a lie, and the head must
+// be read in full whatever it says.
 func readHead(r io.Reader, hint int64) ([]byte, bool, error) {
 	n := int64(headSize)
 	if hint > 0 && hint < n {
@@ -283,6 +285,12 @@ func readHead(r io.Reader, hint int64) ([]byte, bool, error) {
 	}
 	buf := make([]byte, n)
 	k, err := io.ReadFull(r, buf)
+	if err == nil && k < headSize {
+		buf = append(buf, make([]byte, headSize-k)...)
+		var m int
+		m, err = io.ReadFull(r, buf[k:])
+		k += m
+	}
 	switch err {
 	case nil:
 		return buf, false, nil

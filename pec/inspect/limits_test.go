@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"compress/flate"
 	"fmt"
 	"runtime"
 	"strings"
@@ -40,6 +41,18 @@ func TestZipBombLying(t *testing.T) {
 	}
 	if alloc > 8<<20 {
 		t.Fatalf("allocated %d bytes to refuse a bomb", alloc)
+	}
+}
+
+func TestZipLyingSmall(t *testing.T) {
+	// A member declaring 10 bytes still gets its whole head sniffed.
+	var d bytes.Buffer
+	fw, _ := flate.NewWriter(&d, flate.BestCompression)
+	fw.Write(pe())
+	fw.Close()
+	r := inspectDefault(t, message(att{name: "a.zip", data: rawZip("leggimi.txt", d.Bytes(), 0, 10, 1)}))
+	if f := only(t, r, CodeForbidden, "a.zip > leggimi.txt"); f.Type != TypePE {
+		t.Fatalf("%+v", f)
 	}
 }
 
