@@ -115,6 +115,11 @@ func (w *walker) unchecked(path, why, detail string) {
 }
 
 func (w *walker) macro(path string, c Code, detail string) {
+	for _, g := range w.rep.Findings {
+		if g.Code == c && (g.Path == path || strings.HasPrefix(path, g.Path+" > ")) {
+			return // the document holding this part is already flagged
+		}
+	}
 	what := "allegato con macro"
 	if c == CodeActive {
 		what = "allegato con contenuto attivo"
@@ -308,12 +313,17 @@ func readRest(head []byte, r io.Reader, hint int64) ([]byte, error) {
 	}
 	buf := make([]byte, len(head), size)
 	copy(buf, head)
-	for {
+	for idle := 0; ; {
 		if len(buf) == cap(buf) {
 			buf = append(buf, 0)[:len(buf)]
 		}
 		n, err := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]
+		if err == nil && n == 0 {
+			if idle++; idle > 100 {
+				err = io.ErrNoProgress
+			}
+		}
 		if err == io.EOF {
 			return buf, nil
 		}
@@ -329,8 +339,13 @@ func (w *walker) drain(head []byte, r io.Reader) ([]byte, error) {
 		w.drainB = make([]byte, 32<<10)
 	}
 	t := copy(w.tail[:], head[max(0, len(head)-tailSize):])
-	for {
+	for idle := 0; ; {
 		n, err := r.Read(w.drainB)
+		if err == nil && n == 0 {
+			if idle++; idle > 100 {
+				return nil, io.ErrNoProgress
+			}
+		}
 		if n >= tailSize {
 			t = copy(w.tail[:], w.drainB[n-tailSize:n])
 		} else if n > 0 {
@@ -391,8 +406,11 @@ func (w *walker) unflate(f io.ReadCloser) { w.flates = append(w.flates, f) }
 func (w *walker) forbiddenExt(names []string) string {
 	for _, n := range names {
 		n = baseName(n)
+		if i := strings.IndexByte(n, 0); i >= 0 {
+			n = n[:i] // C strings end there, and so do the names clients save
+		}
 		for {
-			n = strings.TrimRightFunc(n, func(r rune) bool { return r == '.' || unicode.IsSpace(r) || r == 0 })
+			n = strings.TrimRightFunc(n, func(r rune) bool { return r == '.' || unicode.IsSpace(r) })
 			i := strings.LastIndexByte(n, '.')
 			if i < 0 {
 				break

@@ -83,6 +83,7 @@ func TestForbiddenByName(t *testing.T) {
 		{"fattura.pdf.exe", "exe", "allegato non consentito: fattura.pdf.exe (estensione .pdf.exe)"},
 		{"script.JS", "js", ""},
 		{"setup.exe. . ", "exe", ""},
+		{"setup.exe\x00.txt", "exe", ""},
 		{"setup.exe.p7m", "exe", ""},
 		{"C:\\temp\\run.bat", "bat", ""},
 		{"disco.vhdx", "vhdx", ""},
@@ -136,7 +137,7 @@ func TestMacros(t *testing.T) {
 		zfile{name: "xl/workbook.xml", data: []byte("<workbook/>")},
 		zfile{name: "xl/p.bin", data: cfbOf(nil, cfbEntry{"VBA", cfbStorage, nil})})
 	r = inspectDefault(t, message(att{name: "conti.xlsm", data: x}))
-	if r.Verdict != FlagMacro || r.Findings[0].Path != "conti.xlsm" {
+	if r.Verdict != FlagMacro || len(r.Findings) != 1 || r.Findings[0].Path != "conti.xlsm" {
 		t.Fatalf("%v %+v", r.Verdict, r.Findings)
 	}
 
