@@ -34,7 +34,11 @@ func TestZipBombLying(t *testing.T) {
 	msg := message(att{name: "bomba.zip", data: z})
 	in := newInspector(t, DefaultPolicy(), Limits{})
 	var r Report
+	start := time.Now()
 	alloc := allocated(func() { r = in.Inspect(msg) })
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("took %v", d)
+	}
 	f := only(t, r, CodeBomb, "bomba.zip > 32-zeros.bin") // 32 members of 8 MiB fill the 256 MiB
 	if r.Verdict != Refuse || r.Expanded != DefaultMaxExpanded+1 {
 		t.Fatalf("%v %+v expanded %d", r.Verdict, f, r.Expanded)
