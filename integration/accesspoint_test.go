@@ -458,6 +458,11 @@ func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
 	}
 	y["store"] = map[string]any{"driver": "sqlite", "dsn": p.db}
 	y["milter"] = map[string]any{"listen": "unix:" + p.sock, "timeout": "20s"}
+	// Its own confirmation listener and domain, routed by A's transport_maps while the test
+	// runs: the lab's pec-milter does not know this store's tokens.
+	confirmSock := strings.TrimSuffix(p.sock, ".sock") + "-c.sock"
+	confirmDomain := strings.TrimSuffix(filepath.Base(p.sock), ".sock") + ".confirm.invalid"
+	y["confirm"] = map[string]any{"listen": "unix:" + confirmSock, "domain": confirmDomain, "expiry": "30s"}
 	y["clamd"] = map[string]any{"addr": p.clamdAddr, "timeout": "10s"}
 	delete(y, "metrics")
 	out, _ := yaml.Marshal(y)
@@ -489,6 +494,16 @@ func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
 	})
 	waitDial(t, "unix", p.sock)
 
+	restore, err := pflisten.SetMain(a.Postfix.ConfigDir, "transport_maps",
+		"inline:{ "+confirmDomain+"=lmtp:unix:"+confirmSock+" } $pec_confirm_transport "+siteTransport(t, a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := restore(); err != nil {
+			t.Errorf("restoring transport_maps: %v", err)
+		}
+	})
 	addr, err := pflisten.FreePort(a.IP)
 	if err != nil {
 		t.Fatal(err)
@@ -507,6 +522,17 @@ func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
 	p.submission = tlsSubmission(t, a, &alice)
 	p.submission.Addr = addr
 	return p
+}
+
+// siteTransport is the part of A's transport_maps after $pec_confirm_transport.
+func siteTransport(t *testing.T, a *lab.Provider) string {
+	t.Helper()
+	out, err := exec.Command("postconf", "-c", a.Postfix.ConfigDir, "-h", "transport_maps").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, _ := strings.Cut(strings.TrimSpace(string(out)), "$pec_confirm_transport")
+	return strings.TrimSpace(rest)
 }
 
 // lastFailure is the last "pec temporary failure" line of the private pec-milter's log.

@@ -49,6 +49,7 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 			x.observe(start, outcomeTempfail)
 			return nil, err
 		}
+		s.eng.Issued(res.Confirm)
 		x.observe(start, outcomeAccepted)
 		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted, "retry", res.Retry,
 			"mail_from", x.from, "rcpts", len(x.rcpts), "certified", len(res.Certified), "external", len(res.External),

@@ -37,6 +37,8 @@ func (e *fakeEngine) Submit(ctx context.Context, s *pec.Submission) (*pec.Submit
 	return fn(ctx, s)
 }
 
+func (e *fakeEngine) Issued(string) {}
+
 func (e *fakeEngine) last(t *testing.T) *pec.Submission {
 	t.Helper()
 	e.mu.Lock()

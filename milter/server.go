@@ -38,6 +38,8 @@ const (
 // Engine is what the adapter needs from the PEC engine.
 type Engine interface {
 	Submit(ctx context.Context, s *pec.Submission) (*pec.Submitted, error)
+	// Issued notes a confirmation recipient handed to Postfix (pec/confirm.go).
+	Issued(confirm string)
 }
 
 // Config tunes the adapter.

@@ -88,14 +88,44 @@ func (e *Engine) Confirm(ctx context.Context, rcpt string) (*Confirmed, error) {
 		return nil, ErrUnknownConfirmation
 	}
 	now := e.deps.Clock.Now()
-	h, err := e.deps.Store.Confirm(ctx, strings.ToLower(token), now)
+	token = strings.ToLower(token)
+	h, err := e.deps.Store.Confirm(ctx, token, now)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return nil, ErrUnknownConfirmation
 	case err != nil:
 		return nil, &Temporary{Op: "confirm", Err: err}
 	}
+	e.mu.Lock()
+	delete(e.issued, token)
+	e.mu.Unlock()
 	return &Confirmed{Identificativo: h.Identificativo, Now: h.ReleasedAt.Equal(now), Late: h.Late}, nil
+}
+
+// Issued records that Postfix was handed a message carrying the confirmation recipient of
+// token (the adapter calls it once its reply is on the wire), so that a graceful stop can wait
+// for the confirmations of the transactions it answered (Unconfirmed).
+func (e *Engine) Issued(rcpt string) {
+	token, _, _ := strings.Cut(rcpt, "@")
+	e.mu.Lock()
+	e.issued[strings.ToLower(token)] = e.deps.Clock.Now()
+	e.mu.Unlock()
+}
+
+// Unconfirmed is how many confirmations this process handed to Postfix and has not yet
+// received itself (older ones, past ConfirmExpiry, are forgotten). A graceful stop keeps the
+// confirmation listener open until it is zero, so that a stop does not delay the receipts of
+// the last transactions until the next start.
+func (e *Engine) Unconfirmed() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	cut := e.deps.Clock.Now().Add(-e.cfg.ConfirmExpiry)
+	for t, at := range e.issued {
+		if at.Before(cut) {
+			delete(e.issued, t)
+		}
+	}
+	return len(e.issued)
 }
 
 // ExpireHeld expires the held steps whose confirmation did not come in time: each commits its

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
@@ -80,6 +81,9 @@ type Engine struct {
 	cfg      Config
 	deps     Deps
 	byDomain map[string]Identity
+
+	mu     sync.Mutex
+	issued map[string]time.Time // confirmation tokens handed to Postfix by this process, not yet confirmed here
 }
 
 // New validates cfg and deps and applies the defaults.
@@ -87,7 +91,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if len(cfg.Identities) == 0 {
 		return nil, errors.New("provider: at least one identity (PEC domain) is required")
 	}
-	e := &Engine{byDomain: map[string]Identity{}}
+	e := &Engine{byDomain: map[string]Identity{}, issued: map[string]time.Time{}}
 	for i, id := range cfg.Identities {
 		switch {
 		case id.Name == "":

@@ -87,9 +87,14 @@ func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
 		d.Log.Info("shutting down", "grace", grace)
 	}
 	d.SetReady(false)
+	// The first service (the milter) stops first: its last transactions finish. The others
+	// (the confirmation listener) stay open until Postfix has delivered the confirmations of
+	// those transactions, so a stop does not delay their receipts until the next start.
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	_ = svcs[0].Shutdown(ctx)
+	d.waitConfirmations(ctx)
 	var wg sync.WaitGroup
-	for _, svc := range svcs {
+	for _, svc := range svcs[1:] {
 		wg.Go(func() { _ = svc.Shutdown(ctx) })
 	}
 	wg.Wait()
@@ -113,6 +118,19 @@ func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
 	}
 	d.Log.Info("stopped")
 	return err
+}
+
+// waitConfirmations waits, up to 30 s or ctx, until every confirmation this process handed to
+// Postfix has come back.
+func (d *Daemon) waitConfirmations(ctx context.Context) {
+	deadline := time.Now().Add(30 * time.Second)
+	for n := d.Engine.Unconfirmed(); n > 0; n = d.Engine.Unconfirmed() {
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			d.Log.Warn("stopping with confirmations not yet delivered by Postfix; their receipts are released at the next start", "pending", n)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // daily runs the checks a long-running daemon repeats: certificate expiry.

@@ -90,6 +90,30 @@ func (l *Listener) Remove() error {
 	return reload(l.ConfigDir)
 }
 
+// SetMain sets a main.cf parameter of the instance and reloads Postfix; restore puts the
+// previous value back and reloads again.
+func SetMain(configDir, name, value string) (restore func() error, err error) {
+	out, err := exec.Command("postconf", "-c", configDir, "-h", name).Output()
+	if err != nil {
+		return nil, fmt.Errorf("postconf -h %s: %w", name, err)
+	}
+	old := strings.TrimSpace(string(out))
+	if err := postconf(configDir, "-e", name+" = "+value); err != nil {
+		return nil, err
+	}
+	restore = func() error {
+		if err := postconf(configDir, "-e", name+" = "+old); err != nil {
+			return err
+		}
+		return reload(configDir)
+	}
+	if err := reload(configDir); err != nil {
+		_ = restore()
+		return nil, err
+	}
+	return restore, nil
+}
+
 // FreePort returns a port that is free on host right now.
 func FreePort(host string) (string, error) {
 	ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
