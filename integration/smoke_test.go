@@ -26,14 +26,19 @@ func provider(t *testing.T, l *lab.Lab, id string) *lab.Provider {
 	return p
 }
 
+// user finds a lab user by local part (in the provider's main domain) or by full address.
 func user(t *testing.T, p *lab.Provider, local string) lab.User {
 	t.Helper()
+	addr := local
+	if !strings.Contains(local, "@") {
+		addr = local + "@" + p.Domain
+	}
 	for _, u := range p.Users {
-		if u.Address == local+"@"+p.Domain {
+		if u.Address == addr {
 			return u
 		}
 	}
-	t.Fatalf("lab.json: provider %s has no user %s@%s", p.ID, local, p.Domain)
+	t.Fatalf("lab.json: provider %s has no user %s", p.ID, addr)
 	return lab.User{}
 }
 

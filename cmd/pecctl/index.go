@@ -430,7 +430,9 @@ func exportSigner(f *indexFile, keyFile string, chain []*x509.Certificate) (cryp
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	key, signChain, err := keys.SignerFor(f.Provider.Domains[0])
+	// The record is the provider's: its main identity signs it (the first of Identities, that
+	// of the service address's domain), as the daemons sign what concerns no single domain.
+	key, signChain, err := keys.SignerFor(f.Identities()[0].Domain)
 	if err != nil {
 		keys.Close()
 		return nil, nil, nil, err

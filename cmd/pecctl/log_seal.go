@@ -15,8 +15,9 @@ import (
 
 func (f *logFile) sealer(st store.Store, withSigner bool) (*seal.Sealer, func(), error) {
 	d := seal.Deps{Store: st, Provider: f.Provider.Name, Location: f.loc, Logger: slog.New(slog.DiscardHandler)}
-	if len(f.Provider.Domains) > 0 {
-		d.Domain = f.Provider.Domains[0]
+	// The log is the provider's, not one domain's: the main identity seals it, as in pec-milter.
+	if ids := f.Identities(); len(ids) > 0 {
+		d.Domain = ids[0].Domain
 	}
 	closer := func() {}
 	if withSigner {

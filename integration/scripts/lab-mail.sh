@@ -84,7 +84,7 @@ dovecot_configure() {
 	(
 		umask 077
 		for u in ${P_USERS[$id]}; do
-			printf '%s@%s:{PLAIN}%s::::::\n' "$u" "${P_DOMAIN[$id]}" "$(secret "PW_${id}_${u//-/_}")"
+			printf '%s:{PLAIN}%s::::::\n' "$(user_addr "$id" "$u")" "$(secret "$(user_secret "$id" "$u")")"
 		done >"$d/users.new"
 	)
 	chown root:dovecot "$d/users.new" && chmod 640 "$d/users.new" && mv -f "$d/users.new" "$d/users"
@@ -136,7 +136,7 @@ postfix_configure() {
 	rm -rf "$stage" && mkdir -p "$stage"
 	for other in "${ALL_IDS[@]}"; do
 		[ "$other" = "$id" ] && continue
-		routes+="${routes:+, }${P_DOMAIN[$other]}=smtp:[${P_IP[$other]}]:25"
+		for x in $(all_domains "$other"); do routes+="${routes:+, }$x=smtp:[${P_IP[$other]}]:25"; done
 	done
 	# Warm runs: when nothing that goes into the configuration changed since the last good one,
 	# keep it (postconf and postfix check are slow on a loaded machine).
@@ -172,7 +172,7 @@ postfix_configure() {
 		"queue_run_delay = 10s" "minimal_backoff_time = 10s" "maximal_backoff_time = 60s"
 	# The PEC part, exactly as postfix-conf/ ships it.
 	render "$PFCONF/main.cf.pec" "$stage/main.cf.pec" \
-		PEC_MILTER="$milter" PEC_DOMAINS="$dom" DELIVERY_TRANSPORT="$delivery" \
+		PEC_MILTER="$milter" PEC_DOMAINS="$(all_domains "$id")" DELIVERY_TRANSPORT="$delivery" \
 		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix" \
 		CONFIRM_DOMAIN=confirm.pec.invalid CONFIRM_SOCKET="$BASE/$id/run/confirm.sock" \
 		SITE_TRANSPORT_MAPS="inline:{ $routes }"

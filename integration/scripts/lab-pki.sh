@@ -42,15 +42,17 @@ pki_ca() {
 	) >>"$d/openssl.log" 2>&1 || { show_log openssl "$d/openssl.log"; die "lab CA creation failed"; }
 }
 
-# pki_provider ID NAME SERVICE_ADDRESS TOKEN_LABEL PIN KEY_ID: make sure the token holds the
-# key pair and the certificate, and that ID/cert.pem, cert.der, cert-chain.pem exist.
+# pki_provider ID NAME SERVICE_ADDRESS TOKEN_LABEL PIN KEY_ID [KEY_LABEL DIR]: make sure the
+# token holds the key pair and the certificate, and that DIR/cert.pem, cert.der, cert-chain.pem
+# exist (DIR defaults to $BASE/ID, KEY_LABEL to TOKEN_LABEL; another key of the same token for an
+# extra PEC domain of the provider has its own label, id and directory).
 # The private key never leaves the token: the certificate is made from the exported public key
 # with `openssl x509 -new -force_pubkey`, signed by CA1 (RFC 6109 §5.5 profile, pec-spec §8.1).
 pki_provider() {
-	local id=$1 name=$2 service=$3 label=$4 pin=$5 keyid=$6
-	local d=$BASE/$id ca=$BASE/ca module=$SOFTHSM_MODULE
+	local id=$1 name=$2 service=$3 label=$4 pin=$5 keyid=$6 keylabel=${7:-$4} d=${8:-$BASE/$1}
+	local ca=$BASE/ca module=$SOFTHSM_MODULE
 	mkdir -p "$d"
-	SO_PIN=$(secret "SOPIN_$id") "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$pin" "$label" "$keyid" >/dev/null
+	SO_PIN=$(secret "SOPIN_$id") "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$pin" "$keylabel" "$keyid" >/dev/null
 	export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
 	p11() { pkcs11-tool --module "$module" --token-label "$label" "$@"; }
 
@@ -86,7 +88,7 @@ pki_provider() {
 	onboard=$({ p11 --read-object --type cert --id "$keyid" -o /dev/stdout 2>/dev/null || true; } | sha1sum | cut -d' ' -f1)
 	if [ "$onboard" != "$(sha1sum <"$d/cert.der" | cut -d' ' -f1)" ]; then
 		p11 --login --pin "$pin" --delete-object --type cert --id "$keyid" >/dev/null 2>&1 || true
-		p11 --login --pin "$pin" --write-object "$d/cert.der" --type cert --id "$keyid" --label "$label" \
+		p11 --login --pin "$pin" --write-object "$d/cert.der" --type cert --id "$keyid" --label "$keylabel" \
 			>>"$d/pki.log" 2>&1 || { show_log pki "$d/pki.log"; die "writing the certificate on token $label failed"; }
 	fi
 }
@@ -111,18 +113,15 @@ pki_ldif() {
 			description: PEC lab providers index (test only)
 		EOF
 		for id in "$@"; do
-			cat <<-EOF
-
-				dn: providerName=${P_NAME[$id]},o=postacert
-				objectClass: top
-				objectClass: provider
-				providerName: ${P_NAME[$id]}
-				providerCertificateHash: $(cert_sha1 "$BASE/$id/cert.der")
-				providerCertificate;binary:: $(base64 -w0 <"$BASE/$id/cert.der")
-				mailReceipt: ${P_RECEIPT[$id]}
-				managedDomains: ${P_DOMAIN[$id]}
-				description: Lab PEC provider $id
-			EOF
+			local ders=("$BASE/$id/cert.der") x
+			for x in ${P_EXTRA[$id]}; do ders+=("$(extra_dir "$id" "$x")/cert.der"); done
+			printf '\ndn: providerName=%s,o=postacert\nobjectClass: top\nobjectClass: provider\nproviderName: %s\n' \
+				"${P_NAME[$id]}" "${P_NAME[$id]}"
+			for x in "${ders[@]}"; do printf 'providerCertificateHash: %s\n' "$(cert_sha1 "$x")"; done
+			for x in "${ders[@]}"; do printf 'providerCertificate;binary:: %s\n' "$(base64 -w0 <"$x")"; done
+			printf 'mailReceipt: %s\n' "${P_RECEIPT[$id]}"
+			for x in $(all_domains "$id"); do printf 'managedDomains: %s\n' "$x"; done
+			printf 'description: Lab PEC provider %s\n' "$id"
 		done
 	} >"$out.new"
 	mv -f "$out.new" "$out"

@@ -63,7 +63,7 @@ esac
 # ---- secrets: generated once, kept across re-runs --------------------------------------------
 secrets_init
 for id in "${ALL_IDS[@]}"; do
-	for u in ${P_USERS[$id]}; do secret_ensure "PW_${id}_${u//-/_}" pw; done
+	for u in ${P_USERS[$id]}; do secret_ensure "$(user_secret "$id" "$u")" pw; done
 done
 for id in "${PEC_IDS[@]}"; do
 	secret_ensure "PIN_$id" pin
@@ -82,6 +82,10 @@ mark aliases
 pki_ca "$BASE/ca"
 for id in "${PEC_IDS[@]}"; do
 	pki_provider "$id" "${P_NAME[$id]}" "${P_SERVICE[$id]}" "provider-$id" "$(secret "PIN_$id")" "${P_KEYID[$id]}"
+	for x in ${P_EXTRA[$id]}; do
+		pki_provider "$id" "${P_NAME[$id]}" "posta-certificata@$x" "provider-$id" "$(secret "PIN_$id")" \
+			"${P_EXTRA_KEYID[$x]}" "provider-${x%%.*}" "$(extra_dir "$id" "$x")"
+	done
 done
 export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
 mkdir -p "$BASE/ldap"
