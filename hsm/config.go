@@ -224,6 +224,7 @@ type keySpec struct {
 }
 
 // specs expands the configuration into the keys to load, checking the combination.
+// (Long on purpose: the default key and every per-domain key resolved with their inheritance rules side by side.)
 func (c *Config) specs(p Provider) ([]keySpec, error) {
 	listed := map[string]bool{}
 	var out []keySpec

@@ -147,6 +147,7 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
+// (Long on purpose: flag parsing and the report of one command.)
 func indexLookup(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("index lookup", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -231,6 +231,7 @@ func keysInit(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// (Long on purpose: flag parsing and the token, certificate and profile steps of one command, in the order an operator reads them.)
 func initKey(o initOpts, stdout io.Writer) error {
 	if o.label == "" {
 		return errors.New("-label: missing")

@@ -113,6 +113,7 @@ func parseTime(s string, loc *time.Location) (time.Time, error) {
 	return t, nil
 }
 
+// (Long on purpose: one flag per query field, mapped one to one.)
 func logQuery(sub string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("log "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)

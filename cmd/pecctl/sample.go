@@ -42,6 +42,7 @@ domain and service address then come from the certificate's rfc822Name.
 flags:
 `
 
+// (Long on purpose: flag parsing and output of one command.)
 func runSample(args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "list" {
 		for _, k := range pec.Kinds() {

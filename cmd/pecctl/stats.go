@@ -137,6 +137,7 @@ func computeStats(ctx context.Context, st store.Store, from, to time.Time, domai
 	return s, nil
 }
 
+// (Long on purpose: flag parsing and the report of one command.)
 func runStats(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
 	fs.SetOutput(stderr)

@@ -26,6 +26,7 @@ func main() {
 	}
 }
 
+// (Long on purpose: the demo's script, one step after another as it prints them.)
 func run() error {
 	l, err := lab.Load()
 	if err != nil {

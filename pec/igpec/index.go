@@ -70,6 +70,7 @@ type Index struct {
 // New validates cfg, loads the first snapshot and returns the Index. When the source cannot
 // be loaded, the cache (if configured and readable) is used instead, with a warning; when
 // neither works New fails, naming the source. Call Run to refresh on schedule.
+// (Long on purpose: every option of the index validated with its default at start-up.)
 func New(cfg Config, deps Deps) (*Index, error) {
 	if cfg.Refresh == 0 {
 		cfg.Refresh = DefaultRefresh

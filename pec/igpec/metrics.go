@@ -15,6 +15,7 @@ type metrics struct {
 	collectors []prometheus.Collector
 }
 
+// (Long on purpose: metric definitions only.)
 func newMetrics(x *Index) *metrics {
 	m := &metrics{
 		failures: prometheus.NewCounter(prometheus.CounterOpts{

@@ -74,6 +74,7 @@ func (w *walker) smime(spath string, r io.Reader, depth int) {
 // cmsContent returns the encapsulated content of a CMS ContentInfo (RFC 5652 §3, §5.2):
 // nil for a detached signature, a *cmsError when it is encrypted, of a type not read, or
 // does not parse.
+// (Long on purpose: the path to the content of a signed-data, field by field.)
 func cmsContent(data []byte) ([]byte, error) {
 	if len(data) > 0 && data[0] != 0x30 {
 		data = unarmor(data)

@@ -16,6 +16,8 @@ import (
 //     /OpenAction or /AA they run on opening; anywhere they are code the reader runs).
 //   - /Encrypt in a trailer or cross-reference stream (§7.6): encrypted, not checked.
 //   - /EmbeddedFile streams (§7.11.4): inflated and inspected like attachments.
+//
+// (Long on purpose: one pass over a PDF's names and streams, bounded.)
 func (w *walker) pdf(ppath string, data []byte, depth int) {
 	var js, launch, encrypt bool
 	check := func(n []byte) {

@@ -93,6 +93,7 @@ type metrics struct {
 }
 
 // New validates cfg, applies defaults and builds a Drainer.
+// (Long on purpose: every option of the drainer validated with its default at start-up.)
 func New(cfg Config, d Deps) (*Drainer, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("reinject.addr: required (the Postfix reinjection listener, host:port)")
@@ -201,6 +202,7 @@ func (d *Drainer) Run(ctx context.Context) error {
 // claimed. When ctx ends it stops as a graceful stop does (see the package documentation):
 // the transaction under way finishes within StopGrace and is recorded, the items not
 // started are handed back.
+// (Long on purpose: claim, send and mark of one pass kept together so the lease rules are visible at once.)
 func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()

@@ -33,6 +33,7 @@ const maxDepth = 32
 var errTruncated = errors.New("truncated ASN.1 element")
 
 // parseElement reads one TLV from b and returns it with the remaining bytes.
+// (Long on purpose: the BER tag, length and indefinite-length cases of X.690 §8.1 in one bounded parser.)
 func parseElement(b []byte, depth int, dec *decoder) (e element, rest []byte, err error) {
 	if depth > maxDepth {
 		return e, nil, errors.New("ASN.1 nesting too deep")

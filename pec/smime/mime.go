@@ -91,6 +91,7 @@ func lenientParams(v string) map[string]string {
 // (RFC 1847 §2.1, RFC 2046 §5.1.1). Each part runs from after the line end of its
 // delimiter line to before the line end that precedes the next delimiter: that line end
 // belongs to the delimiter, not to the part. Line ends may be CRLF or LF.
+// (Long on purpose: the RFC 2046 §5.1.1 boundary rules, byte-exact, in one scan.)
 func signedParts(body []byte, boundary string) (first, second []byte, err error) {
 	delim := []byte("--" + boundary)
 	var starts, ends []int // content start of each part; start of the line end before each delimiter

@@ -66,6 +66,7 @@ func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts S
 // SignParts is Sign without the copy of the entity: the multipart/signed body is head,
 // then entity unchanged, then tail. Callers streaming a large message (a 30 MB busta) write
 // the three slices in turn instead of building one more copy.
+// (Long on purpose: the multipart/signed framing of RFC 1847 written around the untouched entity.)
 func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, head, tail []byte, err error) {
 	if signer == nil || len(chain) == 0 || chain[0] == nil {
 		return "", nil, nil, errors.New("smime: Sign needs a signer and its certificate")

@@ -95,6 +95,7 @@ type cmsParams struct {
 // buildSignedData returns the DER of a ContentInfo holding a SignedData over content
 // (RFC 5652 §5), the content encapsulated when p.attached. The output is built in one
 // allocation: a sealed day of log can be hundreds of megabytes.
+// (Long on purpose: the DER of SignedData written field by field in RFC 5652 order, in one allocation.)
 func buildSignedData(content []byte, signer crypto.Signer, chain []*x509.Certificate, p cmsParams) ([]byte, error) {
 	hOID, _, ok := hashOID(p.hash)
 	if !ok || !p.hash.Available() {

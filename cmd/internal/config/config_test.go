@@ -5,6 +5,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gestore-pec/gestore/hsm"
 )
 
 func TestLoadLabFile(t *testing.T) {
@@ -119,4 +121,35 @@ func TestParseListen(t *testing.T) {
 			t.Errorf("ParseListen(%q) accepted", in)
 		}
 	}
+}
+
+// One identity per PEC domain: a domain with its own key signs as that key's service
+// address; the others share the default key and the provider's service address; the main
+// identity (the service address's domain) comes first whatever the order of domains.
+func TestIdentities(t *testing.T) {
+	c := &Config{
+		Provider: Provider{Name: "P", Domains: []string{"pec2.test", "pec.test", "pec3.test"},
+			ServiceAddress: "posta-certificata@pec.test", ReceiptAddress: "ricevute@pec.test"},
+	}
+	c.Signer.Keys = append(c.Signer.Keys, hsmKey("pec2.test", "posta-certificata@pec2.test"))
+	ids := c.Identities()
+	want := []string{
+		"pec.test posta-certificata@pec.test",
+		"pec2.test posta-certificata@pec2.test",
+		"pec3.test posta-certificata@pec.test",
+	}
+	var got []string
+	for _, id := range ids {
+		if id.Name != "P" || id.ReceiptAddress != "ricevute@pec.test" {
+			t.Errorf("identity %+v", id)
+		}
+		got = append(got, id.Domain+" "+id.ServiceAddress)
+	}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Errorf("identities %v, want %v", got, want)
+	}
+}
+
+func hsmKey(domain, svc string) hsm.KeyConfig {
+	return hsm.KeyConfig{Domain: domain, ServiceAddress: svc}
 }

@@ -43,35 +43,12 @@ func (b bound) Shutdown(ctx context.Context) error { return b.shutdown(ctx) }
 // metrics endpoint. jobs are the leased jobs of this program besides the ones every program
 // runs (seal, retention, expiry of held steps).
 func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
-	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner})
+	bg, err := d.startBackground(jobs)
 	if err != nil {
 		return err
 	}
-	sealJob, err := d.SealJob()
-	if err != nil {
-		return err
-	}
-	if sealJob != nil {
-		jobs = append(jobs, *sealJob)
-	}
-	jobs = append(jobs, d.RetentionJob(time.Now), d.HeldJob())
-
 	sigCtx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
-	// Background work outlives the listener's shutdown, so that notices committed by the last
-	// transactions are sent before exit when Postfix is reachable.
-	bg, stopBG := context.WithCancel(context.Background())
-	defer stopBG()
-	js := &Jobs{d: d}
-	js.Go(func() { _ = d.Index.Run(bg) })
-	drained := make(chan struct{})
-	go func() { defer close(drained); _ = drainer.Run(bg) }()
-	js.Go(func() { d.daily(bg) })
-	for _, j := range jobs {
-		js.Start(bg, j)
-	}
-	metrics := d.serveMetrics()
-
 	served := make(chan error, len(svcs))
 	for _, svc := range svcs {
 		go func() { served <- svc.Serve() }()
@@ -87,10 +64,78 @@ func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
 		d.Log.Info("shutting down", "grace", grace)
 	}
 	d.SetReady(false)
-	// The first service (the milter) stops first: its last transactions finish. The others
-	// (the confirmation listener) stay open until Postfix has delivered the confirmations of
-	// those transactions, so a stop does not delay their receipts until the next start.
+	d.shutdown(svcs, grace)
+	for ; pending > 0; pending-- {
+		<-served
+	}
+	bg.stop()
+	d.Log.Info("stopped")
+	return err
+}
+
+// background is the work that runs beside the services: index refresh, outbox drainer,
+// daily checks, leased jobs and the metrics endpoint.
+type background struct {
+	d       *Daemon
+	cancel  context.CancelFunc
+	drainer *reinject.Drainer
+	drained chan struct{}
+	jobs    *Jobs
+	metrics *http.Server
+}
+
+// startBackground starts the background work. It outlives the services' shutdown, so that
+// receipts committed by the last transactions are sent before exit when Postfix is reachable.
+func (d *Daemon) startBackground(jobs []Job) (*background, error) {
+	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner})
+	if err != nil {
+		return nil, err
+	}
+	sealJob, err := d.SealJob()
+	if err != nil {
+		return nil, err
+	}
+	if sealJob != nil {
+		jobs = append(jobs, *sealJob)
+	}
+	jobs = append(jobs, d.RetentionJob(time.Now), d.HeldJob())
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &background{d: d, cancel: cancel, drainer: drainer, drained: make(chan struct{}), jobs: &Jobs{d: d}}
+	b.jobs.Go(func() { _ = d.Index.Run(ctx) })
+	go func() { defer close(b.drained); _ = drainer.Run(ctx) }()
+	b.jobs.Go(func() { d.daily(ctx) })
+	for _, j := range jobs {
+		b.jobs.Start(ctx, j)
+	}
+	b.metrics = d.serveMetrics()
+	return b, nil
+}
+
+// stop ends the background work, then makes one last outbox pass so that the receipts of the
+// last transactions leave now rather than at the next start.
+func (b *background) stop() {
+	b.cancel()
+	<-b.drained
+	b.jobs.Wait()
+	final, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	if n, err := b.drainer.DrainOnce(final); err != nil {
+		b.d.Log.Warn("final outbox pass incomplete; the rest is sent at the next start", "claimed", n, "error", err)
+	}
+	cancel()
+	if b.metrics != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_ = b.metrics.Shutdown(ctx)
+		cancel()
+	}
+}
+
+// shutdown stops the services within grace. The first service (the milter) stops first: its
+// last transactions finish. The others (the confirmation listener) stay open until Postfix has
+// delivered the confirmations of those transactions, so a stop does not delay their receipts
+// until the next start.
+func (d *Daemon) shutdown(svcs []Service, grace time.Duration) {
 	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
 	_ = svcs[0].Shutdown(ctx)
 	d.waitConfirmations(ctx)
 	var wg sync.WaitGroup
@@ -98,26 +143,6 @@ func (d *Daemon) Run(svcs []Service, grace time.Duration, jobs ...Job) error {
 		wg.Go(func() { _ = svc.Shutdown(ctx) })
 	}
 	wg.Wait()
-	cancel()
-	for ; pending > 0; pending-- {
-		<-served
-	}
-	d.SetReady(false)
-	stopBG()
-	<-drained
-	js.Wait()
-	final, cancelFinal := context.WithTimeout(context.Background(), 15*time.Second)
-	if n, derr := drainer.DrainOnce(final); derr != nil {
-		d.Log.Warn("final outbox pass incomplete; the rest is sent at the next start", "claimed", n, "error", derr)
-	}
-	cancelFinal()
-	if metrics != nil {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		_ = metrics.Shutdown(ctx)
-		cancel()
-	}
-	d.Log.Info("stopped")
-	return err
 }
 
 // waitConfirmations waits, up to 30 s or ctx, until every confirmation this process handed to

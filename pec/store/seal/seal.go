@@ -96,6 +96,7 @@ func (s *Sealer) Files(day string) (export, p7m, tsr string) {
 
 // Seal seals one day. The day must be over (plus Grace), sealed days must be contiguous
 // (the previous day sealed, unless this is the first seal), and a day is sealed once.
+// (Long on purpose: the steps of one day's seal (export, sign, timestamp, chain, store) in the order they must happen.)
 func (s *Sealer) Seal(ctx context.Context, day string) (*store.Seal, error) {
 	if s.d.Keyring == nil || s.d.TSA == nil {
 		return nil, errors.New("seal: signer and seal.tsa_url are needed to seal")

@@ -42,6 +42,7 @@ func (r *Report) fail(format string, a ...any) {
 // changed, went missing or were added. Each problem starts with the name of the check that
 // failed ("chain:", "signature:", "timestamp:", "log:", "files:"). An error means the
 // check could not run; a failed check is in the Report.
+// (Long on purpose: one check after another, each reported under its own name.)
 func (s *Sealer) Verify(ctx context.Context, day string) (*Report, error) {
 	r := &Report{Day: day}
 	seal, err := s.d.Store.GetSeal(ctx, day)

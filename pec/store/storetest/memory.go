@@ -87,6 +87,7 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 
 // commitLocked writes b all or nothing: every check comes before the first change. It
 // reports whether outbox items were added.
+// (Long on purpose: the in-memory mirror of the SQLite transaction, step for step, so both read alike.)
 func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 	if err := m.checkHolds(b.Holds); err != nil {
 		return false, err

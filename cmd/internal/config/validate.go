@@ -1,0 +1,180 @@
+package config
+
+import (
+	"fmt"
+	"net/mail"
+	"strings"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec"
+)
+
+// The checks of each section, applied by Validate and the program-specific validators.
+
+func (cf *Confirm) validate() error {
+	if cf.Listen == "" {
+		return bad("confirm.listen", "required (unix:/path; Postfix's transport_maps routes the confirmation domain there)")
+	}
+	if _, _, err := ParseListen(cf.Listen); err != nil {
+		return bad("confirm.listen", "%v", err)
+	}
+	if cf.SocketMode == "" {
+		cf.SocketMode = "0660"
+	}
+	if cf.SocketGroup == "" {
+		cf.SocketGroup = "postfix"
+	}
+	if cf.Domain == "" {
+		cf.Domain = pec.DefaultConfirmDomain
+	}
+	cf.Domain = strings.ToLower(cf.Domain)
+	if !validDomain(cf.Domain) {
+		return bad("confirm.domain", "%q is not a domain name", cf.Domain)
+	}
+	if cf.Expiry == 0 {
+		cf.Expiry = time.Hour
+	}
+	if cf.RetryWindow == 0 {
+		cf.RetryWindow = 24 * time.Hour
+	}
+	if cf.Expiry < time.Second || cf.RetryWindow < time.Second {
+		return bad("confirm.expiry", "durations of at least 1s")
+	}
+	return nil
+}
+
+func (p *Provider) validate() error {
+	if strings.TrimSpace(p.Name) == "" {
+		return bad("provider.name", "required")
+	}
+	if len(p.Domains) == 0 {
+		return bad("provider.domains", "at least one domain")
+	}
+	for i, d := range p.Domains {
+		d = strings.ToLower(strings.TrimSpace(d))
+		if !validDomain(d) {
+			return bad(fmt.Sprintf("provider.domains[%d]", i), "%q is not a domain name", p.Domains[i])
+		}
+		p.Domains[i] = d
+	}
+	for _, a := range []struct{ key, val string }{
+		{"provider.service_address", p.ServiceAddress},
+		{"provider.receipt_address", p.ReceiptAddress},
+	} {
+		if a.val == "" {
+			return bad(a.key, "required")
+		}
+		if ad, err := mail.ParseAddress(a.val); err != nil || ad.Address != a.val || ad.Name != "" {
+			return bad(a.key, "%q is not a bare address", a.val)
+		}
+	}
+	if !p.ServesDomain(domainOf(p.ServiceAddress)) {
+		return bad("provider.service_address", "%q is not in provider.domains", p.ServiceAddress)
+	}
+	if p.Timezone == "" {
+		p.Timezone = "Europe/Rome"
+	}
+	loc, err := time.LoadLocation(p.Timezone)
+	if err != nil {
+		return bad("provider.timezone", "%q: %v", p.Timezone, err)
+	}
+	p.Location = loc
+	return nil
+}
+
+// ServiceDomain is the domain of the service address: the provider's mail domain, which keys
+// the signer and ends every identificativo.
+func (p *Provider) ServiceDomain() string { return domainOf(p.ServiceAddress) }
+
+// ServesDomain reports whether d (any case) is one of the provider's PEC domains.
+func (p *Provider) ServesDomain(d string) bool {
+	for _, x := range p.Domains {
+		if strings.EqualFold(x, d) {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *Limits) validate() error {
+	if l.MaxRecipients == 0 {
+		l.MaxRecipients = 500
+	}
+	if l.MaxRecipients < 0 {
+		return bad("limits.max_recipients", "%d: must be positive", l.MaxRecipients)
+	}
+	if l.MaxSizeTimesRecipients == 0 {
+		l.MaxSizeTimesRecipients = 30 * 1000 * 1000
+	}
+	if l.MaxSizeTimesRecipients < 0 {
+		return bad("limits.max_size_times_recipients", "must be positive")
+	}
+	if l.HardMaxSize == 0 {
+		l.HardMaxSize = 100 * 1000 * 1000
+	}
+	if l.HardMaxSize < 1024 {
+		return bad("limits.hard_max_size", "%d bytes: too small", l.HardMaxSize)
+	}
+	if l.HardMaxSize > 1<<31 {
+		return bad("limits.hard_max_size", "%d bytes: above 2 GiB, messages are held in memory", l.HardMaxSize)
+	}
+	if l.QueueMaxSize == 0 {
+		l.QueueMaxSize = 104857600
+	}
+	if l.QueueMaxSize < l.HardMaxSize {
+		return bad("limits.queue_max_size", "%d bytes: below limits.hard_max_size (%d); Postfix would refuse first, with no avviso", l.QueueMaxSize, l.HardMaxSize)
+	}
+	return nil
+}
+
+func (l *Log) validate() error {
+	switch strings.ToLower(l.Level) {
+	case "":
+		l.Level = "info"
+	case "debug", "info", "warn", "error":
+		l.Level = strings.ToLower(l.Level)
+	default:
+		return bad("log.level", "%q: want debug, info, warn or error", l.Level)
+	}
+	switch l.Format {
+	case "":
+		l.Format = "json"
+	case "json", "text":
+	default:
+		return bad("log.format", "%q: want json or text", l.Format)
+	}
+	return nil
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+func validNode(n string) bool {
+	for _, r := range n {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return len(n) > 0 && len(n) <= 63
+}
+
+func validDomain(d string) bool {
+	if len(d) == 0 || len(d) > 253 || !strings.Contains(d, ".") {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return false
+		}
+		for _, r := range label {
+			if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+				return false
+			}
+		}
+	}
+	return true
+}
