@@ -195,7 +195,7 @@ func parseReply(reply string) (string, error) {
 	case rest == "OK":
 		return "", nil
 	case strings.HasSuffix(rest, " FOUND"):
-		name := strings.TrimSpace(strings.TrimSuffix(rest, " FOUND"))
+		name := virusName(strings.TrimSuffix(rest, " FOUND"))
 		if name == "" {
 			return "", &Error{Op: "reply", Err: fmt.Errorf("unexpected reply %q", reply)}
 		}
@@ -203,4 +203,24 @@ func parseReply(reply string) (string, error) {
 	default:
 		return "", &Error{Op: "reply", Err: fmt.Errorf("unexpected reply %q", reply)}
 	}
+}
+
+// virusName makes the signature name of a FOUND reply printable: every control character
+// (NUL included) and every byte that is not UTF-8 becomes "?". The verdict stands (clamd said
+// FOUND: the message is infected), but the name goes into the legal log, the avviso's
+// errore-esteso and its text, where such bytes are not allowed (XML 1.0 §2.2 forbids NUL
+// in daticert.xml). "" when nothing printable is left.
+func virusName(s string) string {
+	s = strings.ToValidUTF8(s, "?")
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return '?'
+		}
+		return r
+	}, s)
+	s = strings.TrimSpace(s)
+	if strings.Trim(s, "?") == "" {
+		return ""
+	}
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/gestore-pec/gestore/pec/clamd"
 	"github.com/gestore-pec/gestore/pec/clamd/clamdtest"
@@ -136,17 +137,57 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
+// TestParseReplyNames: a FOUND reply is a virus whatever its name holds; the name is made
+// printable (it goes into daticert.xml and the log), and a name with nothing printable is a
+// broken reply, as an empty one is.
+func TestParseReplyNames(t *testing.T) {
+	for reply, want := range map[string]string{
+		"stream: Eicar-Signature FOUND":         "Eicar-Signature",
+		"1: stream: Win.Test.EICAR_HDB-1 FOUND": "Win.Test.EICAR_HDB-1",
+		"stream: Bad\x00Name FOUND":             "Bad?Name",
+		"stream: Latin\xe8\r\nX FOUND":          "Latin???X",
+		"stream: OK":                            "",
+	} {
+		v, err := clamd.ParseReplyForTest(reply)
+		if err != nil || v != want {
+			t.Errorf("%q: %q, %v; want %q", reply, v, err, want)
+		}
+	}
+	for _, reply := range []string{"stream: \x00 FOUND", "stream:  FOUND", "stream: \x01\x02 FOUND", "stream: oops", "INSTREAM size limit exceeded. ERROR"} {
+		if v, err := clamd.ParseReplyForTest(reply); !errors.Is(err, clamd.ErrUnavailable) {
+			t.Errorf("%q: %q, %v; want a broken reply (ErrUnavailable)", reply, v, err)
+		}
+	}
+}
+
+// FuzzParseReply: any reply gives a verdict or a temporary error, and a verdict agrees with
+// the reply: "" only for "stream: OK", else a printable name taken from a FOUND reply.
+// testdata/fuzz/FuzzParseReply holds the crasher "stream: \x00 FOUND" (a NUL in the name).
 func FuzzParseReply(f *testing.F) {
 	for _, s := range []string{"stream: OK", "stream: Eicar FOUND", "x ERROR", "", "stream: FOUND", "1: stream: OK"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		v, err := clamd.ParseReplyForTest(s)
-		if err == nil && v != "" && strings.ContainsAny(v, "\x00") {
-			t.Fatalf("virus name with NUL from %q", s)
+		if err != nil {
+			if !errors.Is(err, clamd.ErrUnavailable) {
+				t.Fatalf("error %v does not wrap ErrUnavailable", err)
+			}
+			return
 		}
-		if err != nil && !errors.Is(err, clamd.ErrUnavailable) {
-			t.Fatalf("error %v does not wrap ErrUnavailable", err)
+		reply := strings.TrimSpace(s)
+		switch {
+		case v == "" && !strings.HasSuffix(reply, "stream: OK"):
+			t.Fatalf("clean verdict from %q", s)
+		case v != "" && !strings.HasSuffix(reply, " FOUND"):
+			t.Fatalf("virus %q from %q, not a FOUND reply", v, s)
+		case !utf8.ValidString(v) || v != strings.TrimSpace(v):
+			t.Fatalf("virus name %q from %q", v, s)
+		}
+		for _, r := range v {
+			if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+				t.Fatalf("virus name %q with a control character from %q", v, s)
+			}
 		}
 	})
 }
