@@ -11,7 +11,6 @@ require (
 	github.com/miekg/pkcs11 v1.1.2
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
-	github.com/smallstep/pkcs7 v0.2.3
 	gopkg.in/yaml.v3 v3.0.1
 )
 

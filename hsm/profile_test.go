@@ -2,11 +2,6 @@ package hsm_test
 
 import (
 	"crypto/x509"
-	"encoding/base64"
-	"io"
-	"mime"
-	"mime/multipart"
-	"net/mail"
 	"os"
 	"strings"
 	"testing"
@@ -14,50 +9,22 @@ import (
 
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/internal/corpus"
-	"github.com/smallstep/pkcs7"
+	"github.com/gestore-pec/gestore/pec/smime"
 )
 
-// signerCert extracts the signer certificate of a real multipart/signed PEC message.
+// signerCert extracts the signer certificate of a real multipart/signed PEC message
+// (smime.Verify checks the signature over the exact bytes and returns its signer).
 func signerCert(t *testing.T, name string) *x509.Certificate {
 	t.Helper()
-	f, err := os.Open(corpus.Path("real", name))
+	raw, err := os.ReadFile(corpus.Path("real", name))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer f.Close()
-	msg, err := mail.ReadMessage(f)
+	v, err := smime.Verify(raw, smime.VerifyOptions{})
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%s: %v", name, err)
 	}
-	_, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
-	for {
-		p, err := mr.NextRawPart()
-		if err != nil {
-			t.Fatalf("%s: no signature part: %v", name, err)
-		}
-		if !strings.Contains(p.Header.Get("Content-Type"), "pkcs7-signature") {
-			continue
-		}
-		b, _ := io.ReadAll(p)
-		der, err := base64.StdEncoding.DecodeString(strings.Map(func(r rune) rune {
-			if r == '\r' || r == '\n' || r == ' ' {
-				return -1
-			}
-			return r
-		}, string(b)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p7, err := pkcs7.Parse(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return p7.GetOnlySigner()
-	}
+	return v.Signer
 }
 
 func checks(ps []hsm.Problem) string {
