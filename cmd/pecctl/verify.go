@@ -81,6 +81,7 @@ type verifier struct {
 	at    time.Time // --at; zero: the signing time
 }
 
+// (Long on purpose: flag parsing, the checks of every file and the report of one command.)
 func runVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)

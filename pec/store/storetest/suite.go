@@ -144,6 +144,7 @@ func SampleEvent(i int, at time.Time) store.Event {
 	}
 }
 
+// (Long on purpose: one table of queries and the events each must find.)
 func testLogSearch(t *testing.T, s store.Store) {
 	ev := func(kind store.EventKind, id, sender, subj string, at time.Time, rcpts ...string) store.Event {
 		e := store.Event{Time: at, Identificativo: id, Kind: kind, Sender: sender, Subject: subj, Gestore: "Provider A S.p.A."}

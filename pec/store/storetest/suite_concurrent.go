@@ -268,6 +268,7 @@ func testConcurrentConfirm(t *testing.T, e *env) {
 // testConcurrentConfirmExpire: confirmations through one handle race two expiry sweeps,
 // one per handle. Each record's OnConfirm is committed once; its OnExpiry once if the
 // expiry came first (then the release is Late), never otherwise.
+// (Long on purpose: a race set up, run and judged in one place.)
 func testConcurrentConfirmExpire(t *testing.T, e *env) {
 	ctx := context.Background()
 	s1, s2 := e.db(), e.db()

@@ -35,6 +35,7 @@ func ids(items []store.OutboxItem) string {
 	return out
 }
 
+// (Long on purpose: the life of one outbox item, step by step.)
 func testOutbox(t *testing.T, e *env) {
 	ctx := context.Background()
 	s := e.db()
