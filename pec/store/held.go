@@ -77,8 +77,8 @@ func (h *Held) validate() error {
 		return fmt.Errorf("%w: held record needs identificativo and creation time", ErrInvalid)
 	}
 	for _, b := range []*Batch{&h.OnConfirm, &h.OnExpiry} {
-		if len(b.Holds) > 0 {
-			return fmt.Errorf("%w: a held record's batches hold no held records", ErrInvalid)
+		if len(b.Holds) > 0 || len(b.Deliveries) > 0 {
+			return fmt.Errorf("%w: a held record's batches hold no held records and no delivery marks", ErrInvalid)
 		}
 		if err := b.Validate(); err != nil {
 			return err

@@ -160,5 +160,10 @@ func (b *Batch) Validate() error {
 			return err
 		}
 	}
+	for i := range b.Deliveries {
+		if err := b.Deliveries[i].validate(); err != nil {
+			return err
+		}
+	}
 	return nil
 }

@@ -23,8 +23,8 @@
 //	return accept
 //
 // Commit is all or nothing: the events, tracking rows, transitions, outbox items,
-// quarantine items and held records of a Batch are written in one transaction, so a crash leaves either all
-// of them or none (DESIGN.md "Durability"). After Commit returns nil the data is on disk
+// quarantine items, held records and delivery marks of a Batch are written in one
+// transaction, so a crash leaves either all of them or none (DESIGN.md "Durability"). After Commit returns nil the data is on disk
 // (SQLite: WAL + synchronous=FULL). A failed Commit may be retried with the same Batch.
 //
 // Commit is idempotent where replays are expected: an outbox item whose MessageID is already
@@ -121,6 +121,9 @@ type Store interface {
 	// Holder keeps the held steps (held.go).
 	Holder
 
+	// Deliveries keeps the delivery point's records: one copy per mailbox (delivery.go).
+	Deliveries
+
 	Close() error
 }
 
@@ -164,6 +167,7 @@ type Batch struct {
 	Outbox      []OutboxItem
 	Quarantine  []QuarantineItem
 	Holds       []Held
+	Deliveries  []DeliveryMark
 }
 
 // Log appends an event.
@@ -184,7 +188,10 @@ func (b *Batch) Keep(q QuarantineItem) { b.Quarantine = append(b.Quarantine, q) 
 // Hold stores a held step or a final outcome kept for retries (see Held).
 func (b *Batch) Hold(h Held) { b.Holds = append(b.Holds, h) }
 
+// Mark closes or releases a delivery record (see Deliveries).
+func (b *Batch) Mark(d DeliveryMark) { b.Deliveries = append(b.Deliveries, d) }
+
 // Empty reports whether the batch writes nothing.
 func (b *Batch) Empty() bool {
-	return len(b.Events)+len(b.Inserts)+len(b.Transitions)+len(b.Outbox)+len(b.Quarantine)+len(b.Holds) == 0
+	return len(b.Events)+len(b.Inserts)+len(b.Transitions)+len(b.Outbox)+len(b.Quarantine)+len(b.Holds)+len(b.Deliveries) == 0
 }

@@ -53,6 +53,11 @@ func commitBatch(tx *sql.Tx, b *store.Batch, now time.Time) error {
 			return err
 		}
 	}
+	for i := range b.Deliveries {
+		if err := markDelivery(tx, &b.Deliveries[i]); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -150,6 +150,22 @@ CREATE TABLE held (
 CREATE INDEX held_expires ON held(expires) WHERE state = 'held';
 CREATE INDEX held_created ON held(created);
 `,
+	// 3: the delivery point's records (store.Deliveries).
+	`
+CREATE TABLE deliveries (
+	mailbox    TEXT NOT NULL COLLATE NOCASE,
+	message_id TEXT NOT NULL,
+	owner      TEXT NOT NULL,
+	until      INTEGER NOT NULL,           -- lease end while open, Unix nanoseconds
+	since      INTEGER NOT NULL,           -- first claim
+	done       INTEGER NOT NULL DEFAULT 0,
+	outcome    TEXT NOT NULL DEFAULT '',
+	done_at    INTEGER NOT NULL DEFAULT 0,
+	PRIMARY KEY (mailbox, message_id)
+) WITHOUT ROWID;
+CREATE INDEX deliveries_done_at ON deliveries(done_at) WHERE done = 1;
+CREATE INDEX deliveries_until ON deliveries(until) WHERE done = 0;
+`,
 }
 
 // migrate brings the schema to the latest version inside one BEGIN IMMEDIATE transaction,

@@ -39,6 +39,7 @@ type memState struct {
 	held       []*store.Held // in creation order
 	heldByTok  map[string]*store.Held
 	heldByKey  map[string]*store.Held
+	deliveries map[store.DeliveryKey]*delivery
 }
 
 type lease struct {
@@ -92,6 +93,9 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 	if err := m.checkHolds(b.Holds); err != nil {
 		return false, err
 	}
+	if err := m.checkDeliveries(b.Deliveries); err != nil {
+		return false, err
+	}
 	// Work on copies of what a transition changes, so a conflict leaves nothing behind.
 	newRows := map[[2]string]store.Tracking{}
 	get := func(k [2]string) (store.Tracking, bool) {
@@ -127,6 +131,7 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 	for k, r := range newRows {
 		m.tracking[k] = r
 	}
+	m.applyDeliveries(b.Deliveries)
 	for _, e := range b.Events {
 		m.seq++
 		e.Seq = m.seq

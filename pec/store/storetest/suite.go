@@ -83,12 +83,19 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"HeldConfirmConflict", one(testHeldConfirmConflict)},
 		{"HeldExpireThenLateConfirm", one(testHeldExpire)},
 		{"HeldPurge", one(testHeldPurge)},
+		{"DeliveryClaimAndClose", testDeliveryClaimAndClose},
+		{"DeliveryOpenRecords", testDeliveryOpenRecords},
+		{"DeliveryRelease", testDeliveryRelease},
+		{"DeliveryKeys", testDeliveryKeys},
+		{"DeliveryPurge", testDeliveryPurge},
+		{"DeliveryInvalid", testDeliveryInvalid},
 		{"TwoHandlesShareOneDatabase", testTwoHandlesShare},
 		{"TwoHandlesClaimConcurrently", testConcurrentClaims},
 		{"TwoHandlesTransitionConcurrently", testConcurrentTransitions},
 		{"TwoHandlesLeaseConcurrently", testConcurrentLeases},
 		{"TwoHandlesConfirmConcurrently", testConcurrentConfirm},
 		{"TwoHandlesConfirmAndExpireConcurrently", testConcurrentConfirmExpire},
+		{"TwoHandlesClaimDeliveriesConcurrently", testConcurrentDeliveryClaims},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
