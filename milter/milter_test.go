@@ -119,42 +119,53 @@ func (h *harness) session(t *testing.T, role string) (*milter.ClientSession, *mi
 
 func send(t *testing.T, s *milter.ClientSession, macros *milter.MacroBag, x trx) result {
 	t.Helper()
+	r, err := trySend(s, macros, x)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// trySend runs one transaction and returns what went wrong instead of failing the test, so a
+// goroutine can report it to the test's goroutine (t.Fatal must not be called from another
+// goroutine: it would end that goroutine only, and the test would wait for ever).
+func trySend(s *milter.ClientSession, macros *milter.MacroBag, x trx) (result, error) {
 	macros.Set(milter.MacroAuthAuthen, x.login)
 	macros.Set(milter.MacroQueueId, "4XyZ12AbC")
 	act, err := s.Mail("<"+x.from+">", "")
 	if err != nil {
-		t.Fatal(err)
+		return result{}, fmt.Errorf("Mail: %w", err)
 	}
 	if act.Type != milter.ActionContinue {
-		return result{act: act}
+		return result{act: act}, nil
 	}
 	for _, r := range x.rcpts {
 		if act, err := s.Rcpt("<"+r+">", ""); err != nil || act.Type != milter.ActionContinue {
-			t.Fatalf("Rcpt: %v %v", act, err)
+			return result{}, fmt.Errorf("Rcpt: %v %v", act, err)
 		}
 	}
 	if act, err := s.DataStart(); err != nil || act.Type != milter.ActionContinue {
-		t.Fatalf("Data: %v %v", act, err)
+		return result{}, fmt.Errorf("Data: %v %v", act, err)
 	}
 	hdr, body, err := pec.SplitHeader(x.msg)
 	if err != nil {
-		t.Fatal(err)
+		return result{}, err
 	}
 	for _, f := range hdr {
 		// Postfix sends the value after the colon, folded lines separated by LF.
 		v := strings.ReplaceAll(strings.TrimSuffix(string(f.Raw[len(f.Name)+1:]), "\r\n"), "\r\n", "\n")
 		if _, err := s.HeaderField(f.Name, v, nil); err != nil {
-			t.Fatal(err)
+			return result{}, fmt.Errorf("header %s: %w", f.Name, err)
 		}
 	}
 	if act, err := s.HeaderEnd(); err != nil || act.Type != milter.ActionContinue {
-		t.Fatalf("EOH: %v %v", act, err)
+		return result{}, fmt.Errorf("EOH: %v %v", act, err)
 	}
 	mods, act, err := s.BodyReadFrom(bytes.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return result{}, fmt.Errorf("body: %w", err)
 	}
-	return result{mods: mods, act: act}
+	return result{mods: mods, act: act}, nil
 }
 
 const original = "Received: from client.example by mx.pec-a.test\r\n" +
@@ -402,11 +413,22 @@ func TestShutdownFinishesInflight(t *testing.T) {
 	})
 	s1, m1 := h.session(t, RoleAccess)
 	s2, m2 := h.session(t, RoleAccess)
-	res := make(chan result, 1)
+	type sent struct {
+		r   result
+		err error
+	}
+	res := make(chan sent, 1)
 	go func() {
-		res <- send(t, s1, m1, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+		r, err := trySend(s1, m1, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+		res <- sent{r, err}
 	}()
-	<-entered
+	select {
+	case <-entered:
+	case x := <-res:
+		t.Fatalf("the first transaction ended before reaching the engine: %v, %v", x.r.act, x.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first transaction never reached the engine")
+	}
 	shut := make(chan error, 1)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
@@ -424,8 +446,8 @@ func TestShutdownFinishesInflight(t *testing.T) {
 	default:
 	}
 	unblock()
-	if r := <-res; r.act.Type != milter.ActionAccept {
-		t.Fatalf("in-flight transaction: %v", r.act)
+	if x := <-res; x.err != nil || x.r.act.Type != milter.ActionAccept {
+		t.Fatalf("in-flight transaction: %v, %v", x.r.act, x.err)
 	}
 	if err := <-shut; err != nil {
 		t.Fatal(err)
