@@ -21,6 +21,7 @@ PKGS=(
 	libxml2-utils openssl ca-certificates
 	swaks libnet-ssleay-perl
 	iproute2 procps util-linux bsdutils
+	postgresql postgresql-client
 	curl sqlite3 jq
 	gcc libc6-dev
 )

@@ -36,11 +36,11 @@
 // sent.
 //
 // The log is append-only: the interface has no way to change or delete an event, and the
-// SQLite schema has triggers that abort any UPDATE or DELETE of the events table.
+// SQL schemas have triggers that abort any UPDATE or DELETE of the events table.
 //
-// Implementations: sqlite (default, several processes on one machine share one file) and
-// storetest.Memory (fast engine tests). storetest.Run is the conformance suite every
-// implementation passes; a PostgreSQL implementation must pass it too.
+// Implementations: sqlite (default, several processes on one machine share one file),
+// postgres (several nodes share one database) and storetest.Memory (fast engine tests).
+// storetest.Run is the conformance suite every implementation passes.
 package store
 
 import (

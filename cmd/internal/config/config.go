@@ -270,8 +270,12 @@ func (c *Config) Validate() error {
 			return bad("metrics.listen", "%q: want host:port", c.Metrics.Listen)
 		}
 	}
-	if c.Store.Driver == "" {
-		return bad("store.driver", "required (sqlite)")
+	switch c.Store.Driver {
+	case "":
+		return bad("store.driver", "required (sqlite or postgres)")
+	case "sqlite", "postgres":
+	default:
+		return bad("store.driver", "%q: want sqlite or postgres", c.Store.Driver)
 	}
 	if c.Store.DSN == "" {
 		return bad("store.dsn", "required")

@@ -66,6 +66,8 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"format: json", "format: xml", "config: log.format:", false},
 		{"listen: \"127.0.0.10:9100\"", "listen: \"9100\"", "config: metrics.listen:", false},
 		{"dsn: /tmp/pec-lab/a/pec.db", "dsn: \"\"", "config: store.dsn:", false},
+		{"driver: sqlite", "driver: mysql", "config: store.driver: \"mysql\": want sqlite or postgres", false},
+		{"driver: sqlite", "driver: \"\"", "config: store.driver: required", false},
 		{"production: false", "prodution: false", "config: provider.prodution: field prodution not found", false},
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:relative.sock\"", "config: milter.listen:", true},
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", socket_mode: \"999\"", "config: milter.socket_mode:", true},
@@ -152,4 +154,24 @@ func TestIdentities(t *testing.T) {
 
 func hsmKey(domain, svc string) hsm.KeyConfig {
 	return hsm.KeyConfig{Domain: domain, ServiceAddress: svc}
+}
+
+// TestStorePostgres: store.driver postgres with a multi-host DSN is a valid configuration.
+func TestStorePostgres(t *testing.T) {
+	base, err := os.ReadFile("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(base), "store: {driver: sqlite, dsn: /tmp/pec-lab/a/pec.db}",
+		`store: {driver: postgres, dsn: "postgres://pec@db1:5432,db2:5432/pec?target_session_attrs=read-write"}`, 1)
+	if doc == string(base) {
+		t.Fatal("test case does not apply")
+	}
+	c, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Store.Driver != "postgres" || !strings.Contains(c.Store.DSN, "db1:5432,db2:5432") {
+		t.Errorf("store: %+v", c.Store)
+	}
 }

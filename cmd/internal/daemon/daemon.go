@@ -21,6 +21,7 @@ import (
 	"github.com/gestore-pec/gestore/pec/clamd"
 	"github.com/gestore-pec/gestore/pec/igpec"
 	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/postgres"
 	"github.com/gestore-pec/gestore/pec/store/sqlite"
 )
 
@@ -87,13 +88,16 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 	return d, nil
 }
 
-// OpenStore opens the store the configuration's driver names. A second store plugs in here.
+// OpenStore opens the store the configuration's driver names: sqlite (one node) or postgres
+// (several nodes sharing one database).
 func OpenStore(cfg store.Config, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
 	switch cfg.Driver {
 	case "sqlite":
 		return sqlite.New(cfg, sqlite.Deps{Logger: log, Registerer: reg})
+	case "postgres":
+		return postgres.New(cfg, postgres.Deps{Logger: log, Registerer: reg})
 	default:
-		return nil, fmt.Errorf("config: store.driver: %q: want sqlite", cfg.Driver)
+		return nil, fmt.Errorf("config: store.driver: %q: want sqlite or postgres", cfg.Driver)
 	}
 }
 

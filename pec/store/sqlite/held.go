@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/heldcodec"
 )
 
 // Held records (store.Holder). Confirm and ExpireHeld read the record and change its state
@@ -23,11 +24,11 @@ func nullable(s string) any {
 }
 
 func insertHeld(tx *sql.Tx, h *store.Held) error {
-	onConfirm, err := encodeBatch(&h.OnConfirm)
+	onConfirm, err := heldcodec.Encode(&h.OnConfirm)
 	if err != nil {
 		return err
 	}
-	onExpiry, err := encodeBatch(&h.OnExpiry)
+	onExpiry, err := heldcodec.Encode(&h.OnExpiry)
 	if err != nil {
 		return err
 	}
@@ -57,10 +58,10 @@ func scanHeld(sc scanner) (int64, *store.Held, error) {
 	h.Token, h.Key, h.State = token.String, key.String, store.HeldState(state)
 	h.Created, h.Expires, h.ReleasedAt, h.ExpiredAt = fromNS(created), fromNS(expires), fromNS(released), fromNS(expired)
 	var err error
-	if h.OnConfirm, err = decodeBatch(onConfirm); err != nil {
+	if h.OnConfirm, err = heldcodec.Decode(onConfirm); err != nil {
 		return 0, nil, fmt.Errorf("held record %d: %w", id, err)
 	}
-	if h.OnExpiry, err = decodeBatch(onExpiry); err != nil {
+	if h.OnExpiry, err = heldcodec.Decode(onExpiry); err != nil {
 		return 0, nil, fmt.Errorf("held record %d: %w", id, err)
 	}
 	return id, &h, nil

@@ -1,4 +1,7 @@
-package sqlite
+// Package heldcodec is the stored form of a held record's batches (store.Held OnConfirm and
+// OnExpiry), shared by the SQL stores so that a record written by one reads back in the other
+// (pecctl store migrate copies them as they are).
+package heldcodec
 
 import (
 	"encoding/json"
@@ -88,10 +91,10 @@ type wireQuarantine struct {
 	Raw            []byte   `json:"raw"`
 }
 
-// encodeBatch returns the stored form of b, nil for an empty batch. b has been validated;
+// Encode returns the stored form of b, nil for an empty batch. b has been validated;
 // its own Holds are refused by validation, and store-maintained fields (IDs, outbox
 // delivery state) are not kept: Commit ignores them.
-func encodeBatch(b *store.Batch) ([]byte, error) {
+func Encode(b *store.Batch) ([]byte, error) {
 	if b.Empty() {
 		return nil, nil
 	}
@@ -122,8 +125,8 @@ func encodeBatch(b *store.Batch) ([]byte, error) {
 	return json.Marshal(w)
 }
 
-// decodeBatch reads what encodeBatch wrote, in any version this program knows.
-func decodeBatch(data []byte) (store.Batch, error) {
+// Decode reads what Encode wrote, in any version this program knows.
+func Decode(data []byte) (store.Batch, error) {
 	var b store.Batch
 	if len(data) == 0 {
 		return b, nil
@@ -166,4 +169,18 @@ func decodeBatch(data []byte) (store.Batch, error) {
 			Virus: q.Virus, Sender: q.Sender, Recipients: q.Recipients, QueueID: q.QueueID, Raw: q.Raw})
 	}
 	return b, nil
+}
+
+func ns(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNS(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
 }
