@@ -2,8 +2,11 @@ package pec
 
 import (
 	"net/mail"
+	"slices"
 	"strings"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gestore-pec/gestore/pec/daticert"
 )
@@ -28,7 +31,8 @@ func (c *Classified) check(hasT, hasR bool) {
 			c.add(Error, "header-missing", "§3.2", name, "required header field is missing")
 		}
 	}
-	c.checkSubject(info)
+	c.checkRepeated()
+	prefixOK := c.checkSubject(info)
 	c.checkFrom(info)
 	c.checkTypeHeaders(info)
 	f := c.parts()
@@ -36,21 +40,109 @@ func (c *Classified) check(hasT, hasR bool) {
 	if info.Daticert {
 		c.checkDaticert(info)
 	}
+	if prefixOK {
+		c.checkSubjectCopy(info)
+	}
+	c.checkRecipients(info)
 }
 
-func (c *Classified) checkSubject(info KindInfo) {
+// singletons are the fields a message carries at most once (RFC 5322 §3.6) and the PEC type
+// fields (pec-spec.md §3.1). None is signed: a second Subject, From or X-Ricevuta added on the
+// way is the one many mail clients show. Reply-To is not listed: the buste copy the original's
+// Reply-To fields as they are (pec-spec.md §3.2 #1).
+var singletons = []string{"Date", "From", "To", "Cc", "Message-ID", "Subject",
+	"X-Trasporto", "X-Ricevuta", "X-TipoRicevuta", "X-VerificaSicurezza", "X-Mittente", "X-Riferimento-Message-ID"}
+
+func (c *Classified) checkRepeated() {
+	for _, name := range singletons {
+		if n := c.Header.Count(name); n > 1 {
+			c.add(Error, "header-repeated", "§3.2", name, "%d %s fields; a message has at most one (RFC 5322 §3.6)", n, name)
+		}
+	}
+}
+
+// checkSubject checks the subject prefix of the kind (pec-spec.md §3.1; the hobby prefixes of
+// its "Warning", such as "AVVENUTA CONSEGNA: ", are not PEC) and reports whether it is there.
+func (c *Classified) checkSubject(info KindInfo) bool {
 	v, ok := c.Header.Get("Subject")
 	if !ok {
 		c.add(Error, "subject-prefix", "§3.1", "Subject", "missing; must start with %q", info.Prefix)
-		return
+		return false
 	}
 	if strings.HasPrefix(v, info.Prefix) || strings.HasPrefix(DecodeHeader(v), info.Prefix) {
-		return
+		return true
 	}
-	if strings.HasPrefix(v, strings.TrimSpace(info.Prefix)) && strings.TrimSpace(v) == strings.TrimSpace(info.Prefix) {
-		return // empty original subject: the trailing space may be trimmed by MTAs
+	if strings.TrimSpace(v) == strings.TrimSpace(info.Prefix) {
+		return true // empty original subject: the trailing space may be trimmed by MTAs
 	}
 	c.add(Error, "subject-prefix", "§3.1", "Subject", "%q does not start with %q", trunc(v, 80), info.Prefix)
+	return false
+}
+
+// checkSubjectCopy: the Subject is the prefix followed by the original subject unchanged
+// (pec-spec.md §3.1), and the original subject is signed: daticert oggetto, or for the busta
+// di anomalia (and a daticert without oggetto) the Subject of postacert.eml. The comparison
+// decodes RFC 2047 words and ignores white space runs and characters XML cannot carry; a
+// peer that kept oggetto undecoded still agrees.
+func (c *Classified) checkSubjectCopy(info KindInfo) {
+	want, where, ok := c.signedSubject()
+	if !ok {
+		return
+	}
+	v, _ := c.Header.Get("Subject")
+	dec := DecodeHeader(v)
+	rest, _ := strings.CutPrefix(dec, info.Prefix)
+	if strings.TrimSpace(dec) == strings.TrimSpace(info.Prefix) {
+		rest = ""
+	}
+	if canonText(rest) == canonText(want) {
+		return
+	}
+	if r, ok := strings.CutPrefix(v, info.Prefix); ok && canonText(r) == canonText(want) {
+		return
+	}
+	c.add(Error, "subject-mismatch", "§3.1", "Subject", "%q is not %q followed by the original subject %q of the signed %s", trunc(dec, 80), info.Prefix, trunc(want, 80), where)
+}
+
+func (c *Classified) signedSubject() (subject, where string, ok bool) {
+	if c.Daticert != nil && c.Daticert.Intestazione.Oggetto != nil {
+		return *c.Daticert.Intestazione.Oggetto, "daticert.xml oggetto", true
+	}
+	if ph := c.postacertHeader(); ph != nil && (c.Kind == KindBusta || c.Kind == KindAnomalia) {
+		v, _ := ph.Get("Subject")
+		return DecodeHeader(v), "postacert.eml Subject", true
+	}
+	return "", "", false
+}
+
+// postacertHeader is the header of postacert.eml, nil when absent or unparsable.
+func (c *Classified) postacertHeader() Header {
+	if c.Postacert == nil {
+		return nil
+	}
+	h, _, err := SplitHeader(ToCRLF(c.Postacert))
+	if err != nil {
+		return nil
+	}
+	return h
+}
+
+// canonText is s with white space runs made one space, trimmed, and without control
+// characters and U+FFFD (which daticert.xml writes for what XML cannot carry).
+func canonText(s string) string {
+	var words []string
+	for _, w := range strings.Fields(s) {
+		w = strings.Map(func(r rune) rune {
+			if unicode.IsControl(r) || r == utf8.RuneError {
+				return -1
+			}
+			return r
+		}, w)
+		if w != "" {
+			words = append(words, w)
+		}
+	}
+	return strings.Join(words, " ")
 }
 
 func trunc(s string, n int) string {
@@ -71,13 +163,7 @@ func (c *Classified) checkFrom(info KindInfo) {
 		return
 	}
 	if c.Kind == KindBusta || c.Kind == KindAnomalia {
-		if !strings.HasPrefix(a.Name, "Per conto di: ") {
-			c.add(Warning, "from-per-conto-di", "§3.1", "From", "display name %q should be \"Per conto di: <original sender>\"", a.Name)
-		} else if c.Kind == KindBusta && c.Daticert != nil {
-			if s := strings.TrimPrefix(a.Name, "Per conto di: "); !strings.EqualFold(s, c.Daticert.Intestazione.Mittente) {
-				c.add(Warning, "from-sender-mismatch", "§3.1", "From", "on behalf of %q but daticert mittente is %q", s, c.Daticert.Intestazione.Mittente)
-			}
-		}
+		c.checkPerContoDi(a.Name)
 	}
 	if c.Signer == nil {
 		return
@@ -90,8 +176,111 @@ func (c *Classified) checkFrom(info KindInfo) {
 	c.add(Error, "from-not-signer", "§3.1", "From", "%s is not the rfc822Name of the signing certificate %v (RFC 6109 §2.1)", a.Address, c.Signer.EmailAddresses)
 }
 
+// checkPerContoDi: the display name of the buste's From names the original sender,
+// "Per conto di: <sender>" (pec-spec.md §3.1; the RFC's English "On behalf of:" is
+// tolerated), and that sender is the signed one: daticert mittente, or the From of the
+// received message in the busta di anomalia. Mail clients show the display name, which the
+// signature does not cover; one naming anybody else is an Error.
+func (c *Classified) checkPerContoDi(name string) {
+	name = strings.TrimSpace(name)
+	if name == "" {
+		c.add(Warning, "from-per-conto-di", "§3.1", "From", "no display name; it should be \"Per conto di: <original sender>\"")
+		return
+	}
+	rest, ok := cutPrefixFold(name, "Per conto di:")
+	if !ok {
+		rest, ok = cutPrefixFold(name, "On behalf of:")
+	}
+	if !ok {
+		c.add(Error, "from-sender-mismatch", "§3.1", "From", "display name %q is not \"Per conto di: <original sender>\"", trunc(name, 80))
+		return
+	}
+	rest = strings.TrimSpace(rest)
+	sender, where := c.signedSender()
+	if sender == "" {
+		return
+	}
+	if !strings.EqualFold(rest, sender) {
+		if a, err := addrOf(rest); err != nil || !strings.EqualFold(a.Address, sender) {
+			c.add(Error, "from-sender-mismatch", "§3.1", "From", "on behalf of %q but the signed %s is %q", trunc(rest, 80), where, sender)
+			return
+		}
+	}
+	if !strings.HasPrefix(name, "Per conto di: ") {
+		c.add(Warning, "from-per-conto-di", "§3.1", "From", "display name %q should be \"Per conto di: %s\"", trunc(name, 80), sender)
+	}
+}
+
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
+}
+
+// signedSender is the original sender as signed: daticert mittente, or for the busta di
+// anomalia the single From address of the received message (postacert.eml).
+func (c *Classified) signedSender() (sender, where string) {
+	if c.Daticert != nil {
+		return c.Daticert.Intestazione.Mittente, "daticert.xml mittente"
+	}
+	if c.Kind != KindAnomalia {
+		return "", ""
+	}
+	if v, ok := c.postacertHeader().Get("From"); ok {
+		if a, err := addrOf(v); err == nil {
+			return a.Address, "postacert.eml From"
+		}
+	}
+	return "", ""
+}
+
+// checkRecipients: To and Cc of the buste are the original's unchanged (pec-spec.md §3.2 #1,
+// #2), so they name the same addresses as the signed postacert.eml; the To of a receipt to the
+// sender is the signed daticert mittente (§3.1 "To (header)").
+func (c *Classified) checkRecipients(info KindInfo) {
+	switch {
+	case c.Kind == KindBusta || c.Kind == KindAnomalia:
+		ph := c.postacertHeader()
+		if ph == nil {
+			return
+		}
+		for _, name := range []string{"To", "Cc"} {
+			outer, _ := c.Header.Get(name)
+			signed, _ := ph.Get(name)
+			if addrKey(outer) != addrKey(signed) {
+				c.add(Error, "recipients-mismatch", "§3.2", name, "%q differs from the %s of the signed postacert.eml %q", trunc(outer, 80), name, trunc(signed, 80))
+			}
+		}
+	case info.ToSender && c.Daticert != nil:
+		to, ok := c.Header.Get("To")
+		m := c.Daticert.Intestazione.Mittente
+		if l, err := parseAddrs(to); !ok || err != nil || len(l) != 1 || !strings.EqualFold(l[0].Address, m) {
+			c.add(Error, "to-not-sender", "§3.1", "To", "%q is not the original sender %q (daticert mittente)", trunc(to, 80), m)
+		}
+	}
+}
+
+// addrKey is the set of addresses of an address list, lower case and sorted; an unparsable
+// list is compared as its decoded text.
+func addrKey(v string) string {
+	l, err := parseAddrs(v)
+	if err != nil {
+		return "text:" + canonText(DecodeHeader(v))
+	}
+	set := make([]string, 0, len(l))
+	for _, a := range l {
+		set = append(set, strings.ToLower(a.Address))
+	}
+	slices.Sort(set)
+	return strings.Join(slices.Compact(set), ",")
+}
+
 func (c *Classified) checkTypeHeaders(info KindInfo) {
-	_, sic := c.Header.Get("X-VerificaSicurezza")
+	sicV, sic := c.Header.Get("X-VerificaSicurezza")
+	if sic && strings.TrimSpace(sicV) != "errore" {
+		c.add(Error, "verifica-sicurezza-value", "§3.1", "X-VerificaSicurezza", "%q is not the only value, \"errore\"", trunc(sicV, 80))
+	}
 	switch {
 	case info.Sicurezza && !sic:
 		c.add(Error, "verifica-sicurezza-missing", "§3.2", "X-VerificaSicurezza", "required (value errore) on %s", info.Title)
@@ -103,13 +292,15 @@ func (c *Classified) checkTypeHeaders(info KindInfo) {
 		c.add(Error, "x-mittente-missing", "§3.2", "X-Mittente", "required on the avviso di rilevazione virus")
 	}
 	if hasM && c.Daticert != nil && !strings.EqualFold(strings.TrimSpace(mitt), c.Daticert.Intestazione.Mittente) {
-		c.add(Warning, "x-mittente-mismatch", "§3.2", "X-Mittente", "%q differs from daticert mittente %q", mitt, c.Daticert.Intestazione.Mittente)
+		c.add(Error, "x-mittente-mismatch", "§3.2", "X-Mittente", "%q differs from the signed daticert mittente %q", mitt, c.Daticert.Intestazione.Mittente)
 	}
 	if c.Kind == KindBusta {
 		tr, ok := c.Header.Get("X-TipoRicevuta")
 		switch {
 		case !ok:
 			c.add(Warning, "tiporicevuta-missing", "§3.1", "X-TipoRicevuta", "RFC 6109 §3.1.5 sets it on the busta (real providers omit it when the original had none)")
+		case !daticert.ReceiptType(strings.TrimSpace(tr)).Valid():
+			c.add(Error, "tiporicevuta-value", "§3.1", "X-TipoRicevuta", "%q is not completa, breve or sintetica", trunc(tr, 80))
 		case c.Daticert != nil && c.Daticert.Dati.Ricevuta != "" && !strings.EqualFold(strings.TrimSpace(tr), string(c.Daticert.Dati.Ricevuta)):
 			c.add(Warning, "tiporicevuta-mismatch", "§3.1", "X-TipoRicevuta", "%q but daticert ricevuta is %q", tr, c.Daticert.Dati.Ricevuta)
 		}
@@ -129,13 +320,6 @@ func (c *Classified) checkTypeHeaders(info KindInfo) {
 	if c.Kind == KindBusta {
 		if mid, _ := c.Header.Get("Message-ID"); strings.TrimSpace(mid) != "<"+c.Daticert.Dati.Identificativo+">" {
 			c.add(Error, "message-id-identificativo", "§6.1", "Message-ID", "the busta's Message-ID %q must be <identificativo> %q", mid, c.Daticert.Dati.Identificativo)
-		}
-	}
-	if info.ToSender {
-		if to, ok := c.Header.Get("To"); ok {
-			if a, err := addrOf(to); err != nil || !strings.EqualFold(a.Address, c.Daticert.Intestazione.Mittente) {
-				c.add(Warning, "to-not-sender", "§3.1", "To", "%q should be the original sender %q", to, c.Daticert.Intestazione.Mittente)
-			}
 		}
 	}
 }

@@ -113,7 +113,7 @@ func Classify(msg []byte, opts ClassifyOptions) *Classified {
 	c.Header = h
 	trasporto, hasT := h.Get("X-Trasporto")
 	ricevuta, hasR := h.Get("X-Ricevuta")
-	trasporto, ricevuta = strings.ToLower(strings.TrimSpace(trasporto)), strings.ToLower(strings.TrimSpace(ricevuta))
+	trasporto, ricevuta = strings.TrimSpace(trasporto), strings.TrimSpace(ricevuta)
 
 	ct, _ := h.Get("Content-Type")
 	c.Signed = isSignedType(ct)
@@ -220,6 +220,11 @@ func (c *Classified) findParts() {
 	}
 }
 
+// trasportoKinds and ricevutaKinds map the complete value sets of X-Trasporto and X-Ricevuta
+// (pec-spec.md §3.1, RFC 6109 Appendix A) to kinds. The values are literals: a value that
+// differs only in case is recognised for the kind but is an Error (typeToken).
+var trasportoKinds = map[string]Kind{"posta-certificata": KindBusta, "errore": KindAnomalia}
+
 var ricevutaKinds = map[string]Kind{
 	"accettazione": KindAccettazione, "non-accettazione": KindNonAccettazione, "presa-in-carico": KindPresaInCarico,
 	"avvenuta-consegna": KindConsegnaCompleta, "errore-consegna": KindMancataConsegna,
@@ -235,24 +240,20 @@ var tipoKinds = map[daticert.Tipo]Kind{
 
 func (c *Classified) kindFrom(hasT bool, trasporto string, hasR bool, ricevuta string) Kind {
 	var k Kind
-	switch {
-	case hasT && trasporto == "posta-certificata":
-		k = KindBusta
-	case hasT && trasporto == "errore":
-		k = KindAnomalia
-	case hasR:
-		k = ricevutaKinds[ricevuta]
+	if hasT {
+		k = c.typeToken("X-Trasporto", trasporto, trasportoKinds)
 	}
+	if hasR {
+		if kr := c.typeToken("X-Ricevuta", ricevuta, ricevutaKinds); k == KindOrdinary {
+			k = kr
+		}
+	}
+	// An unknown or missing type header: the signed daticert says what the message is, and
+	// the header's Error (above, or type-header-missing) keeps it from conforming.
 	if k == KindOrdinary && c.Daticert != nil && c.Signed {
 		k = tipoKinds[c.Daticert.Tipo]
 	}
 	if k == KindOrdinary {
-		if hasT {
-			c.add(Error, "type-header-value", "§3.1", "X-Trasporto", "unknown value %q", trasporto)
-		}
-		if hasR {
-			c.add(Error, "type-header-value", "§3.1", "X-Ricevuta", "unknown value %q", ricevuta)
-		}
 		return k
 	}
 	virus := false
@@ -284,6 +285,33 @@ func (c *Classified) kindFrom(hasT bool, trasporto string, hasR bool, ricevuta s
 		}
 	}
 	return k
+}
+
+// typeToken looks a type header value up in its value set and records an Error unless it is
+// the spec's literal exactly (pec-spec.md §3.1 value sets and "Warning": hobby values such as
+// X-Ricevuta: mancata-consegna, or Avvenuta-Consegna, are not PEC). A value that differs
+// only in case still gives its kind, so that the other rules of that kind are checked too.
+func (c *Classified) typeToken(name, v string, set map[string]Kind) Kind {
+	k, ok := set[strings.ToLower(v)]
+	switch {
+	case !ok:
+		c.add(Error, "type-header-value", "§3.1", name, "%q is not a value of %s (pec-spec.md §3.1: %s)", trunc(v, 80), name, tokenList(set))
+	case v != strings.ToLower(v):
+		c.add(Error, "type-header-value", "§3.1", name, "%q is not the literal %q (the values are lower case)", trunc(v, 80), strings.ToLower(v))
+	}
+	return k
+}
+
+func tokenList(set map[string]Kind) string {
+	var l []string
+	for _, k := range Kinds() {
+		for v, sk := range set {
+			if sk == k {
+				l = append(l, v)
+			}
+		}
+	}
+	return strings.Join(l, ", ")
 }
 
 func hasHashParts(msg []byte) bool {
