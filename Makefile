@@ -7,6 +7,7 @@
 #   make check      gofmt, go vet, staticcheck
 #   make fuzz       a short run of every fuzz target
 #   make bench      the Go benchmarks (short)
+#   make bench-store the store benchmarks, SQLite then PostgreSQL in one run (commits/s, search)
 #   make lab-up / lab-down
 
 SHELL      := /bin/bash
@@ -20,7 +21,7 @@ FUZZTIME   ?= 10s
 # integration tests share one lab; keep package parallelism modest on small machines
 TESTFLAGS  ?= -race -shuffle=on -count=1 -timeout 40m
 
-.PHONY: all build test unit integration check fuzz bench lab-up lab-down demo clean tools
+.PHONY: all build test unit integration check fuzz bench bench-store lab-up lab-down demo clean tools
 
 all: build
 
@@ -68,6 +69,15 @@ fuzz:
 PEC_BENCH_EVENTS ?= 1000000
 bench:
 	PEC_BENCH_EVENTS=$(PEC_BENCH_EVENTS) $(GO) test -run '^$$' -bench . -benchtime 3x -benchmem ./...
+
+# The stores compared on one machine in one run: commits with 1, 4 and 16 callers (with and
+# without group commit) and searches over PEC_BENCH_EVENTS events, SQLite first, then
+# PostgreSQL (a private cluster kept under PEC_BENCH_DIR/pg, so the log is built once).
+PEC_BENCH_DIR ?= /tmp/pec-store-bench
+STORE_BENCHTIME ?= 2s
+bench-store:
+	PEC_BENCH_EVENTS=$(PEC_BENCH_EVENTS) PEC_BENCH_DIR=$(PEC_BENCH_DIR) PEC_PG_DIR=$(PEC_BENCH_DIR)/pg \
+	  $(GO) test -p 1 -run '^$$' -bench . -benchtime $(STORE_BENCHTIME) -timeout 120m ./pec/store/sqlite ./pec/store/postgres
 
 lab-up: build
 	bash integration/scripts/install-packages.sh

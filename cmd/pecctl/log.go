@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/cmd/internal/config"
+	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/seal"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
 )
 
 func init() {
@@ -38,7 +38,8 @@ const logUsage = `usage:
 filters: -from T -to T (YYYY-MM-DD local day start, or RFC 3339; -to is exclusive),
   -id IDENTIFICATIVO, -sender ADDR, -recipient ADDR, -subject TEXT (substring),
   -kind K[,K...] (accettazione, busta-trasporto, avvenuta-consegna, ...)
--config reads the provider:, signer:, store: and seal: sections; -db FILE overrides store.dsn.
+-config reads the provider:, signer:, store: and seal: sections; -db overrides store: with
+  sqlite:PATH, postgres:DSN, a postgres:// URL or a bare SQLite path.
 `
 
 // logFile is the configuration pecctl log and stats read: its provider, signer, store and seal
@@ -58,7 +59,11 @@ func readLogFile(path, db string) (*logFile, error) {
 		f.Config = c
 	}
 	if db != "" {
-		f.Store = store.Config{Driver: "sqlite", DSN: db}
+		cfg, err := storeopen.Parse(db)
+		if err != nil {
+			return nil, fmt.Errorf("-db: %w", err)
+		}
+		f.Store = cfg
 	}
 	if f.Store.DSN == "" {
 		return nil, errors.New("store.dsn: not set (give -config or -db)")
@@ -74,11 +79,9 @@ func readLogFile(path, db string) (*logFile, error) {
 	return f, nil
 }
 
+// open opens the store of the configuration (or -db): SQLite or PostgreSQL.
 func (f *logFile) open() (store.Store, error) {
-	if f.Store.Driver != "" && f.Store.Driver != "sqlite" {
-		return nil, fmt.Errorf("store.driver: %q is not supported by this pecctl", f.Store.Driver)
-	}
-	return sqlite.New(f.Store, sqlite.Deps{})
+	return storeopen.Open(f.Store, nil, nil)
 }
 
 func runLog(args []string, stdout, stderr io.Writer) int {
@@ -118,7 +121,7 @@ func logQuery(sub string, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("log "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration `file`")
-	db := fs.String("db", "", "SQLite database `file` (overrides store.dsn)")
+	db := fs.String("db", "", "store `location`: sqlite:PATH, postgres:DSN, a postgres:// URL or a SQLite path (overrides store:)")
 	from := fs.String("from", "", "events at or after `T`")
 	to := fs.String("to", "", "events before `T`")
 	id := fs.String("id", "", "identificativo")

@@ -46,7 +46,7 @@ func logSeal(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("log seal", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration `file`")
-	db := fs.String("db", "", "SQLite database `file` (overrides store.dsn)")
+	db := fs.String("db", "", "store `location`: sqlite:PATH, postgres:DSN, a postgres:// URL or a SQLite path (overrides store:)")
 	day := fs.String("day", "", "the local `day` to seal, YYYY-MM-DD")
 	due := fs.Bool("due", false, "seal every day that is over and not sealed yet")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || (*day == "") == !*due {
@@ -91,7 +91,7 @@ func logVerify(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("log verify", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration `file`")
-	db := fs.String("db", "", "SQLite database `file` (overrides store.dsn)")
+	db := fs.String("db", "", "store `location`: sqlite:PATH, postgres:DSN, a postgres:// URL or a SQLite path (overrides store:)")
 	day := fs.String("day", "", "the sealed `day`, YYYY-MM-DD")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *day == "" {
 		fmt.Fprint(stderr, logUsage)

@@ -16,9 +16,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	_ "github.com/mattn/go-sqlite3" // the tampering test opens the SQLite file directly
+
+	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/hsm/hsmtest"
 	"github.com/gestore-pec/gestore/pec/store"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
+	"github.com/gestore-pec/gestore/pec/store/postgres/pgtest"
 	"github.com/gestore-pec/gestore/pec/tsa"
 )
 
@@ -26,14 +30,31 @@ var rome, _ = time.LoadLocation("Europe/Rome")
 
 type logEnv struct {
 	dir, config, db string
+	store           store.Config
+}
+
+// drivers are the stores pecctl is tested against: every log and stats test runs on both.
+var drivers = []string{"sqlite", "postgres"}
+
+// forEachStore runs fn as a subtest per store driver.
+func forEachStore(t *testing.T, fn func(t *testing.T, driver string)) {
+	for _, d := range drivers {
+		t.Run(d, func(t *testing.T) { fn(t, d) })
+	}
 }
 
 // newLogEnv writes a configuration with a PEM signer from the test keyring, a TSA on
-// loopback, and a database with a few days of realistic events.
-func newLogEnv(t *testing.T) *logEnv {
+// loopback, and a database (SQLite file, or a fresh schema of the shared PostgreSQL
+// cluster) with a few days of realistic events.
+func newLogEnv(t *testing.T, driver string) *logEnv {
 	t.Helper()
 	dir := t.TempDir()
 	e := &logEnv{dir: dir, config: filepath.Join(dir, "pec.yaml"), db: filepath.Join(dir, "pec.db")}
+	e.store = store.Config{Driver: "sqlite", DSN: e.db}
+	if driver == "postgres" {
+		e.db = pgtest.Shared(t).Schema(t)
+		e.store = store.Config{Driver: "postgres", DSN: e.db}
+	}
 	kr := hsmtest.New(t, "Provider A S.p.A.", "pec-a.test")
 	signer, chain, _ := kr.SignerFor("pec-a.test")
 	der, err := x509.MarshalPKCS8PrivateKey(signer)
@@ -68,12 +89,12 @@ func newLogEnv(t *testing.T) *logEnv {
 signer:
   pem_key: %s
   certificate: %s
-store: {driver: sqlite, dsn: %s}
+store: {driver: %s, dsn: "%s"}
 seal: {tsa_url: "%s", tsa_ca: %s, signer_ca: %s, dir: %s, grace: 1ns}
 milter: {listen: "unix:/nonexistent"}
-`, keyFile, certFile, e.db, url, tsaCA, signerCA, filepath.Join(dir, "seals"))))
+`, keyFile, certFile, e.store.Driver, e.db, url, tsaCA, signerCA, filepath.Join(dir, "seals"))))
 
-	st, err := sqlite.Open(e.db, sqlite.Deps{})
+	st, err := storeopen.Open(e.store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,8 +141,10 @@ func (e *logEnv) run(t *testing.T, args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
-func TestLogSearchExportExtract(t *testing.T) {
-	e := newLogEnv(t)
+func TestLogSearchExportExtract(t *testing.T) { forEachStore(t, testLogSearchExportExtract) }
+
+func testLogSearchExportExtract(t *testing.T, driver string) {
+	e := newLogEnv(t, driver)
 	code, out, stderr := e.run(t, "log", "search", "-config", e.config, "-sender", "ALICE@pec-a.test")
 	if code != 0 || strings.Count(out, "\n") != 2 || !strings.Contains(out, "tipo=accettazione: mittente=alice@pec-a.test") ||
 		!strings.Contains(out, "oscar@posta.test (esterno)") || !strings.Contains(out, "2026-09-14 10:00:00 +0200") {
@@ -134,6 +157,11 @@ func TestLogSearchExportExtract(t *testing.T) {
 	code, out, _ = e.run(t, "log", "search", "-config", e.config, "-from", "2026-09-15", "-to", "2026-09-16", "-subject", "FATTURA")
 	if code != 0 || strings.Count(out, "\n") != 3 {
 		t.Fatalf("search by day and subject: %d\n%s", code, out)
+	}
+	// -db names the store without a configuration: driver:location.
+	code, out, stderr = e.run(t, "log", "search", "-db", e.store.Driver+":"+e.db, "-id", "id1@pec-a.test")
+	if code != 0 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("search with -db %s: %d\n%s%s", e.store.Driver, code, out, stderr)
 	}
 	if code, _, stderr := e.run(t, "log", "search", "-config", e.config, "-kind", "bogus"); code != 1 || !strings.Contains(stderr, "bogus") {
 		t.Errorf("unknown kind: %d %s", code, stderr)
@@ -175,8 +203,10 @@ func TestLogSearchExportExtract(t *testing.T) {
 	}
 }
 
-func TestLogSealVerifyAndTampering(t *testing.T) {
-	e := newLogEnv(t)
+func TestLogSealVerifyAndTampering(t *testing.T) { forEachStore(t, testLogSealVerifyAndTampering) }
+
+func testLogSealVerifyAndTampering(t *testing.T, driver string) {
+	e := newLogEnv(t, driver)
 	code, out, stderr := e.run(t, "log", "seal", "-config", e.config, "-due")
 	if code != 0 || !strings.Contains(out, "sealed 2026-09-14: 4 events") || !strings.Contains(out, "sealed 2026-09-15: 4 events") {
 		t.Fatalf("seal -due: %d\n%s%s", code, out, stderr)
@@ -215,22 +245,44 @@ func TestLogSealVerifyAndTampering(t *testing.T) {
 		t.Errorf("verify with another .tsr: %d\n%s", code, out)
 	}
 	os.Remove(tsr) //nolint:errcheck // the checks below run without it: a missing file is no problem
-	db, err := sql.Open("sqlite3", e.db)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
-	for _, q := range []string{`DROP TRIGGER events_no_update`, `UPDATE events SET sender = 'mallory@pec-a.test' WHERE seq = 6`} {
-		if _, err := db.Exec(q); err != nil {
-			t.Fatal(err)
-		}
-	}
+	e.tamper(t, `UPDATE events SET sender = 'mallory@pec-a.test' WHERE seq = 6`)
 	code, out, _ = e.run(t, "log", "verify", "-config", e.config, "-day", "2026-09-15")
 	if code != 1 || !strings.Contains(out, "2026-09-15: FAILED") || !strings.Contains(out, "events changed since the seal (seq): [6]") {
 		t.Fatalf("verify after tampering: %d\n%s", code, out)
 	}
 	if code, _, _ := e.run(t, "log", "verify", "-config", e.config, "-day", "2026-09-14"); code != 0 {
 		t.Error("the untouched day no longer verifies")
+	}
+}
+
+// tamper runs q on the database past the append-only triggers, as an attacker with the
+// database's superuser would: SQLite with the trigger dropped, PostgreSQL with triggers off
+// for the session (session_replication_role).
+func (e *logEnv) tamper(t *testing.T, q string) {
+	t.Helper()
+	if e.store.Driver == "postgres" {
+		ctx := context.Background()
+		c, err := pgx.Connect(ctx, e.db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close(ctx)
+		for _, q := range []string{`SET session_replication_role = replica`, q} {
+			if _, err := c.Exec(ctx, q); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return
+	}
+	db, err := sql.Open("sqlite3", e.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{`DROP TRIGGER events_no_update`, q} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -243,8 +295,10 @@ func readTestFile(t *testing.T, path string) []byte {
 	return b
 }
 
-func TestStats(t *testing.T) {
-	e := newLogEnv(t)
+func TestStats(t *testing.T) { forEachStore(t, testStats) }
+
+func testStats(t *testing.T, driver string) {
+	e := newLogEnv(t, driver)
 	code, out, stderr := e.run(t, "stats", "-config", e.config, "-quadrimestre", "2026-3", "-format", "json")
 	if code != 0 {
 		t.Fatalf("stats: %d %s", code, stderr)

@@ -142,7 +142,7 @@ func runStats(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("stats", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	config := fs.String("config", "", "configuration `file`")
-	db := fs.String("db", "", "SQLite database `file` (overrides store.dsn)")
+	db := fs.String("db", "", "store `location`: sqlite:PATH, postgres:DSN, a postgres:// URL or a SQLite path (overrides store:)")
 	quad := fs.String("quadrimestre", "", "period `YYYY-N`")
 	fromS := fs.String("from", "", "period start `YYYY-MM-DD`")
 	toS := fs.String("to", "", "period end (exclusive) `YYYY-MM-DD`")

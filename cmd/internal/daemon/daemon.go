@@ -7,7 +7,6 @@ package daemon
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -16,13 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gestore-pec/gestore/cmd/internal/config"
+	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/clamd"
 	"github.com/gestore-pec/gestore/pec/igpec"
 	"github.com/gestore-pec/gestore/pec/store"
-	"github.com/gestore-pec/gestore/pec/store/postgres"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
 )
 
 // Daemon holds the opened dependencies of one PEC process.
@@ -91,14 +89,7 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 // OpenStore opens the store the configuration's driver names: sqlite (one node) or postgres
 // (several nodes sharing one database).
 func OpenStore(cfg store.Config, log *slog.Logger, reg prometheus.Registerer) (store.Store, error) {
-	switch cfg.Driver {
-	case "sqlite":
-		return sqlite.New(cfg, sqlite.Deps{Logger: log, Registerer: reg})
-	case "postgres":
-		return postgres.New(cfg, postgres.Deps{Logger: log, Registerer: reg})
-	default:
-		return nil, fmt.Errorf("config: store.driver: %q: want sqlite or postgres", cfg.Driver)
-	}
+	return storeopen.Open(cfg, log, reg)
 }
 
 // SetReady marks the process ready (its listener serves): the readiness endpoint answers 200

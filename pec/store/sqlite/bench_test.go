@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,56 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/storetest"
 )
-
-// benchBatch is what the access point commits for one accepted message: the accettazione
-// and busta events, one tracking row, and the signed accettazione (about 6 KB) in the
-// outbox.
-func benchBatch(i int, raw []byte) *store.Batch {
-	at := time.Now()
-	id := fmt.Sprintf("opec01.%s.%07d.01@pec-a.test", at.Format("20060102150405"), i)
-	e := benchEvent(i, at)
-	e.Identificativo = id
-	b := &store.Batch{}
-	b.Log(e)
-	e.Kind = store.KindBustaTrasporto
-	b.Log(e)
-	b.Track(store.TrackInsert{Identificativo: id, Recipient: e.Recipients[0].Addr, SentAt: at, Sender: e.Sender, Subject: e.Subject, MessageID: e.MessageID})
-	b.Send(store.OutboxItem{MessageID: "<" + id + ".acc>", Kind: "accettazione", Identificativo: id,
-		From: "posta-certificata@pec-a.test", Rcpts: []string{e.Sender}, Raw: raw})
-	return b
-}
-
-// benchEvent is a realistic event: 10,000 senders, 50,000 certified recipients, one
-// external recipient on every third message, subjects of 40 to 80 characters.
-func benchEvent(i int, at time.Time) store.Event {
-	msg := i / 2
-	e := store.Event{
-		Time:           at,
-		Identificativo: fmt.Sprintf("opec01.%07d.01@pec-a.test", msg),
-		Kind:           store.KindAccettazione,
-		Sender:         fmt.Sprintf("utente%d@pec-a.test", (msg*7919)%10000),
-		Recipients:     []store.Recipient{{Addr: fmt.Sprintf("ufficio%d@pec-b.test", (msg*104729)%50000), Type: store.Certified}},
-		Subject:        fmt.Sprintf("Trasmissione fattura elettronica n. %d/2026 - %s", msg, strings.Repeat("x", msg%40)),
-		MessageID:      fmt.Sprintf("<%d.%d@mua.example>", msg, at.Unix()),
-		Gestore:        "Provider A S.p.A.",
-		QueueID:        fmt.Sprintf("4Q%09X", msg),
-		Size:           int64(15000 + msg%200000),
-		Generated:      []string{fmt.Sprintf("opec01.%07d.01.acc@pec-a.test", msg)},
-	}
-	if i%2 == 1 {
-		e.Kind = store.KindBustaTrasporto
-	}
-	if msg%3 == 0 {
-		e.Recipients = append(e.Recipients, store.Recipient{Addr: fmt.Sprintf("info%d@posta.test", msg%1000), Type: store.External})
-	}
-	return e
-}
 
 // BenchmarkCommit measures Commits of realistic batches (2 events each) with one caller and
 // with four concurrent callers, with and without group commit. events/s is the figure.
 func BenchmarkCommit(b *testing.B) {
-	raw := []byte(strings.Repeat("Received: from a by b; signed receipt body line of 76 characters.......\r\n", 80))
+	raw := storetest.BenchRaw
 	for _, c := range []struct {
 		name     string
 		callers  int
@@ -91,7 +47,7 @@ func BenchmarkCommit(b *testing.B) {
 						if i > b.N {
 							return
 						}
-						if err := s.Commit(context.Background(), benchBatch(i, raw)); err != nil {
+						if err := s.Commit(context.Background(), storetest.BenchBatch(i, raw)); err != nil {
 							b.Error(err)
 							return
 						}
@@ -135,10 +91,6 @@ func benchDB(b *testing.B, n int) string {
 	return path
 }
 
-var benchStart = time.Date(2026, 10, 1, 0, 0, 0, 0, time.UTC)
-
-const benchSpan = 30 * 24 * time.Hour
-
 // bulkLoad fills a fresh database without the secondary indexes, in large transactions with
 // synchronous=OFF, then builds the indexes and the address table sorted.
 func bulkLoad(path string, n int) error {
@@ -170,7 +122,7 @@ func bulkLoad(path string, n int) error {
 			return err
 		}
 		for i := lo; i < min(lo+chunk, n); i++ {
-			e := benchEvent(i, benchStart.Add(time.Duration(int64(benchSpan)/int64(n)*int64(i))))
+			e := storetest.BenchEvent(i, storetest.BenchTime(i, n))
 			if _, err := st.Exec(e.Time.UnixNano(), e.Identificativo, string(e.Kind), e.Sender, js(e.Recipients), e.Subject,
 				e.MessageID, e.Gestore, e.ReceiptType, js(nonNil(e.About)), e.Error, e.ErrorDetail, e.Virus, e.QueueID, e.Size,
 				js(e.Generated), e.Time.UnixNano()); err != nil {
@@ -233,7 +185,7 @@ func BenchmarkSearch(b *testing.B) {
 	b.Run("sender-1day", func(b *testing.B) {
 		found := 0
 		for i := 0; i < b.N; i++ {
-			from := benchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
+			from := storetest.BenchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
 			found += count(store.Query{Sender: fmt.Sprintf("utente%d@pec-a.test", r.IntN(10000)), From: from, To: from.Add(24 * time.Hour)})
 		}
 		b.ReportMetric(float64(found)/float64(b.N), "events/op")
@@ -241,14 +193,14 @@ func BenchmarkSearch(b *testing.B) {
 	b.Run("sender-30days", func(b *testing.B) {
 		found := 0
 		for i := 0; i < b.N; i++ {
-			found += count(store.Query{Sender: fmt.Sprintf("utente%d@pec-a.test", r.IntN(10000)), From: benchStart, To: benchStart.Add(benchSpan)})
+			found += count(store.Query{Sender: fmt.Sprintf("utente%d@pec-a.test", r.IntN(10000)), From: storetest.BenchStart, To: storetest.BenchStart.Add(storetest.BenchSpan)})
 		}
 		b.ReportMetric(float64(found)/float64(b.N), "events/op")
 	})
 	b.Run("recipient-1day", func(b *testing.B) {
 		found := 0
 		for i := 0; i < b.N; i++ {
-			from := benchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
+			from := storetest.BenchStart.Add(time.Duration(r.IntN(29)) * 24 * time.Hour)
 			found += count(store.Query{Recipient: fmt.Sprintf("ufficio%d@pec-b.test", r.IntN(50000)), From: from, To: from.Add(24 * time.Hour)})
 		}
 		b.ReportMetric(float64(found)/float64(b.N), "events/op")
