@@ -12,7 +12,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +23,6 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/gestore-pec/gestore/integration/bench/pflisten"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -385,204 +383,6 @@ func containsAny(s, alternatives string) bool {
 	return false
 }
 
-// privateAP is a pec-milter of provider A that only this test uses: its own SQLite store,
-// its own copy of the SoftHSM2 tokens, its own clamd (same signatures), its own socket, and
-// its own temporary copy of A's submission listener pointing to it (pflisten). Breaking one
-// of its dependencies therefore disturbs no other test running on the shared lab, while the
-// message still goes through the real Postfix, SoftHSM2 and clamd.
-type privateAP struct {
-	dir, sock, tokens, db string
-	clamdConf, clamdAddr  string
-	clamd, milter         *exec.Cmd
-	submission            mailtest.Submission
-}
-
-func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
-	t.Helper()
-	p := &privateAP{dir: t.TempDir()}
-	p.sock = filepath.Join(filepath.Dir(a.MilterSocket), "aptest-"+mailtest.Token("s")[2:12]+".sock")
-	p.db = filepath.Join(p.dir, "pec.db")
-
-	// SoftHSM2: a private copy of the token directory.
-	conf, err := os.ReadFile(l.SoftHSM.Conf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var tokendir string
-	for _, line := range strings.Split(string(conf), "\n") {
-		if k, v, ok := strings.Cut(line, "="); ok && strings.TrimSpace(k) == "directories.tokendir" {
-			tokendir = strings.TrimSpace(v)
-		}
-	}
-	p.tokens = filepath.Join(p.dir, "tokens")
-	if out, err := exec.Command("cp", "-a", tokendir, p.tokens).CombinedOutput(); err != nil {
-		t.Fatalf("copy tokens: %v %s", err, out)
-	}
-	hsmConf := filepath.Join(p.dir, "softhsm2.conf")
-	os.WriteFile(hsmConf, []byte("directories.tokendir = "+p.tokens+"\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"), 0o600)
-
-	// clamd: the lab's configuration on another port, private log and temporary directory.
-	lc, err := os.ReadFile(filepath.Join(filepath.Dir(l.Clamd.Log), "clamd.conf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	free, err := pflisten.FreePort("127.0.0.1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.clamdAddr = free
-	_, port, _ := strings.Cut(free, ":")
-	var cc []string
-	for _, line := range strings.Split(string(lc), "\n") {
-		switch strings.Fields(line + " x")[0] {
-		case "TCPSocket", "LogFile", "TemporaryDirectory", "LocalSocket", "PidFile":
-			continue
-		}
-		cc = append(cc, line)
-	}
-	os.MkdirAll(filepath.Join(p.dir, "clamtmp"), 0o700)
-	cc = append(cc, "TCPSocket "+port, "LogFile "+filepath.Join(p.dir, "clamd.log"), "TemporaryDirectory "+filepath.Join(p.dir, "clamtmp"))
-	p.clamdConf = filepath.Join(p.dir, "clamd.conf")
-	os.WriteFile(p.clamdConf, []byte(strings.Join(cc, "\n")+"\n"), 0o600)
-	p.startClamd(t)
-	t.Cleanup(p.stopClamd) // whichever clamd runs at the end (a subtest may restart it)
-
-	// pec.yaml: A's, with the private store, socket and clamd.
-	raw, err := os.ReadFile(a.ConfigFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var y map[string]any
-	if err := yaml.Unmarshal(raw, &y); err != nil {
-		t.Fatal(err)
-	}
-	y["store"] = map[string]any{"driver": "sqlite", "dsn": p.db}
-	y["milter"] = map[string]any{"listen": "unix:" + p.sock, "timeout": "20s"}
-	// Its own confirmation listener and domain, routed by A's transport_maps while the test
-	// runs: the lab's pec-milter does not know this store's tokens.
-	confirmSock := strings.TrimSuffix(p.sock, ".sock") + "-c.sock"
-	confirmDomain := strings.TrimSuffix(filepath.Base(p.sock), ".sock") + ".confirm.invalid"
-	y["confirm"] = map[string]any{"listen": "unix:" + confirmSock, "domain": confirmDomain, "expiry": "30s"}
-	y["clamd"] = map[string]any{"addr": p.clamdAddr, "timeout": "10s"}
-	delete(y, "metrics")
-	out, _ := yaml.Marshal(y)
-	cfg := filepath.Join(p.dir, "pec.yaml")
-	os.WriteFile(cfg, out, 0o600)
-
-	bin := filepath.Join(p.dir, "pec-milter")
-	if out, err := exec.Command("go", "build", "-o", bin, "github.com/gestore-pec/gestore/cmd/pec-milter").CombinedOutput(); err != nil {
-		t.Fatalf("go build pec-milter: %v\n%s", err, out)
-	}
-	logf, _ := os.Create(filepath.Join(p.dir, "pec-milter.log"))
-	p.milter = exec.Command(bin, "-config", cfg)
-	p.milter.Env = append(os.Environ(), "PEC_PIN_"+strings.ToUpper(a.ID)+"="+a.Token.PIN, "SOFTHSM2_CONF="+hsmConf)
-	p.milter.Stdout, p.milter.Stderr = logf, logf
-	if err := p.milter.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if p.milter.ProcessState == nil { // not already stopped by a test
-			p.milter.Process.Signal(syscall.SIGTERM)
-			p.milter.Wait()
-		}
-		logf.Close()
-		os.Remove(p.sock)
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("private pec-milter log:\n%s", b)
-		}
-	})
-	waitDial(t, "unix", p.sock)
-
-	restore, err := pflisten.SetMain(a.Postfix.ConfigDir, "transport_maps",
-		"inline:{ "+confirmDomain+"=lmtp:unix:"+confirmSock+" } $pec_confirm_transport "+siteTransport(t, a))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := restore(); err != nil {
-			t.Errorf("restoring transport_maps: %v", err)
-		}
-	})
-	addr, err := pflisten.FreePort(a.IP)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := pflisten.Add(a.Postfix.ConfigDir, addr, "submission/inet",
-		map[string]string{"smtpd_milters": "unix:" + p.sock, "syslog_name": "postfix/aptest"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := ln.Remove(); err != nil {
-			t.Errorf("removing the temporary listener: %v", err)
-		}
-	})
-	alice := user(t, a, "alice")
-	p.submission = tlsSubmission(t, a, &alice)
-	p.submission.Addr = addr
-	return p
-}
-
-// siteTransport is the part of A's transport_maps after $pec_confirm_transport.
-func siteTransport(t *testing.T, a *lab.Provider) string {
-	t.Helper()
-	out, err := exec.Command("postconf", "-c", a.Postfix.ConfigDir, "-h", "transport_maps").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, rest, _ := strings.Cut(strings.TrimSpace(string(out)), "$pec_confirm_transport")
-	return strings.TrimSpace(rest)
-}
-
-// lastFailure is the last "pec temporary failure" line of the private pec-milter's log.
-func (p *privateAP) lastFailure(t *testing.T) string {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(p.dir, "pec-milter.log"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	last := ""
-	for _, line := range strings.Split(string(b), "\n") {
-		if strings.Contains(line, "pec temporary failure") {
-			last = line
-		}
-	}
-	return last
-}
-
-func (p *privateAP) startClamd(t *testing.T) {
-	t.Helper()
-	p.clamd = exec.Command("clamd", "-c", p.clamdConf)
-	if err := p.clamd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitDial(t, "tcp", p.clamdAddr)
-}
-
-func (p *privateAP) stopClamd() {
-	if p.clamd.ProcessState == nil {
-		p.clamd.Process.Kill()
-		p.clamd.Wait()
-	}
-}
-
-func waitDial(t *testing.T, network, addr string) {
-	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		c, err := net.DialTimeout(network, addr, time.Second)
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s %s never answered: %v", network, addr, err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-}
-
 // A dependency failing during submission gives the SMTP client a temporary failure (4xx) and
 // no accettazione; once it is back, the client's retry is accepted with exactly one
 // accettazione. The providers index is not among the dependencies that can fail here: lookups
@@ -617,7 +417,7 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 				t.Fatal(err)
 			}
 		}},
-		{"store", "pec: commit:", func(t *testing.T) {
+		{"store", "store: temporary failure", func(t *testing.T) {
 			db, err := sql.Open("sqlite3", "file:"+p.db+"?_txlock=exclusive")
 			if err != nil {
 				t.Fatal(err)

@@ -49,6 +49,7 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 			x.observe(start, outcomeTempfail)
 			return nil, err
 		}
+		testHook("after-eom")
 		s.eng.Issued(res.Confirm)
 		x.observe(start, outcomeAccepted)
 		log.Info("pec accepted", "identificativo", res.Identificativo, "outcome", outcomeAccepted, "retry", res.Retry,
@@ -63,8 +64,10 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 }
 
 // submit runs the engine with a deadline, sending progress packets so that Postfix keeps
-// waiting. If Postfix goes away, the engine's context is cancelled (nothing is committed
-// after that point unless the commit had already started).
+// waiting. At the deadline, or when Postfix goes away, it stops waiting at once: the engine's
+// context is cancelled and its late result, if any, is dropped. Nothing is attested by a late
+// result: a held step whose busta Postfix never queued is never confirmed and expires
+// (pec/confirm.go).
 func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
@@ -92,14 +95,11 @@ func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted,
 				return nil, errors.New("engine returned no busta")
 			}
 			return r.res, r.err
+		case <-ctx.Done():
+			return nil, &pec.Temporary{Op: "deadline", Err: fmt.Errorf("end-of-message not decided within milter.timeout (%s)", s.cfg.Timeout)}
 		case <-t.C:
 			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
-				cancel()
-				r := <-ch
-				if r.err == nil {
-					return nil, fmt.Errorf("postfix went away after the commit: %w", err)
-				}
-				return nil, r.err
+				return nil, &pec.Temporary{Op: "progress", Err: fmt.Errorf("postfix went away: %w", err)}
 			}
 		}
 	}

@@ -556,3 +556,26 @@ func TestMemoryBudget(t *testing.T) {
 		t.Errorf("%d bytes still accounted after every transaction ended", left)
 	}
 }
+
+// An engine that ignores its context (a hung HSM, a stuck store) does not hold Postfix past
+// milter.timeout: the reply is 451 at the deadline, the late result is dropped (no busta is
+// handed back), and no progress packet is sent after it.
+func TestDeadlineDoesNotWaitForEngine(t *testing.T) {
+	release := make(chan struct{})
+	h := start(t, Config{Timeout: 300 * time.Millisecond, ProgressInterval: 50 * time.Millisecond},
+		func(context.Context, *pec.Submission) (*pec.Submitted, error) {
+			<-release
+			return accepted(context.Background(), nil)
+		})
+	defer close(release)
+	s, macros := h.session(t, RoleAccess)
+	start := time.Now()
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	took := time.Since(start)
+	if r.act.SMTPCode != 451 || len(r.mods) != 0 {
+		t.Fatalf("action %v mods %v, want 451 and no modification", r.act, r.mods)
+	}
+	if took > 2*time.Second {
+		t.Fatalf("reply after %s, want it at the 300ms deadline", took)
+	}
+}

@@ -138,9 +138,10 @@ type Options struct {
 	HTML bool
 	// Rand is used for boundaries and the CMS; nil = crypto/rand.
 	Rand io.Reader
-	// MaxSize, when positive, is the largest message the builders may produce: a message that
-	// would be larger fails with a *TooBigError before it is signed (Postfix's
-	// message_size_limit minus a margin: cleanup would refuse it after the fact).
+	// MaxSize, when positive, is the largest busta (di trasporto or di anomalia) the builders
+	// may produce: one that would be larger fails with a *TooBigError before it is signed
+	// (Postfix's message_size_limit minus a margin: cleanup would refuse the replacement after
+	// the fact). Receipts are not limited: an avviso must always be sendable.
 	MaxSize int64
 }
 
@@ -249,7 +250,7 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error
 	if err != nil {
 		return nil, fmt.Errorf("pec: signer for %s: %w", p.Domain, err)
 	}
-	if o.MaxSize > 0 {
+	if o.MaxSize > 0 && (c.kind == KindBusta || c.kind == KindAnomalia) {
 		est := int64(len(ent)) + signatureEstimate(chain) + 256
 		for _, f := range hdr {
 			est += int64(len(f.Raw))

@@ -61,6 +61,9 @@ type Config struct {
 	// RetryWindow is how long a client's retry of the same submission finds the first
 	// outcome; default 24h.
 	RetryWindow time.Duration
+	// SignTimeout bounds one signature by the keys; default 10s. Keep it well below
+	// milter.timeout.
+	SignTimeout time.Duration
 }
 
 // Deps are the engine's collaborators.
@@ -137,7 +140,11 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	if cfg.RetryWindow == 0 {
 		cfg.RetryWindow = 24 * time.Hour
 	}
-	if cfg.ConfirmExpiry < 0 || cfg.RetryWindow < 0 {
+	if cfg.SignTimeout == 0 {
+		cfg.SignTimeout = 10 * time.Second
+	}
+	deps.Keys = boundedKeys{deps.Keys, cfg.SignTimeout}
+	if cfg.ConfirmExpiry < 0 || cfg.RetryWindow < 0 || cfg.SignTimeout < 0 {
 		return nil, errors.New("confirm: durations must be positive")
 	}
 	e.cfg, e.deps = cfg, deps

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"testing"
@@ -73,6 +74,11 @@ var provider = pec.Identity{Name: "Provider A S.p.A.", Domain: "pec-a.test",
 
 func newFixture(t testing.TB, lim pec.Limits) *fixture {
 	t.Helper()
+	return newFixtureOpts(t, lim, pec.Options{})
+}
+
+func newFixtureOpts(t testing.TB, lim pec.Limits, opts pec.Options) *fixture {
+	t.Helper()
 	f := &fixture{kr: hsmtest.New(t, provider.Name, "pec-a.test"), clamd: clamdtest.New(t),
 		st: &breakableStore{Memory: storetest.NewMemory()}, now: time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)}
 	f.signer = &breakableSigner{Signer: f.kr}
@@ -80,7 +86,7 @@ func newFixture(t testing.TB, lim pec.Limits) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.ap, err = pec.New(pec.Config{Identities: []pec.Identity{provider}, Node: "test", Limits: lim},
+	f.ap, err = pec.New(pec.Config{Identities: []pec.Identity{provider}, Node: "test", Limits: lim, Options: opts},
 		pec.Deps{Keys: f.signer, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true},
 			Scanner: sc, Store: f.st, Clock: pec.ClockFunc(func() time.Time { return f.now })})
 	if err != nil {
@@ -454,4 +460,44 @@ func isASCIILine(s string) bool {
 		}
 	}
 	return true
+}
+
+// hangingSigner's keys never answer (a hung HSM).
+type hangingSigner struct{ pec.Signer }
+
+type hangingKey struct{ crypto.Signer }
+
+func (h hangingSigner) SignerFor(d string) (crypto.Signer, []*x509.Certificate, error) {
+	s, chain, err := h.Signer.SignerFor(d)
+	return hangingKey{s}, chain, err
+}
+
+func (hangingKey) Sign(io.Reader, []byte, crypto.SignerOpts) ([]byte, error) {
+	select {} // never returns
+}
+
+// A hung HSM does not hold the submission: the signature is bounded by SignTimeout and the
+// failure is temporary, with nothing committed.
+func TestSubmitSignTimeout(t *testing.T) {
+	f := newFixture(t, pec.Limits{})
+	sc, err := clamd.New(clamd.Config{Addr: f.clamd.Addr(), Timeout: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := pec.New(pec.Config{Identities: []pec.Identity{provider}, Node: "test", SignTimeout: 200 * time.Millisecond},
+		pec.Deps{Keys: hangingSigner{f.kr}, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true}, Scanner: sc, Store: f.st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err = eng.Submit(context.Background(), submission(good))
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Submit took %s with a hung HSM", d)
+	}
+	if !errors.Is(err, pec.ErrSignTimeout) || !pec.Reply(err).Temporary() {
+		t.Fatalf("err = %v, want a temporary sign timeout", err)
+	}
+	if f.st.commits != 0 {
+		t.Fatal("committed with a hung HSM")
+	}
 }

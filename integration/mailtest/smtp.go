@@ -136,6 +136,40 @@ func (s Submission) Send(from string, to []string, msg []byte) error {
 	return nil
 }
 
+// SendDroppingReply submits msg like Send but closes the connection right after the final
+// ".", without reading the server's reply: a client whose reply was lost. Postfix may or may
+// not have queued the message; the client cannot know and retries.
+func (s Submission) SendDroppingReply(from string, to []string, msg []byte) error {
+	c, err := s.Dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail(from); err != nil {
+		return stepErr("MAIL", err)
+	}
+	for _, r := range to {
+		if err := c.Rcpt(r); err != nil {
+			return stepErr("RCPT", err)
+		}
+	}
+	id, err := c.Text.Cmd("DATA")
+	if err != nil {
+		return stepErr("DATA", err)
+	}
+	c.Text.StartResponse(id)
+	_, _, err = c.Text.ReadResponse(354)
+	c.Text.EndResponse(id)
+	if err != nil {
+		return stepErr("DATA", err)
+	}
+	w := c.Text.DotWriter()
+	if _, err := w.Write(msg); err != nil {
+		return stepErr("DATA", err)
+	}
+	return w.Close() // writes the final dot; the reply is never read
+}
+
 // Token returns a unique token to put in a Subject and find the message again.
 func Token(prefix string) string {
 	b := make([]byte, 8)

@@ -79,7 +79,7 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		ConfirmDomain: cfg.Confirm.Domain,
 		ConfirmExpiry: cfg.Confirm.Expiry,
 		RetryWindow:   cfg.Confirm.RetryWindow,
-	}, pec.Deps{Keys: d.Keys, Index: d.Index, Scanner: d.Scanner, Store: d.Store})
+	}, pec.Deps{Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store})
 	if err != nil {
 		return nil, err
 	}

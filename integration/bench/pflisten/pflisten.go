@@ -30,41 +30,8 @@ type Listener struct {
 // with every "-o" option of service from ("submission/inet") and then overrides, reloads
 // Postfix and waits until the port answers.
 func Add(configDir, addr, from string, overrides map[string]string) (*Listener, error) {
-	out, err := exec.Command("postconf", "-c", configDir, "-P").Output()
-	if err != nil {
-		return nil, fmt.Errorf("postconf -P: %w", err)
-	}
-	opts := map[string]string{}
-	sc := bufio.NewScanner(bytes.NewReader(out))
-	for sc.Scan() {
-		k, v, ok := strings.Cut(sc.Text(), " = ")
-		if !ok {
-			k, v, ok = strings.Cut(sc.Text(), " =")
-		}
-		if name, found := strings.CutPrefix(k, from+"/"); ok && found {
-			opts[name] = v
-		}
-	}
-	for k, v := range overrides {
-		opts[k] = v
-	}
 	l := &Listener{ConfigDir: configDir, Addr: addr, service: addr + "/inet"}
-	if err := postconf(configDir, "-M", l.service+"="+addr+" inet n - n - - smtpd"); err != nil {
-		return nil, err
-	}
-	keys := make([]string, 0, len(opts))
-	for k := range opts {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	for _, k := range keys {
-		if err := postconf(configDir, "-P", l.service+"/"+k+"="+opts[k]); err != nil {
-			_ = l.Remove()
-			return nil, err
-		}
-	}
-	if err := reload(configDir); err != nil {
-		_ = l.Remove()
+	if err := l.add(addr+" inet n - n - - smtpd", from, overrides); err != nil {
 		return nil, err
 	}
 	deadline := time.Now().Add(15 * time.Second)
@@ -80,6 +47,56 @@ func Add(configDir, addr, from string, overrides map[string]string) (*Listener, 
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// AddUnix creates the unix service name running command (e.g. a private "cleanup"), with every
+// "-o" option of service from ("pec-cleanup/unix") and then overrides, and reloads Postfix.
+func AddUnix(configDir, name, command, from string, overrides map[string]string) (*Listener, error) {
+	l := &Listener{ConfigDir: configDir, service: name + "/unix"}
+	if err := l.add(name+" unix n - n - 0 "+command, from, overrides); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Listener) add(entry, from string, overrides map[string]string) error {
+	out, err := exec.Command("postconf", "-c", l.ConfigDir, "-P").Output()
+	if err != nil {
+		return fmt.Errorf("postconf -P: %w", err)
+	}
+	opts := map[string]string{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " = ")
+		if !ok {
+			k, v, ok = strings.Cut(sc.Text(), " =")
+		}
+		if name, found := strings.CutPrefix(k, from+"/"); ok && found {
+			opts[name] = v
+		}
+	}
+	for k, v := range overrides {
+		opts[k] = v
+	}
+	if err := postconf(l.ConfigDir, "-M", l.service+"="+entry); err != nil {
+		return err
+	}
+	keys := make([]string, 0, len(opts))
+	for k := range opts {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if err := postconf(l.ConfigDir, "-P", l.service+"/"+k+"="+opts[k]); err != nil {
+			_ = l.Remove()
+			return err
+		}
+	}
+	if err := reload(l.ConfigDir); err != nil {
+		_ = l.Remove()
+		return err
+	}
+	return nil
 }
 
 // Remove deletes the entry and reloads Postfix.
