@@ -74,6 +74,12 @@ func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error
 	if strings.TrimSpace(sub.Login) == "" {
 		return nil, ErrNotAuthenticated
 	}
+	if _, ok := e.IdentityFor(sub.Login); !ok {
+		// Issue 12 item 1: only the provider's PEC mailboxes are certified. An ordinary
+		// mailbox sharing this Postfix/Dovecot gets a plain refusal, no avviso: it is not a
+		// PEC user to notify.
+		return nil, ErrNotPECSender
+	}
 	key := submissionKey(sub.Login, sub.Message)
 	if prev, err := e.lookup(ctx, key); err != nil {
 		return nil, err
@@ -235,15 +241,14 @@ func lenientOriginal(msg []byte) *Original {
 	return &Original{Raw: raw, Receipt: daticert.Completa}
 }
 
+// recipientType looks the recipient's domain up in the index (pec-spec.md §2.4, §9.3), in
+// the canonical (lower-case, A-label) form the index keeps.
 func (e *Engine) recipientType(addr string) daticert.RecipientType {
-	if _, dom, ok := strings.Cut(addr, "@"); ok && e.deps.Index.Certified(strings.ToLower(dom)) {
+	if d := domainOf(addr); d != "" && e.deps.Index.Certified(d) {
 		return daticert.Certificato
 	}
 	return daticert.Esterno
 }
-
-// normAddr is the one comparison form of a mailbox for duplicates and tracking keys.
-func normAddr(a string) string { return strings.ToLower(strings.TrimSpace(a)) }
 
 // step is one access-point transaction being decided.
 type step struct {

@@ -4,30 +4,19 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"golang.org/x/text/encoding/ianaindex"
 )
 
-// charsetReader decodes the charsets of RFC 2047 words that real Italian mail uses besides
-// UTF-8: ISO-8859-1/-15 and Windows-1252 (treated as Latin-1 for the letters that matter;
-// the 0x80–0x9F range maps to the Windows-1252 punctuation).
+// charsetReader decodes RFC 2047 words in any charset IANA registers that golang.org/x/text
+// knows (ISO-8859-x, Windows-125x, KOI8, Shift_JIS, GB18030, ...; issue 12 item 8: an
+// "=?iso-8859-2?..." display name is an ordinary Polish or Czech sender, not an invalid
+// address). UTF-8, ISO-8859-1 and US-ASCII never reach it: mime.WordDecoder decodes them
+// itself.
 func charsetReader(charset string, in io.Reader) (io.Reader, error) {
-	switch strings.ToLower(charset) {
-	case "iso-8859-1", "iso8859-1", "latin1", "iso-8859-15", "windows-1252", "cp1252", "us-ascii", "ascii":
-		b, err := io.ReadAll(in)
-		if err != nil {
-			return nil, err
-		}
-		var sb strings.Builder
-		for _, c := range b {
-			if c >= 0x80 && c < 0xA0 {
-				sb.WriteRune(cp1252[c-0x80])
-			} else {
-				sb.WriteRune(rune(c))
-			}
-		}
-		return strings.NewReader(sb.String()), nil
+	enc, err := ianaindex.MIME.Encoding(strings.ToLower(strings.TrimSpace(charset)))
+	if err != nil || enc == nil {
+		return nil, fmt.Errorf("unsupported charset %q", charset)
 	}
-	return nil, fmt.Errorf("unsupported charset %q", charset)
+	return enc.NewDecoder().Reader(in), nil
 }
-
-var cp1252 = [32]rune{'€', '\uFFFD', '‚', 'ƒ', '„', '…', '†', '‡', 'ˆ', '‰', 'Š', '‹', 'Œ', '\uFFFD', 'Ž', '\uFFFD',
-	'\uFFFD', '‘', '’', '“', '”', '•', '–', '—', '˜', '™', 'š', '›', 'œ', '\uFFFD', 'ž', 'Ÿ'}

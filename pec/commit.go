@@ -61,7 +61,7 @@ func track(b *store.Batch, busta *Message, ref TimeRef, tx *Transaction, rcpts [
 	data := daticert.Marshal(&dc)
 	seen := map[string]bool{}
 	for _, r := range rcpts {
-		key := normAddr(r)
+		key := CanonAddr(r)
 		if seen[key] || !certified(r) {
 			continue
 		}

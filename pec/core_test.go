@@ -71,7 +71,7 @@ func TestIdentificativo(t *testing.T) {
 }
 
 func TestFormalChecks(t *testing.T) {
-	base := "From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nCc: bianca@pec-b.test\r\nSubject: s\r\n\r\nbody\r\n"
+	base := "From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nCc: bianca@pec-b.test\r\nSubject: s\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n\r\nbody\r\n"
 	env := Envelope{MailFrom: "alice@pec-a.test", Rcpts: []string{"bruno@pec-b.test", "bianca@pec-b.test"}}
 	cases := []struct {
 		name  string
@@ -97,6 +97,21 @@ func TestFormalChecks(t *testing.T) {
 		{"too many", base, env, "alice@pec-a.test", Limits{MaxRecipients: 1}, ReasonTooManyRcpts},
 		{"too large", base, env, "alice@pec-a.test", Limits{MaxSizeTimesRecipients: int64(len(base))}, ReasonTooLarge},
 		{"long line", base + strings.Repeat("x", 999) + "\r\n", env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		// issue 12 items 5-7b
+		{"header-only recipient", strings.Replace(base, "Cc: bianca@pec-b.test", "Cc: bianca@pec-b.test, carla@pec-b.test", 1), env, "alice@pec-a.test", Limits{}, ReasonHeaderRcptNotInEnvelope},
+		{"same mailbox in To and Cc, domain case", strings.Replace(base, "Cc: bianca@pec-b.test", "Cc: bianca@pec-b.test, bruno@PEC-B.test", 1), env, "alice@pec-a.test", Limits{MaxRecipients: 2}, 0},
+		{"limits count header recipients", base, Envelope{MailFrom: env.MailFrom, Rcpts: []string{"bruno@pec-b.test"}}, "alice@pec-a.test", Limits{}, ReasonHeaderRcptNotInEnvelope},
+		{"sender field", strings.Replace(base, "Subject", "Sender: eve@pec-a.test\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, ReasonSenderField},
+		{"sender field is the login", strings.Replace(base, "Subject", "Sender: alice@pec-a.test\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, 0},
+		{"resent-from", strings.Replace(base, "Subject", "Resent-From: eve@pec-a.test\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, ReasonSenderField},
+		{"two subjects", strings.Replace(base, "Subject: s", "Subject: s\r\nSubject: t", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"two to", strings.Replace(base, "To: bruno@pec-b.test", "To: bruno@pec-b.test\r\nTo: bruno@pec-b.test", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"two message-ids", strings.Replace(base, "Subject", "Message-ID: <a@b>\r\nMessage-ID: <c@d>\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"no date", strings.Replace(base, "Date: Sun, 22 Nov 2026 10:00:00 +0100\r\n", "", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"nul", strings.Replace(base, "body", "bo\x00dy", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"utf-8 header", strings.Replace(base, "Subject: s", "Subject: caff\xc3\xa8", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"malformed message-id", strings.Replace(base, "Subject", "Message-ID: not an id\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, ReasonMalformed},
+		{"message-id with literal", strings.Replace(base, "Subject", "Message-ID: <a.b@[127.0.0.1]>\r\nSubject", 1), env, "alice@pec-a.test", Limits{}, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -230,6 +245,33 @@ func TestRecipientInTo(t *testing.T) {
 	for rcpt, want := range map[string]bool{"a@x": true, "b@x": true, "c@x": false, "d@x": true, "C@X": true} {
 		if got := RecipientInTo(pc, rcpt); got != want {
 			t.Errorf("%s: %v, want %v", rcpt, got, want)
+		}
+	}
+}
+
+// RFC 2047 words in any IANA charset decode (issue 12 item 8): a valid address with an
+// ISO-8859-2 display name is not "invalid", the euro of ISO-8859-15 is a euro (it used to be
+// read as Latin-1), Windows-1252 and KOI8-R decode.
+func TestCharsets(t *testing.T) {
+	for _, c := range []struct{ header, want string }{
+		{"From: =?iso-8859-2?Q?Zbigniew_Brz=EAczyszczykiewicz?= <zb@pec-a.test>", "Zbigniew Brzęczyszczykiewicz"},
+		{"Subject: =?ISO-8859-15?Q?prezzo_100_=A4?=", "prezzo 100 €"},
+		{"Subject: =?windows-1252?B?k3ByZXZlbnRpdm+U?=", "“preventivo”"},
+		{"Subject: =?koi8-r?B?8NLJ18XU?=", "Привет"},
+	} {
+		o, err := ParseOriginal([]byte(c.header + "\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n\r\nx\r\n"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := o.Subject
+		if strings.HasPrefix(c.header, "From:") {
+			if o.FromErr != nil || len(o.From) != 1 {
+				t.Fatalf("%s: %v", c.header, o.FromErr)
+			}
+			got = o.From[0].Name
+		}
+		if got != c.want {
+			t.Errorf("%s: %q, want %q", c.header, got, c.want)
 		}
 	}
 }

@@ -162,7 +162,7 @@ func (e *Engine) IdentityFor(addr string) (Identity, bool) {
 	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
 		d = addr[i+1:]
 	}
-	if id, ok := e.byDomain[strings.ToLower(strings.TrimSpace(d))]; ok {
+	if id, ok := e.byDomain[CanonDomain(d)]; ok {
 		return id, true
 	}
 	return e.Main(), false

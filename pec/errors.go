@@ -62,6 +62,10 @@ func (e *StatusError) SMTPStatus() (int, string, string) { return e.Code, e.Enha
 // §5.2). No avviso is sent: an unauthenticated reverse-path is not a PEC user to notify.
 var ErrNotAuthenticated = &StatusError{Code: 530, Enhanced: "5.7.0", Text: "Authentication required for PEC submission"}
 
+// ErrNotPECSender: the authenticated user is not a mailbox of one of the provider's PEC
+// domains (an ordinary mailbox on the same Postfix/Dovecot). No avviso: not a PEC user.
+var ErrNotPECSender = &StatusError{Code: 550, Enhanced: "5.7.1", Text: "The authenticated user is not a PEC mailbox of this provider"}
+
 // ErrTooLarge is the error of a message above limits.hard_max_size. RFC 6109 §3.1.2: above
 // the hard limit no avviso is produced, the message is refused at SMTP level with 552.
 var ErrTooLarge = &StatusError{Code: 552, Enhanced: "5.3.4", Text: "Message size exceeds fixed maximum message size", Label: OutcomeTooLarge}

@@ -27,6 +27,8 @@ const (
 	ReasonTooManyRcpts                          // more recipients than the provider allows
 	ReasonTooLarge                              // size × recipients over the limit (30 MB by law)
 	ReasonBustaTooLarge                         // the busta would exceed what Postfix queues (message_size_limit)
+	ReasonSenderField                           // Sender or Resent-From/-Sender names someone other than the login
+	ReasonHeaderRcptNotInEnvelope               // a To/Cc address is not an envelope recipient
 )
 
 var reasonNames = map[ReasonCode]string{
@@ -34,6 +36,7 @@ var reasonNames = map[ReasonCode]string{
 	ReasonFromMismatch: "from-mismatch", ReasonLoginMismatch: "login-mismatch", ReasonNoTo: "no-to",
 	ReasonBadAddress: "bad-address", ReasonBcc: "bcc", ReasonRcptNotInHeader: "rcpt-not-in-header",
 	ReasonTooManyRcpts: "too-many-recipients", ReasonTooLarge: "too-large", ReasonBustaTooLarge: "busta-too-large",
+	ReasonSenderField: "sender-field", ReasonHeaderRcptNotInEnvelope: "header-rcpt-not-in-envelope",
 }
 
 // String is a stable name, usable as a bounded metric label.
@@ -81,6 +84,10 @@ func (e *FormalError) Text() string {
 		s = "troppi destinatari: " + e.Detail
 	case ReasonTooLarge:
 		s = "la dimensione del messaggio moltiplicata per il numero dei destinatari supera il limite: " + e.Detail
+	case ReasonSenderField:
+		s = "il campo " + e.Detail + " indica un mittente diverso dall'utente autenticato"
+	case ReasonHeaderRcptNotInEnvelope:
+		s = "il destinatario " + e.Detail + " compare nei campi To o Cc ma non tra i destinatari della sessione SMTP"
 	case ReasonBustaTooLarge:
 		s = "la busta di trasporto supererebbe la dimensione massima accettata dal sistema: " + e.Detail
 	default:
@@ -114,7 +121,7 @@ func SameMailbox(a, b string) bool {
 // SASL identity; it must equal MAIL FROM, compared case-insensitively as logins are (an
 // empty login fails: the access point only takes authenticated submissions).
 func CheckSubmission(orig *Original, env Envelope, login string, lim Limits) *FormalError {
-	if err := checkLines(orig.Raw); err != nil {
+	if err := checkSyntax(orig); err != nil {
 		return err
 	}
 	switch {
@@ -130,6 +137,9 @@ func CheckSubmission(orig *Original, env Envelope, login string, lim Limits) *Fo
 	if login == "" || !strings.EqualFold(strings.TrimSpace(login), strings.TrimSpace(env.MailFrom)) {
 		return &FormalError{Reason: ReasonLoginMismatch, Detail: env.MailFrom}
 	}
+	if err := checkSenderFields(orig, login); err != nil {
+		return err
+	}
 	if orig.AddrErr != nil {
 		return &FormalError{Reason: ReasonBadAddress, Detail: oneLine(addrErrDetail(orig))}
 	}
@@ -139,17 +149,55 @@ func CheckSubmission(orig *Original, env Envelope, login string, lim Limits) *Fo
 	if orig.Bcc != "" {
 		return &FormalError{Reason: ReasonBcc}
 	}
-	for _, r := range env.Rcpts {
-		if !inList(r, orig.To) && !inList(r, orig.Cc) {
-			return &FormalError{Reason: ReasonRcptNotInHeader, Detail: r}
-		}
+	if err := checkRecipients(orig, env); err != nil {
+		return err
 	}
-	n := len(env.Rcpts)
+	// The limits count the distinct To/Cc recipients, which checkRecipients made equal to the
+	// distinct envelope recipients: every one of them gets a copy of the busta (RFC 6109
+	// §3.1.1), and daticert and the texts list each.
+	n := len(orig.Recipients())
 	if lim.MaxRecipients > 0 && n > lim.MaxRecipients {
 		return &FormalError{Reason: ReasonTooManyRcpts, Detail: fmt.Sprintf("%d, il massimo è %d", n, lim.MaxRecipients)}
 	}
 	if total := int64(len(orig.Raw)) * int64(n); lim.MaxSizeTimesRecipients > 0 && total > lim.MaxSizeTimesRecipients {
 		return &FormalError{Reason: ReasonTooLarge, Detail: fmt.Sprintf("%d byte per %d destinatari, il massimo è %d byte", len(orig.Raw), n, lim.MaxSizeTimesRecipients)}
+	}
+	return nil
+}
+
+// checkRecipients: every envelope recipient is a To/Cc recipient (RFC 6109 §3.1.1) and every
+// To/Cc recipient an envelope one: a header-only address would be listed as "certificato,
+// inoltrato" in the signed accettazione though nothing was sent to it. Addresses compare in
+// CanonAddr form.
+func checkRecipients(orig *Original, env Envelope) *FormalError {
+	envelope := map[string]bool{}
+	for _, r := range env.Rcpts {
+		envelope[CanonAddr(r)] = true
+		if !inList(r, orig.To) && !inList(r, orig.Cc) {
+			return &FormalError{Reason: ReasonRcptNotInHeader, Detail: r}
+		}
+	}
+	for _, r := range orig.Recipients() {
+		if !envelope[CanonAddr(r)] {
+			return &FormalError{Reason: ReasonHeaderRcptNotInEnvelope, Detail: r}
+		}
+	}
+	return nil
+}
+
+// checkSenderFields: Sender, Resent-From and Resent-Sender may only name the login. Another
+// address there would travel inside the busta as if the provider had certified it.
+func checkSenderFields(orig *Original, login string) *FormalError {
+	for _, name := range []string{"Sender", "Resent-From", "Resent-Sender"} {
+		for _, f := range orig.Header {
+			if !strings.EqualFold(f.Name, name) {
+				continue
+			}
+			as, err := parseAddrs(f.Value())
+			if err != nil || len(as) != 1 || !strings.EqualFold(CanonAddr(as[0].Address), CanonAddr(login)) {
+				return &FormalError{Reason: ReasonSenderField, Detail: name}
+			}
+		}
 	}
 	return nil
 }
@@ -172,17 +220,30 @@ func addrErrDetail(o *Original) string {
 }
 
 func inList(addr string, list []*mail.Address) bool {
+	c := CanonAddr(addr)
 	for _, a := range list {
-		if SameMailbox(addr, a.Address) {
+		if CanonAddr(a.Address) == c {
 			return true
 		}
 	}
 	return false
 }
 
-// checkLines enforces RFC 5322 §2.1.1: no line over 998 octets. Longer lines would be
-// broken by some MTA and, inside postacert.eml, break the busta's signature.
-func checkLines(raw []byte) *FormalError {
+// checkSyntax enforces what RFC 5322 asks of every message, where breaking it would make the
+// busta or a receipt non-conforming or undeliverable:
+//   - no line over 998 octets (§2.1.1): some MTA would break it, and inside postacert.eml
+//     that breaks the busta's signature;
+//   - no NUL anywhere (§2.3, §3.5: US-ASCII text without NUL; SMTP cannot carry it either);
+//   - header fields in US-ASCII (§2.2): UTF-8 headers need SMTPUTF8 end to end, which PEC
+//     peers do not offer; the busta would bounce at the recipient's MTA with nobody told;
+//   - From, To, Cc, Subject, Date and Message-ID at most once, and a Date (§3.6);
+//   - a Message-ID, when present, with the msg-id syntax (§3.6.4): it is copied into every
+//     receipt's X-Riferimento-Message-ID and daticert msgid.
+func checkSyntax(orig *Original) *FormalError {
+	raw := orig.Raw
+	if bytes.IndexByte(raw, 0) >= 0 {
+		return &FormalError{Reason: ReasonMalformed, Detail: "il messaggio contiene caratteri NUL"}
+	}
 	for len(raw) > 0 {
 		i := bytes.IndexByte(raw, '\n')
 		line := raw
@@ -195,7 +256,58 @@ func checkLines(raw []byte) *FormalError {
 			return &FormalError{Reason: ReasonMalformed, Detail: "riga più lunga di 998 caratteri"}
 		}
 	}
+	head := orig.Raw[:len(orig.Raw)-len(orig.Body)]
+	for _, c := range head {
+		if c >= 0x80 {
+			return &FormalError{Reason: ReasonMalformed, Detail: "caratteri non ASCII nelle intestazioni (SMTPUTF8 non supportato dalla posta certificata)"}
+		}
+	}
+	for _, name := range []string{"To", "Cc", "Subject", "Date", "Message-ID"} {
+		if orig.Header.Count(name) > 1 {
+			return &FormalError{Reason: ReasonMalformed, Detail: "il campo " + name + " compare più di una volta"}
+		}
+	}
+	if _, ok := orig.Header.Get("Date"); !ok {
+		return &FormalError{Reason: ReasonMalformed, Detail: "manca il campo Date"}
+	}
+	if v, ok := orig.Header.Get("Message-ID"); ok && !validMsgID(strings.TrimSpace(v)) {
+		return &FormalError{Reason: ReasonMalformed, Detail: "Message-ID non conforme: " + trunc(oneLine(v), 80)}
+	}
 	return nil
+}
+
+// validMsgID checks RFC 5322 §3.6.4 msg-id: "<" dot-atom-text "@" (dot-atom-text /
+// no-fold-literal) ">".
+func validMsgID(v string) bool {
+	if len(v) < 5 || v[0] != '<' || v[len(v)-1] != '>' {
+		return false
+	}
+	left, right, ok := strings.Cut(v[1:len(v)-1], "@")
+	if !ok || !dotAtom(left) {
+		return false
+	}
+	if strings.HasPrefix(right, "[") && strings.HasSuffix(right, "]") && len(right) > 2 {
+		for _, c := range right[1 : len(right)-1] {
+			if c < 33 || c > 126 || c == '[' || c == ']' || c == '\\' {
+				return false
+			}
+		}
+		return true
+	}
+	return dotAtom(right)
+}
+
+func dotAtom(s string) bool {
+	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || strings.IndexByte("!#$%&'*+-/=?^_`{|}~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 // NewSubmissionTransaction builds the transaction of a submission even when the checks
@@ -204,10 +316,8 @@ func checkLines(raw []byte) *FormalError {
 // providers index lookup).
 func NewSubmissionTransaction(id string, orig *Original, env Envelope, typeOf func(addr string) daticert.RecipientType) *Transaction {
 	var rcpts []Recipient
-	for _, list := range [][]*mail.Address{orig.To, orig.Cc} {
-		for _, a := range list {
-			rcpts = append(rcpts, Recipient{Addr: a.Address, Type: typeOf(a.Address)})
-		}
+	for _, a := range orig.Recipients() {
+		rcpts = append(rcpts, Recipient{Addr: a, Type: typeOf(a)})
 	}
 	if len(rcpts) == 0 {
 		for _, r := range env.Rcpts {

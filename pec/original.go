@@ -218,6 +218,23 @@ func ParseOriginal(msg []byte) (*Original, error) {
 	return o, nil
 }
 
+// Recipients are the distinct To and Cc addresses (To first), compared in CanonAddr form: a
+// mailbox in To and in Cc, or written twice with its domain in another case, counts once,
+// in the checks, in daticert's destinatari and in tracking.
+func (o *Original) Recipients() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, list := range [][]*mail.Address{o.To, o.Cc} {
+		for _, a := range list {
+			if c := CanonAddr(a.Address); !seen[c] {
+				seen[c] = true
+				out = append(out, a.Address)
+			}
+		}
+	}
+	return out
+}
+
 // Sender is the single From address, or "".
 func (o *Original) Sender() string {
 	if o.FromErr != nil || len(o.From) != 1 {

@@ -123,6 +123,9 @@ func (f *fixture) events(t *testing.T) []*store.Event {
 }
 
 func msg(hdr ...string) []byte {
+	if !strings.Contains(strings.Join(hdr, "\n"), "Date:") {
+		hdr = append(hdr, "Date: Sun, 22 Nov 2026 10:00:00 +0100")
+	}
 	return []byte(strings.Join(hdr, "\r\n") + "\r\n\r\nTesto con accenti: \xe0\xe8\xec\r\n")
 }
 
