@@ -15,20 +15,20 @@ type ReasonCode int
 
 // Reasons, in the order CheckSubmission tests them.
 const (
-	ReasonMalformed       ReasonCode = iota + 1 // not RFC 5322 (header syntax, line over 998 octets)
-	ReasonNoFrom                                // From absent or unparsable
-	ReasonMultipleFrom                          // From with more than one address, or several From fields
-	ReasonFromMismatch                          // From address differs from MAIL FROM
-	ReasonLoginMismatch                         // MAIL FROM is not the authenticated user
-	ReasonNoTo                                  // To absent or empty
-	ReasonBadAddress                            // a To/Cc address does not parse
-	ReasonBcc                                   // Bcc not empty
-	ReasonRcptNotInHeader                       // a RCPT TO is in neither To nor Cc
-	ReasonTooManyRcpts                          // more recipients than the provider allows
-	ReasonTooLarge                              // size × recipients over the limit (30 MB by law)
-	ReasonBustaTooLarge                         // the busta would exceed what Postfix queues (message_size_limit)
-	ReasonSenderField                           // Sender or Resent-From/-Sender names someone other than the login
-	ReasonHeaderRcptNotInEnvelope               // a To/Cc address is not an envelope recipient
+	ReasonMalformed               ReasonCode = iota + 1 // not RFC 5322 (header syntax, line over 998 octets)
+	ReasonNoFrom                                        // From absent or unparsable
+	ReasonMultipleFrom                                  // From with more than one address, or several From fields
+	ReasonFromMismatch                                  // From address differs from MAIL FROM
+	ReasonLoginMismatch                                 // MAIL FROM is not the authenticated user
+	ReasonNoTo                                          // To absent or empty
+	ReasonBadAddress                                    // a To/Cc address does not parse
+	ReasonBcc                                           // Bcc not empty
+	ReasonRcptNotInHeader                               // a RCPT TO is in neither To nor Cc
+	ReasonTooManyRcpts                                  // more recipients than the provider allows
+	ReasonTooLarge                                      // size × recipients over the limit (30 MB by law)
+	ReasonBustaTooLarge                                 // the busta would exceed what Postfix queues (message_size_limit)
+	ReasonSenderField                                   // Sender or Resent-From/-Sender names someone other than the login
+	ReasonHeaderRcptNotInEnvelope                       // a To/Cc address is not an envelope recipient
 )
 
 var reasonNames = map[ReasonCode]string{
