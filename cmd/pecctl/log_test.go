@@ -33,6 +33,9 @@ type logEnv struct {
 	store           store.Config
 }
 
+// dbFile is the SQLite file every environment has a path for (the store of a sqlite one).
+func (e *logEnv) dbFile() string { return filepath.Join(e.dir, "pec.db") }
+
 // drivers are the stores pecctl is tested against: every log and stats test runs on both.
 var drivers = []string{"sqlite", "postgres"}
 

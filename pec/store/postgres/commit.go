@@ -6,12 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
-	"github.com/gestore-pec/gestore/pec/store/heldcodec"
 )
 
 // groupTimeout bounds one group transaction, so that a database that stops answering (a
@@ -90,29 +87,15 @@ func (s *Store) runGroup(group []*writeReq) {
 		clear(errs)
 		w := &eventWriter{now: s.goNow()}
 		if len(group) == 1 {
-			if err := writeBatch(ctx, tx, group[0].b, w); err != nil {
+			if err := writeBatch(ctx, tx, group[0].b, w, ""); err != nil {
 				return err
 			}
 			return w.flush(ctx, tx, s)
 		}
 		for i, r := range group {
-			sp, err := tx.Begin(ctx) // SAVEPOINT
-			if err != nil {
-				return err
-			}
-			mark := len(w.evs)
-			if errs[i] = writeBatch(ctx, sp, r.b, w); errs[i] != nil {
-				if retryable(errs[i]) {
-					return errs[i] // the whole group again
-				}
-				w.evs = w.evs[:mark]
-				if err := sp.Rollback(ctx); err != nil { // ROLLBACK TO SAVEPOINT
-					return err
-				}
-				continue
-			}
-			if err := sp.Commit(ctx); err != nil { // RELEASE SAVEPOINT
-				return err
+			// Each batch in its own savepoint: one that fails is rolled back alone.
+			if errs[i] = writeBatch(ctx, tx, r.b, w, fmt.Sprintf("b%d", i)); retryable(errs[i]) {
+				return errs[i] // the whole group again
 			}
 		}
 		return w.flush(ctx, tx, s)
@@ -134,55 +117,6 @@ func (s *Store) runGroup(group []*writeReq) {
 	if wake {
 		s.waker.Wake()
 	}
-}
-
-// writeBatch writes everything of b but its events, which it hands to w: the log's
-// sequence numbers are given by the transaction's last statement (eventWriter.flush).
-// Transitions are applied in (identificativo, recipient) order, so that two transactions
-// lock the tracking rows they share in the same order; the inputs of one row keep their
-// order.
-func writeBatch(ctx context.Context, tx txn, b *store.Batch, w *eventWriter) error {
-	for i := range b.Inserts {
-		if err := insertTracking(ctx, tx, b.Inserts[i].Row()); err != nil {
-			return err
-		}
-	}
-	trs := slices.Clone(b.Transitions)
-	slices.SortStableFunc(trs, func(a, b store.Transition) int {
-		if c := strings.Compare(a.Identificativo, b.Identificativo); c != 0 {
-			return c
-		}
-		return strings.Compare(strings.ToLower(a.Recipient), strings.ToLower(b.Recipient))
-	})
-	for i := range trs {
-		if err := applyTransition(ctx, tx, &trs[i]); err != nil {
-			return err
-		}
-	}
-	for i := range b.Outbox {
-		if err := insertOutbox(ctx, tx, &b.Outbox[i], w.now); err != nil {
-			return err
-		}
-	}
-	for i := range b.Quarantine {
-		if err := insertQuarantine(ctx, tx, &b.Quarantine[i]); err != nil {
-			return err
-		}
-	}
-	for i := range b.Holds {
-		if err := insertHeld(ctx, tx, &b.Holds[i]); err != nil {
-			return err
-		}
-	}
-	for i := range b.Deliveries {
-		if err := markDelivery(ctx, tx, &b.Deliveries[i]); err != nil {
-			return err
-		}
-	}
-	for i := range b.Events {
-		w.evs = append(w.evs, &b.Events[i])
-	}
-	return nil
 }
 
 func js(v any) string {
@@ -262,113 +196,4 @@ func (w *eventWriter) flush(ctx context.Context, tx txn, s *Store) error {
 	args = append(args, size, gen, nonNil(addr), nonNil(addrTime), nonNil(addrIdx))
 	_, err := tx.Exec(ctx, insertEventsSQL, args...)
 	return err
-}
-
-func insertTracking(ctx context.Context, tx txn, r store.Tracking) error {
-	// ON CONFLICT DO NOTHING: a replayed batch leaves an existing row (and its state) alone.
-	_, err := tx.Exec(ctx, `INSERT INTO tracking (identificativo, recipient, state, sent_at, due12, due22, due24,
-		sender, subject, message_id, data) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-		ON CONFLICT (identificativo, lower(recipient)) DO NOTHING`,
-		r.Identificativo, r.Recipient, string(r.State), ns(r.SentAt), ns(r.Due12), ns(r.Due22), ns(r.Due24),
-		r.Sender, r.Subject, r.MessageID, r.Data)
-	return err
-}
-
-const trackingCols = `identificativo, recipient, state, sent_at, due12, due22, due24, taken_at, delivered_at,
-	failed_at, notice12_at, notice24_at, sender, subject, message_id, data`
-
-type scanner interface{ Scan(...any) error }
-
-func scanTracking(sc scanner) (store.Tracking, error) {
-	var r store.Tracking
-	var state string
-	var t [9]int64
-	err := sc.Scan(&r.Identificativo, &r.Recipient, &state, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
-		&t[7], &t[8], &r.Sender, &r.Subject, &r.MessageID, &r.Data)
-	r.State = store.State(state)
-	r.SentAt, r.Due12, r.Due22, r.Due24 = fromNS(t[0]), fromNS(t[1]), fromNS(t[2]), fromNS(t[3])
-	r.TakenAt, r.DeliveredAt, r.FailedAt = fromNS(t[4]), fromNS(t[5]), fromNS(t[6])
-	r.Notice12At, r.Notice24At = fromNS(t[7]), fromNS(t[8])
-	return r, err
-}
-
-// applyTransition moves one tracking row under its row lock (SELECT ... FOR UPDATE): a
-// concurrent transition of the same row, on any node, waits for this transaction and then
-// reads the row as it left it (pec-spec §6.3; the table is store.Next).
-func applyTransition(ctx context.Context, tx txn, t *store.Transition) error {
-	r, err := scanTracking(tx.QueryRow(ctx, `SELECT `+trackingCols+` FROM tracking
-		WHERE identificativo = $1 AND lower(recipient) = lower($2) FOR UPDATE`, t.Identificativo, t.Recipient))
-	if isNoRows(err) {
-		if t.Input.IsNotice() {
-			return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
-		}
-		return nil // a receipt about something we do not track: ignored
-	}
-	if err != nil {
-		return err
-	}
-	nr, out := store.Next(r, t.Input, t.At)
-	switch out {
-	case store.Conflict:
-		return fmt.Errorf("%w: %s in state %s for %s %s", store.ErrConflict, t.Input, r.State, t.Identificativo, t.Recipient)
-	case store.Duplicate:
-		return nil
-	}
-	_, err = tx.Exec(ctx, `UPDATE tracking SET state = $1, taken_at = $2, delivered_at = $3, failed_at = $4,
-		notice12_at = $5, notice24_at = $6 WHERE identificativo = $7 AND lower(recipient) = lower($8)`,
-		string(nr.State), ns(nr.TakenAt), ns(nr.DeliveredAt), ns(nr.FailedAt), ns(nr.Notice12At), ns(nr.Notice24At),
-		r.Identificativo, r.Recipient)
-	return err
-}
-
-func insertOutbox(ctx context.Context, tx txn, o *store.OutboxItem, now time.Time) error {
-	created := o.Created
-	if created.IsZero() {
-		created = now
-	}
-	// ON CONFLICT DO NOTHING on the unique Message-ID: queuing the same generated message
-	// twice (a replayed batch) keeps the first copy.
-	_, err := tx.Exec(ctx, `INSERT INTO outbox (message_id, kind, identificativo, mail_from, rcpts, raw, created, state)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, 'pending') ON CONFLICT (message_id) DO NOTHING`,
-		o.MessageID, o.Kind, o.Identificativo, o.From, js(o.Rcpts), o.Raw, ns(created))
-	return err
-}
-
-func insertQuarantine(ctx context.Context, tx txn, q *store.QuarantineItem) error {
-	_, err := tx.Exec(ctx, `INSERT INTO quarantine (identificativo, time, virus, sender, recipients, queue_id, raw)
-		VALUES ($1, $2, $3, $4, $5, $6, $7)`, q.Identificativo, ns(q.Time), q.Virus, q.Sender,
-		js(nonNil(q.Recipients)), q.QueueID, q.Raw)
-	return err
-}
-
-func nullable(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
-}
-
-// insertHeld writes a held record. A duplicate Key or Token is ErrExists; ON CONFLICT DO
-// NOTHING keeps the transaction usable (the caller decides), where a unique violation
-// would abort it.
-func insertHeld(ctx context.Context, tx txn, h *store.Held) error {
-	onConfirm, err := heldcodec.Encode(&h.OnConfirm)
-	if err != nil {
-		return err
-	}
-	onExpiry, err := heldcodec.Encode(&h.OnExpiry)
-	if err != nil {
-		return err
-	}
-	tag, err := tx.Exec(ctx, `INSERT INTO held (token, idem_key, identificativo, state, created, expires, outcome,
-		on_confirm, on_expiry) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING`,
-		nullable(h.Token), nullable(h.Key), h.Identificativo, string(h.State), ns(h.Created), ns(h.Expires),
-		h.Outcome, onConfirm, onExpiry)
-	if err != nil {
-		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: held record with this key or token (%s)", store.ErrExists, h.Identificativo)
-	}
-	return nil
 }

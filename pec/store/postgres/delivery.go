@@ -92,25 +92,6 @@ func claimDelivery(ctx context.Context, tx txn, owner string, now, lease int64, 
 	}
 }
 
-// markDelivery closes (Done) or releases a record claimed by d.Owner.
-func markDelivery(ctx context.Context, tx txn, d *store.DeliveryMark) error {
-	mb := store.NormMailbox(d.Mailbox)
-	if !d.Done {
-		_, err := tx.Exec(ctx, `DELETE FROM deliveries WHERE mailbox = $1 AND message_id = $2 AND owner = $3 AND NOT done`,
-			mb, d.MessageID, d.Owner)
-		return err
-	}
-	tag, err := tx.Exec(ctx, `UPDATE deliveries SET done = true, outcome = $1, done_at = $2 WHERE mailbox = $3
-		AND message_id = $4 AND owner = $5 AND NOT done`, d.Outcome, ns(d.At), mb, d.MessageID, d.Owner)
-	if err != nil {
-		return err
-	}
-	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("%w: delivery record of %s %s is not open for %s", store.ErrConflict, d.Mailbox, d.MessageID, d.Owner)
-	}
-	return nil
-}
-
 // PurgeDeliveries implements store.Deliveries.
 func (s *Store) PurgeDeliveries(ctx context.Context, before time.Time) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM deliveries WHERE (done AND done_at < $1) OR (NOT done AND until < $1)`, ns(before))

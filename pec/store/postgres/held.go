@@ -80,7 +80,7 @@ func (s *Store) Confirm(ctx context.Context, token string, at time.Time) (*store
 			return nil
 		}
 		w := &eventWriter{now: s.goNow()}
-		if err := writeBatch(ctx, tx, &h.OnConfirm, w); err != nil {
+		if err := writeBatch(ctx, tx, &h.OnConfirm, w, ""); err != nil {
 			return err
 		}
 		h.Late = h.State == store.HeldExpired
@@ -165,26 +165,19 @@ func (s *Store) ExpireHeld(ctx context.Context, now time.Time, limit int) (int, 
 // this record's OnExpiry could not be committed (the savepoint was rolled back, the record
 // stays waiting); err is a failure of the transaction itself.
 func expireOne(ctx context.Context, tx txn, w *eventWriter, id int64, h *store.Held, now time.Time) (recErr, err error) {
-	sp, err := tx.Begin(ctx)
-	if err != nil {
-		return nil, err
-	}
-	mark := len(w.evs)
-	recErr = writeBatch(ctx, sp, &h.OnExpiry, w)
+	recErr = writeBatch(ctx, tx, &h.OnExpiry, w, "expire")
 	if recErr == nil {
-		_, recErr = sp.Exec(ctx, `UPDATE held SET state = 'expired', expired_at = $1 WHERE id = $2`, ns(now), id)
-	}
-	if recErr != nil {
-		w.evs = w.evs[:mark]
-		if err := sp.Rollback(ctx); err != nil {
+		_, err = tx.Exec(ctx, `UPDATE held SET state = 'expired', expired_at = $1 WHERE id = $2`, ns(now), id)
+		if err != nil {
 			return nil, err
 		}
-		if !errors.Is(recErr, store.ErrConflict) && !errors.Is(recErr, store.ErrInvalid) {
-			return nil, recErr // a database failure, not this record's: fail the whole call
-		}
-		return recErr, nil
+		_, err = tx.Exec(ctx, `RELEASE SAVEPOINT expire`)
+		return nil, err
 	}
-	return nil, sp.Commit(ctx)
+	if !errors.Is(recErr, store.ErrConflict) && !errors.Is(recErr, store.ErrInvalid) {
+		return nil, recErr // a database failure, not this record's: fail the whole call
+	}
+	return recErr, nil
 }
 
 // PurgeHeld implements store.Holder.

@@ -47,8 +47,10 @@ import (
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
-// maxGroup bounds how many queued Commits share one transaction.
-const maxGroup = 128
+// maxGroup bounds how many queued Commits share one transaction: each runs in a savepoint (a
+// subtransaction), and PostgreSQL slows every snapshot down once a transaction has more
+// than 64 (PGPROC_MAX_CACHED_SUBXIDS).
+const maxGroup = 60
 
 // retries is how many times a transaction aborted by a deadlock or a serialization failure
 // is run again before the error is returned (as a temporary failure).
@@ -58,7 +60,7 @@ const retries = 5
 type Deps struct {
 	Logger     *slog.Logger          // default: slog.Default()
 	Registerer prometheus.Registerer // nil: no metrics
-	// MaxGroup caps how many queued Commits share one transaction; 0 means 128, and 1
+	// MaxGroup caps how many queued Commits share one transaction; 0 means 60, and 1
 	// turns group commit off.
 	MaxGroup int
 	// MaxConns is the size of the connection pool; 0 means 16.

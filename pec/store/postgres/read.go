@@ -265,3 +265,21 @@ func (s *Store) TryLease(ctx context.Context, name, owner string, ttl time.Durat
 	}
 	return tag.RowsAffected() > 0, nil
 }
+
+const trackingCols = `identificativo, recipient, state, sent_at, due12, due22, due24, taken_at, delivered_at,
+	failed_at, notice12_at, notice24_at, sender, subject, message_id, data`
+
+type scanner interface{ Scan(...any) error }
+
+func scanTracking(sc scanner) (store.Tracking, error) {
+	var r store.Tracking
+	var state string
+	var t [9]int64
+	err := sc.Scan(&r.Identificativo, &r.Recipient, &state, &t[0], &t[1], &t[2], &t[3], &t[4], &t[5], &t[6],
+		&t[7], &t[8], &r.Sender, &r.Subject, &r.MessageID, &r.Data)
+	r.State = store.State(state)
+	r.SentAt, r.Due12, r.Due22, r.Due24 = fromNS(t[0]), fromNS(t[1]), fromNS(t[2]), fromNS(t[3])
+	r.TakenAt, r.DeliveredAt, r.FailedAt = fromNS(t[4]), fromNS(t[5]), fromNS(t[6])
+	r.Notice12At, r.Notice24At = fromNS(t[7]), fromNS(t[8])
+	return r, err
+}
