@@ -42,8 +42,12 @@ func pecLab(t *testing.T) (*lab.Lab, *lab.Provider, *lab.Provider, *lab.Provider
 	return l, provider(t, l, "a"), provider(t, l, "b"), provider(t, l, "o")
 }
 
-// raw builds a message with CRLF line ends from header lines and a body.
+// raw builds a message with CRLF line ends from header lines and a body, with a Date as
+// every mail client writes one (RFC 5322 §3.6) unless the test gives its own.
 func raw(body string, hdr ...string) []byte {
+	if !strings.Contains(strings.Join(hdr, "\n"), "Date:") {
+		hdr = append(hdr, "Date: "+time.Now().Format(time.RFC1123Z))
+	}
 	h := strings.ReplaceAll(strings.Join(hdr, "\n"), "\n", "\r\n")
 	return []byte(h + "\r\n\r\n" + strings.ReplaceAll(body, "\n", "\r\n"))
 }

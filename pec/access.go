@@ -272,7 +272,17 @@ func (s *step) event() store.Event {
 
 func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	start := time.Now()
-	busta, err := s.bd.Busta(s.ref, s.tx, s.orig)
+	inner := s.orig
+	if raw7, changed := SevenBit(s.orig.Raw); changed {
+		// 8-bit parts travel re-encoded to 7 bits, content unchanged, so that no relay's
+		// 8BITMIME downgrade can break the signature (RFC 6109 §4.3; SevenBit).
+		o7, err := ParseOriginal(raw7)
+		if err != nil {
+			return nil, &Temporary{Op: "7bit", Err: err}
+		}
+		inner = o7
+	}
+	busta, err := s.bd.Busta(s.ref, s.tx, inner)
 	var big *TooBigError
 	if errors.As(err, &big) {
 		// RFC 6109 §3.1.2: a message the provider cannot carry gets the avviso. Postfix's

@@ -232,7 +232,10 @@ func (c *content) entity(base string, o *Options) ([]byte, error) {
 			"Content-Transfer-Encoding: " + enc + "\r\n\r\n")
 		parts = append(parts, append([][]byte{hdr}, c.postacert...))
 	}
-	return multipart("mixed", base+".m", cte, parts...), nil
+	// RFC 6109 §4.3 / issue 12 item 13: the signed entity carries its own MIME-Version, as
+	// Aruba's do, so that it is a complete MIME entity once extracted (openssl smime -verify
+	// -out, clients saving the signed part).
+	return append([]byte("MIME-Version: 1.0\r\n"), multipart("mixed", base+".m", cte, parts...)...), nil
 }
 
 // assemble signs the entity and writes the message: hdr, MIME-Version, Content-Type, body.

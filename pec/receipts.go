@@ -212,7 +212,15 @@ func (bd *Builder) Preavviso(ref TimeRef, tx *Transaction, rcpt string, hours in
 	}
 	d := daticertFor(k, bd.ID, ref, tx)
 	d.Dati.Consegna = rcpt
-	d.Dati.ErroreEsteso = fmt.Sprintf("superamento del tempo massimo di consegna (%d ore)", hours)
+	// Issue 12 item 15: a status code in errore-esteso, as for the mancata consegna (§7.3), so
+	// that clients telling the final notice from the first by code can: 4.4.7 (delivery time
+	// expired, still pending) for the 12 h preavviso, 5.4.7 (given up) for the 24 h notice
+	// (RFC 3463 §3.5).
+	code := "4.4.7"
+	if hours == 24 {
+		code = "5.4.7"
+	}
+	d.Dati.ErroreEsteso = DeliveryErrorText(code, bd.ID.Name, fmt.Sprintf("superamento del tempo massimo di consegna (%d ore)", hours))
 	return bd.receipt(k, ref, tx, tx.Sender, rcpt, rcpt, textData{rcpt: rcpt}, d, nil)
 }
 

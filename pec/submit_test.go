@@ -184,8 +184,13 @@ func TestSubmitAccepted(t *testing.T) {
 	if busta.Daticert.Dati.Identificativo != res.Identificativo {
 		t.Errorf("busta identificativo %q", busta.Daticert.Dati.Identificativo)
 	}
-	// The original rides byte for byte in postacert.eml, but for the Message-ID swap.
-	want := strings.Replace(string(good), "Message-ID: <client-1@pec-a.test>\r\n",
+	// The original rides in postacert.eml byte for byte but for the Message-ID swap and its
+	// 8-bit body re-encoded to 7 bits (issue 12 item 12: quoted-printable, content unchanged).
+	good7, changed := pec.SevenBit(good)
+	if !changed || bytes.ContainsFunc(busta.Postacert, func(r rune) bool { return r >= 0x80 }) {
+		t.Errorf("postacert.eml is not 7-bit")
+	}
+	want := strings.Replace(string(good7), "Message-ID: <client-1@pec-a.test>\r\n",
 		"Message-ID: <"+res.Identificativo+">\r\nX-Riferimento-Message-ID: <client-1@pec-a.test>\r\n", 1)
 	if string(busta.Postacert) != want {
 		t.Errorf("postacert.eml:\n%q\nwant\n%q", busta.Postacert, want)

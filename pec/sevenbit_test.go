@@ -1,0 +1,102 @@
+package pec
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+)
+
+// decodedLeaves returns the decoded bodies of every leaf part of a message, descending into
+// multiparts and message/rfc822, for comparing content before and after SevenBit.
+func decodedLeaves(t *testing.T, msg []byte, depth int) []string {
+	t.Helper()
+	p, err := ParseEntity(ToCRLF(msg))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	var walk func(p *Part)
+	walk = func(p *Part) {
+		if len(p.Children) > 0 {
+			for _, c := range p.Children {
+				walk(c)
+			}
+			return
+		}
+		if p.MediaType == "message/rfc822" && depth < 5 {
+			out = append(out, decodedLeaves(t, p.Body, depth+1)...)
+			return
+		}
+		d, err := p.Decoded()
+		if err != nil {
+			t.Fatalf("part %s: %v", p.Path, err)
+		}
+		out = append(out, string(d))
+	}
+	walk(p)
+	return out
+}
+
+func TestSevenBit(t *testing.T) {
+	plain := "From: a@x\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\n\r\nperch\xe8 cos\xec\r\n" + strings.Repeat("riga lunga \xe0 ", 20) + "\r\n"
+	multi := "From: a@x\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\nContent-Transfer-Encoding: 8bit\r\n\r\n" +
+		"preambolo\r\n--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nciao \xc3\xa8\r\n" +
+		"--b\r\nContent-Type: application/octet-stream\r\n\r\n\x01\x02\xff\xfe\r\n" +
+		"--b\r\nContent-Type: text/plain\r\n\r\nascii only\r\n" +
+		"--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\nFrom: b@y\r\nContent-Type: text/plain; charset=iso-8859-1\r\n\r\ninoltrato \xe8\r\n" +
+		"--b--\r\nepilogo\r\n"
+	ascii := "From: a@x\r\n\r\nnothing to do\r\n"
+	for name, in := range map[string]string{"plain": plain, "multipart": multi, "ascii": ascii} {
+		out, changed := SevenBit([]byte(in))
+		if changed != (name != "ascii") {
+			t.Errorf("%s: changed = %v", name, changed)
+		}
+		if name == "ascii" && &out[0] != &[]byte(in)[0] && string(out) != in {
+			t.Errorf("ascii message changed")
+		}
+		if has8bit(out) {
+			t.Errorf("%s: 8-bit octets left:\n%s", name, out)
+		}
+		if got, want := decodedLeaves(t, out, 0), decodedLeaves(t, []byte(in), 0); strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Errorf("%s: content changed:\n got %q\nwant %q", name, got, want)
+		}
+		for _, line := range bytes.Split(out, []byte("\r\n")) {
+			if len(line) > 998 {
+				t.Errorf("%s: line of %d octets", name, len(line))
+			}
+		}
+	}
+	out, _ := SevenBit([]byte(plain))
+	if !bytes.Contains(out, []byte("MIME-Version: 1.0\r\nContent-Transfer-Encoding: quoted-printable\r\n")) {
+		t.Errorf("bare 8-bit message not declared quoted-printable:\n%s", out)
+	}
+	out, _ = SevenBit([]byte(multi))
+	for _, want := range []string{"Content-Transfer-Encoding: 7bit\r\n\r\npreambolo", "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: base64", "Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 7bit"} {
+		if !bytes.Contains(out, []byte(want)) {
+			t.Errorf("multipart: missing %q in\n%s", want, out)
+		}
+	}
+}
+
+func FuzzSevenBit(f *testing.F) {
+	f.Add([]byte("From: a@x\r\n\r\n\xe8\r\n"))
+	f.Add([]byte("Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n\xff\r\n--b--\r\n"))
+	f.Fuzz(func(t *testing.T, msg []byte) {
+		out, changed := SevenBit(msg)
+		if !changed && !bytes.Equal(out, msg) {
+			t.Fatal("unchanged message altered")
+		}
+		if _, _, err := SplitHeader(ToCRLF(msg)); err == nil && changed && has8bit(out) {
+			// only parts declared base64/quoted-printable (or unparsable) may keep 8-bit
+			// octets; check the top level is not one of the cases we convert
+			if h, body, err := SplitHeader(ToCRLF(msg)); err == nil && has8bit(body) {
+				cte, _ := h.Get("Content-Transfer-Encoding")
+				ct, _ := h.Get("Content-Type")
+				c := strings.ToLower(strings.TrimSpace(cte))
+				if c != "base64" && c != "quoted-printable" && !strings.Contains(strings.ToLower(ct), "multipart") && !strings.Contains(strings.ToLower(ct), "message/") {
+					t.Fatalf("leaf still 8-bit: %q", out)
+				}
+			}
+		}
+	})
+}
