@@ -25,8 +25,17 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	s := a.s
 	start := time.Now()
 	sub := &pec.Submission{QueueID: m.Get(milter.MacroQueueId), Login: x.login, MailFrom: x.from,
-		Rcpts: x.rcpts, Message: x.buf.Bytes()}
+		Rcpts: x.rcpts, Message: x.buf}
+	// The engine makes copies while it works (the busta, a 7-bit re-encoding): account for
+	// them too, so that a few large messages at once cannot exhaust the process (issue 12
+	// item 11). Without room, the transaction is temp-failed like an over-budget buffer.
+	work := engineWork * int64(len(sub.Message))
+	if !s.reserve(work) {
+		return x.refuseBusy(m)
+	}
 	res, err := s.submit(m, sub)
+	s.release(work)
+	s.afterLarge(len(sub.Message))
 	if err == nil && time.Since(start) > s.cfg.Timeout {
 		// Past the deadline Postfix has given up or is about to: answer 4xx. The late result
 		// is held in the store and nothing is attested: without the busta in Postfix's queue

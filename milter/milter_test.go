@@ -502,9 +502,14 @@ func histogramCount(t *testing.T, reg *prometheus.Registry) uint64 {
 
 // Buffered bytes of all transactions together stay under MaxBuffered: a transaction that
 // would pass it is temp-failed, and the budget comes back when transactions end.
+// The memory budget counts what a transaction really holds: its buffer's capacity while the
+// message arrives, and the engine's work (engineWork × the size) at end-of-message. A second
+// transaction that would pass it is temp-failed; once the first ends its bytes are released.
 func TestMemoryBudget(t *testing.T) {
-	h := start(t, Config{MaxSize: 4096, MaxBuffered: 5000}, accepted)
 	msg := []byte(original + strings.Repeat("x", 2800) + "\r\n")
+	// One message in flight, buffer and engine work, fits; two do not.
+	budget := int64(len(msg))*(1+engineWork) + 4096 + 200
+	h := start(t, Config{MaxSize: 4096, MaxBuffered: budget}, accepted)
 
 	// Session 1 holds its message (body sent, end-of-message not yet).
 	s1, m1 := h.session(t, RoleAccess)
@@ -529,6 +534,13 @@ func TestMemoryBudget(t *testing.T) {
 	}
 	if act, err := s1.BodyChunk(body); err != nil || act.Type != milter.ActionContinue {
 		t.Fatalf("body 1: %v %v", act, err)
+	}
+
+	h.srv.mu.Lock()
+	held := h.srv.buffered
+	h.srv.mu.Unlock()
+	if held < int64(len(msg)) || held > int64(len(msg))+4096+int64(len(msg))/4 {
+		t.Errorf("session 1 accounts %d bytes for a %d-byte message", held, len(msg))
 	}
 
 	// Session 2 does not fit beside it.
