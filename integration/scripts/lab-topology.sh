@@ -25,7 +25,9 @@ declare -A P_NAME=([a]="Provider A S.p.A." [b]="Provider B S.p.A." [o]="Posta Te
 declare -A P_IP=([a]=$NET.10 [b]=$NET.20 [o]=$NET.30)
 declare -A P_DOMAIN=([a]=pec-a.test [b]=pec-b.test [o]=posta.test)
 # A user without a domain is in the provider's P_DOMAIN; one with @ is in an extra PEC domain.
-declare -A P_USERS=([a]="alice anna ricevute posta-certificata arturo@pec-a2.test posta-certificata@pec-a2.test" [b]="bruno bianca ricevute posta-certificata" [o]="oscar olga")
+# ordinario@posta-a.test is an ordinary (non-PEC) mailbox on A's Dovecot: the access point must
+# not certify it (issue 12 item 1).
+declare -A P_USERS=([a]="alice anna ricevute posta-certificata arturo@pec-a2.test posta-certificata@pec-a2.test ordinario@posta-a.test" [b]="bruno bianca ricevute posta-certificata" [o]="oscar olga")
 # Extra PEC domains of a provider, each with its own key on the provider's token, certificate
 # and service address (identity per domain: cmd/internal/config Identities).
 declare -A P_EXTRA=([a]="pec-a2.test" [b]="" [o]="")
