@@ -323,7 +323,7 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	ev := s.event()
 	emit(&h.OnConfirm, acc, ev, s.ref.Time())
 	emit(&h.OnConfirm, busta, ev, s.ref.Time())
-	track(&h.OnConfirm, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato })
+	track(&h.OnConfirm, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato }, s.e.cfg.Deadlines)
 	ev.Kind, ev.Generated = store.KindNonAccodato, nil
 	ev.ErrorDetail = fmt.Sprintf("busta %s mai accodata da Postfix entro %s: nessuna ricevuta di accettazione emessa", busta.MessageID, s.e.cfg.ConfirmExpiry)
 	h.OnExpiry.Log(ev)

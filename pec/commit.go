@@ -55,7 +55,7 @@ func emit(b *store.Batch, m *Message, ev store.Event, created time.Time) {
 // 24 h notices (pec-spec.md §6.3). No receipt can come back for an esterno recipient, so
 // only certified ones are tracked (INFERENCE, pec-spec.md §2.4). Data is the busta's
 // daticert, from which TransactionFrom rebuilds the transaction for the notices.
-func track(b *store.Batch, busta *Message, ref TimeRef, tx *Transaction, rcpts []string, certified func(string) bool) {
+func track(b *store.Batch, busta *Message, ref TimeRef, tx *Transaction, rcpts []string, certified func(string) bool, dl store.Deadlines) {
 	dc := *busta.Daticert
 	dc.Dati.Ricevuta = tx.Receipt
 	data := daticert.Marshal(&dc)
@@ -67,6 +67,6 @@ func track(b *store.Batch, busta *Message, ref TimeRef, tx *Transaction, rcpts [
 		}
 		seen[key] = true
 		b.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: r, SentAt: ref.Time(),
-			Sender: tx.Sender, Subject: tx.Subject, MessageID: tx.MsgID, Data: data})
+			Sender: tx.Sender, Subject: tx.Subject, MessageID: tx.MsgID, Data: data, Deadlines: dl})
 	}
 }

@@ -33,6 +33,7 @@ type Store interface {
 	Confirm(ctx context.Context, token string, at time.Time) (*store.Held, error)
 	ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error)
 	PurgeHeld(ctx context.Context, before time.Time) (int64, error)
+	DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error)
 }
 
 // Config is what the engine needs to know about the provider. New validates it once.
@@ -61,6 +62,9 @@ type Config struct {
 	// RetryWindow is how long a client's retry of the same submission finds the first
 	// outcome; default 24h.
 	RetryWindow time.Duration
+	// Deadlines are the 12 h / 22 h / 24 h notice deadlines given to each tracked recipient
+	// (pec-spec.md §6.3); zero is store.DefaultDeadlines. Shorter ones are for tests.
+	Deadlines store.Deadlines
 	// SignTimeout bounds one signature by the keys; default 10s. Keep it well below
 	// milter.timeout.
 	SignTimeout time.Duration
@@ -139,6 +143,10 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	if cfg.RetryWindow == 0 {
 		cfg.RetryWindow = 24 * time.Hour
+	}
+	cfg.Deadlines = cfg.Deadlines.OrDefault()
+	if err := cfg.Deadlines.Validate(); err != nil {
+		return nil, fmt.Errorf("tracking: %w", err)
 	}
 	if cfg.SignTimeout == 0 {
 		cfg.SignTimeout = 10 * time.Second

@@ -48,13 +48,17 @@ func (b *breakableSigner) SignerFor(d string) (crypto.Signer, []*x509.Certificat
 // breakableStore fails Commit while broken (and counts commits).
 type breakableStore struct {
 	*storetest.Memory
-	broken  bool
-	commits int
+	broken       bool
+	commits      int
+	beforeCommit func() // called once before the next Commit, when set
 }
 
 func (b *breakableStore) Commit(ctx context.Context, batch *store.Batch) error {
 	if b.broken {
 		return &store.Temporary{Err: errors.New("database is locked")}
+	}
+	if b.beforeCommit != nil {
+		b.beforeCommit()
 	}
 	b.commits++
 	return b.Memory.Commit(ctx, batch)

@@ -47,6 +47,7 @@ type Config struct {
 	Store    store.Config    `yaml:"store"`
 	Milter   Milter          `yaml:"milter"`
 	Confirm  Confirm         `yaml:"confirm"`
+	Tracking Tracking        `yaml:"tracking"`
 	LMTP     LMTP            `yaml:"lmtp"`
 	Reinject reinject.Config `yaml:"reinject"`
 	Clamd    clamd.Config    `yaml:"clamd"`
@@ -114,6 +115,16 @@ type Confirm struct {
 	// RetryWindow: a client's retry of the same submission within it gets the first outcome.
 	// Default 24h.
 	RetryWindow time.Duration `yaml:"retry_window"`
+}
+
+// Tracking is the sender-side tracking of certified recipients (pec-spec.md §6.3): the
+// deadlines of the 12 h and 24 h notices and how often the sweeper looks for due ones. The
+// defaults follow the rules; shorter deadlines are for tests.
+type Tracking struct {
+	First      time.Duration `yaml:"first"`       // the preavviso: default 12h
+	FinalFrom  time.Duration `yaml:"final_from"`  // the final notice not before: default 22h
+	Final      time.Duration `yaml:"final"`       // the final notice by: default 24h
+	SweepEvery time.Duration `yaml:"sweep_every"` // default 1m
 }
 
 // LMTP is the pec-lmtpd section.
@@ -263,6 +274,9 @@ func (c *Config) Validate() error {
 		return bad("policy.ordinary_mail", "%q: want anomaly or reject", c.Policy.OrdinaryMail)
 	}
 	if err := c.Log.validate(); err != nil {
+		return err
+	}
+	if err := c.Tracking.validate(); err != nil {
 		return err
 	}
 	if c.Metrics.Listen != "" {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/store"
 )
 
 // The checks of each section, applied by Validate and the program-specific validators.
@@ -177,4 +178,22 @@ func validDomain(d string) bool {
 		}
 	}
 	return true
+}
+
+func (tr *Tracking) validate() error {
+	d := store.Deadlines{First: tr.First, FinalFrom: tr.FinalFrom, Final: tr.Final}
+	if d == (store.Deadlines{}) {
+		d = store.DefaultDeadlines
+	}
+	if err := d.Validate(); err != nil {
+		return bad("tracking", "%v", err)
+	}
+	tr.First, tr.FinalFrom, tr.Final = d.First, d.FinalFrom, d.Final
+	if tr.SweepEvery == 0 {
+		tr.SweepEvery = time.Minute
+	}
+	if tr.SweepEvery < time.Second || tr.SweepEvery > tr.Final-tr.FinalFrom {
+		return bad("tracking.sweep_every", "%v: between 1s and final - final_from", tr.SweepEvery)
+	}
+	return nil
 }

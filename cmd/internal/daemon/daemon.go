@@ -79,6 +79,7 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		ConfirmDomain: cfg.Confirm.Domain,
 		ConfirmExpiry: cfg.Confirm.Expiry,
 		RetryWindow:   cfg.Confirm.RetryWindow,
+		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
 	}, pec.Deps{Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store})
 	if err != nil {
 		return nil, err

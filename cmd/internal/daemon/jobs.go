@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/store/seal"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Job is background work that one process among those sharing the store runs at a time: the
@@ -115,6 +116,29 @@ func (d *Daemon) HeldJob() Job {
 			purged = time.Now()
 		}
 		return nil
+	}}
+}
+
+// SweepJob sends the 12 h and 24 h notices that are due (pec.Engine.Sweep), under the
+// "sweep" lease: one node sweeps when several share the store.
+func (d *Daemon) SweepJob() Job {
+	notices := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_tracking_notices_total",
+		Help: "Timeout notices queued by the sweeper, by kind (12h, 24h) and outcome (sent, superseded, failed)."}, []string{"kind", "outcome"})
+	took := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_tracking_sweep_seconds",
+		Help: "Duration of one sweep of the tracked recipients.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)})
+	d.Reg.MustRegister(notices, took)
+	return Job{Name: "sweep", Every: d.Cfg.Tracking.SweepEvery, Run: func(ctx context.Context) error {
+		sw, err := d.Engine.Sweep(ctx)
+		notices.WithLabelValues("12h", "sent").Add(float64(sw.Notice12))
+		notices.WithLabelValues("24h", "sent").Add(float64(sw.Notice24))
+		notices.WithLabelValues("any", "superseded").Add(float64(sw.Superseded))
+		notices.WithLabelValues("any", "failed").Add(float64(sw.Failed))
+		took.Observe(sw.Duration.Seconds())
+		if sw.Notice12+sw.Notice24+sw.Failed > 0 {
+			d.Log.Info("sweep", "notices_12h", sw.Notice12, "notices_24h", sw.Notice24, "superseded", sw.Superseded,
+				"failed", sw.Failed, "duration", sw.Duration)
+		}
+		return err
 	}}
 }
 

@@ -98,7 +98,7 @@ func (d *Daemon) startBackground(jobs []Job) (*background, error) {
 	if sealJob != nil {
 		jobs = append(jobs, *sealJob)
 	}
-	jobs = append(jobs, d.RetentionJob(time.Now), d.HeldJob())
+	jobs = append(jobs, d.RetentionJob(time.Now), d.HeldJob(), d.SweepJob())
 	ctx, cancel := context.WithCancel(context.Background())
 	b := &background{d: d, cancel: cancel, drainer: drainer, drained: make(chan struct{}), jobs: &Jobs{d: d}}
 	b.jobs.Go(func() { _ = d.Index.Run(ctx) })

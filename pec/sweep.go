@@ -1,0 +1,110 @@
+package pec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/store"
+)
+
+// Sender-side tracking: the 12 h and 24 h notices (RFC 6109 §3.1.6, pec-spec.md §6.3).
+//
+// Every certified recipient of a busta we sent has a tracking row, inserted when Postfix
+// confirmed it queued the busta (access.go), with its deadlines (Config.Deadlines). Receipts
+// from the recipient's provider move the row (presa in carico, consegna, mancata consegna);
+// Sweep sends what is due when they do not come in time:
+//   - no presa in carico and no consegna 12 h after dispatch: the preavviso (4.4.7);
+//   - no consegna from 22 h, by 24 h: the final notice (5.4.7); tracking stops.
+// So a presa in carico in time but no consegna gives only the 24 h notice, a consegna between
+// 12 h and 24 h only the 12 h one, neither both (store.Next holds the table).
+//
+// Each notice is committed in one transaction with its log event and the row's transition
+// (emit): a crash leaves either all or nothing, and the row is no longer due once the notice
+// is in the outbox, so no restart sends a notice twice. A receipt committed meanwhile makes
+// the transition a conflict (store.ErrConflict): the notice is dropped, as it should be. The
+// daemon runs Sweep under a store lease, so one node sweeps when several share a database.
+
+// Swept counts what one Sweep did.
+type Swept struct {
+	Notice12, Notice24 int // notices queued
+	Superseded         int // dropped: a receipt arrived while the notice was being built
+	Failed             int // rows whose notice could not be built or committed (retried next sweep)
+	Duration           time.Duration
+}
+
+// sweepPage is how many due rows one store query returns: memory stays flat whatever the
+// number of tracked recipients.
+const sweepPage = 256
+
+// Sweep sends every notice due now. It stops at the first store failure (the next sweep
+// resumes) and returns what it did; a row whose notice cannot be built is counted and skipped.
+func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
+	start := time.Now()
+	var sw Swept
+	skip := map[string]bool{} // rows that failed in this sweep: not retried until the next
+	for {
+		limit := sweepPage + len(skip)
+		rows, err := e.deps.Store.DueTracking(ctx, e.deps.Clock.Now(), limit)
+		if err != nil {
+			sw.Duration = time.Since(start)
+			return sw, &Temporary{Op: "sweep", Err: err}
+		}
+		progress := 0
+		for i := range rows {
+			r := &rows[i]
+			key := r.Identificativo + "\x00" + r.Recipient + "\x00" + string(r.Due)
+			if skip[key] {
+				continue
+			}
+			progress++
+			switch err := e.notify(ctx, r); {
+			case err == nil && r.Due == store.InputNotice12h:
+				sw.Notice12++
+			case err == nil:
+				sw.Notice24++
+			case errors.Is(err, store.ErrConflict):
+				sw.Superseded++
+			default:
+				sw.Failed++
+				skip[key] = true
+				var tmp *store.Temporary
+				if errors.As(err, &tmp) || ctx.Err() != nil {
+					sw.Duration = time.Since(start)
+					return sw, err
+				}
+			}
+		}
+		if progress == 0 || len(rows) < limit {
+			sw.Duration = time.Since(start)
+			return sw, nil
+		}
+	}
+}
+
+// notify builds, signs and commits the notice due for one tracked recipient.
+func (e *Engine) notify(ctx context.Context, r *store.Tracking) error {
+	d, err := daticert.Parse(r.Data)
+	if err != nil {
+		return fmt.Errorf("tracking data of %s: %w", r.Identificativo, err)
+	}
+	tx := TransactionFrom(d)
+	hours := 12
+	if r.Due == store.InputNotice24h {
+		hours = 24
+	}
+	// The sender's identity (the notice goes to our own user, from his domain's service
+	// address), one time reference for the notice and its event.
+	id, _ := e.IdentityFor(tx.Sender)
+	ref := e.now()
+	m, err := e.builder(id).Preavviso(ref, tx, r.Recipient, hours)
+	if err != nil {
+		return err
+	}
+	b := &store.Batch{}
+	ev := txEvent(ref, tx, id.Name)
+	emit(b, m, ev, ref.Time())
+	return e.deps.Store.Commit(ctx, b)
+}
