@@ -13,6 +13,7 @@
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -45,6 +46,9 @@ func run(path string) error {
 		return err
 	}
 	defer d.Close()
+	if err := d.CheckClamd(context.Background()); err != nil {
+		return err
+	}
 	srv, err := milter.New(milter.Config{MaxSize: int64(cfg.Limits.HardMaxSize), Timeout: cfg.Milter.Timeout,
 		MaxBuffered: int64(cfg.Milter.MaxBuffered)},
 		milter.Deps{Engine: d.Engine, Logger: d.Log, Registerer: d.Reg})

@@ -6,6 +6,13 @@
 // length><bytes>", then a zero-length chunk "<0,0,0,0>", and reads the reply up to "\0":
 // "stream: OK", "stream: <signature> FOUND" or "<text> ERROR" (for example "INSTREAM size
 // limit exceeded. ERROR" when the stream is over clamd's StreamMaxLength).
+//
+// clamd checks each chunk's declared length against what is left of StreamMaxLength as soon
+// as it reads the 4-byte length, before the chunk's data (clamd/server-th.c, handle_stream).
+// CheckStreamLimit uses that to learn, with 14 bytes and no scan, whether clamd takes a
+// stream of a given size: the PEC processes check at start-up that clamd's StreamMaxLength
+// covers the largest message they accept, so that no message is answered 4xx for ever
+// (issue 12 item 9).
 package clamd
 
 import (
@@ -17,7 +24,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,8 +34,18 @@ import (
 type Config struct {
 	// Addr is host:port of clamd's TCPSocket, or "unix:/path" for its LocalSocket.
 	Addr string `yaml:"addr"`
-	// Timeout bounds one whole scan (connect, send, wait for the verdict). Default 30s.
+	// Timeout bounds one whole scan (connect, send, wait for the verdict) of an empty
+	// stream. Default 30s.
 	Timeout time.Duration `yaml:"timeout"`
+	// TimeoutPerMB is added to Timeout for every MiB of the stream: a 30 MB message gets
+	// Timeout + 30 × TimeoutPerMB, since clamd's scan time grows with the size (clamd's own
+	// MaxScanTime is 120s by default). Default 500ms. The milter's deadline (milter.timeout)
+	// still bounds the whole end-of-message.
+	TimeoutPerMB time.Duration `yaml:"timeout_per_mb"`
+	// StartupWait is how long a PEC process waits at start-up for clamd to answer the
+	// StreamMaxLength check (clamd loads its signatures for a while after it starts).
+	// Default 60s.
+	StartupWait time.Duration `yaml:"startup_wait"`
 	// ChunkSize is the size of the INSTREAM chunks. Default 64 KiB. It must stay below clamd's
 	// StreamMaxLength.
 	ChunkSize int `yaml:"chunk_size"`
@@ -34,8 +53,10 @@ type Config struct {
 
 // Defaults applied by New.
 const (
-	DefaultTimeout   = 30 * time.Second
-	DefaultChunkSize = 64 * 1024
+	DefaultTimeout      = 30 * time.Second
+	DefaultTimeoutPerMB = 500 * time.Millisecond
+	DefaultStartupWait  = 60 * time.Second
+	DefaultChunkSize    = 64 * 1024
 )
 
 // ErrUnavailable is wrapped by every error that means "clamd could not give a verdict now":
@@ -60,13 +81,15 @@ func (e *Error) Temporary() bool { return true }
 type Client struct {
 	network, addr string
 	timeout       time.Duration
+	perMB         time.Duration
+	wait          time.Duration
 	chunk         int
 	dialer        net.Dialer
 }
 
 // New validates cfg and returns a client. It does not connect.
 func New(cfg Config) (*Client, error) {
-	c := &Client{timeout: cfg.Timeout, chunk: cfg.ChunkSize}
+	c := &Client{timeout: cfg.Timeout, perMB: cfg.TimeoutPerMB, wait: cfg.StartupWait, chunk: cfg.ChunkSize}
 	switch {
 	case cfg.Addr == "":
 		return nil, errors.New("clamd.addr: required")
@@ -87,6 +110,18 @@ func New(cfg Config) (*Client, error) {
 	if c.timeout < 0 {
 		return nil, fmt.Errorf("clamd.timeout: %v: must be positive", cfg.Timeout)
 	}
+	if c.perMB == 0 {
+		c.perMB = DefaultTimeoutPerMB
+	}
+	if c.perMB < 0 {
+		return nil, fmt.Errorf("clamd.timeout_per_mb: %v: must be positive", cfg.TimeoutPerMB)
+	}
+	if c.wait == 0 {
+		c.wait = DefaultStartupWait
+	}
+	if c.wait < 0 {
+		return nil, fmt.Errorf("clamd.startup_wait: %v: must be positive", cfg.StartupWait)
+	}
 	if c.chunk == 0 {
 		c.chunk = DefaultChunkSize
 	}
@@ -96,68 +131,129 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
+// Timeout is how long a scan of a size-byte stream may take: Config.Timeout plus
+// Config.TimeoutPerMB for every MiB (issue 12 item 9: the scan timeout grows with the message).
+func (c *Client) Timeout(size int64) time.Duration {
+	return c.timeout + time.Duration(float64(c.perMB)*float64(size)/(1<<20))
+}
+
+// StartupWait is Config.StartupWait with its default applied.
+func (c *Client) StartupWait() time.Duration { return c.wait }
+
 // Scan streams r to clamd. It returns the signature name when clamd found a virus, "" when
-// the stream is clean, and an error wrapping ErrUnavailable when clamd gave no verdict.
+// the stream is clean, and an error wrapping ErrUnavailable when clamd gave no verdict (a
+// *StreamLimitError when the stream is over clamd's StreamMaxLength). The scan may last
+// Timeout(n) for the n bytes sent, and no longer than ctx allows.
 func (c *Client) Scan(ctx context.Context, r io.Reader) (virus string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, c.timeout)
-	defer cancel()
-	conn, err := c.dialer.DialContext(ctx, c.network, c.addr)
+	start := time.Now()
+	conn, err := c.dial(ctx)
 	if err != nil {
 		return "", &Error{Op: "dial", Err: err}
 	}
 	defer conn.Close()
-	deadline, _ := ctx.Deadline()
-	_ = conn.SetDeadline(deadline)
-	// Closing the connection interrupts a blocked read or write when ctx is cancelled early.
-	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
+	dl := &deadline{conn: conn, start: start, c: c}
+	dl.limit, _ = ctx.Deadline()
+	dl.extend(0)
+	// Moving the deadline to the past interrupts a blocked read or write when ctx is
+	// cancelled early.
+	stop := context.AfterFunc(ctx, dl.cancel)
 	defer stop()
 
-	sendErr := c.send(conn, r)
+	sent, sendErr := c.send(conn, r, dl)
 	// clamd answers "INSTREAM size limit exceeded. ERROR" and closes the connection as soon as
 	// the limit is passed, so a failed write may still have a reply waiting: read it first.
 	reply, readErr := readReply(conn)
 	if readErr != nil {
-		if sendErr != nil {
+		switch {
+		case sendErr != nil:
 			return "", &Error{Op: "send", Err: sendErr}
-		}
-		if ctx.Err() != nil {
+		case ctx.Err() != nil:
 			return "", &Error{Op: "read", Err: ctx.Err()}
+		case errors.Is(readErr, os.ErrDeadlineExceeded):
+			return "", &Error{Op: "read", Err: fmt.Errorf("no verdict within %v for %d bytes: %w", c.Timeout(sent), sent, readErr)}
 		}
 		return "", &Error{Op: "read", Err: readErr}
 	}
-	return parseReply(reply)
+	virus, err = parseReply(reply)
+	var sl *StreamLimitError
+	if errors.As(err, &sl) {
+		sl.Size = sent
+	}
+	return virus, err
 }
 
-func (c *Client) send(conn net.Conn, r io.Reader) error {
+// dial connects within Config.Timeout.
+func (c *Client) dial(ctx context.Context) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.timeout)
+	defer cancel()
+	return c.dialer.DialContext(ctx, c.network, c.addr)
+}
+
+// deadline moves the connection's deadline as the stream grows (Client.Timeout of the bytes
+// sent), never past ctx's deadline, and to the past for good once ctx is done.
+type deadline struct {
+	mu    sync.Mutex
+	conn  net.Conn
+	start time.Time
+	limit time.Time // ctx's deadline; zero when it has none
+	done  bool
+	c     *Client
+}
+
+func (d *deadline) extend(sent int64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.done {
+		return
+	}
+	t := d.start.Add(d.c.Timeout(sent))
+	if !d.limit.IsZero() && d.limit.Before(t) {
+		t = d.limit
+	}
+	_ = d.conn.SetDeadline(t)
+}
+
+func (d *deadline) cancel() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.done = true
+	_ = d.conn.SetDeadline(time.Unix(1, 0))
+}
+
+// send writes the INSTREAM command and r as chunks; it returns how many bytes of r it sent.
+func (c *Client) send(conn net.Conn, r io.Reader, dl *deadline) (int64, error) {
 	w := bufio.NewWriterSize(conn, c.chunk+4)
 	if _, err := w.WriteString("zINSTREAM\x00"); err != nil {
-		return err
+		return 0, err
 	}
 	buf := make([]byte, c.chunk)
 	var hdr [4]byte
+	var sent int64
 	for {
 		n, err := io.ReadFull(r, buf)
 		if n > 0 {
+			sent += int64(n)
+			dl.extend(sent)
 			binary.BigEndian.PutUint32(hdr[:], uint32(n))
 			if _, werr := w.Write(hdr[:]); werr != nil {
-				return werr
+				return sent, werr
 			}
 			if _, werr := w.Write(buf[:n]); werr != nil {
-				return werr
+				return sent, werr
 			}
 		}
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
 			break
 		}
 		if err != nil {
-			return fmt.Errorf("reading the message: %w", err)
+			return sent, fmt.Errorf("reading the message: %w", err)
 		}
 	}
 	binary.BigEndian.PutUint32(hdr[:], 0)
 	if _, err := w.Write(hdr[:]); err != nil {
-		return err
+		return sent, err
 	}
-	return w.Flush()
+	return sent, w.Flush()
 }
 
 // maxReply bounds the reply; real replies are one short line.
@@ -188,6 +284,8 @@ func parseReply(reply string) (string, error) {
 		}
 	}
 	switch {
+	case strings.HasPrefix(reply, "INSTREAM size limit exceeded"):
+		return "", &StreamLimitError{}
 	case strings.HasSuffix(reply, " ERROR"):
 		return "", &Error{Op: "reply", Err: errors.New(reply)}
 	case !ok:

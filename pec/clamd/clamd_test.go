@@ -127,6 +127,8 @@ func TestNewValidates(t *testing.T) {
 		{Addr: "unix:"},
 		{Addr: "127.0.0.1:3310", Timeout: -1},
 		{Addr: "127.0.0.1:3310", ChunkSize: -5},
+		{Addr: "127.0.0.1:3310", TimeoutPerMB: -1},
+		{Addr: "127.0.0.1:3310", StartupWait: -1},
 	} {
 		if _, err := clamd.New(cfg); err == nil || !strings.HasPrefix(err.Error(), "clamd.") {
 			t.Errorf("New(%+v) = %v, want an error naming the key", cfg, err)
@@ -157,6 +159,9 @@ func TestParseReplyNames(t *testing.T) {
 		if v, err := clamd.ParseReplyForTest(reply); !errors.Is(err, clamd.ErrUnavailable) {
 			t.Errorf("%q: %q, %v; want a broken reply (ErrUnavailable)", reply, v, err)
 		}
+	}
+	if _, err := clamd.ParseReplyForTest("INSTREAM size limit exceeded. ERROR"); !errors.Is(err, clamd.ErrStreamLimit) {
+		t.Errorf("size limit reply: %v, want ErrStreamLimit", err)
 	}
 }
 
@@ -190,4 +195,107 @@ func FuzzParseReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestScanTimeoutGrowsWithSize: a clamd that never answers is given Timeout plus
+// TimeoutPerMB for every MiB sent (issue 12 item 9), not a fixed time whatever the size.
+func TestScanTimeoutGrowsWithSize(t *testing.T) {
+	srv := clamdtest.New(t)
+	srv.SetMode(clamdtest.Hang)
+	c, err := clamd.New(clamd.Config{Addr: srv.Addr(), Timeout: 100 * time.Millisecond, TimeoutPerMB: 400 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := c.Timeout(3<<20), 1300*time.Millisecond; got != want {
+		t.Fatalf("Timeout(3 MiB) = %v, want %v", got, want)
+	}
+	for _, tc := range []struct {
+		size     int
+		min, max time.Duration
+	}{
+		{1000, 90 * time.Millisecond, time.Second},
+		{3 << 20, 1250 * time.Millisecond, 4 * time.Second},
+	} {
+		start := time.Now()
+		_, err := c.Scan(context.Background(), strings.NewReader(strings.Repeat("z", tc.size)))
+		d := time.Since(start)
+		if !errors.Is(err, clamd.ErrUnavailable) {
+			t.Fatalf("%d bytes: %v, want a timeout", tc.size, err)
+		}
+		if d < tc.min || d > tc.max {
+			t.Errorf("%d bytes: gave up after %v, want between %v and %v (%v)", tc.size, d, tc.min, tc.max, err)
+		}
+	}
+	// A context deadline earlier than the size's timeout still wins.
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if _, err := c.Scan(ctx, strings.NewReader(strings.Repeat("z", 3<<20))); !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("ctx deadline of 200ms ignored: %v", d)
+	}
+}
+
+// TestCheckStreamLimit: the declared chunk length tells whether StreamMaxLength admits a
+// stream, without sending it; a scan over the limit is a *StreamLimitError.
+func TestCheckStreamLimit(t *testing.T) {
+	srv := clamdtest.New(t)
+	srv.SetStreamMaxLength(1000)
+	c := newClient(t, srv.Addr(), 2*time.Second)
+	ctx := context.Background()
+	if err := c.CheckStreamLimit(ctx, 1000); err != nil {
+		t.Fatalf("1000 bytes with StreamMaxLength 1000: %v", err)
+	}
+	err := c.CheckStreamLimit(ctx, 1001)
+	var sl *clamd.StreamLimitError
+	if !errors.As(err, &sl) || sl.Size != 1001 || !errors.Is(err, clamd.ErrStreamLimit) || !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("1001 bytes with StreamMaxLength 1000: %v, want a *StreamLimitError", err)
+	}
+	if !strings.Contains(err.Error(), "StreamMaxLength") {
+		t.Errorf("error %q does not name StreamMaxLength", err)
+	}
+	srv.SetStreamMaxLength(0)
+	if err := c.CheckStreamLimit(ctx, 4<<30-1); err != nil {
+		t.Fatalf("no limit: %v", err)
+	}
+	for _, n := range []int64{0, -1, 4 << 30} {
+		if err := c.CheckStreamLimit(ctx, n); err == nil || errors.Is(err, clamd.ErrUnavailable) {
+			t.Errorf("size %d: %v, want an argument error", n, err)
+		}
+	}
+
+	srv.SetStreamMaxLength(2000)
+	_, err = c.Scan(ctx, strings.NewReader(strings.Repeat("z", 5000)))
+	if !errors.As(err, &sl) || sl.Size < 2000 || !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("scan over the limit: %v, want a temporary *StreamLimitError", err)
+	}
+
+	// Not clamd: an unexpected reply is an error, never "covered".
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			io.WriteString(conn, "UNKNOWN COMMAND\x00") //nolint:errcheck
+			conn.Close()
+		}
+	}()
+	other := newClient(t, ln.Addr().String(), time.Second)
+	if err := other.CheckStreamLimit(ctx, 10); err == nil || errors.As(err, &sl) {
+		t.Fatalf("unexpected reply: %v, want an error", err)
+	}
+	ln2, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln2.Addr().String()
+	ln2.Close()
+	if err := newClient(t, addr, time.Second).CheckStreamLimit(ctx, 10); !errors.Is(err, clamd.ErrUnavailable) || errors.As(err, &sl) {
+		t.Fatalf("clamd down: %v, want ErrUnavailable", err)
+	}
 }
