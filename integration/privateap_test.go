@@ -40,9 +40,11 @@ type privateAP struct {
 
 // apOptions vary a private access point.
 type apOptions struct {
-	config     func(y map[string]any) // edits its pec.yaml
-	hooks      bool                   // build pec-milter with -tags testhooks (milter/testhook_on.go)
-	ownCleanup bool                   // its own cleanup service, so a test may kill it
+	config     func(y map[string]any)        // edits its pec.yaml
+	hooks      bool                          // build pec-milter with -tags testhooks (milter/testhook_on.go)
+	ownCleanup bool                          // its own cleanup service, so a test may kill it
+	clamd      func(lines []string) []string // edits its clamd.conf
+	noStart    bool                          // build and configure, but leave pec-milter to the test
 }
 
 func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
@@ -90,13 +92,18 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	var cc []string
 	for _, line := range strings.Split(string(lc), "\n") {
 		switch strings.Fields(line + " x")[0] {
-		case "TCPSocket", "LogFile", "TemporaryDirectory", "LocalSocket", "PidFile":
+		case "TCPSocket", "TCPAddr", "LogFile", "TemporaryDirectory", "LocalSocket", "PidFile":
 			continue
 		}
 		cc = append(cc, line)
 	}
+	// Its own address too: the lab's clamd listens on the lab's service address
+	// (PEC_LAB_NET), the private one on 127.0.0.1 like p.clamdAddr.
 	os.MkdirAll(filepath.Join(p.dir, "clamtmp"), 0o700)
-	cc = append(cc, "TCPSocket "+port, "LogFile "+filepath.Join(p.dir, "clamd.log"), "TemporaryDirectory "+filepath.Join(p.dir, "clamtmp"))
+	cc = append(cc, "TCPSocket "+port, "TCPAddr 127.0.0.1", "LogFile "+filepath.Join(p.dir, "clamd.log"), "TemporaryDirectory "+filepath.Join(p.dir, "clamtmp"))
+	if opt.clamd != nil {
+		cc = opt.clamd(cc)
+	}
 	p.clamdConf = filepath.Join(p.dir, "clamd.conf")
 	os.WriteFile(p.clamdConf, []byte(strings.Join(cc, "\n")+"\n"), 0o600)
 	p.startClamd(t)
@@ -141,9 +148,11 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	p.logf, _ = os.Create(filepath.Join(p.dir, "pec-milter.log"))
 	p.env = append(os.Environ(), "PEC_PIN_"+strings.ToUpper(a.ID)+"="+a.Token.PIN, "SOFTHSM2_CONF="+hsmConf,
 		"PEC_TEST_HOOK_DIR="+p.hooks)
-	p.startMilter(t)
+	if !opt.noStart {
+		p.startMilter(t)
+	}
 	t.Cleanup(func() {
-		if p.milter.ProcessState == nil { // not already stopped by a test
+		if p.milter != nil && p.milter.ProcessState == nil { // not already stopped by a test
 			p.milter.Process.Signal(syscall.SIGTERM)
 			p.milter.Wait()
 		}
