@@ -165,9 +165,15 @@ func CheckSubmission(orig *Original, env Envelope, login string, lim Limits) *Fo
 // CheckSize is the size verdict of pec-spec.md §7.1 point 6 on its own: the message's size
 // times its recipients against Limits.MaxSizeTimesRecipients (RFC 6109 §3.1.1, 30 MB). It is
 // the last of CheckSubmission's checks; Submit also runs it before the antivirus, which never
-// receives a message over the limit (issue 12 item 9).
+// receives a message over the limit (issue 12 item 9). The recipients counted are the
+// distinct To/Cc ones, as for MaxRecipients; the distinct envelope recipients when they are
+// more (a message failing another check is then not scanned either).
 func CheckSize(orig *Original, env Envelope, lim Limits) *FormalError {
-	n := len(env.Rcpts)
+	envelope := map[string]bool{}
+	for _, r := range env.Rcpts {
+		envelope[CanonAddr(r)] = true
+	}
+	n := max(len(orig.Recipients()), len(envelope))
 	if total := int64(len(orig.Raw)) * int64(n); lim.MaxSizeTimesRecipients > 0 && total > lim.MaxSizeTimesRecipients {
 		return &FormalError{Reason: ReasonTooLarge, Detail: fmt.Sprintf("%d byte per %d destinatari, il massimo è %d byte", len(orig.Raw), n, lim.MaxSizeTimesRecipients)}
 	}
