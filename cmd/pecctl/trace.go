@@ -115,6 +115,10 @@ func runTrace(args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "pecctl trace: %v\n", err)
 			return 1
 		}
+		if len(s.Events) == 0 && len(s.Recipients) == 0 {
+			fmt.Fprintf(stderr, "pecctl trace: %s: no such transaction in the log\n", id)
+			return 1
+		}
 		if *asJSON {
 			b, _ := json.Marshal(s)
 			fmt.Fprintln(stdout, string(b))
