@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# postgres-instance.sh start|stop|status DIR PORT
+# postgres-instance.sh start|stop|status|promote DIR PORT
+# postgres-instance.sh standby DIR PORT PRIMARY_PORT
 #
 # A private PostgreSQL cluster (Debian's postgresql package: initdb, pg_ctl) with its data in
 # DIR/data, listening on 127.0.0.1:PORT only (and a unix socket in DIR/run), owned by the
@@ -10,6 +11,15 @@
 #                     server and wait until it accepts connections. Already running: nothing.
 #   stop DIR PORT     pg_ctl stop -m fast on DIR/data (only that cluster).
 #   status DIR PORT   exit 0 when the cluster of DIR runs and answers on PORT.
+#   standby DIR PORT PRIMARY_PORT
+#                     a streaming standby of the cluster on 127.0.0.1:PRIMARY_PORT: when DIR/data
+#                     does not exist yet, pg_basebackup -R copies the primary (standby.signal,
+#                     primary_conninfo); then start as above. It answers read-only queries.
+#   promote DIR PORT  pg_ctl promote: the standby becomes a primary (failover).
+#
+# Replication: every cluster accepts replication connections from 127.0.0.1. For no lost
+# commit on failover, start the primary with PG_OPTS="-c synchronous_standby_names=*": a
+# commit then returns only once the standby has it.
 #
 # Connect with postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
 # Environment: PG_BIN overrides the directory of initdb/pg_ctl (default: the newest
@@ -22,8 +32,8 @@
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-[ $# -ge 3 ] || die "usage: postgres-instance.sh start|stop|status DIR PORT"
-cmd=$1 dir=$2 port=$3
+[ $# -ge 3 ] || die "usage: postgres-instance.sh start|stop|status|promote DIR PORT, or standby DIR PORT PRIMARY_PORT"
+cmd=$1 dir=$2 port=$3 primary=${4:-}
 [[ $port =~ ^[0-9]+$ ]] || die "port $port is not a number"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
@@ -58,6 +68,13 @@ status)
 	[ -f "$data/PG_VERSION" ] && running && tcp_open 127.0.0.1 "$port"
 	exit
 	;;
+promote)
+	as "$bin/pg_ctl" -D "$data" -w -t 60 promote >>"$log" 2>&1 || { show_log postgres "$log"; die "pg_ctl promote failed"; }
+	exit 0
+	;;
+standby)
+	[[ $primary =~ ^[0-9]+$ ]] || die "standby needs the primary's port"
+	;;
 start) ;;
 *) die "unknown command $cmd" ;;
 esac
@@ -72,6 +89,14 @@ if [ "$(id -u)" = 0 ]; then
 	done
 	chown postgres: "$dir"
 	touch "$log" && chown postgres: "$log"
+fi
+if [ "$cmd" = standby ] && [ ! -f "$data/PG_VERSION" ]; then
+	as mkdir -p "$data" "$run"
+	chmod 700 "$data"
+	as "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$data" -R -X stream -c fast >>"$log" 2>&1 ||
+		{ show_log postgres "$log"; die "pg_basebackup from 127.0.0.1:$primary failed"; }
+	# The copy carries the primary's settings: only the socket directory is this cluster's.
+	echo "unix_socket_directories = '$run'" >>"$data/postgresql.conf"
 fi
 if [ ! -f "$data/PG_VERSION" ]; then
 	as mkdir -p "$data" "$run"
@@ -90,7 +115,7 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] '
 CONF
 	# Loopback only, no password: a private test cluster.
-	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
 fi
 as mkdir -p "$run"
 if running; then

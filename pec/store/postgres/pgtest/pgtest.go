@@ -56,12 +56,10 @@ func Start(dir string) (*Cluster, error) {
 		}
 		c.Dir, c.tmp = d, true
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
+	var err error
+	if c.Port, err = freePort(); err != nil {
 		return nil, err
 	}
-	c.Port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
 	if err := c.ctl("start"); err != nil {
 		if c.tmp {
 			os.RemoveAll(c.Dir)
@@ -72,12 +70,45 @@ func Start(dir string) (*Cluster, error) {
 	return c, nil
 }
 
-func (c *Cluster) ctl(cmd string) error {
+// Standby starts a streaming standby of c (pg_basebackup) in a new temporary directory.
+func (c *Cluster) Standby() (*Cluster, error) {
+	d, err := os.MkdirTemp("", "pec-pg-standby-")
+	if err != nil {
+		return nil, err
+	}
+	sb := &Cluster{Dir: d, tmp: true}
+	if sb.Port, err = freePort(); err != nil {
+		return nil, err
+	}
+	if err := sb.ctl("standby", fmt.Sprint(c.Port)); err != nil {
+		os.RemoveAll(d)
+		return nil, err
+	}
+	sb.DSN = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", sb.Port)
+	return sb, nil
+}
+
+// Promote makes a standby the primary (pg_ctl promote), as a failover does.
+func (c *Cluster) Promote() error { return c.ctl("promote") }
+
+// Halt stops the cluster and keeps its directory (a primary that went away).
+func (c *Cluster) Halt() error { return c.ctl("stop") }
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func (c *Cluster) ctl(cmd string, extra ...string) error {
 	s, err := script()
 	if err != nil {
 		return err
 	}
-	out, err := exec.Command("bash", s, cmd, c.Dir, fmt.Sprint(c.Port)).CombinedOutput()
+	out, err := exec.Command("bash", append([]string{s, cmd, c.Dir, fmt.Sprint(c.Port)}, extra...)...).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("postgres-instance.sh %s: %v\n%s", cmd, err, out)
 	}
