@@ -246,7 +246,7 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 		res := c.send(ctx, it)
 		switch {
 		case res.err == nil:
-			if err := d.markSent(ctx, it, res.note); err != nil {
+			if err := d.markSent(ctx, it, res.note, claimed); err != nil {
 				return len(items), err
 			}
 		case res.permanent:
@@ -287,21 +287,37 @@ func (d *Drainer) release(ctx context.Context, items []store.OutboxItem) {
 	}
 }
 
-func (d *Drainer) markSent(ctx context.Context, it *store.OutboxItem, note string) error {
-	ctx, cancel := d.recording(ctx)
-	defer cancel()
-	err := d.st.MarkOutbox(ctx, it.ID, d.owner, store.Mark{State: store.OutboxSent, At: d.now(), Error: note})
-	if err != nil {
-		d.m.markFailed.Inc()
-		d.log.Error("message accepted by Postfix but not marked sent: it will be sent again",
-			slog.String("message_id", it.MessageID), slog.String("kind", it.Kind), slog.Any("err", err))
-		return err
+// markSent records that Postfix accepted it. A temporary store failure (a database failing
+// over to its standby) is retried while the claim lasts: until then no other drainer sends
+// the item, and once it is marked nobody does, so the message goes out once. A restarted
+// drainer with the same owner would send it again: that is the only resend left.
+func (d *Drainer) markSent(ctx context.Context, it *store.OutboxItem, note string, claimed time.Time) error {
+	giveUp := time.Now().Add(claimed.Add(d.cfg.Lease).Sub(d.now()))
+	for {
+		rctx, cancel := d.recording(ctx)
+		err := d.st.MarkOutbox(rctx, it.ID, d.owner, store.Mark{State: store.OutboxSent, At: d.now(), Error: note})
+		cancel()
+		if err == nil {
+			d.m.sent.WithLabelValues(it.Kind).Inc()
+			d.log.Info("reinjected", slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
+				slog.String("identificativo", it.Identificativo), slog.Int("attempt", it.Attempts+1))
+			return nil
+		}
+		var tmp interface{ Temporary() bool }
+		if !errors.As(err, &tmp) || !tmp.Temporary() || ctx.Err() != nil || time.Now().Add(markRetry).After(giveUp) {
+			d.m.markFailed.Inc()
+			d.log.Error("message accepted by Postfix but not marked sent: it will be sent again",
+				slog.String("message_id", it.MessageID), slog.String("kind", it.Kind), slog.Any("err", err))
+			return err
+		}
+		d.log.Warn("message accepted by Postfix, the store cannot mark it sent yet: retrying while the claim lasts",
+			slog.String("message_id", it.MessageID), slog.Any("err", err))
+		time.Sleep(markRetry)
 	}
-	d.m.sent.WithLabelValues(it.Kind).Inc()
-	d.log.Info("reinjected", slog.String("message_id", it.MessageID), slog.String("kind", it.Kind),
-		slog.String("identificativo", it.Identificativo), slog.Int("attempt", it.Attempts+1))
-	return nil
 }
+
+// markRetry is the pause between two attempts to mark a sent item.
+const markRetry = 500 * time.Millisecond
 
 func (d *Drainer) park(ctx context.Context, it *store.OutboxItem, cause error) {
 	d.m.parked.WithLabelValues(it.Kind).Inc()

@@ -434,3 +434,44 @@ func TestLeaseGuard(t *testing.T) {
 		}
 	})
 }
+
+// flakyMark fails the first fails marks of a sent item as a database failing over does
+// (store.Temporary), then lets them through.
+type flakyMark struct {
+	store.Store
+	fails atomic.Int32
+}
+
+func (f *flakyMark) MarkOutbox(ctx context.Context, id int64, owner string, m store.Mark) error {
+	if m.State == store.OutboxSent && f.fails.Add(-1) >= 0 {
+		return &store.Temporary{Err: errors.New("no primary")}
+	}
+	return f.Store.MarkOutbox(ctx, id, owner, m)
+}
+
+// TestMarkRetriedWhileTheStoreFailsOver: Postfix accepts the item while the store cannot
+// record it (three temporary failures, 1.5 s): the drainer keeps marking while its claim
+// lasts, so the item is marked sent and never sent again, by this drainer or another.
+func TestMarkRetriedWhileTheStoreFailsOver(t *testing.T) {
+	forStores(t, func(t *testing.T, st store.Store, c *clock) {
+		pf := newFakePostfix(t)
+		it := item(500)
+		queue(t, st, it)
+		f := &flakyMark{Store: st}
+		f.fails.Store(3)
+		d := newDrainer(t, pf.addr, f, "A", c)
+		if n, err := d.DrainOnce(context.Background()); n != 1 || err != nil {
+			t.Fatalf("DrainOnce: %d %v", n, err)
+		}
+		if s := list(t, st, store.OutboxSent); len(s) != 1 {
+			t.Fatalf("%d sent, want 1", len(s))
+		}
+		c.Add(testLease + time.Second)
+		other := newDrainer(t, pf.addr, st, "B", c)
+		other.DrainOnce(context.Background()) //nolint:errcheck
+		d.DrainOnce(context.Background())     //nolint:errcheck
+		if acc, _ := pf.counts(it.MessageID); acc != 1 {
+			t.Errorf("accepted %d times, want 1", acc)
+		}
+	})
+}
