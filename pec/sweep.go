@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/daticert"
@@ -52,15 +53,53 @@ func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 			sw.Duration = time.Since(start)
 			return sw, &Temporary{Op: "sweep", Err: err}
 		}
-		progress := 0
+		var todo []*store.Tracking
 		for i := range rows {
-			r := &rows[i]
-			key := r.Identificativo + "\x00" + r.Recipient + "\x00" + string(r.Due)
-			if skip[key] {
-				continue
+			if !skip[sweepKey(&rows[i])] {
+				todo = append(todo, &rows[i])
 			}
-			progress++
-			switch err := e.notify(ctx, r); {
+		}
+		// The notices of a page are signed in parallel (the signature is most of their cost;
+		// the HSM has a session pool), then committed in one transaction: one fsync per
+		// page. When a receipt moved one of the rows meanwhile the page's commit conflicts
+		// and each notice is committed on its own, so only the superseded one is dropped.
+		batches := make([]*store.Batch, len(todo))
+		errs := make([]error, len(todo))
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, sweepWorkers)
+		for i, r := range todo {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				batches[i], errs[i] = e.notice(r)
+			}()
+		}
+		wg.Wait()
+		page := &store.Batch{}
+		for i := range todo {
+			if errs[i] == nil {
+				page.Events = append(page.Events, batches[i].Events...)
+				page.Outbox = append(page.Outbox, batches[i].Outbox...)
+				page.Transitions = append(page.Transitions, batches[i].Transitions...)
+			}
+		}
+		if err := e.deps.Store.Commit(ctx, page); errors.Is(err, store.ErrConflict) {
+			for i := range todo {
+				if errs[i] == nil {
+					errs[i] = e.deps.Store.Commit(ctx, batches[i])
+				}
+			}
+		} else if err != nil {
+			for i := range errs {
+				if errs[i] == nil {
+					errs[i] = err
+				}
+			}
+		}
+		var fatal error
+		for i, r := range todo {
+			switch err := errs[i]; {
 			case err == nil && r.Due == store.InputNotice12h:
 				sw.Notice12++
 			case err == nil:
@@ -69,26 +108,33 @@ func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 				sw.Superseded++
 			default:
 				sw.Failed++
-				skip[key] = true
+				skip[sweepKey(r)] = true
 				var tmp *store.Temporary
-				if errors.As(err, &tmp) || ctx.Err() != nil {
-					sw.Duration = time.Since(start)
-					return sw, err
+				if fatal == nil && (errors.As(err, &tmp) || ctx.Err() != nil) {
+					fatal = err
 				}
 			}
 		}
-		if progress == 0 || len(rows) < limit {
+		if fatal != nil || len(todo) == 0 || len(rows) < limit {
 			sw.Duration = time.Since(start)
-			return sw, nil
+			return sw, fatal
 		}
 	}
 }
 
-// notify builds, signs and commits the notice due for one tracked recipient.
-func (e *Engine) notify(ctx context.Context, r *store.Tracking) error {
+// sweepWorkers is how many notices of a page are built at once.
+const sweepWorkers = 8
+
+func sweepKey(r *store.Tracking) string {
+	return r.Identificativo + "\x00" + r.Recipient + "\x00" + string(r.Due)
+}
+
+// notice builds and signs the notice due for one tracked recipient and returns its batch
+// (event, outbox item, transition).
+func (e *Engine) notice(r *store.Tracking) (*store.Batch, error) {
 	d, err := daticert.Parse(r.Data)
 	if err != nil {
-		return fmt.Errorf("tracking data of %s: %w", r.Identificativo, err)
+		return nil, fmt.Errorf("tracking data of %s: %w", r.Identificativo, err)
 	}
 	tx := TransactionFrom(d)
 	hours := 12
@@ -101,10 +147,10 @@ func (e *Engine) notify(ctx context.Context, r *store.Tracking) error {
 	ref := e.now()
 	m, err := e.builder(id).Preavviso(ref, tx, r.Recipient, hours)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	b := &store.Batch{}
 	ev := txEvent(ref, tx, id.Name)
 	emit(b, m, ev, ref.Time())
-	return e.deps.Store.Commit(ctx, b)
+	return b, nil
 }
