@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gestore-pec/gestore/integration/bench/pflisten"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
 )
@@ -94,4 +95,34 @@ func TestHardeningCharsetsAndSevenBit(t *testing.T) {
 			t.Errorf("pecctl verify --strict %s: %v\n%s", name, err, out)
 		}
 	}
+}
+
+// Postfix with pec-milter down answers 4xx (milter_default_action = tempfail): the only
+// safeguard against relaying uncertified mail (issue 20 item 6). A copy of A's submission
+// listener points to a milter socket nobody serves.
+func TestHardeningMilterDownTempfails(t *testing.T) {
+	t.Parallel()
+	_, a, _, o := pecLab(t)
+	alice, oscar := user(t, a, "alice"), user(t, o, "oscar")
+	addr, err := pflisten.FreePort(a.IP)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := filepath.Join(filepath.Dir(a.MilterSocket), "nobody-"+mailtest.Token("x")[2:10]+".sock")
+	ln, err := pflisten.Add(a.Postfix.ConfigDir, addr, "submission/inet",
+		map[string]string{"smtpd_milters": "unix:" + dead, "syslog_name": "postfix/deadmilter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Remove() })
+	sub := tlsSubmission(t, a, &alice)
+	sub.Addr = addr
+	token := mailtest.Token("deadmilter")
+	m := raw("x\n", "From: "+alice.Address, "To: "+oscar.Address, "Subject: "+token, "Message-ID: <"+token+"@client.example>")
+	err = sub.Send(alice.Address, []string{oscar.Address}, m)
+	var se *mailtest.StepError
+	if !errors.As(err, &se) || se.Code < 400 || se.Code > 499 {
+		t.Fatalf("err = %v, want a 4xx with the milter down", err)
+	}
+	none(t, mailbox(o, oscar), token)
 }

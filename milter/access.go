@@ -52,11 +52,13 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	}
 	if err == nil {
 		if err = handBack(m, x.fields, res.Busta, res.Confirm); err != nil {
-			// Postfix will not queue the busta as we built it: nothing is attested (the
-			// accettazione waits for a confirmation that cannot come) and the client retries.
+			// Postfix will not queue the busta as we built it (it refused a modification, or
+			// went away): nothing is attested (the accettazione waits for a confirmation that
+			// cannot come) and the client is told to retry.
 			log.Error("cannot hand the busta to Postfix", "identificativo", res.Identificativo, "error", err)
-			x.observe(start, outcomeTempfail)
-			return nil, err
+			resp, outcome := toResponse(&pec.Temporary{Op: "handback", Err: err})
+			x.observe(start, outcome)
+			return resp, nil
 		}
 		testHook("after-eom")
 		s.eng.Issued(res.Confirm)

@@ -591,3 +591,101 @@ func TestDeadlineDoesNotWaitForEngine(t *testing.T) {
 		t.Fatalf("reply after %s, want it at the 300ms deadline", took)
 	}
 }
+
+// startWith is start with client options (the MTA's side of the negotiation).
+func (h *harness) sessionWith(t *testing.T, role string, opts ...milter.Option) (*milter.ClientSession, *milter.MacroBag) {
+	t.Helper()
+	c := milter.NewClient("unix", h.addr, append([]milter.Option{milter.WithReadTimeout(30 * time.Second)}, opts...)...)
+	macros := milter.NewMacroBag()
+	macros.Set(milter.MacroDaemonName, role)
+	s, err := c.Session(macros)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	if act, err := s.Conn("client.example", milter.FamilyInet, 40000, "127.0.0.1"); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("Conn: %v %v", act, err)
+	}
+	if act, err := s.Helo("client.example"); err != nil || act.Type != milter.ActionContinue {
+		t.Fatalf("Helo: %v %v", act, err)
+	}
+	return s, macros
+}
+
+// An MTA that does not let the milter add the confirmation recipient (issue 20 item 5: Postfix
+// refusing the modifications) cannot use it at all: the negotiation fails, and Postfix's
+// milter_default_action = tempfail answers 4xx. A busta is never queued without its
+// confirmation.
+func TestModificationRefusedAtNegotiation(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	c := milter.NewClient("unix", h.addr, milter.WithReadTimeout(5*time.Second),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody))
+	s, err := c.Session(milter.NewMacroBag())
+	if err == nil {
+		s.Close()
+		t.Fatal("negotiated with an MTA that cannot add recipients")
+	}
+}
+
+// An engine that accepts without a busta (a bug) is a temporary failure, never an accept of
+// the original.
+func TestEngineWithoutBustaIsTemporary(t *testing.T) {
+	h := start(t, Config{}, func(context.Context, *pec.Submission) (*pec.Submitted, error) {
+		return &pec.Submitted{Identificativo: "x@pec-a.test"}, nil
+	})
+	s, macros := h.session(t, RoleAccess)
+	r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if r.act.SMTPCode != 451 || len(r.mods) != 0 {
+		t.Fatalf("action %v mods %v, want 451 and nothing changed", r.act, r.mods)
+	}
+}
+
+// Postfix going away during a slow end-of-message cancels the engine's work (its context),
+// so nothing keeps running for a transaction nobody waits for.
+func TestPostfixGoneCancelsEngine(t *testing.T) {
+	cancelled := make(chan struct{})
+	h := start(t, Config{ProgressInterval: 20 * time.Millisecond}, func(ctx context.Context, _ *pec.Submission) (*pec.Submitted, error) {
+		<-ctx.Done()
+		close(cancelled)
+		return nil, ctx.Err()
+	})
+	d := &recordingDialer{}
+	s, macros := h.sessionWith(t, RoleAccess, milter.WithDialer(d))
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		_, _ = trySend(s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	}()
+	called := func() bool { h.eng.mu.Lock(); defer h.eng.mu.Unlock(); return h.eng.calls > 0 }
+	for deadline := time.Now().Add(10 * time.Second); !called(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("engine never called")
+		}
+	}
+	d.conn.Close() // Postfix dies
+	select {
+	case <-cancelled:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the engine's context was not cancelled after Postfix went away")
+	}
+	<-sent
+}
+
+type recordingDialer struct{ conn net.Conn }
+
+func (d *recordingDialer) Dial(network, addr string) (net.Conn, error) {
+	c, err := net.Dial(network, addr)
+	d.conn = c
+	return c, err
+}
+
+// The login the engine gets is the {auth_authen} macro, not MAIL FROM (issue 20 item 5: every
+// other test uses login = MAIL FROM, so passing MAIL FROM as the login would go unnoticed).
+func TestLoginComesFromAuthAuthen(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	s, macros := h.session(t, RoleAccess)
+	send(t, s, macros, trx{login: "alice", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
+	if sub := h.eng.last(t); sub.Login != "alice" || sub.MailFrom != "alice@pec-a.test" {
+		t.Fatalf("login %q mail from %q", sub.Login, sub.MailFrom)
+	}
+}
