@@ -45,6 +45,8 @@ type apOptions struct {
 	ownCleanup bool                          // its own cleanup service, so a test may kill it
 	clamd      func(lines []string) []string // edits its clamd.conf
 	noStart    bool                          // build and configure, but leave pec-milter to the test
+	keepSeal   bool                          // keep A's seal: section (its own seal directory)
+	before     func(p *privateAP)            // runs after the files are ready, before pec-milter starts
 }
 
 func startPrivateAP(t *testing.T, l *lab.Lab, a *lab.Provider) *privateAP {
@@ -127,7 +129,11 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	y["confirm"] = map[string]any{"listen": "unix:" + confirmSock, "domain": confirmDomain, "expiry": "30s"}
 	y["clamd"] = map[string]any{"addr": p.clamdAddr, "timeout": "10s"}
 	delete(y, "metrics")
-	delete(y, "seal")
+	if sl, ok := y["seal"].(map[string]any); ok && opt.keepSeal {
+		sl["dir"] = filepath.Join(p.dir, "seal")
+	} else {
+		delete(y, "seal")
+	}
 	if opt.config != nil {
 		opt.config(y)
 	}
@@ -148,6 +154,9 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	p.logf, _ = os.Create(filepath.Join(p.dir, "pec-milter.log"))
 	p.env = append(os.Environ(), "PEC_PIN_"+strings.ToUpper(a.ID)+"="+a.Token.PIN, "SOFTHSM2_CONF="+hsmConf,
 		"PEC_TEST_HOOK_DIR="+p.hooks)
+	if opt.before != nil {
+		opt.before(p)
+	}
 	if !opt.noStart {
 		p.startMilter(t)
 	}
