@@ -10,9 +10,17 @@ import (
 
 // Hooks for the external tests (package hsm_test imports hsmtest, which imports hsm).
 
+// unwrap gives the signer under the certificate-validity check.
+func unwrap(s crypto.Signer) crypto.Signer {
+	if v, ok := s.(*validSigner); ok {
+		return v.Signer
+	}
+	return s
+}
+
 // HoldSession borrows a session of s's token, as a signature in flight would.
 func HoldSession(s crypto.Signer) (release func(), err error) {
-	ps := s.(*p11Signer)
+	ps := unwrap(s).(*p11Signer)
 	l, err := ps.tok.acquire(ps.key)
 	if err != nil {
 		return nil, err
@@ -36,7 +44,7 @@ func FinalizeModule(k *Keys, initialize bool) error {
 func TokenCount(k *Keys) int { return len(k.tokens) }
 
 func metricsOf(s crypto.Signer) *metrics {
-	switch s := s.(type) {
+	switch s := unwrap(s).(type) {
 	case *p11Signer:
 		return s.met
 	case *pemSigner:
@@ -66,7 +74,7 @@ func counterValue(c prometheus.Counter) float64 {
 // C_Initialize per process), and returns a function making one raw C_SignInit + C_Sign
 // CKM_RSA_PKCS signature: the baseline the benchmark compares the signer with.
 func RawSession(s crypto.Signer) (sign func(data []byte) error, closeFn func(), err error) {
-	ps := s.(*p11Signer)
+	ps := unwrap(s).(*p11Signer)
 	t := ps.tok
 	t.mu.Lock()
 	slot, key := t.slot, ps.key.handle
@@ -90,4 +98,36 @@ func RawSession(s crypto.Signer) (sign func(data []byte) error, closeFn func(), 
 // DigestInfo is the CKM_RSA_PKCS input the signer builds for a digest.
 func DigestInfo(h crypto.Hash, digest []byte) []byte {
 	return append(append([]byte{}, digestInfoPrefix[h]...), digest...)
+}
+
+// LoginCount is the number of C_Login calls made through k's modules.
+func LoginCount(k *Keys) int64 {
+	var n int64
+	for _, m := range k.modules {
+		n += m.logins.Load()
+	}
+	return n
+}
+
+// SetUserPIN changes the user PIN of s's token through a read-write session of its own (the
+// token is logged in for the whole process), as an operator changing it on the HSM would.
+func SetUserPIN(s crypto.Signer, oldPIN, newPIN string) error {
+	t := unwrap(s).(*p11Signer).tok
+	t.mu.Lock()
+	slot := t.slot
+	t.mu.Unlock()
+	t.mod.mu.RLock()
+	defer t.mod.mu.RUnlock()
+	ctx := t.mod.ctx
+	sh, err := ctx.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return err
+	}
+	defer ctx.CloseSession(sh)
+	return ctx.SetPIN(sh, oldPIN, newPIN)
+}
+
+// AdminSetPIN changes the user PIN of a's token.
+func AdminSetPIN(a *Admin, oldPIN, newPIN string) error {
+	return a.with(func(ctx *pkcs11.Ctx, sh pkcs11.SessionHandle) error { return ctx.SetPIN(sh, oldPIN, newPIN) })
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -36,6 +37,7 @@ type Keys struct {
 	modules  []*module
 	log      *slog.Logger
 	warn     time.Duration // Config.ExpiryWarning
+	pinEnvs  []string      // environment variables a PIN was read from
 }
 
 type entry struct {
@@ -201,7 +203,7 @@ func (l *loader) loadSpec(s keySpec) Report {
 		r.Err = err
 		return r
 	}
-	e := entry{signer: signer, chain: chain}
+	e := entry{signer: &validSigner{Signer: signer, cert: chain[0], now: l.deps.Now, met: l.met, log: l.deps.Logger, key: s.name}, chain: chain}
 	if len(l.deps.Provider.Domains) == 0 && s.name == "signer" {
 		l.keys.fallback = &e
 	}
@@ -220,6 +222,9 @@ func (l *loader) pkcs11Signer(c PKCS11Config, pub crypto.PublicKey) (*p11Signer,
 	pin, err := rc.pin()
 	if err != nil {
 		return nil, fmt.Errorf("pkcs11.%v", err)
+	}
+	if rc.pinEnv != "" && !slices.Contains(l.keys.pinEnvs, rc.pinEnv) {
+		l.keys.pinEnvs = append(l.keys.pinEnvs, rc.pinEnv)
 	}
 	m, ok := l.mods[rc.module]
 	if !ok {
@@ -365,6 +370,19 @@ func (k *Keys) WarnExpiring(now time.Time) int {
 		}
 	}
 	return n
+}
+
+// ForgetPINEnv removes from the process environment every variable a PIN was read from
+// (signer.pkcs11.pin_env), and returns their names (issue 12 item 10). The keyring keeps the
+// PINs it needs to log in again after a token comes back; nothing else in the process, and no
+// child process, finds them in the environment afterwards. The kernel's copy of the initial
+// environment (/proc/PID/environ, readable by the same user and root) is not changed by
+// this: signer.pkcs11.pin_file keeps the PIN out of it altogether.
+func (k *Keys) ForgetPINEnv() []string {
+	for _, v := range k.pinEnvs {
+		os.Unsetenv(v)
+	}
+	return k.pinEnvs
 }
 
 // Digest is the hash configured for message signatures (signer.digest).

@@ -27,6 +27,7 @@ type module struct {
 
 	pinsMu sync.Mutex
 	pins   map[string][32]byte // token label -> SHA-256 of the PIN that logged in
+	logins atomic.Int64        // C_Login calls, for tests
 	// owned is false when C_Initialize said CKR_CRYPTOKI_ALREADY_INITIALIZED: some other code
 	// in the process initialised the library, so we must not finalise it on close.
 	owned bool
@@ -134,6 +135,23 @@ func (m *module) findSlot(label string) (uint, error) {
 
 var errTokenNotFound = errors.New("no token with this label")
 
+var errPINDiffers = errors.New("the PIN differs from the one this process logged in with (as CKR_PIN_INCORRECT)")
+
+// pinRefused reports whether a login failed because of the PIN itself: trying again with the
+// same PIN can only fail again, and counts towards locking the token.
+func pinRefused(err error) bool {
+	if errors.Is(err, errPINDiffers) {
+		return true
+	}
+	for _, c := range []uint{pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_LOCKED, pkcs11.CKR_PIN_EXPIRED,
+		pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE} {
+		if isCode(err, c) {
+			return true
+		}
+	}
+	return false
+}
+
 func isCode(err error, code uint) bool {
 	var e pkcs11.Error
 	return errors.As(err, &e) && uint(e) == code
@@ -176,6 +194,7 @@ func moduleReset(err error) bool {
 // refused. Call with mu held for reading.
 func (m *module) login(h pkcs11.SessionHandle, label, pin string) error {
 	sum := sha256.Sum256([]byte(pin))
+	m.logins.Add(1)
 	err := m.ctx.Login(h, pkcs11.CKU_USER, pin)
 	m.pinsMu.Lock()
 	defer m.pinsMu.Unlock()
@@ -188,7 +207,7 @@ func (m *module) login(h pkcs11.SessionHandle, label, pin string) error {
 		return nil
 	case isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
 		if known, ok := m.pins[label]; ok && known != sum {
-			return errors.New("the PIN differs from the one this process logged in with (as CKR_PIN_INCORRECT)")
+			return errPINDiffers
 		}
 		return nil
 	}

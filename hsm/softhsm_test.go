@@ -79,7 +79,7 @@ func setupSoftHSM(dir string) error {
 		return run("pkcs11-tool", "--module", softhsmModule, "--token-label", token, "--login", "--pin", testPIN,
 			"--keypairgen", "--key-type", typ, "--id", id, "--label", label)
 	}
-	for _, tok := range []string{"pec-main", "pec-flap"} {
+	for _, tok := range []string{"pec-main", "pec-flap", "pec-pin"} {
 		before, _ := os.ReadDir(tokens)
 		if err := run("softhsm2-util", "--init-token", "--free", "--label", tok, "--so-pin", "12345678", "--pin", testPIN); err != nil {
 			return err
@@ -100,6 +100,7 @@ func setupSoftHSM(dir string) error {
 		{"pec-main", "ec", "02", "EC:prime256v1"},
 		{"pec-main", "other", "03", "rsa:2048"},
 		{"pec-flap", "flap", "01", "rsa:2048"},
+		{"pec-pin", "pin", "01", "rsa:2048"},
 	} {
 		if err := keygen(k[0], k[1], k[2], k[3]); err != nil {
 			return err

@@ -44,6 +44,7 @@ type token struct {
 	retryAt   time.Time
 	backoff   time.Duration
 	lastErr   error
+	pinErr    error // the token refused the PIN at a re-login: never log in again
 	keys      []*p11Key
 }
 
@@ -83,6 +84,9 @@ func newToken(mod *module, label, pin string, cfg *Config, log *slog.Logger, met
 func (t *token) open() error {
 	h, err := t.reopen(false)
 	if err != nil {
+		if pinRefused(err) {
+			return fmt.Errorf("%w (every failed login counts towards locking the token: fix the PIN before starting again)", err)
+		}
 		return err
 	}
 	t.mu.Lock()
@@ -124,6 +128,9 @@ func (t *token) failFast() error {
 	defer t.mu.Unlock()
 	if t.closed {
 		return &UnavailableError{Kind: "token_down", Err: errClosed}
+	}
+	if t.pinErr != nil {
+		return &UnavailableError{Kind: "pin", Err: t.pinErr}
 	}
 	if t.up && t.modGen != t.mod.gen.Load() {
 		t.dropLocked(t.gen, errors.New("module re-initialised"))
@@ -169,6 +176,17 @@ func (t *token) take(k *p11Key) (lease, error) {
 		}
 		return l, nil
 	}
+	return t.takeReopened(k)
+}
+
+// takeReopened reopens a token that is down, unless it is not yet time to try again or the
+// token refused the PIN, and returns the session of the reopen. Call it with t.mu held: it
+// unlocks it.
+func (t *token) takeReopened(k *p11Key) (lease, error) {
+	if t.pinErr != nil {
+		t.mu.Unlock()
+		return lease{}, &UnavailableError{Kind: "pin", Err: t.pinErr}
+	}
 	if t.closed || t.reopening || time.Now().Before(t.retryAt) {
 		err := t.lastErr
 		if t.closed {
@@ -185,6 +203,16 @@ func (t *token) take(k *p11Key) (lease, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.reopening = false
+	if err != nil && pinRefused(err) {
+		// Issue 12 item 10: a refused PIN stays refused, and every further C_Login would count
+		// towards locking the token (PKCS#11 v2.40 §5.6: CKF_USER_PIN_COUNT_LOW, _FINAL_TRY,
+		// _LOCKED). No more attempts: every signature fails with kind "pin" (4xx for the
+		// client) until the PIN is fixed and the process restarted.
+		t.pinErr = fmt.Errorf("token %q refused the PIN at a new login (%w): no further login attempts, which would lock the token; fix the PIN (signer.pkcs11.pin_env or pin_file) and restart", t.label, err)
+		t.lastErr = t.pinErr
+		t.log.Error("hsm: the token refused the PIN: signing stopped, no further login attempts", slog.String("token", t.label), slog.Any("error", err))
+		return lease{}, &UnavailableError{Kind: "pin", Err: t.pinErr}
+	}
 	if err != nil {
 		t.backoff = min(max(2*t.backoff, t.retryMin), t.retryMax)
 		t.retryAt = time.Now().Add(t.backoff)

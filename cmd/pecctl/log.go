@@ -169,7 +169,8 @@ func logQuery(sub string, args []string, stdout, stderr io.Writer) int {
 	}
 	w := stdout
 	if *out != "" {
-		file, err := os.Create(*out)
+		// The legal log is not for other users (issue 12 item 10): 0600, like the store.
+		file, err := os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
 		if err != nil {
 			return fail(err)
 		}

@@ -175,6 +175,9 @@ func testLogSearchExportExtract(t *testing.T, driver string) {
 	if code, _, stderr := e.run(t, "log", "export", "-config", e.config, "-format", "csv", "-out", csvFile); code != 0 {
 		t.Fatalf("export csv: %s", stderr)
 	}
+	if st, err := os.Stat(csvFile); err != nil || st.Mode().Perm()&0o077 != 0 {
+		t.Errorf("exported log: %v, mode %v; want no permission for group and others", err, st.Mode())
+	}
 	f, _ := os.Open(csvFile)
 	recs, err := csv.NewReader(f).ReadAll()
 	f.Close()

@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -196,8 +197,18 @@ func writeFileSync(path string, data []byte) error {
 		return err
 	}
 	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o440)
+	// Sealed files are the provider's and its auditors' (issue 12 item 10): 0440 exactly,
+	// whatever the umask. A temporary file left by a crash would keep its own mode under
+	// O_TRUNC, so it goes first.
+	if err := os.Remove(tmp); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o440)
 	if err != nil {
+		return err
+	}
+	if err := f.Chmod(0o440); err != nil {
+		f.Close()
 		return err
 	}
 	if _, err := f.Write(data); err != nil {

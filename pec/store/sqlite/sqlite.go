@@ -26,8 +26,10 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/url"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -87,10 +89,44 @@ func New(cfg store.Config, d Deps) (*Store, error) {
 	return Open(cfg.DSN, d)
 }
 
+// restrictModes keeps the database from other users (issue 12 item 10): it holds the legal
+// log, the raw receipts and the quarantined viruses. A new database file is created 0600,
+// whatever the umask, before SQLite opens it (SQLite would create it 0644 less the umask); SQLite
+// gives its -wal and -shm files the database's mode. On an existing database the permissions
+// of others are removed from the file and from its -wal, -shm and -journal; the owner's and
+// the group's stay (processes sharing the database through a group, see the package comment).
+func restrictModes(abs string) error {
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	for _, p := range []string{abs, abs + "-wal", abs + "-shm", abs + "-journal"} {
+		st, err := os.Stat(p)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if m := st.Mode().Perm(); m&0o007 != 0 {
+			if err := os.Chmod(p, m&^0o007); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
 // Open opens the database file at path.
 func Open(path string, d Deps) (*Store, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
+		return nil, fmt.Errorf("store.dsn: %w", err)
+	}
+	if err := restrictModes(abs); err != nil {
 		return nil, fmt.Errorf("store.dsn: %w", err)
 	}
 	dsn := func(extra string) string {
