@@ -28,7 +28,7 @@ import (
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/daticert"
 	"github.com/gestore-pec/gestore/pec/store"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 )
 
 // pecLab returns the lab and providers A, B and O, failing (never skipping) when the lab is in
@@ -152,7 +152,7 @@ func logEvents(t *testing.T, p *lab.Provider, id, token string) []*store.Event {
 	if err := yaml.Unmarshal(b, &cfg); err != nil {
 		t.Fatal(err)
 	}
-	st, err := sqlite.New(cfg.Store, sqlite.Deps{})
+	st, err := storeopen.Open(cfg.Store, nil, nil) // SQLite, or PostgreSQL with PEC_STORE=postgres
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +19,10 @@ import (
 
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/integration/lab"
+	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/seal"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 	"github.com/gestore-pec/gestore/pec/store/storetest"
 )
 
@@ -73,14 +75,7 @@ func TestSealLabTSA(t *testing.T) {
 	}
 
 	dir := t.TempDir()
-	db := filepath.Join(dir, "pec.db")
-	if out, err := exec.Command("sqlite3", pc.Store.DSN, ".backup '"+db+"'").CombinedOutput(); err != nil {
-		t.Fatalf("copying %s: %v\n%s", pc.Store.DSN, err, out)
-	}
-	st, err := sqlite.New(store.Config{Driver: "sqlite", DSN: db}, sqlite.Deps{Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, copied := copyStore(t, pc.Store, dir)
 	defer st.Close()
 
 	// One event of our own today, so that the sealed day is never empty.
@@ -138,8 +133,8 @@ func TestSealLabTSA(t *testing.T) {
 	// pecctl log verify, the operator's command, on the same copy.
 	yml := filepath.Join(dir, "pec.yaml")
 	if err := os.WriteFile(yml, fmt.Appendf(nil, "provider: {name: %q, domains: [%s], service_address: %s, timezone: %s}\n"+
-		"store: {driver: sqlite, dsn: %s}\nseal: {tsa_url: %q, tsa_ca: %s, signer_ca: %s, dir: %s}\n",
-		pc.Provider.Name, pc.Provider.Domains[0], pc.Provider.ServiceAddress, pc.Provider.Timezone, db,
+		"store: {driver: %s, dsn: %q}\nseal: {tsa_url: %q, tsa_ca: %s, signer_ca: %s, dir: %s}\n",
+		pc.Provider.Name, pc.Provider.Domains[0], pc.Provider.ServiceAddress, pc.Provider.Timezone, copied.Driver, copied.DSN,
 		l.TSA.URL, l.TSA.CA, l.CA.Cert, sealDir), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -167,4 +162,40 @@ func TestSealLabTSA(t *testing.T) {
 	if out, err := exec.Command("openssl", "ts", "-verify", "-data", forged, "-in", tsr, "-CAfile", l.TSA.CA).CombinedOutput(); err == nil {
 		t.Fatalf("openssl ts -verify accepted a changed export:\n%s", out)
 	}
+}
+
+// copyStore opens a copy of a lab provider's store, so that the test changes neither the
+// shared lab's log nor its seals: a SQLite backup in dir, or (PEC_STORE=postgres) a new
+// database filled by pg_dump, dropped at the end.
+func copyStore(t *testing.T, cfg store.Config, dir string) (store.Store, store.Config) {
+	t.Helper()
+	if cfg.Driver == "postgres" {
+		u, err := url.Parse(cfg.DSN)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := "sealtest_" + strings.ToLower(mailtest.Token("c")[2:12])
+		admin, cp := *u, *u
+		admin.Path, cp.Path = "/postgres", "/"+name
+		if out, err := exec.Command("psql", "-d", admin.String(), "-c", "CREATE DATABASE "+name).CombinedOutput(); err != nil {
+			t.Fatalf("create %s: %v\n%s", name, err, out)
+		}
+		t.Cleanup(func() { exec.Command("psql", "-d", admin.String(), "-c", "DROP DATABASE "+name).Run() }) //nolint:errcheck
+		dump := exec.Command("sh", "-c", `pg_dump -d "$1" | psql -q -v ON_ERROR_STOP=1 -d "$2"`, "copy", cfg.DSN, cp.String())
+		if out, err := dump.CombinedOutput(); err != nil {
+			t.Fatalf("copying %s: %v\n%s", cfg.DSN, err, out)
+		}
+		cfg.DSN = cp.String()
+	} else {
+		db := filepath.Join(dir, "pec.db")
+		if out, err := exec.Command("sqlite3", cfg.DSN, ".backup '"+db+"'").CombinedOutput(); err != nil {
+			t.Fatalf("copying %s: %v\n%s", cfg.DSN, err, out)
+		}
+		cfg.DSN = db
+	}
+	st, err := storeopen.Open(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, cfg
 }

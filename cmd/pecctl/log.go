@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/cmd/internal/config"
-	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/seal"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 )
 
 func init() {

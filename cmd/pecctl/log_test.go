@@ -19,10 +19,10 @@ import (
 	"github.com/jackc/pgx/v5"
 	_ "github.com/mattn/go-sqlite3" // the tampering test opens the SQLite file directly
 
-	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/hsm/hsmtest"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/postgres/pgtest"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 	"github.com/gestore-pec/gestore/pec/tsa"
 )
 

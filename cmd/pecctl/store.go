@@ -7,8 +7,8 @@ import (
 	"io"
 	"sort"
 
-	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/pec/store/migrate"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 )
 
 func init() {

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/postgres/pgtest"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 )
 
 // TestStoreMigrate: a SQLite store with two sealed days is migrated to PostgreSQL; with the

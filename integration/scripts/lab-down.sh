@@ -28,6 +28,7 @@ export SLAPD_HOST=$SVC_IP CLAMD_HOST=$SVC_IP
 "$LAB_SCRIPTS/slapd-instance.sh" stop "$BASE/ldap" "$LDAP_PORT"
 "$LAB_SCRIPTS/clamd-instance.sh" stop "$BASE/clamav" "$CLAMD_PORT"
 tsa_stop
+pg_stop
 
 # Postfix's master exits asynchronously after "postfix stop"; wait for its PID file to go.
 for id in "${ALL_IDS[@]}"; do

@@ -12,6 +12,11 @@ LDAP_PORT=3890
 CLAMD_PORT=3310
 LMTPD_PORT=2424
 TSA_PORT=3180
+# PostgreSQL (issue 18): a primary and its synchronous streaming standby on the service
+# address, started by lab-up.sh when PEC_STORE=postgres; provider A then keeps its store in
+# the database pec_a, the DSN naming both (a promoted standby needs no change).
+PG_PORT=5439
+PG_STANDBY_PORT=5440
 # PEC_LAB_NET moves the whole lab to another 127.x.y.0/24 (A .10, B .20, O .30, slapd and
 # clamd .1), so a second lab (another PEC_LAB) can run next to the shared one, e.g. to measure
 # a cold start: PEC_LAB=/tmp/pec-lab2 PEC_LAB_NET=127.0.1 lab-up.sh
@@ -82,6 +87,39 @@ signer_keys() {
 	done
 }
 
+# ---- PostgreSQL -------------------------------------------------------------------------------
+pg_dsn() {
+	echo "postgres://postgres@$SVC_IP:$PG_PORT,$SVC_IP:$PG_STANDBY_PORT/pec_$1?sslmode=disable&connect_timeout=5"
+}
+
+# store_yaml ID: the store: line of ID's pec.yaml.
+store_yaml() {
+	if [ "${PEC_STORE:-sqlite}" = postgres ] && [ "$1" = a ]; then
+		echo "store: {driver: postgres, dsn: \"$(pg_dsn "$1")\"}"
+	else
+		echo "store: {driver: sqlite, dsn: $BASE/$1/pec.db}"
+	fi
+}
+
+# pg_start: the primary (database pec_a), then its standby, then synchronous replication:
+# a commit returns once the standby has it, so a failover loses no accepted message.
+pg_start() {
+	local psql=(psql -h "$SVC_IP" -p "$PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -tAq)
+	PG_HOST=$SVC_IP "$LAB_SCRIPTS/postgres-instance.sh" start "$BASE/pg/primary" "$PG_PORT"
+	[ "$("${psql[@]}" -c "SELECT count(*) FROM pg_database WHERE datname = 'pec_a'")" = 1 ] ||
+		"${psql[@]}" -c "CREATE DATABASE pec_a"
+	PG_HOST=$SVC_IP "$LAB_SCRIPTS/postgres-instance.sh" standby "$BASE/pg/standby" "$PG_STANDBY_PORT" "$PG_PORT"
+	"${psql[@]}" -c "ALTER SYSTEM SET synchronous_standby_names = '*'" -c "SELECT pg_reload_conf()" >/dev/null
+}
+
+pg_stop() {
+	local d
+	for d in standby primary; do
+		[ -d "$BASE/pg/$d" ] && PG_HOST=$SVC_IP "$LAB_SCRIPTS/postgres-instance.sh" stop "$BASE/pg/$d" 0
+	done
+	return 0
+}
+
 # ---- pec.yaml: the shape all PEC processes read (brief "Per-provider YAML config") -----------
 write_pec_yaml() {
 	local id=$1 up
@@ -102,7 +140,7 @@ write_pec_yaml() {
 		  digest: sha256
 		$(signer_keys "$id")
 		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h}
-		store: {driver: sqlite, dsn: $BASE/$id/pec.db}
+		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
 		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}

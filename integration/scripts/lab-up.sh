@@ -5,6 +5,8 @@
 #   PEC_WIRING=plain|pec   plain: Postfix delivers straight to Dovecot, no milter.
 #                          pec: submission and MX call bin/pec-milter; delivery goes through
 #                          bin/pec-lmtpd when it exists. Default: pec when bin/pec-milter exists.
+#   PEC_STORE=sqlite|postgres  postgres: start PostgreSQL (a primary and its synchronous
+#                          streaming standby, $PEC_LAB/pg) and keep provider A's store there.
 #   PEC_MILTER_BIN, PEC_LMTPD_BIN, PEC_PECCTL_BIN  other binaries than bin/pec-milter,
 #                          bin/pec-lmtpd, bin/pecctl (pecctl serves the lab TSA on :3180; without
 #                          it there is no TSA and pec.yaml has no seal: section)
@@ -107,6 +109,11 @@ for id in "${ALL_IDS[@]}"; do
 	dovecot_start "$id"
 done
 mark dovecot
+case ${PEC_STORE:-sqlite} in
+postgres) need psql && pg_start ;;
+sqlite) ;;
+*) die "PEC_STORE must be sqlite or postgres, not $PEC_STORE" ;;
+esac
 for id in "${PEC_IDS[@]}"; do write_pec_yaml "$id"; done
 
 declare -A PF_JOBS=()

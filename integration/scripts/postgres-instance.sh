@@ -3,7 +3,7 @@
 # postgres-instance.sh standby DIR PORT PRIMARY_PORT
 #
 # A private PostgreSQL cluster (Debian's postgresql package: initdb, pg_ctl) with its data in
-# DIR/data, listening on 127.0.0.1:PORT only (and a unix socket in DIR/run), owned by the
+# DIR/data, listening on 127.0.0.1:PORT (or PG_HOST:PORT) only (and a unix socket in DIR/run), owned by the
 # postgres user when run as root (PostgreSQL refuses to run as root), else by the caller.
 #
 #   start DIR PORT    initdb DIR/data when it does not exist yet (UTF8, locale C, trust
@@ -17,12 +17,13 @@
 #                     primary_conninfo); then start as above. It answers read-only queries.
 #   promote DIR PORT  pg_ctl promote: the standby becomes a primary (failover).
 #
-# Replication: every cluster accepts replication connections from 127.0.0.1. For no lost
+# Replication: every cluster accepts replication connections from 127.0.0.0/8. For no lost
 # commit on failover, start the primary with PG_OPTS="-c synchronous_standby_names=*": a
 # commit then returns only once the standby has it.
 #
 # Connect with postgres://postgres@127.0.0.1:PORT/postgres?sslmode=disable.
-# Environment: PG_BIN overrides the directory of initdb/pg_ctl (default: the newest
+# Environment: PG_HOST (default 127.0.0.1) is the loopback address to listen on (the lab uses
+# its service address, so that labs on other PEC_LAB_NETs do not collide); PG_BIN overrides the directory of initdb/pg_ctl (default: the newest
 # /usr/lib/postgresql/*/bin); PG_OPTS adds server options (-c name=value ...).
 # The server log is DIR/postgres.log.
 #
@@ -37,7 +38,8 @@ cmd=$1 dir=$2 port=$3 primary=${4:-}
 [[ $port =~ ^[0-9]+$ ]] || die "port $port is not a number"
 mkdir -p "$dir"
 dir=$(cd "$dir" && pwd)
-data=$dir/data log=$dir/postgres.log run=$dir/run
+data=$dir/data log=$dir/postgres.log run=$dir/run host=${PG_HOST:-127.0.0.1}
+[[ $host =~ ^127\. ]] || die "PG_HOST=$host is not a loopback address"
 
 bin=${PG_BIN:-}
 if [ -z "$bin" ]; then
@@ -65,7 +67,7 @@ stop)
 	exit 0
 	;;
 status)
-	[ -f "$data/PG_VERSION" ] && running && tcp_open 127.0.0.1 "$port"
+	[ -f "$data/PG_VERSION" ] && running && tcp_open "$host" "$port"
 	exit
 	;;
 promote)
@@ -93,8 +95,8 @@ fi
 if [ "$cmd" = standby ] && [ ! -f "$data/PG_VERSION" ]; then
 	as mkdir -p "$data" "$run"
 	chmod 700 "$data"
-	as "$bin/pg_basebackup" -h 127.0.0.1 -p "$primary" -U postgres -D "$data" -R -X stream -c fast >>"$log" 2>&1 ||
-		{ show_log postgres "$log"; die "pg_basebackup from 127.0.0.1:$primary failed"; }
+	as "$bin/pg_basebackup" -h "$host" -p "$primary" -U postgres -D "$data" -R -X stream -c fast >>"$log" 2>&1 ||
+		{ show_log postgres "$log"; die "pg_basebackup from $host:$primary failed"; }
 	# The copy carries the primary's settings: only the socket directory is this cluster's.
 	echo "unix_socket_directories = '$run'" >>"$data/postgresql.conf"
 fi
@@ -105,7 +107,7 @@ if [ ! -f "$data/PG_VERSION" ]; then
 		{ show_log postgres "$log"; die "initdb failed"; }
 	cat >>"$data/postgresql.conf" <<CONF
 # Written by postgres-instance.sh.
-listen_addresses = '127.0.0.1'
+listen_addresses = '$host'
 port = $port
 unix_socket_directories = '$run'
 max_connections = 200
@@ -115,15 +117,16 @@ log_min_messages = warning
 log_line_prefix = '%m [%p] '
 CONF
 	# Loopback only, no password: a private test cluster.
-	printf 'local all all trust\nhost all all 127.0.0.1/32 trust\nhost replication all 127.0.0.1/32 trust\n' >"$data/pg_hba.conf"
+	printf 'local all all trust\nhost all all 127.0.0.0/8 trust\nhost replication all 127.0.0.0/8 trust\n' >"$data/pg_hba.conf"
 fi
 as mkdir -p "$run"
 if running; then
-	tcp_open 127.0.0.1 "$port" && exit 0
-	die "the cluster in $data runs but does not answer on 127.0.0.1:$port"
+	tcp_open "$host" "$port" && exit 0
+	die "the cluster in $data runs but does not answer on $host:$port"
 fi
 # -c port=PORT: the port asked for now wins over the one written at initdb.
+# 9>&-: the server must not inherit lab-up.sh's lock (lib.sh start_fg_daemon).
 # shellcheck disable=SC2086
-as "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-c port=$port ${PG_OPTS:-}" start </dev/null >/dev/null 2>&1 ||
+as "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 -o "-c port=$port -c listen_addresses=$host ${PG_OPTS:-}" start </dev/null >/dev/null 2>&1 9>&- ||
 	{ show_log postgres "$log"; die "pg_ctl start failed"; }
-wait_tcp postgres 127.0.0.1 "$port" "$log" 30 || exit 1
+wait_tcp postgres "$host" "$port" "$log" 30 || exit 1

@@ -15,12 +15,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/gestore-pec/gestore/cmd/internal/config"
-	"github.com/gestore-pec/gestore/cmd/internal/storeopen"
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/clamd"
 	"github.com/gestore-pec/gestore/pec/igpec"
 	"github.com/gestore-pec/gestore/pec/store"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 )
 
 // Daemon holds the opened dependencies of one PEC process.

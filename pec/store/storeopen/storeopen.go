@@ -1,5 +1,5 @@
-// Package storeopen opens the store a configuration names, for the daemons and pecctl: one
-// place that knows every driver.
+// Package storeopen opens the store a configuration names, for the daemons, pecctl and the
+// tests: the one place that knows every driver.
 package storeopen
 
 import (
