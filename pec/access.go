@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/pec/daticert"
+	"github.com/gestore-pec/gestore/pec/inspect"
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
@@ -135,6 +136,9 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 	}
 	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
 	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, tm: tm, key: key, again: again}
+	if virus == "" && formal == nil {
+		formal = s.inspect()
+	}
 	switch {
 	case virus != "":
 		return nil, s.refuse(ctx, KindNonAccettazioneVirus, nil, virus)
@@ -142,6 +146,33 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 		return nil, s.refuse(ctx, KindNonAccettazione, formal, "")
 	}
 	return s.accept(ctx)
+}
+
+// inspect applies the content policy (issue 16; pec/inspect): a forbidden attachment, an
+// archive bomb, or (by policy) macros or files that cannot be checked refuse the message with
+// the avviso naming the file; otherwise macros and unchecked files flag the busta: header
+// fields for the receiving provider and a courtesy note for the recipient, and the log
+// records the flags.
+func (s *step) inspect() *FormalError {
+	if s.e.deps.Inspector == nil {
+		return nil
+	}
+	start := time.Now()
+	rep := s.e.deps.Inspector.Inspect(s.orig.Raw)
+	s.tm.Scan += time.Since(start)
+	if rep.Verdict&inspect.Refuse != 0 {
+		return &FormalError{Reason: ReasonContent, Detail: rep.Reason()}
+	}
+	for _, h := range rep.Headers() {
+		s.tx.FlagHeaders = append(s.tx.FlagHeaders, [2]string{h.Name, h.Value})
+	}
+	s.tx.Notes = rep.Notes()
+	var flags []string
+	for _, f := range rep.Findings {
+		flags = append(flags, string(f.Code)+": "+f.Path)
+	}
+	s.flags = strings.Join(flags, "; ")
+	return nil
 }
 
 // lookup finds the earlier attempt of a submission within the retry window.
@@ -271,6 +302,7 @@ type step struct {
 	tx    *Transaction
 	tm    Timings
 	key   string      // idempotency key ("" = none)
+	flags string      // what the content inspection flagged, for the log ("" = nothing)
 	again *store.Held // the waiting held step of an earlier attempt, when this is a retry
 }
 
@@ -334,6 +366,11 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	ev := s.event()
 	emit(&h.OnConfirm, acc, ev, s.ref.Time())
 	emit(&h.OnConfirm, busta, ev, s.ref.Time())
+	if s.flags != "" {
+		fl := ev
+		fl.Kind, fl.ErrorDetail = store.KindContenuto, s.flags
+		h.OnConfirm.Log(fl)
+	}
 	track(&h.OnConfirm, busta, s.ref, s.tx, s.sub.Rcpts, func(r string) bool { return s.e.recipientType(r) == daticert.Certificato }, s.e.cfg.Deadlines)
 	ev.Kind, ev.Generated = store.KindNonAccodato, nil
 	ev.ErrorDetail = fmt.Sprintf("busta %s mai accodata da Postfix entro %s: nessuna ricevuta di accettazione emessa", busta.MessageID, s.e.cfg.ConfirmExpiry)

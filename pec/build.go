@@ -80,6 +80,11 @@ type Transaction struct {
 	RawSubject string      // original Subject value as written, "" to encode Subject
 	MsgID      string      // client's Message-ID with angle brackets, "" if none
 	Receipt    daticert.ReceiptType
+	// Content flags of the access point's inspection (pec/inspect), for the busta only:
+	// header fields the receiving provider reads (X-PEC-Macro, X-PEC-Non-Verificato) and
+	// courtesy notes for the recipient in its readable text.
+	FlagHeaders [][2]string
+	Notes       []string
 }
 
 // NewTransaction collects the transaction data from a submitted original. rcpts are the

@@ -104,9 +104,12 @@ func (bd *Builder) Busta(ref TimeRef, tx *Transaction, orig *Original) (*Message
 	hdr = append(hdr, field("X-Trasporto", "posta-certificata"))
 	hdr = append(hdr, rawFields(orig.Header, "To", "Cc")...)
 	hdr = append(hdr, perContoDi(p, tx.Sender), field("X-TipoRicevuta", string(tx.Receipt)))
+	for _, f := range tx.FlagHeaders {
+		hdr = append(hdr, field(f[0], f[1]))
+	}
 	c := &content{
 		kind:      KindBusta,
-		text:      textData{kind: KindBusta, ref: ref, subject: tx.Subject, sender: tx.Sender, rcpts: tx.Recipients, id: tx.ID},
+		text:      textData{kind: KindBusta, ref: ref, subject: tx.Subject, sender: tx.Sender, rcpts: tx.Recipients, id: tx.ID, notes: tx.Notes},
 		daticert:  daticertFor(KindBusta, p, ref, tx),
 		postacert: [][]byte{postacertHeader(orig, tx.ID), orig.Body},
 	}

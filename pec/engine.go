@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gestore-pec/gestore/pec/inspect"
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
@@ -34,6 +35,11 @@ type Store interface {
 	ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error)
 	PurgeHeld(ctx context.Context, before time.Time) (int64, error)
 	DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error)
+}
+
+// Inspector is the content inspection of the access point (inspect.Inspector has it).
+type Inspector interface {
+	Inspect(msg []byte) inspect.Report
 }
 
 // Config is what the engine needs to know about the provider. New validates it once.
@@ -76,8 +82,11 @@ type Deps struct {
 	Store   Store
 	Index   Index
 	Scanner Scanner
-	Clock   Clock     // default SystemClock
-	Rand    io.Reader // identificativi; default crypto/rand
+	// Inspector applies the content policy (forbidden attachments, macros, files that cannot
+	// be checked; issue 16). nil: no inspection.
+	Inspector Inspector
+	Clock     Clock     // default SystemClock
+	Rand      io.Reader // identificativi; default crypto/rand
 }
 
 // Engine is the PEC engine: every rule of the access, reception and delivery points and of

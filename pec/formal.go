@@ -29,6 +29,7 @@ const (
 	ReasonBustaTooLarge                                 // the busta would exceed what Postfix queues (message_size_limit)
 	ReasonSenderField                                   // Sender or Resent-From/-Sender names someone other than the login
 	ReasonHeaderRcptNotInEnvelope                       // a To/Cc address is not an envelope recipient
+	ReasonContent                                       // the content policy refuses an attachment (pec/inspect)
 )
 
 var reasonNames = map[ReasonCode]string{
@@ -37,6 +38,7 @@ var reasonNames = map[ReasonCode]string{
 	ReasonBadAddress: "bad-address", ReasonBcc: "bcc", ReasonRcptNotInHeader: "rcpt-not-in-header",
 	ReasonTooManyRcpts: "too-many-recipients", ReasonTooLarge: "too-large", ReasonBustaTooLarge: "busta-too-large",
 	ReasonSenderField: "sender-field", ReasonHeaderRcptNotInEnvelope: "header-rcpt-not-in-envelope",
+	ReasonContent: "content",
 }
 
 // String is a stable name, usable as a bounded metric label.
@@ -84,6 +86,8 @@ func (e *FormalError) Text() string {
 		s = "troppi destinatari: " + e.Detail
 	case ReasonTooLarge:
 		s = "la dimensione del messaggio moltiplicata per il numero dei destinatari supera il limite: " + e.Detail
+	case ReasonContent:
+		s = e.Detail // pec/inspect's reason: "allegato non consentito: doc.zip > setup.txt (eseguibile Windows)"
 	case ReasonSenderField:
 		s = "il campo " + e.Detail + " indica un mittente diverso dall'utente autenticato"
 	case ReasonHeaderRcptNotInEnvelope:

@@ -83,6 +83,11 @@ func newFixture(t testing.TB, lim pec.Limits) *fixture {
 
 func newFixtureOpts(t testing.TB, lim pec.Limits, opts pec.Options) *fixture {
 	t.Helper()
+	return newFixtureWith(t, lim, opts, nil)
+}
+
+func newFixtureWith(t testing.TB, lim pec.Limits, opts pec.Options, in pec.Inspector) *fixture {
+	t.Helper()
 	f := &fixture{kr: hsmtest.New(t, provider.Name, "pec-a.test"), clamd: clamdtest.New(t),
 		st: &breakableStore{Memory: storetest.NewMemory()}, now: time.Date(2026, 11, 22, 10, 30, 15, 0, time.UTC)}
 	f.signer = &breakableSigner{Signer: f.kr}
@@ -91,7 +96,7 @@ func newFixtureOpts(t testing.TB, lim pec.Limits, opts pec.Options) *fixture {
 		t.Fatal(err)
 	}
 	f.ap, err = pec.New(pec.Config{Identities: []pec.Identity{provider}, Node: "test", Limits: lim, Options: opts},
-		pec.Deps{Keys: f.signer, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true},
+		pec.Deps{Inspector: in, Keys: f.signer, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true},
 			Scanner: sc, Store: f.st, Clock: pec.ClockFunc(func() time.Time { return f.now })})
 	if err != nil {
 		t.Fatal(err)

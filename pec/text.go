@@ -22,6 +22,7 @@ type textData struct {
 	detail    string   // error, virus or anomaly reason
 	ricezione []string // presa in carico
 	provider  string
+	notes     []string // courtesy notes for the recipient (busta: macros, files not checked)
 }
 
 func rcptLabel(r Recipient) string {
@@ -49,11 +50,15 @@ func readable(d textData) (string, [][]string) {
 	}
 	switch d.kind {
 	case KindBusta:
-		return "Messaggio di posta elettronica certificata", [][]string{
+		paras := [][]string{
 			{when + " il messaggio " + subj + " è stato spedito da " + fmt.Sprintf("%q", d.sender) + " ai destinatari:"},
 			list,
 			{"Il messaggio originale si trova nell'allegato postacert.eml.", datiLine, idLine},
 		}
+		if len(d.notes) > 0 {
+			paras = append(paras, append([]string{"Avviso del gestore:"}, d.notes...))
+		}
+		return "Messaggio di posta elettronica certificata", paras
 	case KindAnomalia:
 		return "Anomalia nel messaggio", [][]string{
 			{when + " è arrivato il messaggio " + subj + " " + fmt.Sprintf("proveniente da %q", d.sender) + ", indirizzato a:"},

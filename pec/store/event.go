@@ -32,6 +32,7 @@ const (
 	KindRicezioneBusta       EventKind = "ricezione-busta"                // a valid busta arrived at our reception point
 	KindConsegnaRicevuta     EventKind = "consegna-ricevuta"              // a receipt or notice was delivered to our user's mailbox
 	KindNonAccodato          EventKind = "non-accodato"                   // a prepared busta or presa in carico Postfix never queued (held step expired): nothing attested
+	KindContenuto            EventKind = "contenuto-segnalato"            // the content inspection flagged the message (macros, files not checked): ErrorDetail says what
 )
 
 // Kinds lists every EventKind, in a stable order.
@@ -39,7 +40,7 @@ var Kinds = []EventKind{
 	KindBustaTrasporto, KindBustaAnomalia, KindAccettazione, KindNonAccettazione,
 	KindNonAccettazioneVirus, KindPresaInCarico, KindConsegna, KindMancataConsegna,
 	KindMancataConsegnaVirus, KindRilevazioneVirus, KindPreavviso12h, KindMancataConsegna24h,
-	KindAnomalia, KindRicezioneRicevuta, KindRicezioneBusta, KindConsegnaRicevuta, KindNonAccodato,
+	KindAnomalia, KindRicezioneRicevuta, KindRicezioneBusta, KindConsegnaRicevuta, KindNonAccodato, KindContenuto,
 }
 
 // Valid reports whether k is one of the defined kinds.

@@ -48,6 +48,7 @@ type Config struct {
 	Milter   Milter          `yaml:"milter"`
 	Confirm  Confirm         `yaml:"confirm"`
 	Tracking Tracking        `yaml:"tracking"`
+	Content  Content         `yaml:"content"`
 	LMTP     LMTP            `yaml:"lmtp"`
 	Reinject reinject.Config `yaml:"reinject"`
 	Clamd    clamd.Config    `yaml:"clamd"`
@@ -125,6 +126,30 @@ type Tracking struct {
 	FinalFrom  time.Duration `yaml:"final_from"`  // the final notice not before: default 22h
 	Final      time.Duration `yaml:"final"`       // the final notice by: default 24h
 	SweepEvery time.Duration `yaml:"sweep_every"` // default 1m
+}
+
+// Content is the content policy of the access point (pec/inspect): attachment types that are
+// refused, and whether macros and files that cannot be inspected are only flagged (default)
+// or refused. Every key is optional; the defaults are those Aruba and Poste publish.
+type Content struct {
+	// ForbiddenExtensions replaces the default list of refused file extensions
+	// (inspect.DefaultForbiddenExtensions) when set.
+	ForbiddenExtensions []string `yaml:"forbidden_extensions"`
+	// AllowExtensions are removed from the forbidden list (e.g. [iso] for a provider whose
+	// users send disk images).
+	AllowExtensions []string `yaml:"allow_extensions"`
+	// ForbiddenTypes replaces the default list of refused content types
+	// (inspect.DefaultForbiddenTypes: pe, elf, macho, script, msi, lnk, iso, ...) when set.
+	ForbiddenTypes []string `yaml:"forbidden_types"`
+	// RefuseMacros refuses messages with macros or PDF active content instead of flagging.
+	RefuseMacros bool `yaml:"refuse_macros"`
+	// RefuseUnchecked refuses messages with files that cannot be inspected (encrypted,
+	// password-protected archives, unsupported or damaged formats) instead of flagging.
+	RefuseUnchecked bool `yaml:"refuse_unchecked"`
+	// Limits of the inspection; above them the message is refused ("archive bomb").
+	MaxDepth    int  `yaml:"max_depth"`    // default 32
+	MaxParts    int  `yaml:"max_parts"`    // default 10000
+	MaxExpanded Size `yaml:"max_expanded"` // default 256MiB
 }
 
 // LMTP is the pec-lmtpd section.

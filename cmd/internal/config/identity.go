@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/inspect"
 )
 
 // Identities is one pec.Identity per PEC domain of provider.domains, the main identity (that
@@ -51,4 +52,42 @@ func (c *Config) NodeName() string {
 		h = "node"
 	}
 	return h
+}
+
+// Inspector builds the content inspector of the content: section (validated: a bad
+// extension or type names the key).
+func (c *Config) Inspector() (*inspect.Inspector, error) {
+	ct := c.Content
+	p := inspect.DefaultPolicy()
+	if ct.ForbiddenExtensions != nil {
+		p.ForbiddenExtensions = nil
+		for _, e := range ct.ForbiddenExtensions {
+			p.ForbiddenExtensions = append(p.ForbiddenExtensions, strings.ToLower(strings.TrimPrefix(e, ".")))
+		}
+	}
+	if len(ct.AllowExtensions) > 0 {
+		allow := map[string]bool{}
+		for _, e := range ct.AllowExtensions {
+			allow[strings.ToLower(strings.TrimPrefix(e, "."))] = true
+		}
+		var keep []string
+		for _, e := range p.ForbiddenExtensions {
+			if !allow[e] {
+				keep = append(keep, e)
+			}
+		}
+		p.ForbiddenExtensions = keep
+	}
+	if ct.ForbiddenTypes != nil {
+		p.ForbiddenTypes = nil
+		for _, t := range ct.ForbiddenTypes {
+			p.ForbiddenTypes = append(p.ForbiddenTypes, inspect.Type(strings.ToLower(t)))
+		}
+	}
+	p.RefuseMacros, p.RefuseUnchecked = ct.RefuseMacros, ct.RefuseUnchecked
+	in, err := inspect.New(p, inspect.Limits{MaxDepth: ct.MaxDepth, MaxParts: ct.MaxParts, MaxExpanded: int64(ct.MaxExpanded)})
+	if err != nil {
+		return nil, bad("content", "%v", err)
+	}
+	return in, nil
 }

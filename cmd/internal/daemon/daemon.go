@@ -73,6 +73,10 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 	if d.Scanner, err = clamd.New(cfg.Clamd); err != nil {
 		return nil, err
 	}
+	inspector, err := cfg.Inspector()
+	if err != nil {
+		return nil, err
+	}
 	d.Engine, err = pec.New(pec.Config{
 		Identities: cfg.Identities(),
 		Location:   cfg.Provider.Location,
@@ -84,7 +88,7 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		ConfirmExpiry: cfg.Confirm.Expiry,
 		RetryWindow:   cfg.Confirm.RetryWindow,
 		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
-	}, pec.Deps{Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store})
+	}, pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store})
 	if err != nil {
 		return nil, err
 	}
