@@ -14,6 +14,7 @@ import (
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/igpec"
+	"github.com/gestore-pec/gestore/pec/inspect"
 )
 
 func init() {
@@ -65,6 +66,9 @@ type verifyReport struct {
 	Provider    *verifyProvider `json:"provider,omitempty"`
 	Findings    []pec.Deviation `json:"findings"`
 	NotChecked  []string        `json:"not_checked,omitempty"`
+	// ContentFlags are the content flags a provider's access point set on a busta
+	// (X-PEC-Macro, X-PEC-Non-Verificato: pec/inspect), as "Header: value".
+	ContentFlags []string `json:"content_flags,omitempty"`
 }
 
 // verifyProvider is the signer's record in the providers index.
@@ -237,6 +241,11 @@ func (v *verifier) message(name string, raw []byte) verifyReport {
 	c := pec.Classify(raw, pec.ClassifyOptions{})
 	r.Kind = c.Kind.String()
 	r.Findings = append([]pec.Deviation{}, c.Deviations...)
+	for _, name := range []string{inspect.HeaderMacro, inspect.HeaderUnchecked} {
+		if v, ok := c.Header.Get(name); ok {
+			r.ContentFlags = append(r.ContentFlags, name+": "+strings.TrimSpace(v))
+		}
+	}
 	if c.Kind == pec.KindOrdinary {
 		r.Findings = append(r.Findings, pec.Deviation{Code: "not-pec", Severity: pec.Error, Rule: "§3.1", Where: "header",
 			Message: "no X-Trasporto or X-Ricevuta header and no daticert.xml: not a PEC message"})
@@ -274,6 +283,9 @@ func writeHuman(w io.Writer, r verifyReport) {
 		verdict = "DOES NOT CONFORM"
 	}
 	fmt.Fprintf(w, "%s: %s, %s\n", r.File, r.Kind, verdict)
+	for _, f := range r.ContentFlags {
+		fmt.Fprintf(w, "  content flag %s\n", f)
+	}
 	if r.Signer != "" {
 		fmt.Fprintf(w, "  signed by %s %v", r.Signer, r.SignerEmail)
 		if r.SigningTime != nil {

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
+	"io"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -415,5 +416,32 @@ func TestVerifyRealCorpusWithIndex(t *testing.T) {
 		if r.Provider == nil || r.ChainTo == "" || !r.Conforms {
 			t.Errorf("%s: %+v", r.File, r)
 		}
+	}
+}
+
+// pecctl verify reports the content flags an access point set on a busta (issue 16 item 5).
+func TestVerifyReportsContentFlags(t *testing.T) {
+	dir := t.TempDir()
+	msg, ca := filepath.Join(dir, "busta.eml"), filepath.Join(dir, "ca.pem")
+	if code := runSample([]string{"busta", "-o", msg, "--ca-out", ca}, io.Discard, os.Stderr); code != 0 {
+		t.Fatal("sample busta failed")
+	}
+	raw, _ := os.ReadFile(msg)
+	os.WriteFile(msg, append([]byte("X-PEC-Macro: presente\r\nX-PEC-Non-Verificato: archivio-protetto\r\n"), raw...), 0o600)
+	var out bytes.Buffer
+	if code := runVerify([]string{"--json", "--ca", ca, msg}, &out, os.Stderr); code != 0 {
+		t.Fatalf("verify: exit %d\n%s", code, out.String())
+	}
+	var reps []verifyReport
+	if err := json.Unmarshal(out.Bytes(), &reps); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(reps[0].ContentFlags, "|"); got != "X-PEC-Macro: presente|X-PEC-Non-Verificato: archivio-protetto" {
+		t.Errorf("content flags %q", got)
+	}
+	out.Reset()
+	runVerify([]string{"--ca", ca, msg}, &out, os.Stderr)
+	if !strings.Contains(out.String(), "content flag X-PEC-Macro: presente") {
+		t.Errorf("human report:\n%s", out.String())
 	}
 }
