@@ -128,6 +128,9 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	confirmDomain := strings.TrimSuffix(filepath.Base(p.sock), ".sock") + ".confirm.invalid"
 	y["confirm"] = map[string]any{"listen": "unix:" + confirmSock, "domain": confirmDomain, "expiry": "30s"}
 	y["clamd"] = map[string]any{"addr": p.clamdAddr, "timeout": "10s"}
+	if idx, ok := y["index"].(map[string]any); ok {
+		idx["cache"] = filepath.Join(p.dir, "providers-index.ldif") // not the lab's copy
+	}
 	delete(y, "metrics")
 	if sl, ok := y["seal"].(map[string]any); ok && opt.keepSeal {
 		sl["dir"] = filepath.Join(p.dir, "seal")

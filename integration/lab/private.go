@@ -84,7 +84,7 @@ func (s *SlapdInstance) Stop() {
 func PrivateToken(tb testing.TB, label, pin, keyLabel, keyIDHex string) string {
 	tb.Helper()
 	dir := tb.TempDir()
-	runScript(tb, nil, "softhsm-token.sh", dir, label, pin, keyLabel, keyIDHex)
+	runScript(tb, []string{"TOKEN_PIN=" + pin}, "softhsm-token.sh", dir, label, keyLabel, keyIDHex)
 	return filepath.Join(dir, "softhsm2.conf")
 }
 

@@ -52,9 +52,10 @@ pki_provider() {
 	local id=$1 name=$2 service=$3 label=$4 pin=$5 keyid=$6 keylabel=${7:-$4} d=${8:-$BASE/$1}
 	local ca=$BASE/ca module=$SOFTHSM_MODULE
 	mkdir -p "$d"
-	SO_PIN=$(secret "SOPIN_$id") "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$pin" "$keylabel" "$keyid" >/dev/null
+	# PINs travel in the environment, never on a command line (issue 12 item 10).
+	SO_PIN=$(secret "SOPIN_$id") TOKEN_PIN=$pin "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$keylabel" "$keyid" >/dev/null
 	export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
-	p11() { pkcs11-tool --module "$module" --token-label "$label" "$@"; }
+	p11() { TOKEN_PIN=$pin pkcs11-tool --module "$module" --token-label "$label" "$@"; }
 
 	if [ ! -s "$d/cert.pem" ] || ! openssl x509 -in "$d/cert.pem" -noout -checkend 86400 >/dev/null; then
 		(
@@ -87,8 +88,8 @@ pki_provider() {
 	local onboard
 	onboard=$({ p11 --read-object --type cert --id "$keyid" -o /dev/stdout 2>/dev/null || true; } | sha1sum | cut -d' ' -f1)
 	if [ "$onboard" != "$(sha1sum <"$d/cert.der" | cut -d' ' -f1)" ]; then
-		p11 --login --pin "$pin" --delete-object --type cert --id "$keyid" >/dev/null 2>&1 || true
-		p11 --login --pin "$pin" --write-object "$d/cert.der" --type cert --id "$keyid" --label "$keylabel" \
+		p11 --login --pin env:TOKEN_PIN --delete-object --type cert --id "$keyid" >/dev/null 2>&1 || true
+		p11 --login --pin env:TOKEN_PIN --write-object "$d/cert.der" --type cert --id "$keyid" --label "$keylabel" \
 			>>"$d/pki.log" 2>&1 || { show_log pki "$d/pki.log"; die "writing the certificate on token $label failed"; }
 	fi
 }

@@ -139,7 +139,7 @@ write_pec_yaml() {
 		  certificate: $BASE/$id/cert-chain.pem
 		  digest: sha256
 		$(signer_keys "$id")
-		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h}
+		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h, cache: $BASE/$id/providers-index.ldif}
 		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
@@ -230,7 +230,9 @@ provider_json() {
 	for u in ${P_USERS[$id]}; do
 		users+="${users:+,}{\"address\":\"$(user_addr "$id" "$u")\",\"password\":\"$(secret "$(user_secret "$id" "$u")")\"}"
 	done
-	users="[$users]"
+	# Passwords and PINs reach jq through its environment (env.X), never its command line.
+	local LAB_USERS="[$users]"
+	export LAB_USERS
 	logs="\"postfix\":\"$BASE/$id/postfix/maillog\",\"dovecot\":\"$BASE/$id/dovecot/dovecot.log\""
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		milter=$BASE/$id/run/milter.sock
@@ -249,19 +251,19 @@ provider_json() {
 		--arg tls "$BASE/$id/tls/cert.pem" --arg delivery "${P_DELIVERY[$id]}" \
 		--arg dvconf "$BASE/$id/dovecot/dovecot.conf" --arg dvlog "$BASE/$id/dovecot/dovecot.log" \
 		--arg dvauth "$BASE/$id/dovecot/run/auth-postfix" \
-		--arg milter "$milter" --arg lmtpd "$lmtpd" --argjson users "$users" --argjson logs "$logs" \
+		--arg milter "$milter" --arg lmtpd "$lmtpd" --argjson logs "$logs" \
 		'{id: $id, name: $name, ip: $ip, domain: $dom, service_address: $svc, receipt_address: $rcpt,
 		  postfix: {config_dir: $pfetc, mx: ($ip + ":25"), submission: ($ip + ":587"),
 		            reinject: $reinject, maillog: $pflog, tls_cert: $tls, delivery: $delivery},
 		  dovecot: {config_file: $dvconf, imap: ($ip + ":143"), lmtp: ($ip + ":24"), log: $dvlog,
 		            auth_socket: $dvauth},
-		  milter_socket: $milter, lmtpd: $lmtpd, users: $users, logs: $logs}' |
+		  milter_socket: $milter, lmtpd: $lmtpd, users: (env.LAB_USERS | fromjson), logs: $logs}' |
 		if is_pec "$id"; then
-			jq --arg lbl "provider-$id" --arg pin "$(secret "PIN_$id")" --arg sopin "$(secret "SOPIN_$id")" \
+			LAB_PIN=$(secret "PIN_$id") LAB_SOPIN=$(secret "SOPIN_$id") jq --arg lbl "provider-$id" \
 				--arg keyid "${P_KEYID[$id]}" --arg cert "$BASE/$id/cert.pem" \
 				--arg chain "$BASE/$id/cert-chain.pem" --arg sha1 "$(cert_sha1 "$BASE/$id/cert.der")" \
 				--arg yaml "$BASE/$id/pec.yaml" \
-				'. + {token: {label: $lbl, pin: $pin, so_pin: $sopin, key_label: $lbl, key_id: $keyid},
+				'. + {token: {label: $lbl, pin: env.LAB_PIN, so_pin: env.LAB_SOPIN, key_label: $lbl, key_id: $keyid},
 				      cert: $cert, cert_chain: $chain, cert_sha1: $sha1, config_file: $yaml}'
 		else
 			cat

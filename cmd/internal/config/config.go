@@ -319,6 +319,7 @@ func (c *Config) Validate() error {
 	if c.Store.DSN == "" {
 		return bad("store.dsn", "required")
 	}
+	c.defaultIndexCache()
 	if c.Seal != nil {
 		if err := validateSeal(c.Seal); err != nil {
 			return err

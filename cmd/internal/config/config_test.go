@@ -175,3 +175,33 @@ func TestStorePostgres(t *testing.T) {
 		t.Errorf("store: %+v", c.Store)
 	}
 }
+
+// TestIndexCacheDefault: the local copy of the providers index is on by default, next to the
+// SQLite database (issue 12 item 11b); a configured path is kept; "off" turns it off.
+func TestIndexCacheDefault(t *testing.T) {
+	base, err := os.ReadFile("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ old, new, want string }{
+		{"", "", "/tmp/pec-lab/a/providers-index.ldif"},
+		{"refresh: 1h}", "refresh: 1h, cache: /srv/idx.ldif}", "/srv/idx.ldif"},
+		{"refresh: 1h}", "refresh: 1h, cache: \"off\"}", ""},
+		{"{driver: sqlite, dsn: /tmp/pec-lab/a/pec.db}", "{driver: postgres, dsn: \"postgres://pec@db/pec\"}", "/var/lib/gestore/providers-index.ldif"},
+	} {
+		y := string(base)
+		if tc.old != "" {
+			if !strings.Contains(y, tc.old) {
+				t.Fatalf("testdata/lab-a.yaml lacks %q", tc.old)
+			}
+			y = strings.Replace(y, tc.old, tc.new, 1)
+		}
+		c, err := Parse([]byte(y))
+		if err != nil {
+			t.Fatalf("%s: %v", tc.new, err)
+		}
+		if c.Index.Cache != tc.want {
+			t.Errorf("%q: index.cache = %q, want %q", tc.new, c.Index.Cache, tc.want)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"net/mail"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -196,4 +197,32 @@ func (tr *Tracking) validate() error {
 		return bad("tracking.sweep_every", "%v: between 1s and final - final_from", tr.SweepEvery)
 	}
 	return nil
+}
+
+// IndexCacheOff disables the local copy of the providers index (index.cache: off).
+const IndexCacheOff = "off"
+
+// DefaultIndexCacheDir holds the local copy of the providers index when the store is not a
+// SQLite file.
+const DefaultIndexCacheDir = "/var/lib/gestore"
+
+// defaultIndexCache turns the local copy of the providers index on unless the file says
+// "off" (issue 12 item 11b): with it pec-milter starts and serves from the last good copy
+// while the index source (slapd) is down, as RFC 6109 §4.5's local copy is meant to; without
+// it pec-milter cannot start then. The default file is providers-index.ldif next to the
+// SQLite database (a directory the process must be able to write anyway, for the -wal and
+// -shm files), else in DefaultIndexCacheDir.
+func (c *Config) defaultIndexCache() {
+	switch c.Index.Cache {
+	case IndexCacheOff:
+		c.Index.Cache = ""
+	case "":
+		dir := DefaultIndexCacheDir
+		if c.Store.Driver == "sqlite" {
+			if abs, err := filepath.Abs(c.Store.DSN); err == nil {
+				dir = filepath.Dir(abs)
+			}
+		}
+		c.Index.Cache = filepath.Join(dir, "providers-index.ldif")
+	}
 }
