@@ -31,7 +31,9 @@ import (
 // When provider.domains is empty the default key signs for any domain.
 //
 // The PIN never comes from this file: pin_env names an environment variable, pin_file a file
-// (or pin-source=file:... in the URI).
+// (or pin-source=file:... in the URI). pec-milter removes pin_env variables from its
+// environment once the keys are open (Keys.ForgetPINEnv). A token that refuses the PIN after
+// start-up is not logged in to again (every failed login counts towards locking it).
 type Config struct {
 	PKCS11      PKCS11Config `yaml:"pkcs11"`
 	Certificate string       `yaml:"certificate"` // PEM: signer certificate, then intermediates

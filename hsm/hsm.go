@@ -18,6 +18,8 @@ import (
 
 	"github.com/miekg/pkcs11"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gestore-pec/gestore/internal/environ"
 )
 
 // Deps are the keyring's collaborators and the provider facts its certificates must match.
@@ -374,15 +376,12 @@ func (k *Keys) WarnExpiring(now time.Time) int {
 
 // ForgetPINEnv removes from the process environment every variable a PIN was read from
 // (signer.pkcs11.pin_env), and returns their names (issue 12 item 10). The keyring keeps the
-// PINs it needs to log in again after a token comes back; nothing else in the process, and no
-// child process, finds them in the environment afterwards. The kernel's copy of the initial
-// environment (/proc/PID/environ, readable by the same user and root) is not changed by
-// this: signer.pkcs11.pin_file keeps the PIN out of it altogether.
-func (k *Keys) ForgetPINEnv() []string {
-	for _, v := range k.pinEnvs {
-		os.Unsetenv(v)
-	}
-	return k.pinEnvs
+// PINs it needs to log in again after a token comes back; nothing else in the process, no
+// child process, and (on Linux) neither /proc/PID/environ nor `ps e` shows them afterwards
+// (internal/environ). The error says the kernel's copy could not be blanked; the variables
+// are unset anyway.
+func (k *Keys) ForgetPINEnv() ([]string, error) {
+	return k.pinEnvs, environ.Forget(k.pinEnvs...)
 }
 
 // Digest is the hash configured for message signatures (signer.digest).

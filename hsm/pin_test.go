@@ -85,8 +85,8 @@ func TestForgetPINEnv(t *testing.T) {
 	cfg.PKCS11.PINEnv = env
 	cfg.RetryMin, cfg.RetryMax = 5*time.Millisecond, 20*time.Millisecond
 	k := newKeys(t, cfg)
-	if got := k.ForgetPINEnv(); len(got) != 1 || got[0] != env {
-		t.Fatalf("ForgetPINEnv() = %v, want [%s]", got, env)
+	if got, err := k.ForgetPINEnv(); len(got) != 1 || got[0] != env || err != nil {
+		t.Fatalf("ForgetPINEnv() = %v, %v; want [%s]", got, err, env)
 	}
 	if v, ok := os.LookupEnv(env); ok {
 		t.Fatalf("%s is still in the environment (%d bytes)", env, len(v))

@@ -60,7 +60,9 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 	}
 	d.closers = append(d.closers, d.Keys.Close)
 	// Issue 12 item 10: the PIN stays in the keyring, not in the environment.
-	if vars := d.Keys.ForgetPINEnv(); len(vars) > 0 {
+	if vars, err := d.Keys.ForgetPINEnv(); err != nil {
+		d.Log.Warn("hsm: PIN removed from the environment, but not from /proc/self/environ", "variables", vars, "error", err)
+	} else if len(vars) > 0 {
 		d.Log.Info("hsm: PIN read and removed from the environment", "variables", vars)
 	}
 	if d.Index, err = igpec.New(cfg.Index, igpec.Deps{Logger: d.Log, Registerer: d.Reg}); err != nil {
