@@ -5,7 +5,10 @@
 #   make demo       builds, brings the two-provider lab up in PEC wiring, sends a PEC, shows it
 #   make unit       fast tests only (no lab)
 #   make check      gofmt, go vet, staticcheck
-#   make fuzz       a short run of every fuzz target
+#   make fuzz       every fuzz target in turn, FUZZTIME each (make fuzz FUZZTIME=60s)
+#   make fuzz-seeds every fuzz target on its seeds and testdata/fuzz inputs only, no fuzzing:
+#                   the short form, which make test and make unit also run (go test runs
+#                   each FuzzXxx on its seed corpus)
 #   make bench      the Go benchmarks (short)
 #   make bench-store the store benchmarks, SQLite then PostgreSQL in one run (commits/s, search)
 #   make lab-up / lab-down
@@ -21,7 +24,7 @@ FUZZTIME   ?= 10s
 # integration tests share one lab; keep package parallelism modest on small machines
 TESTFLAGS  ?= -race -shuffle=on -count=1 -timeout 40m
 
-.PHONY: all build test unit integration check fuzz bench bench-store lab-up lab-down demo clean tools
+.PHONY: all build test unit integration check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools
 
 all: build
 
@@ -55,6 +58,9 @@ check: tools
 	PATH="$$PATH:$$($(GO) env GOPATH)/bin" staticcheck -tags integration ./...
 
 # Every FuzzXxx target in the tree, FUZZTIME each.
+fuzz-seeds:
+	$(GO) test -count=1 -run '^Fuzz' ./...
+
 fuzz:
 	@set -e; for pkg in $$($(GO) list ./...); do \
 	  dir=$$($(GO) list -f '{{.Dir}}' $$pkg); \
