@@ -11,6 +11,7 @@ import (
 
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
+	"github.com/gestore-pec/gestore/pec"
 )
 
 // deliveryDeadline bounds end-to-end delivery in the smoke tests. In PEC wiring each message
@@ -115,21 +116,40 @@ func TestSubmissionRequiresTLSAndAuth(t *testing.T) {
 	}
 }
 
-// An authenticated user cannot send as someone else (smtpd_sender_login_maps +
-// reject_sender_login_mismatch).
+// An authenticated user cannot send as someone else, and is told so the PEC way (pec-spec.md
+// §7.1.3, issue 12 item 4): a MAIL FROM and From that are not the login are refused at DATA
+// with 550 and the avviso di non accettazione, addressed to the login (alice), never to the
+// forged sender; nothing is relayed. Postfix no longer refuses the sender itself (no
+// reject_sender_login_mismatch), so the access point sees the message and issues the avviso.
 func TestSubmissionSenderMustBeLogin(t *testing.T) {
 	t.Parallel()
-	l := lab.ForTest(t)
-	a, b := provider(t, l, "a"), provider(t, l, "b")
-	alice := user(t, a, "alice")
-	for _, forged := range []string{user(t, a, "anna").Address, user(t, b, "bruno").Address, a.ServiceAddress} {
-		err := tlsSubmission(t, a, &alice).Send(forged, []string{user(t, b, "bruno").Address},
-			mailtest.Message(forged, []string{user(t, b, "bruno").Address}, "forged", "x"))
-		var se *mailtest.StepError
-		if !errors.As(err, &se) || (se.Step != "MAIL" && se.Step != "RCPT") || se.Code != 553 ||
-			!strings.Contains(se.Error(), "not owned by user") {
-			t.Errorf("alice sending as %s: err = %v, want 553 ... not owned by user at MAIL or RCPT", forged, err)
-		}
+	l, a, b, _ := pecLab(t)
+	alice, anna, bruno := user(t, a, "alice"), user(t, a, "anna"), user(t, b, "bruno")
+	service := user(t, a, a.ServiceAddress)
+	for _, tc := range []struct {
+		forged lab.User
+		home   *lab.Provider
+	}{{anna, a}, {bruno, b}, {service, a}} {
+		forged := tc.forged
+		t.Run(forged.Address, func(t *testing.T) {
+			t.Parallel()
+			token := mailtest.Token("forged")
+			err := tlsSubmission(t, a, &alice).Send(forged.Address, []string{bruno.Address},
+				mailtest.Message(forged.Address, []string{bruno.Address}, "forged "+token, "x"))
+			var se *mailtest.StepError
+			if !errors.As(err, &se) || se.Step != "DATA" || se.Code != 550 ||
+				!strings.Contains(se.Error(), "non corrisponde all'utente autenticato") {
+				t.Fatalf("alice sending as %s: err = %v, want 550 at DATA: ... non corrisponde all'utente autenticato", forged.Address, err)
+			}
+			c := classify(t, l, waitOne(t, mailbox(a, alice), token), pec.KindNonAccettazione)
+			if !strings.Contains(c.Daticert.Dati.ErroreEsteso, forged.Address) {
+				t.Errorf("errore-esteso %q does not name the forged sender", c.Daticert.Dati.ErroreEsteso)
+			}
+			none(t, mailbox(b, bruno), token)
+			if forged != bruno { // the forged sender gets nothing either (bruno: checked above)
+				none(t, mailbox(tc.home, forged), token)
+			}
+		})
 	}
 	// And as herself she may (the refusal above is about the sender, not a broken submission).
 	c, err := tlsSubmission(t, a, &alice).Dial()
@@ -190,7 +210,7 @@ func sendAndRead(t *testing.T, from *lab.Provider, sender lab.User, to *lab.Prov
 }
 
 // The MX listener offers STARTTLS, does not offer AUTH, and is not an open relay for another
-// mail system of the lab (the host itself, 127.0.0.1 and the own IP, is in mynetworks).
+// mail system of the lab (for the host itself either: TestMXRelaysNothingForLocalClients).
 func TestMXListener(t *testing.T) {
 	t.Parallel()
 	l := lab.ForTest(t)
@@ -220,7 +240,8 @@ func TestMXListener(t *testing.T) {
 	}
 }
 
-// The reinjection listener takes mail from the provider host without AUTH and without a milter.
+// The reinjection listener, a unix socket, takes mail from root (as from our daemons) without
+// AUTH and without a milter. Who else cannot: TestReinjectionOnlyForOurDaemons.
 func TestReinjectionListener(t *testing.T) {
 	t.Parallel()
 	l := lab.ForTest(t)
@@ -231,9 +252,9 @@ func TestReinjectionListener(t *testing.T) {
 	bruno := user(t, b, "bruno")
 	token := mailtest.Token("reinject")
 	msg := mailtest.Message(a.ServiceAddress, []string{bruno.Address}, "reinjected "+token, "reinjected\n")
-	s := mailtest.Submission{Addr: a.Postfix.Reinject, LocalAddr: a.IP}
+	s := mailtest.Submission{Addr: a.Postfix.Reinject}
 	if err := s.Send(a.ServiceAddress, []string{bruno.Address}, msg); err != nil {
-		t.Fatalf("reinjection from %s: %v", a.IP, err)
+		t.Fatalf("reinjection through %s: %v", a.Postfix.Reinject, err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryDeadline)
 	defer cancel()

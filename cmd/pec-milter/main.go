@@ -59,14 +59,14 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := d.Listen(cfg.Milter.Listen, cfg.Milter.SocketMode, cfg.Milter.SocketGroup)
+	ln, err := d.Listen(cfg.Milter.Listener())
 	if err != nil {
-		return fmt.Errorf("config: milter.listen: %w", err)
+		return err
 	}
-	cln, err := d.Listen(cfg.Confirm.Listen, cfg.Confirm.SocketMode, cfg.Confirm.SocketGroup)
+	cln, err := d.Listen(cfg.Confirm.Listener())
 	if err != nil {
 		ln.Close()
-		return fmt.Errorf("config: confirm.listen: %w", err)
+		return err
 	}
 	return d.Run([]daemon.Service{
 		daemon.Bind(srv.Serve, srv.Shutdown, ln),

@@ -63,7 +63,7 @@ type Provider struct {
 		ConfigDir  string `json:"config_dir"` // for postfix -c
 		MX         string `json:"mx"`         // host:port, port 25, STARTTLS offered
 		Submission string `json:"submission"` // host:port, port 587, STARTTLS + AUTH required
-		Reinject   string `json:"reinject"`   // host:port, no milters
+		Reinject   string `json:"reinject"`   // unix:/path of the pec-reinject socket, no milters
 		Maillog    string `json:"maillog"`
 		TLSCert    string `json:"tls_cert"` // self-signed certificate of :25 and :587 (PEM)
 		Delivery   string `json:"delivery"` // virtual_transport: pec-lmtpd or Dovecot LMTP

@@ -38,11 +38,12 @@ func TLSConfig(certFile, serverName string) (*tls.Config, error) {
 
 // Submission describes how to reach a submission (or any SMTP) listener.
 type Submission struct {
-	Addr string      // host:port
+	Addr string      // host:port, or unix:/path
 	TLS  *tls.Config // nil: no STARTTLS
 	User string      // empty: no AUTH
 	Pass string
-	// LocalAddr, when set, is the client's source IP (the lab's hosts are lo aliases).
+	// LocalAddr, when set, is the client's source IP (the lab's hosts are lo aliases); TCP
+	// only.
 	LocalAddr string
 }
 
@@ -70,15 +71,20 @@ func stepErr(step string, err error) error {
 // owns the returned client.
 func (s Submission) Dial() (*smtp.Client, error) {
 	d := net.Dialer{Timeout: Timeout}
-	if s.LocalAddr != "" {
-		d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(s.LocalAddr)}
+	network, addr, host := "tcp", s.Addr, ""
+	if p, ok := strings.CutPrefix(s.Addr, "unix:"); ok {
+		network, addr, host = "unix", p, "localhost"
+	} else {
+		host, _, _ = net.SplitHostPort(s.Addr)
+		if s.LocalAddr != "" {
+			d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(s.LocalAddr)}
+		}
 	}
-	conn, err := d.Dial("tcp", s.Addr)
+	conn, err := d.Dial(network, addr)
 	if err != nil {
 		return nil, stepErr("connect", err)
 	}
 	_ = conn.SetDeadline(time.Now().Add(Timeout))
-	host, _, _ := net.SplitHostPort(s.Addr)
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
 		conn.Close()

@@ -59,7 +59,6 @@ postfix_effective() {
 	postconf -c "$1" -n 2>/dev/null | sort
 	postconf -c "$1" -M 2>/dev/null | sort
 	postconf -c "$1" -P 2>/dev/null | sort
-	cat "$1/pec_sender_login.regexp" 2>/dev/null
 }
 
 postfix_running() { postfix -c "$1" status </dev/null >/dev/null 2>&1; }
@@ -141,7 +140,7 @@ postfix_configure() {
 	# Warm runs: when nothing that goes into the configuration changed since the last good one,
 	# keep it (postconf and postfix check are slow on a loaded machine).
 	local fp
-	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec "$PFCONF"/pec_sender_login.regexp \
+	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec \
 		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$routes|$BASE|$ip" | sha256sum)
 	POSTFIX_CHANGED[$id]=0
 	echo 0 >"$d/.changed"
@@ -177,13 +176,12 @@ postfix_configure() {
 		CONFIRM_DOMAIN=confirm.pec.invalid CONFIRM_SOCKET="$BASE/$id/run/confirm.sock" \
 		SITE_TRANSPORT_MAPS="inline:{ $routes }"
 	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
-		MX_SERVICE=smtp SUBMISSION_SERVICE=submission REINJECT_SERVICE="$ip:10025" \
+		MX_SERVICE=smtp SUBMISSION_SERVICE=submission \
 		SUBMISSION_CLEANUP="$([ "$id" = o ] && echo cleanup || echo pec-cleanup)"
-	cp "$PFCONF/pec_sender_login.regexp" "$stage/"
 	apply_main_snippet "$stage" "$stage/main.cf.pec"
 	postconf -c "$stage" -F '*/*/chroot = n'
 	if [ "$id" = o ]; then
-		apply_master_snippet "$stage" "$stage/master.cf.pec" "$ip:10025" # O is plain Internet mail
+		apply_master_snippet "$stage" "$stage/master.cf.pec" pec-reinject # O is plain Internet mail
 	else
 		apply_master_snippet "$stage" "$stage/master.cf.pec"
 	fi
@@ -197,7 +195,8 @@ postfix_configure() {
 	if [ "${POSTFIX_CHANGED[$id]}" = 1 ]; then
 		# postfix check is slow (it walks the queue); run it only on a new configuration.
 		postfix_run "$stage" check || die "postfix check ($id) failed"
-		for f in main.cf.pec master.cf.pec pec_sender_login.regexp master.cf main.cf; do
+		rm -f "$etc/pec_sender_login.regexp" # no longer shipped (sender checks are pec-milter's)
+		for f in main.cf.pec master.cf.pec master.cf main.cf; do
 			mv -f "$stage/$f" "$etc/$f"
 		done
 	fi

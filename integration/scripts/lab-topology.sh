@@ -50,6 +50,9 @@ user_addr() { if [[ $2 == *@* ]]; then printf '%s' "$2"; else printf '%s@%s' "$2
 user_secret() { local u=${2//[-@.]/_}; printf 'PW_%s_%s' "$1" "$u"; }
 # extra_dir DOMAIN: where the key's certificate of an extra domain lives.
 extra_dir() { printf '%s/%s/%s' "$BASE" "$1" "$2"; }
+# reinject_socket ID: Postfix's pec-reinject service (postfix-conf/master.cf.pec), a unix
+# socket in the instance's public/ directory: reinject.addr of pec.yaml.
+reinject_socket() { printf '%s/%s/postfix/spool/public/pec-reinject' "$BASE" "$1"; }
 # all_domains ID: the provider's PEC domains, main first.
 all_domains() { printf '%s' "${P_DOMAIN[$1]}${P_EXTRA[$1]:+ ${P_EXTRA[$1]}}"; }
 
@@ -144,7 +147,7 @@ write_pec_yaml() {
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
 		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}
-		reinject: {addr: "${P_IP[$id]}:10025"}
+		reinject: {addr: "unix:$(reinject_socket "$id")"}
 		clamd: {addr: "$SVC_IP:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}
@@ -247,7 +250,7 @@ provider_json() {
 		--arg id "$id" --arg name "${P_NAME[$id]}" --arg ip "${P_IP[$id]}" --arg dom "${P_DOMAIN[$id]}" \
 		--arg svc "${P_SERVICE[$id]}" --arg rcpt "${P_RECEIPT[$id]}" \
 		--arg pfetc "$BASE/$id/postfix/etc" --arg pflog "$BASE/$id/postfix/maillog" \
-		--arg reinject "$(is_pec "$id" && echo "${P_IP[$id]}:10025")" \
+		--arg reinject "$(is_pec "$id" && echo "unix:$(reinject_socket "$id")")" \
 		--arg tls "$BASE/$id/tls/cert.pem" --arg delivery "${P_DELIVERY[$id]}" \
 		--arg dvconf "$BASE/$id/dovecot/dovecot.conf" --arg dvlog "$BASE/$id/dovecot/dovecot.log" \
 		--arg dvauth "$BASE/$id/dovecot/run/auth-postfix" \
@@ -315,7 +318,7 @@ print_summary() {
 	for id in "${ALL_IDS[@]}"; do
 		printf '  %s  %-26s %-12s %s\n' "$id" "${P_NAME[$id]}" "${P_DOMAIN[$id]}" "${P_IP[$id]}"
 		printf '       postfix  MX :25  submission :587%s  delivery %s\n' \
-			"$(is_pec "$id" && echo '  reinjection :10025')" "${P_DELIVERY[$id]}"
+			"$(is_pec "$id" && echo "  reinjection unix:$(reinject_socket "$id")")" "${P_DELIVERY[$id]}"
 		printf '                log %s   config %s\n' "$BASE/$id/postfix/maillog" "$BASE/$id/postfix/etc"
 		printf '       dovecot  IMAP :143  LMTP :24   log %s\n' "$BASE/$id/dovecot/dovecot.log"
 		printf '       users    %s\n' "$(for u in ${P_USERS[$id]}; do printf '%s ' "$(user_addr "$id" "$u")"; done)"

@@ -157,7 +157,7 @@ for id in "${ALL_IDS[@]}"; do
 	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$id/dovecot/dovecot.log
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
 	wait_tcp "postfix-$id submission" "$ip" 587 "$pflog" || fail=1
-	is_pec "$id" && { wait_tcp "postfix-$id reinjection" "$ip" 10025 "$pflog" || fail=1; }
+	is_pec "$id" && { wait_unix "postfix-$id reinjection" "$(reinject_socket "$id")" "" "$pflog" || fail=1; }
 	wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
 	wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" || fail=1
 	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1

@@ -41,9 +41,11 @@ import (
 
 // Config is the reinject section of the YAML configuration:
 //
-//	reinject: {addr: "127.0.0.10:10025"}
+//	reinject: {addr: "unix:/var/spool/postfix/public/pec-reinject"}
 type Config struct {
-	Addr       string        `yaml:"addr"`        // Postfix reinjection listener host:port (required)
+	// Addr is Postfix's reinjection listener (required): "unix:/path", the socket of the
+	// pec-reinject service in master.cf (postfix-conf/README.md), or host:port.
+	Addr       string        `yaml:"addr"`
 	Helo       string        `yaml:"helo"`        // EHLO name; default "localhost"
 	Timeout    time.Duration `yaml:"timeout"`     // per SMTP command and for the final reply; default 60s
 	Poll       time.Duration `yaml:"poll"`        // look for other processes' items this often; default 5s
@@ -96,7 +98,10 @@ type metrics struct {
 // (Long on purpose: every option of the drainer validated with its default at start-up.)
 func New(cfg Config, d Deps) (*Drainer, error) {
 	if cfg.Addr == "" {
-		return nil, errors.New("reinject.addr: required (the Postfix reinjection listener, host:port)")
+		return nil, errors.New("reinject.addr: required (the Postfix reinjection listener, unix:/path or host:port)")
+	}
+	if _, _, err := dialAddr(cfg.Addr); err != nil {
+		return nil, err
 	}
 	def := func(v *time.Duration, x time.Duration, key string) error {
 		if *v == 0 {

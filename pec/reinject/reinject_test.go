@@ -91,6 +91,8 @@ func TestConfigValidation(t *testing.T) {
 		{Config{Addr: "x:1", MinBackoff: time.Hour, MaxBackoff: time.Minute}, "reinject.max_backoff"},
 		{Config{Addr: "x:1", Timeout: time.Second, StopGrace: 2 * time.Second}, "reinject.stop_grace"},
 		{Config{Addr: "x:1", StopGrace: -1}, "reinject.stop_grace"},
+		{Config{Addr: "unix:relative/pec-reinject"}, "reinject.addr"},
+		{Config{Addr: "10025"}, "reinject.addr"},
 	} {
 		_, err := New(tc.cfg, Deps{Store: st})
 		if err == nil || !bytes.Contains([]byte(err.Error()), []byte(tc.key)) {
@@ -121,6 +123,25 @@ func TestDeliversAndMarks(t *testing.T) {
 			t.Errorf("second pass claimed %d", n)
 		}
 	})
+}
+
+// The drainer reaches Postfix's reinjection service on its unix socket (unix:/path), the
+// only way postfix-conf offers: nobody without access to the socket file can inject.
+func TestDeliversOverUnixSocket(t *testing.T) {
+	c := storetest.NewClock(storetest.T0)
+	st := storetest.NewMemoryClock(c.Now)
+	pf := newFakePostfixUnix(t)
+	queue(t, st, item(1))
+	d := newDrainer(t, pf.addr, st, "A", c)
+	if n, err := d.DrainOnce(context.Background()); n != 1 || err != nil {
+		t.Fatalf("DrainOnce: %d %v", n, err)
+	}
+	if b := pf.bodies(item(1).MessageID); len(b) != 1 || !bytes.Equal(b[0], item(1).Raw) {
+		t.Fatalf("%d copies over %s", len(b), pf.addr)
+	}
+	if s := list(t, st, store.OutboxSent); len(s) != 1 {
+		t.Errorf("%d sent", len(s))
+	}
 }
 
 // TestTemporaryFaults: a 4xx, a hang or a dropped connection at each stage of the SMTP

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/textproto"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -54,6 +55,25 @@ type fakePostfix struct {
 }
 
 func newFakePostfix(t *testing.T) *fakePostfix {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFakePostfixOn(t, l, l.Addr().String())
+}
+
+// newFakePostfixUnix is the fake on a unix socket, as Postfix's pec-reinject service is
+// (postfix-conf/master.cf.pec); its addr is "unix:/path".
+func newFakePostfixUnix(t *testing.T) *fakePostfix {
+	p := filepath.Join(t.TempDir(), "pec-reinject")
+	l, err := net.Listen("unix", p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newFakePostfixOn(t, l, "unix:"+p)
+}
+
+func newFakePostfixOn(t *testing.T, l net.Listener, addr string) *fakePostfix {
 	f := &fakePostfix{t: t, faults: map[stage]fault{}, times: map[stage]int{}, accepted: map[string][][]byte{},
 		dataCmds: map[string]int{}, release: make(chan struct{}), reached: make(chan stage, 16), slowFor: 300 * time.Millisecond}
 	f.srv = smtp.NewServer(smtp.BackendFunc(func(c *smtp.Conn) (smtp.Session, error) {
@@ -64,11 +84,7 @@ func newFakePostfix(t *testing.T) *fakePostfix {
 	}))
 	f.srv.Domain = "reinject.test"
 	f.srv.AllowInsecureAuth = true
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.addr = l.Addr().String()
+	f.addr = addr
 	go f.srv.Serve(l) //nolint:errcheck
 	t.Cleanup(func() {
 		close(f.release)

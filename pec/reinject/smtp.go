@@ -26,7 +26,8 @@ type conn struct {
 // the session is never cut by ctx (see send).
 func (d *Drainer) dial(ctx context.Context) (*conn, error) {
 	dl := net.Dialer{Timeout: d.cfg.Timeout}
-	nc, err := dl.DialContext(ctx, "tcp", d.cfg.Addr)
+	network, addr, _ := dialAddr(d.cfg.Addr) // checked by New
+	nc, err := dl.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -40,6 +41,21 @@ func (d *Drainer) dial(ctx context.Context) (*conn, error) {
 		return nil, err
 	}
 	return &conn{c: c, bc: bc, timeout: d.cfg.Timeout, grace: d.cfg.StopGrace}, nil
+}
+
+// dialAddr splits Config.Addr: "unix:/path" (Postfix's smtpd on a unix socket, whose file
+// permissions say who may inject) or host:port.
+func dialAddr(a string) (network, addr string, err error) {
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		if !strings.HasPrefix(p, "/") {
+			return "", "", fmt.Errorf("reinject.addr: %q: the socket path must be absolute", a)
+		}
+		return "unix", p, nil
+	}
+	if _, _, err := net.SplitHostPort(a); err != nil {
+		return "", "", fmt.Errorf("reinject.addr: %q: want unix:/path or host:port", a)
+	}
+	return "tcp", a, nil
 }
 
 func (c *conn) close() { c.c.Close() }

@@ -77,13 +77,16 @@ type Provider struct {
 
 // Milter is the pec-milter listener.
 type Milter struct {
-	// Listen is "unix:/path/to/socket" (recommended, see lab-recipe §7) or "inet:host:port".
+	// Listen is "unix:/path/to/socket" (recommended: only allow_users may connect) or
+	// "inet:host:port" (only with allow_inet_peers).
 	Listen string `yaml:"listen"`
 	// SocketMode is the octal mode of a unix socket; default "0660".
 	SocketMode string `yaml:"socket_mode"`
 	// SocketGroup is the group given to a unix socket so Postfix's smtpd can connect;
 	// default "postfix". "-" leaves the process's group.
 	SocketGroup string `yaml:"socket_group"`
+	// Peers: who may connect (allow_users, default [postfix]; allow_inet_peers for inet:).
+	Peers `yaml:",inline"`
 	// Timeout bounds the work of one end-of-message (scan, sign, commit); past it the
 	// message is temp-failed. Keep it below Postfix's milter_content_timeout. Default 120s.
 	Timeout time.Duration `yaml:"timeout"`
@@ -103,11 +106,15 @@ type Milter struct {
 // carico) released.
 type Confirm struct {
 	// Listen is "unix:/path" (recommended; Postfix's transport_maps sends the confirmation
-	// domain there) or "inet:127.0.0.1:port". Required for pec-milter.
+	// domain there) or "inet:127.0.0.1:port" (only with allow_inet_peers). Required for
+	// pec-milter.
 	Listen string `yaml:"listen"`
 	// SocketMode and SocketGroup as for milter: default "0660" and "postfix".
 	SocketMode  string `yaml:"socket_mode"`
 	SocketGroup string `yaml:"socket_group"`
+	// Peers as for milter: only Postfix's lmtp client (user postfix by default) may deliver
+	// confirmations, which release accettazioni.
+	Peers `yaml:",inline"`
 	// Domain is the domain of the confirmation recipients; default confirm.pec.invalid.
 	Domain string `yaml:"domain"`
 	// Expiry: a held step not confirmed within it expires with a log event and nothing
@@ -358,6 +365,9 @@ func (c *Config) ValidateMilter() error {
 	if _, _, err := ParseListen(m.Listen); err != nil {
 		return bad("milter.listen", "%v", err)
 	}
+	if err := m.Peers.validate("milter", m.Listen); err != nil {
+		return err
+	}
 	if m.SocketMode == "" {
 		m.SocketMode = "0660"
 	}
@@ -385,11 +395,8 @@ func (c *Config) ValidateMilter() error {
 	if _, err := clamd.New(c.Clamd); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if c.Reinject.Addr == "" {
-		return bad("reinject.addr", "required (host:port of Postfix's reinjection listener)")
-	}
-	if _, _, err := net.SplitHostPort(c.Reinject.Addr); err != nil {
-		return bad("reinject.addr", "%q: want host:port", c.Reinject.Addr)
+	if err := c.validateReinject(); err != nil {
+		return err
 	}
 	if c.Index.Source == "" {
 		return bad("index.source", "required")

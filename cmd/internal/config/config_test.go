@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/netip"
 	"os"
 	"strings"
 	"testing"
@@ -34,6 +35,13 @@ func TestLoadLabFile(t *testing.T) {
 	}
 	if c.Milter.SocketMode != "0660" || c.Milter.SocketGroup != "postfix" || c.Milter.Timeout != 120*time.Second {
 		t.Errorf("milter defaults = %+v", c.Milter)
+	}
+	// Issue 12 item 2: by default only Postfix's user may use the milter and confirmation
+	// sockets; root is not admitted unless listed.
+	for _, p := range []Peers{c.Milter.Peers, c.Confirm.Peers} {
+		if len(p.AllowUsers) != 1 || p.AllowUsers[0] != DefaultPeerUser || DefaultPeerUser != "postfix" || len(p.Nets) != 0 {
+			t.Errorf("default peers = %+v, want only user postfix", p)
+		}
 	}
 	n, a, err := ParseListen(c.Milter.Listen)
 	if err != nil || n != "unix" || a != "/tmp/pec-lab/a/run/milter.sock" {
@@ -74,7 +82,16 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"timeout: 30s", "timeout: -3s", "config: clamd.timeout:", true},
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", max_buffered: 10MB", "config: milter.max_buffered:", true},
 		{"clamd: {addr: \"127.0.0.1:3310\"", "clamd: {addr: \"\"", "config: clamd.addr:", true},
-		{"reinject: {addr: \"127.0.0.10:10025\"}", "reinject: {addr: \"\"}", "config: reinject.addr:", true},
+		{"reinject: {addr: \"unix:/tmp/pec-lab/a/postfix/spool/public/pec-reinject\"}", "reinject: {addr: \"\"}", "config: reinject.addr:", true},
+		// Issue 12 item 3: a TCP reinjection listener lets any local process inject.
+		{"reinject: {addr: \"unix:/tmp/pec-lab/a/postfix/spool/public/pec-reinject\"}", "reinject: {addr: \"127.0.0.10:10025\"}", "config: reinject.addr: \"127.0.0.10:10025\": want unix:", true},
+		// Issue 12 item 2: inet: only with an explicit allow-list; each key in its place.
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"inet:127.0.0.1:8891\"", "config: milter.listen: \"inet:127.0.0.1:8891\" is a TCP listener", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"inet:127.0.0.1:8891\", allow_inet_peers: [localhost]", "config: milter.allow_inet_peers[0]:", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"inet:127.0.0.1:8891\", allow_inet_peers: [127.0.0.1], allow_users: [postfix]", "config: milter.allow_users:", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", allow_inet_peers: [127.0.0.1]", "config: milter.allow_inet_peers: only for an inet: listener", true},
+		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", allow_users: [\"\"]", "config: milter.allow_users[0]:", true},
+		{"confirm: {listen: \"unix:/tmp/pec-lab/a/run/confirm.sock\"", "confirm: {listen: \"inet:127.0.0.1:2425\"", "config: confirm.listen: \"inet:127.0.0.1:2425\" is a TCP listener", true},
 	} {
 		doc := strings.Replace(string(base), tc.old, tc.new, 1)
 		if doc == string(base) {
@@ -203,5 +220,45 @@ func TestIndexCacheDefault(t *testing.T) {
 		if c.Index.Cache != tc.want {
 			t.Errorf("%q: index.cache = %q, want %q", tc.new, c.Index.Cache, tc.want)
 		}
+	}
+}
+
+// An inet: listener is accepted with allow_inet_peers (addresses and networks, IPv4 and IPv6).
+func TestInetListenerWithPeers(t *testing.T) {
+	base, err := os.ReadFile("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(base), `listen: "unix:/tmp/pec-lab/a/run/milter.sock"`,
+		`listen: "inet:127.0.0.1:8891", allow_inet_peers: [127.0.0.1, "10.1.2.0/24", "::1"]`, 1)
+	c, err := Parse([]byte(doc))
+	if err == nil {
+		err = c.ValidateMilter()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := c.Milter.Listener()
+	if l.Key != "milter" || len(l.Peers.Nets) != 3 || len(l.Peers.AllowUsers) != 0 {
+		t.Fatalf("listener = %+v", l)
+	}
+	for addr, want := range map[string]bool{"127.0.0.1": true, "10.1.2.99": true, "::1": true, "::ffff:127.0.0.1": true,
+		"127.0.0.2": false, "10.1.3.1": false, "192.0.2.1": false} {
+		if got := l.Peers.Allows(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Allows(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// allow_users resolves names and numeric uids; an unknown name is an error naming the key.
+func TestPeerUIDs(t *testing.T) {
+	p := Peers{AllowUsers: []string{"root", "4242"}}
+	uids, err := p.UIDs("milter")
+	if err != nil || len(uids) != 2 || uids[0] != 0 || uids[1] != 4242 {
+		t.Fatalf("UIDs = %v, %v", uids, err)
+	}
+	p = Peers{AllowUsers: []string{"root", "no-such-user-gestore"}}
+	if _, err := p.UIDs("confirm"); err == nil || !strings.Contains(err.Error(), "config: confirm.allow_users[1]:") {
+		t.Fatalf("unknown user: %v", err)
 	}
 }

@@ -20,6 +20,9 @@ func (cf *Confirm) validate() error {
 	if _, _, err := ParseListen(cf.Listen); err != nil {
 		return bad("confirm.listen", "%v", err)
 	}
+	if err := cf.Peers.validate("confirm", cf.Listen); err != nil {
+		return err
+	}
 	if cf.SocketMode == "" {
 		cf.SocketMode = "0660"
 	}
@@ -41,6 +44,26 @@ func (cf *Confirm) validate() error {
 	}
 	if cf.Expiry < time.Second || cf.RetryWindow < time.Second {
 		return bad("confirm.expiry", "durations of at least 1s")
+	}
+	return nil
+}
+
+// validateReinject checks reinject.addr: the unix socket of Postfix's pec-reinject service
+// (postfix-conf/master.cf.pec). Issue 12 item 3: what arrives there is queued without any
+// check, so only our daemons may reach it; a unix socket in Postfix's public/ directory is
+// reachable by root, the postfix user and group postdrop only (postfix-conf/README.md). A TCP
+// listener would let any local process inject unsigned mail into PEC mailboxes.
+func (c *Config) validateReinject() error {
+	a := c.Reinject.Addr
+	if a == "" {
+		return bad("reinject.addr", "required (unix:/path of Postfix's pec-reinject socket, e.g. unix:/var/spool/postfix/public/pec-reinject)")
+	}
+	network, _, err := ParseListen(a)
+	if err != nil {
+		return bad("reinject.addr", "%v", err)
+	}
+	if network != "unix" {
+		return bad("reinject.addr", "%q: want unix:/path of Postfix's pec-reinject socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", a)
 	}
 	return nil
 }

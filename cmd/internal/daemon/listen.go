@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/user"
@@ -11,29 +12,47 @@ import (
 	"github.com/gestore-pec/gestore/cmd/internal/config"
 )
 
-// Listen opens a listener from a configuration value ("unix:/path" or "inet:host:port"); a
-// unix socket gets mode (octal, e.g. "0660") and group ("-" leaves the process's group), so
-// that Postfix's processes (user postfix) can connect.
-func (d *Daemon) Listen(spec, mode, group string) (net.Listener, error) {
-	network, addr, err := config.ParseListen(spec)
+// Listen opens a listener from its configuration ("unix:/path" or "inet:host:port") and admits
+// only the peers it allows (DESIGN.md "Trust"): on a unix socket the processes of
+// allow_users, by the kernel's credentials of the peer (SO_PEERCRED); on TCP the addresses of
+// allow_inet_peers. Any other connection is closed at once, before a byte is read, with a
+// warning naming the peer. A unix socket gets mode (octal, e.g. "0660") and group ("-" leaves
+// the process's group), so that Postfix's processes (group postfix) can connect and nobody
+// outside the group can.
+//
+// Errors name the configuration key ("config: milter.listen: ...").
+func (d *Daemon) Listen(l config.Listener) (net.Listener, error) {
+	network, addr, err := config.ParseListen(l.Spec)
 	if err != nil {
+		return nil, fmt.Errorf("config: %s.listen: %w", l.Key, err)
+	}
+	m, err := strconv.ParseUint(l.Mode, 8, 32)
+	if err != nil || m > 0o777 {
+		return nil, fmt.Errorf("config: %s.socket_mode: %q: want an octal mode such as 0660", l.Key, l.Mode)
+	}
+	var g guard
+	gid := -1
+	if network == "unix" {
+		if g, err = unixGuard(l); err != nil {
+			return nil, err
+		}
+		if l.Group != "-" && l.Group != "" {
+			gr, err := user.LookupGroup(l.Group)
+			if err != nil {
+				return nil, fmt.Errorf("config: %s.socket_group: %w", l.Key, err)
+			}
+			if gid, err = strconv.Atoi(gr.Gid); err != nil {
+				return nil, fmt.Errorf("config: %s.socket_group: %w", l.Key, err)
+			}
+		}
+	} else if g, err = inetGuard(l); err != nil {
 		return nil, err
 	}
-	m, err := strconv.ParseUint(mode, 8, 32)
-	if err != nil || m > 0o777 {
-		return nil, fmt.Errorf("socket mode %q: want an octal mode such as 0660", mode)
+	ln, err := listenSocket(network, addr, os.FileMode(m), gid)
+	if err != nil {
+		return nil, fmt.Errorf("config: %s.listen: %w", l.Key, err)
 	}
-	gid := -1
-	if network == "unix" && group != "-" && group != "" {
-		g, err := user.LookupGroup(group)
-		if err != nil {
-			return nil, fmt.Errorf("socket group: %w", err)
-		}
-		if gid, err = strconv.Atoi(g.Gid); err != nil {
-			return nil, fmt.Errorf("socket group: %w", err)
-		}
-	}
-	return listenSocket(network, addr, os.FileMode(m), gid)
+	return &guardedListener{Listener: ln, allow: g, log: d.Log.With(slog.String("listener", l.Key))}, nil
 }
 
 // listenSocket opens a listener: "unix" with a socket path, or "tcp" with host:port. A stale
