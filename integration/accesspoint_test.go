@@ -537,7 +537,9 @@ func TestAccessPointHardLimit(t *testing.T) {
 	token := mailtest.Token("huge")
 	line := strings.Repeat("0123456789", 7) + "abcd\n"
 	body := strings.Repeat(line, 100_500_000/len(line))
-	err := tlsSubmission(t, a, &alice).Send(alice.Address, []string{bruno.Address},
+	sub := tlsSubmission(t, a, &alice)
+	sub.Timeout = 10 * time.Minute
+	err := sub.Send(alice.Address, []string{bruno.Address},
 		raw(body, "From: "+alice.Address, "To: "+bruno.Address, "Subject: "+token))
 	var se *mailtest.StepError
 	if !errors.As(err, &se) || se.Code != 552 || !strings.Contains(se.Error(), "5.3.4") {

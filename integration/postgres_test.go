@@ -236,13 +236,21 @@ func countRun(t *testing.T, a, o *lab.Provider, alice, oscar lab.User, run strin
 	events map[string]map[store.EventKind]int, seqs []int64) {
 	t.Helper()
 	re := regexp.MustCompile(regexp.QuoteMeta(run) + `-\d{3}`)
+	idRe := regexp.MustCompile(`(?mi)^Message-ID:\s*(<[^>]+>)`)
+	// Counted by distinct Message-ID: after a SIGKILL the drainer may send its in-flight item
+	// again with the same Message-ID (issue 11), which only the delivery point (pec-lmtpd)
+	// stores once per mailbox; two different Message-IDs would be a real duplicate.
 	count := func(mb mailtest.Mailbox) map[string]int {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		msgs, _ := mb.WaitFor(ctx, run, 0)
-		out := map[string]int{}
+		out, seen := map[string]int{}, map[string]bool{}
 		for _, m := range msgs {
-			out[re.FindString(string(m))]++
+			tok := re.FindString(string(m))
+			if id := idRe.FindSubmatch(m); id != nil && !seen[tok+string(id[1])] {
+				seen[tok+string(id[1])] = true
+				out[tok]++
+			}
 		}
 		return out
 	}

@@ -587,7 +587,7 @@ func TestDeadlineDoesNotWaitForEngine(t *testing.T) {
 	if r.act.SMTPCode != 451 || len(r.mods) != 0 {
 		t.Fatalf("action %v mods %v, want 451 and no modification", r.act, r.mods)
 	}
-	if took > 2*time.Second {
+	if took > 10*time.Second { // the engine never returns: any bound tells; this one leaves room for a loaded machine
 		t.Fatalf("reply after %s, want it at the 300ms deadline", took)
 	}
 }

@@ -508,7 +508,7 @@ func TestSubmitSignTimeout(t *testing.T) {
 	}
 	start := time.Now()
 	_, err = eng.Submit(context.Background(), submission(good))
-	if d := time.Since(start); d > 3*time.Second {
+	if d := time.Since(start); d > 10*time.Second { // the HSM never answers; room for a loaded machine
 		t.Fatalf("Submit took %s with a hung HSM", d)
 	}
 	if !errors.Is(err, pec.ErrSignTimeout) || !pec.Reply(err).Temporary() {

@@ -51,8 +51,14 @@ func TestIndexLab(t *testing.T) {
 				t.Errorf("lookup -cert: %d %s", code, out)
 			}
 			cache := filepath.Join(t.TempDir(), "cache.ldif")
-			if code, out, stderr := indexCmd(t, "sync", "-config", p.ConfigFile, "-cache", cache); code != 0 || strings.Count(out, "domain added: ") != len(l.Providers) {
+			code, out, stderr := indexCmd(t, "sync", "-config", p.ConfigFile, "-cache", cache)
+			if code != 0 || strings.Count(out, "added: providerName=") != len(l.Providers) {
 				t.Errorf("sync: %d\n%s%s", code, out, stderr)
+			}
+			for _, q := range l.Providers { // every provider's domain (A also has pec-a2.test)
+				if !strings.Contains(out, "domain added: "+q.Domain+"\n") {
+					t.Errorf("sync: %s not added\n%s", q.Domain, out)
+				}
 			}
 
 			p7m := filepath.Join(t.TempDir(), p.ID+".ldif.p7m")

@@ -45,6 +45,9 @@ type Submission struct {
 	// LocalAddr, when set, is the client's source IP (the lab's hosts are lo aliases); TCP
 	// only.
 	LocalAddr string
+	// Timeout bounds the whole session; 0 is Timeout (60s). A 100 MB upload on a loaded
+	// machine needs more.
+	Timeout time.Duration
 }
 
 // StepError says which SMTP step failed. Code is the server's reply code (0 when the failure
@@ -84,7 +87,11 @@ func (s Submission) Dial() (*smtp.Client, error) {
 	if err != nil {
 		return nil, stepErr("connect", err)
 	}
-	_ = conn.SetDeadline(time.Now().Add(Timeout))
+limit := s.Timeout
+	if limit == 0 {
+		limit = Timeout
+	}
+	_ = conn.SetDeadline(time.Now().Add(limit))
 	c, err := smtp.NewClient(conn, host)
 	if err != nil {
 		conn.Close()

@@ -213,8 +213,11 @@ func TestScanTimeoutGrowsWithSize(t *testing.T) {
 		size     int
 		min, max time.Duration
 	}{
-		{1000, 90 * time.Millisecond, time.Second},
-		{3 << 20, 1250 * time.Millisecond, 4 * time.Second},
+		// The lower bounds are the point (no verdict is awaited for less than the size's
+		// timeout); the upper ones only catch a wait far beyond it, with room for a loaded
+		// machine.
+		{1000, 90 * time.Millisecond, 10 * time.Second},
+		{3 << 20, 1250 * time.Millisecond, 20 * time.Second},
 	} {
 		start := time.Now()
 		_, err := c.Scan(context.Background(), strings.NewReader(strings.Repeat("z", tc.size)))
@@ -226,14 +229,19 @@ func TestScanTimeoutGrowsWithSize(t *testing.T) {
 			t.Errorf("%d bytes: gave up after %v, want between %v and %v (%v)", tc.size, d, tc.min, tc.max, err)
 		}
 	}
-	// A context deadline earlier than the size's timeout still wins.
+	// A context deadline earlier than the size's timeout still wins: with 10 s per MiB the
+	// size allows 30 s, the context 200 ms.
+	slow, err := clamd.New(clamd.Config{Addr: srv.Addr(), Timeout: 100 * time.Millisecond, TimeoutPerMB: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if _, err := c.Scan(ctx, strings.NewReader(strings.Repeat("z", 3<<20))); !errors.Is(err, clamd.ErrUnavailable) {
+	if _, err := slow.Scan(ctx, strings.NewReader(strings.Repeat("z", 3<<20))); !errors.Is(err, clamd.ErrUnavailable) {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > time.Second {
+	if d := time.Since(start); d > 10*time.Second {
 		t.Errorf("ctx deadline of 200ms ignored: %v", d)
 	}
 }
