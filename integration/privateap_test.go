@@ -30,7 +30,7 @@ type privateAP struct {
 	clamdConf, clamdAddr  string
 	clamd, milter         *exec.Cmd
 	submission            mailtest.Submission
-	cfg, bin, hsmConf     string
+	cfg, bin              string
 	env                   []string
 	hooks                 string // PEC_TEST_HOOK_DIR of a testhooks build ("" without)
 	cleanup               string // name of its own cleanup service (opts.ownCleanup)

@@ -315,17 +315,7 @@ func (s *step) event() store.Event {
 
 func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	start := time.Now()
-	inner := s.orig
-	if raw7, changed := SevenBit(s.orig.Raw); changed {
-		// 8-bit parts travel re-encoded to 7 bits, content unchanged, so that no relay's
-		// 8BITMIME downgrade can break the signature (RFC 6109 §4.3; SevenBit).
-		o7, err := ParseOriginal(raw7)
-		if err != nil {
-			return nil, &Temporary{Op: "7bit", Err: err}
-		}
-		inner = o7
-	}
-	busta, err := s.bd.Busta(s.ref, s.tx, inner)
+	busta, err := s.busta()
 	var big *TooBigError
 	if errors.As(err, &big) {
 		// RFC 6109 §3.1.2: a message the provider cannot carry gets the avviso. Postfix's
@@ -334,7 +324,7 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 			Detail: fmt.Sprintf("%d byte (massimo %d)", big.Estimate, big.Limit)}, "")
 	}
 	if err != nil {
-		return nil, &Temporary{Op: "busta", Err: err}
+		return nil, err
 	}
 	res := &Submitted{Identificativo: s.tx.ID, Time: s.ref.Time(), Busta: busta.Raw}
 	for _, r := range s.tx.Recipients {
@@ -356,9 +346,49 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 		return nil, &Temporary{Op: "accettazione", Err: err}
 	}
 	s.tm.Build = time.Since(start)
+	h, err := s.held(busta, acc)
+	if err != nil {
+		return nil, err
+	}
+	start = time.Now()
+	if err := s.e.deps.Store.Commit(ctx, &store.Batch{Holds: []store.Held{h}}); err != nil {
+		if errors.Is(err, store.ErrExists) && s.key != "" {
+			return s.e.decided(ctx, s.sub, s.key) // a concurrent attempt decided first
+		}
+		return nil, &Temporary{Op: "commit", Err: err}
+	}
+	s.tm.Commit = time.Since(start)
+	res.Confirm, res.Timings = s.e.ConfirmAddress(h.Token), s.tm
+	return res, nil
+}
+
+// busta builds the busta, around the original re-encoded to 7 bits when it has 8-bit parts
+// (content unchanged: no relay's 8BITMIME downgrade can then break the signature; RFC 6109
+// §4.3, SevenBit).
+func (s *step) busta() (*Message, error) {
+	inner := s.orig
+	if raw7, changed := SevenBit(s.orig.Raw); changed {
+		o7, err := ParseOriginal(raw7)
+		if err != nil {
+			return nil, &Temporary{Op: "7bit", Err: err}
+		}
+		inner = o7
+	}
+	m, err := s.bd.Busta(s.ref, s.tx, inner)
+	var big *TooBigError
+	if err != nil && !errors.As(err, &big) {
+		return nil, &Temporary{Op: "busta", Err: err}
+	}
+	return m, err
+}
+
+// held is the held step of an accepted submission (confirm.go): on confirmation the
+// accettazione, the busta-trasporto event (and the content flags) and the tracking rows; on
+// expiry the non-accodato event.
+func (s *step) held(busta, acc *Message) (store.Held, error) {
 	token, err := newToken(s.e.deps.Rand)
 	if err != nil {
-		return nil, &Temporary{Op: "token", Err: err}
+		return store.Held{}, &Temporary{Op: "token", Err: err}
 	}
 	h := store.Held{Token: token, Key: s.key, Identificativo: s.tx.ID, State: store.HeldWaiting,
 		Created: s.e.deps.Clock.Now(), Outcome: outcome{Ref: s.ref.Time()}.encode()}
@@ -375,16 +405,7 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	ev.Kind, ev.Generated = store.KindNonAccodato, nil
 	ev.ErrorDetail = fmt.Sprintf("busta %s mai accodata da Postfix entro %s: nessuna ricevuta di accettazione emessa", busta.MessageID, s.e.cfg.ConfirmExpiry)
 	h.OnExpiry.Log(ev)
-	start = time.Now()
-	if err := s.e.deps.Store.Commit(ctx, &store.Batch{Holds: []store.Held{h}}); err != nil {
-		if errors.Is(err, store.ErrExists) && s.key != "" {
-			return s.e.decided(ctx, s.sub, s.key) // a concurrent attempt decided first
-		}
-		return nil, &Temporary{Op: "commit", Err: err}
-	}
-	s.tm.Commit = time.Since(start)
-	res.Confirm, res.Timings = s.e.ConfirmAddress(token), s.tm
-	return res, nil
+	return h, nil
 }
 
 // refuse records the avviso di non accettazione (formal) or per virus, with its log event

@@ -104,11 +104,33 @@ type Engine struct {
 
 // New validates cfg and deps and applies the defaults.
 func New(cfg Config, deps Deps) (*Engine, error) {
-	if len(cfg.Identities) == 0 {
+	byDomain, err := identities(cfg.Identities)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case deps.Keys == nil || deps.Index == nil || deps.Scanner == nil || deps.Store == nil:
+		return nil, errors.New("pec: the engine needs keys, an index, a scanner and a store")
+	case cfg.Limits.MaxRecipients < 0 || cfg.Limits.MaxSizeTimesRecipients < 0:
+		return nil, errors.New("limits: must not be negative")
+	}
+	if err := cfg.defaults(byDomain); err != nil {
+		return nil, err
+	}
+	if deps.Clock == nil {
+		deps.Clock = SystemClock
+	}
+	deps.Keys = boundedKeys{deps.Keys, cfg.SignTimeout}
+	return &Engine{cfg: cfg, deps: deps, byDomain: byDomain, issued: map[string]time.Time{}}, nil
+}
+
+// identities checks the identities and indexes them by their (lower-case) domain.
+func identities(ids []Identity) (map[string]Identity, error) {
+	if len(ids) == 0 {
 		return nil, errors.New("provider: at least one identity (PEC domain) is required")
 	}
-	e := &Engine{byDomain: map[string]Identity{}, issued: map[string]time.Time{}}
-	for i, id := range cfg.Identities {
+	byDomain := map[string]Identity{}
+	for i, id := range ids {
 		switch {
 		case id.Name == "":
 			return nil, errors.New("provider.name: required")
@@ -118,18 +140,17 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 			return nil, fmt.Errorf("provider.service_address: required for %s", id.Domain)
 		}
 		d := strings.ToLower(id.Domain)
-		if _, dup := e.byDomain[d]; dup {
+		if _, dup := byDomain[d]; dup {
 			return nil, fmt.Errorf("provider.domains: %s listed twice", d)
 		}
-		cfg.Identities[i].Domain = d
-		e.byDomain[d] = cfg.Identities[i]
+		ids[i].Domain = d
+		byDomain[d] = ids[i]
 	}
-	switch {
-	case deps.Keys == nil || deps.Index == nil || deps.Scanner == nil || deps.Store == nil:
-		return nil, errors.New("pec: the engine needs keys, an index, a scanner and a store")
-	case cfg.Limits.MaxRecipients < 0 || cfg.Limits.MaxSizeTimesRecipients < 0:
-		return nil, errors.New("limits: must not be negative")
-	}
+	return byDomain, nil
+}
+
+// defaults applies the documented defaults and checks the rest of the configuration.
+func (cfg *Config) defaults(byDomain map[string]Identity) error {
 	if cfg.Location == nil {
 		cfg.Location = Rome()
 	}
@@ -137,15 +158,12 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		h, _ := os.Hostname()
 		cfg.Node, _, _ = strings.Cut(h, ".")
 	}
-	if deps.Clock == nil {
-		deps.Clock = SystemClock
-	}
 	if cfg.ConfirmDomain == "" {
 		cfg.ConfirmDomain = DefaultConfirmDomain
 	}
 	cfg.ConfirmDomain = strings.ToLower(cfg.ConfirmDomain)
-	if _, own := e.byDomain[cfg.ConfirmDomain]; own || !strings.Contains(cfg.ConfirmDomain, ".") {
-		return nil, fmt.Errorf("confirm.domain: %q must be a domain of its own, not a PEC domain", cfg.ConfirmDomain)
+	if _, own := byDomain[cfg.ConfirmDomain]; own || !strings.Contains(cfg.ConfirmDomain, ".") {
+		return fmt.Errorf("confirm.domain: %q must be a domain of its own, not a PEC domain", cfg.ConfirmDomain)
 	}
 	if cfg.ConfirmExpiry == 0 {
 		cfg.ConfirmExpiry = time.Hour
@@ -155,17 +173,15 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 	}
 	cfg.Deadlines = cfg.Deadlines.OrDefault()
 	if err := cfg.Deadlines.Validate(); err != nil {
-		return nil, fmt.Errorf("tracking: %w", err)
+		return fmt.Errorf("tracking: %w", err)
 	}
 	if cfg.SignTimeout == 0 {
 		cfg.SignTimeout = 10 * time.Second
 	}
-	deps.Keys = boundedKeys{deps.Keys, cfg.SignTimeout}
 	if cfg.ConfirmExpiry < 0 || cfg.RetryWindow < 0 || cfg.SignTimeout < 0 {
-		return nil, errors.New("confirm: durations must be positive")
+		return errors.New("confirm: durations must be positive")
 	}
-	e.cfg, e.deps = cfg, deps
-	return e, nil
+	return nil
 }
 
 // Main is the provider's main identity (the first configured).

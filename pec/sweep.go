@@ -59,44 +59,7 @@ func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 				todo = append(todo, &rows[i])
 			}
 		}
-		// The notices of a page are signed in parallel (the signature is most of their cost;
-		// the HSM has a session pool), then committed in one transaction: one fsync per
-		// page. When a receipt moved one of the rows meanwhile the page's commit conflicts
-		// and each notice is committed on its own, so only the superseded one is dropped.
-		batches := make([]*store.Batch, len(todo))
-		errs := make([]error, len(todo))
-		var wg sync.WaitGroup
-		sem := make(chan struct{}, sweepWorkers)
-		for i, r := range todo {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() {
-				defer func() { <-sem; wg.Done() }()
-				batches[i], errs[i] = e.notice(r)
-			}()
-		}
-		wg.Wait()
-		page := &store.Batch{}
-		for i := range todo {
-			if errs[i] == nil {
-				page.Events = append(page.Events, batches[i].Events...)
-				page.Outbox = append(page.Outbox, batches[i].Outbox...)
-				page.Transitions = append(page.Transitions, batches[i].Transitions...)
-			}
-		}
-		if err := e.deps.Store.Commit(ctx, page); errors.Is(err, store.ErrConflict) {
-			for i := range todo {
-				if errs[i] == nil {
-					errs[i] = e.deps.Store.Commit(ctx, batches[i])
-				}
-			}
-		} else if err != nil {
-			for i := range errs {
-				if errs[i] == nil {
-					errs[i] = err
-				}
-			}
-		}
+		errs := e.notices(ctx, todo)
 		var fatal error
 		for i, r := range todo {
 			switch err := errs[i]; {
@@ -120,6 +83,45 @@ func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 			return sw, fatal
 		}
 	}
+}
+
+// notices signs the notices of a page in parallel (the signature is most of their cost; the
+// HSM has a session pool), then commits them in one transaction: one fsync per page. When a
+// receipt moved one of the rows meanwhile the page's commit conflicts and each notice is
+// committed on its own, so only the superseded one is dropped. It returns each row's error.
+func (e *Engine) notices(ctx context.Context, todo []*store.Tracking) []error {
+	batches := make([]*store.Batch, len(todo))
+	errs := make([]error, len(todo))
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, sweepWorkers)
+	for i, r := range todo {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			batches[i], errs[i] = e.notice(r)
+		}()
+	}
+	wg.Wait()
+	page := &store.Batch{}
+	for i := range todo {
+		if errs[i] == nil {
+			page.Events = append(page.Events, batches[i].Events...)
+			page.Outbox = append(page.Outbox, batches[i].Outbox...)
+			page.Transitions = append(page.Transitions, batches[i].Transitions...)
+		}
+	}
+	err := e.deps.Store.Commit(ctx, page)
+	for i := range todo {
+		switch {
+		case errs[i] != nil:
+		case errors.Is(err, store.ErrConflict):
+			errs[i] = e.deps.Store.Commit(ctx, batches[i])
+		default:
+			errs[i] = err
+		}
+	}
+	return errs
 }
 
 // sweepWorkers is how many notices of a page are built at once.
