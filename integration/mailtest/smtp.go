@@ -87,7 +87,7 @@ func (s Submission) Dial() (*smtp.Client, error) {
 	if err != nil {
 		return nil, stepErr("connect", err)
 	}
-limit := s.Timeout
+	limit := s.Timeout
 	if limit == 0 {
 		limit = Timeout
 	}
