@@ -12,6 +12,8 @@
 #   make bench      the Go benchmarks (short)
 #   make bench-store the store benchmarks, SQLite then PostgreSQL in one run (commits/s, search)
 #   make lab-up / lab-down
+#   make containers the Dockerfile and compose file run for real (podman): build, bring the
+#                   two-provider network up, send one PEC through it, check it, bring it down
 
 SHELL      := /bin/bash
 GO         ?= go
@@ -24,7 +26,7 @@ FUZZTIME   ?= 10s
 # integration tests share one lab; keep package parallelism modest on small machines
 TESTFLAGS  ?= -race -shuffle=on -count=1 -timeout 40m
 
-.PHONY: all build test unit integration check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools
+.PHONY: all build test unit integration check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools containers containers-clean
 
 all: build
 
@@ -96,6 +98,16 @@ demo: build
 	bash integration/scripts/install-packages.sh
 	PEC_WIRING=pec bash integration/scripts/lab-up.sh
 	bash integration/scripts/demo.sh
+
+# docker/podman-test.sh: installs podman & co., makes the Debian base image once (debootstrap),
+# builds the image (cached layers), runs docker/compose.yaml, sends and checks one PEC (A to B),
+# removes every container, volume and network it made. Exit status: whether it all worked.
+containers:
+	bash docker/podman-test.sh
+
+# Also the cache: the image, the base image and the build's Go caches (next run is cold).
+containers-clean:
+	bash docker/podman-test.sh clean
 
 clean:
 	rm -rf $(BIN)

@@ -11,6 +11,16 @@
 #
 # Go itself is not installed here (the project pins Go 1.26, which Debian 12 does not ship);
 # gcc and libc6-dev are, because PKCS#11 and SQLite need cgo.
+#
+# Usage: install-packages.sh [lab|node|containers]
+#   lab (default)  everything the lab and the integration tests need on this machine
+#   node           what the container image of docker/Dockerfile runs: the lab's daemons without
+#                  the compiler, PostgreSQL and the test clients; tini as PID 1
+#   containers     what `make containers` needs on the host to build and run that image with
+#                  podman (docker/podman-test.sh): podman, podman-compose, runc, debootstrap,
+#                  netavark + aardvark-dns (the bridge network and its service names: without
+#                  them podman falls back to CNI, which resolves no names) and iptables (netavark
+#                  publishes ports with it)
 set -euo pipefail
 
 PKGS=(
@@ -25,6 +35,26 @@ PKGS=(
 	curl sqlite3 jq
 	gcc libc6-dev
 )
+profile=${1:-lab}
+case $profile in
+lab) ;;
+node)
+	PKGS=(
+		postfix dovecot-core dovecot-imapd dovecot-lmtpd
+		slapd ldap-utils
+		softhsm2 opensc
+		clamav-daemon
+		openssl ca-certificates
+		iproute2 procps util-linux bsdutils
+		curl jq tini
+	)
+	;;
+containers) PKGS=(podman podman-compose runc debootstrap netavark aardvark-dns iptables) ;;
+*)
+	echo "install-packages.sh: unknown profile $profile (lab, node or containers)" >&2
+	exit 2
+	;;
+esac
 
 [ "$(id -u)" = 0 ] || { echo "install-packages.sh: run as root" >&2; exit 1; }
 
@@ -52,6 +82,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 	"${apt[@]}" install -y -qq --no-install-recommends "${PKGS[@]}"
 fi
 
-if ! id vmail >/dev/null 2>&1; then
+if [ "$profile" != containers ] && ! id vmail >/dev/null 2>&1; then
 	useradd --system --user-group --home-dir /nonexistent --no-create-home --shell /usr/sbin/nologin vmail
 fi

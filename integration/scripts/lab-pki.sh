@@ -53,8 +53,8 @@ pki_provider() {
 	local ca=$BASE/ca module=$SOFTHSM_MODULE
 	mkdir -p "$d"
 	# PINs travel in the environment, never on a command line (issue 12 item 10).
-	SO_PIN=$(secret "SOPIN_$id") TOKEN_PIN=$pin "$LAB_SCRIPTS/softhsm-token.sh" "$BASE/softhsm" "$label" "$keylabel" "$keyid" >/dev/null
-	export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
+	SO_PIN=$(secret "SOPIN_$id") TOKEN_PIN=$pin "$LAB_SCRIPTS/softhsm-token.sh" "$HSM_DIR" "$label" "$keylabel" "$keyid" >/dev/null
+	export SOFTHSM2_CONF=$HSM_DIR/softhsm2.conf
 	p11() { TOKEN_PIN=$pin pkcs11-tool --module "$module" --token-label "$label" "$@"; }
 
 	if [ ! -s "$d/cert.pem" ] || ! openssl x509 -in "$d/cert.pem" -noout -checkend 86400 >/dev/null; then

@@ -23,6 +23,11 @@ PG_STANDBY_PORT=5440
 NET=${PEC_LAB_NET:-127.0.0}
 [[ $NET =~ ^127\.[0-9]{1,3}\.[0-9]{1,3}$ ]] || die "PEC_LAB_NET must look like 127.X.Y, not $NET"
 SVC_IP=$NET.1
+# Where the PEC processes reach the shared services, and the SoftHSM2 installation of the tokens.
+# The lab keeps them all on SVC_IP and in one $BASE/softhsm; the containers (docker/node.sh)
+# reassign them after sourcing this file: service names, and one token directory per provider.
+LAB_LDAP_HOST=$SVC_IP LAB_CLAMD_HOST=$SVC_IP LAB_TSA_HOST=$SVC_IP
+HSM_DIR=$BASE/softhsm
 
 ALL_IDS=(a b o)
 PEC_IDS=(a b)
@@ -142,13 +147,13 @@ write_pec_yaml() {
 		  certificate: $BASE/$id/cert-chain.pem
 		  digest: sha256
 		$(signer_keys "$id")
-		index: {source: "ldap://$SVC_IP:$LDAP_PORT/o=postacert", refresh: 1h, cache: $BASE/$id/providers-index.ldif}
+		index: {source: "ldap://$LAB_LDAP_HOST:$LDAP_PORT/o=postacert", refresh: 1h, cache: $BASE/$id/providers-index.ldif}
 		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
 		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}
 		reinject: {addr: "unix:$(reinject_socket "$id")"}
-		clamd: {addr: "$SVC_IP:$CLAMD_PORT", timeout: 30s}
+		clamd: {addr: "$LAB_CLAMD_HOST:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}
 		log: {level: info, format: json}
@@ -191,7 +196,7 @@ pec_process_start() {
 	[ "$name" = pec-milter ] && rm -f "$run/milter.sock" "$run/confirm.sock"
 	(
 		cd "$BASE/$id"
-		export "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf"
+		export "PEC_PIN_$up=$(secret "PIN_$id")" "SOFTHSM2_CONF=$HSM_DIR/softhsm2.conf"
 		start_fg_daemon "$name-$id" "$pidfile" "$log" \
 			bash -c 'umask 000 && exec "$@"' umask000 "$bin" -config "$BASE/$id/pec.yaml"
 	)
@@ -204,7 +209,7 @@ pec_process_stop() {
 }
 
 # ---- the lab TSA: pecctl tsa serve (RFC 3161, test authority) -------------------------------
-tsa_url() { printf 'http://%s:%s/' "$SVC_IP" "$TSA_PORT"; }
+tsa_url() { printf 'http://%s:%s/' "$LAB_TSA_HOST" "$TSA_PORT"; }
 
 # tsa_start BIN: create the authority in $BASE/tsa (synchronously, so pec.yaml's tsa_ca exists
 # before pec-milter starts), then serve it unless the same binary already does.
@@ -221,7 +226,7 @@ tsa_start() {
 		stop_pidfile tsa "$pidfile"
 	fi
 	echo "$bin" >"$dir/tsa.bin"
-	start_fg_daemon tsa "$pidfile" "$log" "$bin" tsa serve -dir "$dir" -listen "$SVC_IP:$TSA_PORT"
+	start_fg_daemon tsa "$pidfile" "$log" "$bin" tsa serve -dir "$dir" -listen "$LAB_TSA_HOST:$TSA_PORT"
 }
 
 tsa_stop() { stop_pidfile tsa "$BASE/tsa/tsa.pid"; }
