@@ -235,8 +235,14 @@ fetch_description() {
 	chmod 600 "$STATE/lab.json"
 }
 
+# check_pec: integration/containers, with pecctl built from this tree (pecctl verify).
 check_pec() {
-	(cd "$REPO" && PEC_LAB=$STATE GOTOOLCHAIN=local go run ./integration/containers)
+	(
+		cd "$REPO"
+		export GOTOOLCHAIN=local
+		go build -o "$STATE/pecctl" ./cmd/pecctl
+		PEC_LAB=$STATE PECCTL=$STATE/pecctl go run ./integration/containers
+	)
 }
 
 # ---- down --------------------------------------------------------------------------------------

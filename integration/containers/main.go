@@ -6,8 +6,9 @@
 //   - the ricevuta di accettazione in alice's mailbox at provider A,
 //   - and, when B delivers through pec-lmtpd, the ricevuta di avvenuta consegna in alice's,
 //
-// and checks each: exactly one of each kind, the kind and a verified signature
-// (pec.Classify), and `openssl smime -verify` against the containers' CA (pec-spec.md §8).
+// and checks each: exactly one of each kind; the kind, a verified signature and conformance
+// (pec.Classify); `pecctl verify --ca` and `openssl smime -verify` against the containers' CA
+// only; its daticert.xml valid against the DTD (`xmllint --dtdvalid`) (pec-spec.md §8).
 // (The ricevuta di presa in carico joins the list when the reception point issues it; today
 // pec-milter passes mail on the MX unchanged.)
 //
@@ -28,6 +29,7 @@ import (
 
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
+	"github.com/gestore-pec/gestore/internal/corpus"
 	"github.com/gestore-pec/gestore/pec"
 )
 
@@ -129,33 +131,44 @@ func check(ctx context.Context, l *lab.Lab, e expect, token string, start time.T
 		if c.Verified == nil {
 			return fmt.Errorf("%s: %v: signature does not verify: %v", e.user.Address, c.Kind, c.SigErr)
 		}
-		if err := smimeVerify(l, m); err != nil {
+		if !c.Conforms() {
+			return fmt.Errorf("%s: %v does not conform: %v", e.user.Address, c.Kind, c.Deviations)
+		}
+		if err := verifyOutside(l, m, c.DaticertRaw); err != nil {
 			return fmt.Errorf("%s: %v: %w", e.user.Address, c.Kind, err)
 		}
 		s, _ := c.Header.Get("Subject")
-		fmt.Printf("ok     %-24s %-22s %5.1fs  %s  (openssl smime -verify: ok)\n",
+		fmt.Printf("ok     %-24s %-22s %5.1fs  %s  (pecctl verify, openssl smime -verify, xmllint --dtdvalid: ok)\n",
 			e.user.Address, c.Kind, time.Since(start).Seconds(), strings.TrimSpace(s))
 	}
 	return nil
 }
 
-// smimeVerify runs `openssl smime -verify` with the containers' CA as the only trust anchor.
-func smimeVerify(l *lab.Lab, msg []byte) error {
-	f, err := os.CreateTemp(l.Base, "msg-*.eml")
+// verifyOutside checks msg with tools outside pec.Classify, the containers' CA as the only
+// trust anchor: pecctl verify (PECCTL, the binary built from this tree), openssl smime -verify,
+// and daticert.xml against the DTD with xmllint.
+func verifyOutside(l *lab.Lab, msg, daticert []byte) error {
+	dir, err := os.MkdirTemp(l.Base, "msg-")
 	if err != nil {
 		return err
 	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(msg); err != nil {
-		f.Close()
+	defer os.RemoveAll(dir)
+	eml, xml := filepath.Join(dir, "msg.eml"), filepath.Join(dir, "daticert.xml")
+	if err := errors.Join(os.WriteFile(eml, msg, 0o600), os.WriteFile(xml, daticert, 0o600)); err != nil {
 		return err
 	}
-	if err := f.Close(); err != nil {
-		return err
+	pecctl := os.Getenv("PECCTL")
+	if pecctl == "" {
+		return errors.New("PECCTL (the pecctl binary) is not set")
 	}
-	out, err := exec.Command("openssl", "smime", "-verify", "-in", f.Name(), "-CAfile", l.CA.Cert, "-out", os.DevNull).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("openssl smime -verify -CAfile %s: %v\n%s", filepath.Base(l.CA.Cert), err, out)
+	for _, argv := range [][]string{
+		{pecctl, "verify", "--ca", l.CA.Cert, eml},
+		{"openssl", "smime", "-verify", "-in", eml, "-CAfile", l.CA.Cert, "-out", os.DevNull},
+		{"xmllint", "--noout", "--dtdvalid", corpus.DTD(), xml},
+	} {
+		if out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%s: %v\n%s", strings.Join(argv, " "), err, out)
+		}
 	}
 	return nil
 }

@@ -20,7 +20,8 @@
 #                  podman (docker/podman-test.sh): podman, podman-compose, runc, debootstrap,
 #                  netavark + aardvark-dns (the bridge network and its service names: without
 #                  them podman falls back to CNI, which resolves no names) and iptables (netavark
-#                  publishes ports with it)
+#                  publishes ports with it); jq, openssl and xmllint check what arrives (Go 1.26
+#                  itself, as for the lab, is not a Debian package)
 set -euo pipefail
 
 PKGS=(
@@ -49,7 +50,7 @@ node)
 		curl jq tini
 	)
 	;;
-containers) PKGS=(podman podman-compose runc debootstrap netavark aardvark-dns iptables) ;;
+containers) PKGS=(podman podman-compose runc debootstrap netavark aardvark-dns iptables jq openssl libxml2-utils) ;;
 *)
 	echo "install-packages.sh: unknown profile $profile (lab, node or containers)" >&2
 	exit 2
