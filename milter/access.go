@@ -74,46 +74,13 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	return resp, nil
 }
 
-// submit runs the engine with a deadline, sending progress packets so that Postfix keeps
-// waiting. At the deadline, or when Postfix goes away, it stops waiting at once: the engine's
-// context is cancelled and its late result, if any, is dropped. Nothing is attested by a late
-// result: a held step whose busta Postfix never queued is never confirmed and expires
-// (pec/confirm.go).
+// submit runs the engine's Submit through call (deadline, progress packets, panics).
 func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
-	defer cancel()
-	type result struct {
-		res *pec.Submitted
-		err error
+	res, err := call(s, m, sub.QueueID, func(ctx context.Context) (*pec.Submitted, error) { return s.eng.Submit(ctx, sub) })
+	if err == nil && (res == nil || (!res.Discard && (len(res.Busta) == 0 || res.Confirm == ""))) {
+		return nil, errors.New("engine returned no busta")
 	}
-	ch := make(chan result, 1)
-	go func() {
-		defer func() {
-			if p := recover(); p != nil {
-				s.log.Error("engine panic", "panic", fmt.Sprint(p), "queue_id", sub.QueueID)
-				ch <- result{nil, fmt.Errorf("engine panic: %v", p)}
-			}
-		}()
-		r, err := s.eng.Submit(ctx, sub)
-		ch <- result{r, err}
-	}()
-	t := time.NewTicker(s.cfg.ProgressInterval)
-	defer t.Stop()
-	for {
-		select {
-		case r := <-ch:
-			if r.err == nil && (r.res == nil || (!r.res.Discard && (len(r.res.Busta) == 0 || r.res.Confirm == ""))) {
-				return nil, errors.New("engine returned no busta")
-			}
-			return r.res, r.err
-		case <-ctx.Done():
-			return nil, &pec.Temporary{Op: "deadline", Err: fmt.Errorf("end-of-message not decided within milter.timeout (%s)", s.cfg.Timeout)}
-		case <-t.C:
-			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
-				return nil, &pec.Temporary{Op: "progress", Err: fmt.Errorf("postfix went away: %w", err)}
-			}
-		}
-	}
+	return res, err
 }
 
 // handBack replaces the message with the busta and adds the confirmation recipient, with

@@ -16,7 +16,6 @@ const (
 	outcomeTooLarge     = pec.OutcomeTooLarge
 	outcomeRejected     = pec.OutcomeRejected
 	outcomeTempfail     = pec.OutcomeTempfail
-	outcomePassthrough  = "passthrough" // reception point, not implemented yet
 	outcomeMisconfigure = "misconfigured"
 )
 

@@ -6,7 +6,7 @@
 // The point a connection plays comes from the {daemon_name} macro, set per Postfix listener
 // with milter_macro_daemon_name (DESIGN.md), and is chosen once per connection: "pec-access"
 // is the access point (access.go, pec.Engine.Submit), "pec-reception" the reception point
-// (reception.go), anything else is a misconfiguration and every transaction is temp-failed.
+// (reception.go, pec.Engine.Receive), anything else is a misconfiguration and every transaction is temp-failed.
 // The session (session.go) is the same for every point: envelope, exact bytes, memory budget.
 //
 // It uses the low-level go-milter server rather than mailfilter: the busta replaces the
@@ -39,6 +39,7 @@ const (
 // Engine is what the adapter needs from the PEC engine.
 type Engine interface {
 	Submit(ctx context.Context, s *pec.Submission) (*pec.Submitted, error)
+	Receive(ctx context.Context, in *pec.Incoming) (*pec.Received, error)
 	// Issued notes a confirmation recipient handed to Postfix (pec/confirm.go).
 	Issued(confirm string)
 }
@@ -122,7 +123,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		milter.WithDynamicMilter(func(version uint32, _ milter.OptAction, _ milter.OptProtocol, _ milter.DataSize) milter.Milter {
 			return &session{s: s}
 		}),
-		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptAddRcptWithArgs),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptChangeBody|milter.OptAddRcpt|milter.OptAddRcptWithArgs|milter.OptRemoveRcpt),
 		// Postfix keeps a milter connection for a whole SMTP session, idle between
 		// commands for up to smtpd_timeout (300s); a connection silent for much longer
 		// than that is dead and its goroutine is reclaimed.

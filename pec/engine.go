@@ -35,6 +35,7 @@ type Store interface {
 	ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error)
 	PurgeHeld(ctx context.Context, before time.Time) (int64, error)
 	DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error)
+	Tracking(ctx context.Context, identificativo string) ([]store.Tracking, error)
 }
 
 // Inspector is the content inspection of the access point (inspect.Inspector has it).
@@ -66,7 +67,8 @@ type Config struct {
 	// expires with a log event and nothing attested; default 1h.
 	ConfirmExpiry time.Duration
 	// RetryWindow is how long a client's retry of the same submission finds the first
-	// outcome; default 24h.
+	// outcome; default 24h. The reception point uses the same window for a sending MTA's
+	// retries of a busta.
 	RetryWindow time.Duration
 	// Deadlines are the 12 h / 22 h / 24 h notice deadlines given to each tracked recipient
 	// (pec-spec.md §6.3); zero is store.DefaultDeadlines. Shorter ones are for tests.
@@ -74,6 +76,10 @@ type Config struct {
 	// SignTimeout bounds one signature by the keys; default 10s. Keep it well below
 	// milter.timeout.
 	SignTimeout time.Duration
+	// OrdinaryMail is what the reception point does with anything that is not a valid PEC
+	// message: PolicyAnomaly (default) wraps it in a busta di anomalia, PolicyReject refuses it
+	// (pec-spec.md §2.5).
+	OrdinaryMail string
 }
 
 // Deps are the engine's collaborators.
@@ -87,6 +93,9 @@ type Deps struct {
 	Inspector Inspector
 	Clock     Clock     // default SystemClock
 	Rand      io.Reader // identificativi; default crypto/rand
+	// Trust is the reception point's check of incoming PEC messages (RFC 6109 §7); without it
+	// Receive fails temporarily (an engine for the access point alone needs none).
+	Trust *Trust
 }
 
 // Engine is the PEC engine: every rule of the access, reception and delivery points and of
@@ -180,6 +189,13 @@ func (cfg *Config) defaults(byDomain map[string]Identity) error {
 	}
 	if cfg.ConfirmExpiry < 0 || cfg.RetryWindow < 0 || cfg.SignTimeout < 0 {
 		return errors.New("confirm: durations must be positive")
+	}
+	switch cfg.OrdinaryMail {
+	case "":
+		cfg.OrdinaryMail = PolicyAnomaly
+	case PolicyAnomaly, PolicyReject:
+	default:
+		return fmt.Errorf("policy.ordinary_mail: %q: want %s or %s", cfg.OrdinaryMail, PolicyAnomaly, PolicyReject)
 	}
 	return nil
 }

@@ -126,9 +126,10 @@ func Reply(err error) SMTPReply {
 	r := SMTPReply{Code: code, Enhanced: enh, Text: asciiReply(text), Outcome: OutcomeTempfail}
 	var ref *Refused
 	var st *StatusError
+	var rej *Rejected
 	switch {
 	case code < 500:
-	case errors.As(err, &ref) && ref.Kind == KindNonAccettazioneVirus:
+	case errors.As(err, &ref) && ref.Kind == KindNonAccettazioneVirus, errors.As(err, &rej) && rej.Virus != "":
 		r.Outcome = OutcomeVirus
 	case errors.As(err, &ref):
 		r.Outcome = OutcomeRefused

@@ -21,6 +21,7 @@ type Lab struct {
 	CA        CA          `json:"ca"`
 	Providers []*Provider `json:"providers"` // "a" and "b": PEC providers
 	Ordinary  *Provider   `json:"ordinary"`  // a plain, non-PEC mail domain ("the Internet")
+	Signers   []*Signer   `json:"signers"`   // extra test signers: a forger of A, a revoked provider
 	LDAP      LDAP        `json:"ldap"`
 	Clamd     Clamd       `json:"clamd"`
 	SoftHSM   SoftHSM     `json:"softhsm"`
@@ -48,6 +49,37 @@ type CA struct {
 	// certificates (it is in each provider's CertChain, the root never is).
 	Intermediate    string `json:"intermediate"`     // PEM path
 	IntermediateKey string `json:"intermediate_key"` // PEM path (lab only)
+	// CRL is the CRL the intermediate publishes (PEM; trust.crls of every pec.yaml): it revokes
+	// the certificate of the revoked test signer.
+	CRL string `json:"crl"`
+}
+
+// Signer is an extra test signer: a certificate from the lab's intermediate with the provider
+// profile and a software key (lab only), for messages no lab provider would send. "f" forges
+// provider A (its name and service address; not in the index), "r" is Provider R (in the index,
+// revoked by the CRL; its mailReceipt is a mailbox of the ordinary system O).
+type Signer struct {
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	ServiceAddress string `json:"service_address"`
+	Domain         string `json:"domain"`
+	ReceiptAddress string `json:"receipt_address"` // mailReceipt in the index, when listed
+	Cert           string `json:"cert"`            // PEM
+	Key            string `json:"key"`             // PEM private key (lab only)
+	CertChain      string `json:"cert_chain"`      // the certificate then the intermediate
+	CertSHA1       string `json:"cert_sha1"`
+	Listed         bool   `json:"listed"`  // in the providers index
+	Revoked        bool   `json:"revoked"` // on the CRL
+}
+
+// Signer returns the extra test signer with the given id ("f" or "r").
+func (l *Lab) Signer(id string) (*Signer, error) {
+	for _, s := range l.Signers {
+		if s.ID == id {
+			return s, nil
+		}
+	}
+	return nil, fmt.Errorf("lab: no test signer %q (lab.json predates them: run lab-up again)", id)
 }
 
 // Provider is one mail system of the lab: a Postfix instance, its Dovecot, and (for PEC

@@ -22,8 +22,9 @@ apply_main_snippet() {
 	postconf -c "$etc" -e "${settings[@]}"
 }
 
-# apply_master_snippet ETC FILE [SKIP_SERVICE]: postconf -M every entry of a rendered master.cf
-# snippet (continuation lines joined), except the entry whose service name is SKIP_SERVICE.
+# apply_master_snippet ETC FILE [SKIP_SERVICES]: postconf -M every entry of a rendered master.cf
+# snippet (continuation lines joined), except the entries whose service name is in the
+# space-separated SKIP_SERVICES.
 apply_master_snippet() {
 	local etc=$1 file=$2 skip=${3:-} line cur="" entries=() e
 	while IFS= read -r line || [ -n "$line" ]; do
@@ -38,7 +39,7 @@ apply_master_snippet() {
 	[ -n "$cur" ] && entries+=("$cur")
 	for e in "${entries[@]}"; do
 		read -r -a f <<<"$e"
-		[ "${f[0]}" = "$skip" ] && continue
+		[[ " $skip " == *" ${f[0]} "* ]] && continue
 		postconf -c "$etc" -M "${f[0]}/${f[1]}=$e"
 	done
 }
@@ -170,18 +171,25 @@ postfix_configure() {
 		"biff = no" "append_dot_mydomain = no" "readme_directory = no" \
 		"queue_run_delay = 10s" "minimal_backoff_time = 10s" "maximal_backoff_time = 60s"
 	# The PEC part, exactly as postfix-conf/ ships it.
+	# Same provider through the reception point (postfix-conf/README.md), when there is one.
+	local loop="static:DUNNO" x
+	if [ -n "$milter" ]; then
+		loop=""
+		for x in $(all_domains "$id"); do loop+="${loop:+, }{ $x = FILTER pec-loop:[$ip]:10027 }"; done
+		loop="inline:{ $loop }"
+	fi
 	render "$PFCONF/main.cf.pec" "$stage/main.cf.pec" \
-		PEC_MILTER="$milter" PEC_DOMAINS="$(all_domains "$id")" DELIVERY_TRANSPORT="$delivery" \
+		PEC_MILTER="$milter" PEC_DOMAINS="$(all_domains "$id")" DELIVERY_TRANSPORT="$delivery" PEC_LOOP_TABLE="$loop" \
 		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix" \
 		CONFIRM_DOMAIN=confirm.pec.invalid CONFIRM_SOCKET="$BASE/$id/run/confirm.sock" \
 		SITE_TRANSPORT_MAPS="inline:{ $routes }"
 	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
-		MX_SERVICE=smtp SUBMISSION_SERVICE=submission \
+		MX_SERVICE=smtp SUBMISSION_SERVICE=submission LOOP_SERVICE="$ip:10027" \
 		SUBMISSION_CLEANUP="$([ "$id" = o ] && echo cleanup || echo pec-cleanup)"
 	apply_main_snippet "$stage" "$stage/main.cf.pec"
 	postconf -c "$stage" -F '*/*/chroot = n'
 	if [ "$id" = o ]; then
-		apply_master_snippet "$stage" "$stage/master.cf.pec" pec-reinject # O is plain Internet mail
+		apply_master_snippet "$stage" "$stage/master.cf.pec" "pec-reinject $ip:10027" # O is plain Internet mail
 	else
 		apply_master_snippet "$stage" "$stage/master.cf.pec"
 	fi

@@ -94,9 +94,73 @@ pki_provider() {
 	fi
 }
 
+# pki_signer ID: an extra test signer (lab only; its key is a software key in
+# $BASE/signers/ID/key.pem, which tests use to sign what the lab's providers never would):
+# a certificate from CA1 with the provider profile for P_NAME[ID] and P_SERVICE[ID].
+pki_signer() {
+	local id=$1 d=$BASE/signers/$1 ca=$BASE/ca
+	mkdir -p "$d"
+	if [ ! -s "$d/cert.pem" ] || ! openssl x509 -in "$d/cert.pem" -noout -checkend 86400 >/dev/null; then
+		(
+			set -e
+			umask 077
+			openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$d/key.pem"
+			cat >"$d/cert.ext" <<-EXT
+				[provider]
+				keyUsage = critical,digitalSignature
+				extendedKeyUsage = emailProtection
+				subjectAltName = email:${P_SERVICE[$id]}
+				subjectKeyIdentifier = hash
+				authorityKeyIdentifier = keyid:always
+			EXT
+			openssl req -new -key "$d/key.pem" -subj "/C=IT/O=${P_NAME[$id]}/CN=Posta Certificata ${P_NAME[$id]}" -out "$d/cert.csr"
+			openssl x509 -req -in "$d/cert.csr" -CA "$ca/ca1.pem" -CAkey "$ca/ca1.key" \
+				-set_serial "0x$(openssl rand -hex 8)" -days 825 -sha256 \
+				-extfile "$d/cert.ext" -extensions provider -out "$d/cert.pem"
+			chmod 644 "$d/cert.pem"
+		) >>"$d/pki.log" 2>&1 || { show_log pki "$d/pki.log"; die "test signer $id failed"; }
+	fi
+	openssl x509 -in "$d/cert.pem" -outform DER -out "$d/cert.der"
+	cat "$d/cert.pem" "$ca/ca1.pem" >"$d/cert-chain.pem"
+}
+
+# pki_crl CERT...: the CRL CA1 publishes ($BASE/ca/crl/ca1.crl, PEM, 30 days; trust.crls of
+# pec.yaml), revoking each CERT for keyCompromise. Rebuilt on every run.
+pki_crl() {
+	local d=$BASE/ca/crl ca=$BASE/ca c
+	mkdir -p "$d"
+	: >"$d/index.txt"
+	[ -s "$d/crlnumber" ] || echo 1000 >"$d/crlnumber"
+	cat >"$d/ca.cnf" <<-CNF
+		[ca]
+		default_ca = ca1
+		[ca1]
+		database = $d/index.txt
+		crlnumber = $d/crlnumber
+		certificate = $ca/ca1.pem
+		private_key = $ca/ca1.key
+		default_md = sha256
+		default_crl_days = 30
+		crl_extensions = crl_ext
+		[crl_ext]
+		authorityKeyIdentifier = keyid:always
+	CNF
+	(
+		set -e
+		for c in "$@"; do openssl ca -config "$d/ca.cnf" -revoke "$c" -crl_reason keyCompromise; done
+		openssl ca -config "$d/ca.cnf" -gencrl -out "$d/ca1.crl.new"
+		mv -f "$d/ca1.crl.new" "$d/ca1.crl"
+	) >>"$d/crl.log" 2>&1 || { show_log crl "$d/crl.log"; die "CA1's CRL failed"; }
+}
+
 # cert_sha1 FILE.der: upper-case hex SHA-1 of a DER certificate (providerCertificateHash).
 cert_sha1() {
 	sha1sum <"$1" | cut -d' ' -f1 | tr 'a-f' 'A-F'
+}
+
+# cert_der ID: the DER certificate of a provider or of an extra test signer.
+cert_der() {
+	if [ -f "$BASE/signers/$1/cert.der" ]; then echo "$BASE/signers/$1/cert.der"; else echo "$BASE/$1/cert.der"; fi
 }
 
 # pki_ldif OUT ID...: the providers index (pec-spec §9.1) with the real certificates.
@@ -114,7 +178,7 @@ pki_ldif() {
 			description: PEC lab providers index (test only)
 		EOF
 		for id in "$@"; do
-			local ders=("$BASE/$id/cert.der") x
+			local ders=("$(cert_der "$id")") x
 			for x in ${P_EXTRA[$id]}; do ders+=("$(extra_dir "$id" "$x")/cert.der"); done
 			printf '\ndn: providerName=%s,o=postacert\nobjectClass: top\nobjectClass: provider\nproviderName: %s\n' \
 				"${P_NAME[$id]}" "${P_NAME[$id]}"

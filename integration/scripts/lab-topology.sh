@@ -45,6 +45,14 @@ declare -A P_EXTRA_KEYID=([pec-a2.test]=0c)
 declare -A P_SERVICE=([a]=posta-certificata@pec-a.test [b]=posta-certificata@pec-b.test [o]="")
 declare -A P_RECEIPT=([a]=ricevute@pec-a.test [b]=ricevute@pec-b.test [o]="")
 declare -A P_KEYID=([a]=0a [b]=0b)
+# Extra test signers (software keys, certificates from CA1; integration/README.md): f forges
+# provider A (A's name and service address, not in the index), r is Provider R, listed in the
+# index and revoked by CA1's CRL. Their messages must become anomalies at the reception point.
+SIGNER_IDS=(f r)
+P_NAME[f]="Provider A S.p.A." P_SERVICE[f]=posta-certificata@pec-a.test P_DOMAIN[f]=pec-a.test P_RECEIPT[f]=""
+P_NAME[r]="Provider R S.p.A." P_SERVICE[r]=posta-certificata@pec-r.test P_DOMAIN[r]=pec-r.test P_RECEIPT[r]=olga@posta.test
+P_EXTRA[f]="" P_EXTRA[r]=""
+declare -A SIGNER_LISTED=([f]=false [r]=true) SIGNER_REVOKED=([f]=false [r]=true)
 declare -A P_DELIVERY=()
 
 is_pec() { [ "$1" != o ]; }
@@ -148,6 +156,7 @@ write_pec_yaml() {
 		  digest: sha256
 		$(signer_keys "$id")
 		index: {source: "ldap://$LAB_LDAP_HOST:$LDAP_PORT/o=postacert", refresh: 1h, cache: $BASE/$id/providers-index.ldif}
+		trust: {anchors: [$BASE/ca/root.pem], crls: [$BASE/ca/crl/ca1.crl], crl_refresh: 10m}
 		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
@@ -278,16 +287,31 @@ provider_json() {
 		fi
 }
 
+# signer_json ID: an extra test signer for lab.json.
+signer_json() {
+	local id=$1 d=$BASE/signers/$1
+	jq -n --arg id "$id" --arg name "${P_NAME[$id]}" --arg svc "${P_SERVICE[$id]}" --arg dom "${P_DOMAIN[$id]}" \
+		--arg rcpt "${P_RECEIPT[$id]}" --arg cert "$d/cert.pem" --arg key "$d/key.pem" --arg chain "$d/cert-chain.pem" \
+		--arg sha1 "$(cert_sha1 "$d/cert.der")" --argjson listed "${SIGNER_LISTED[$id]}" --argjson revoked "${SIGNER_REVOKED[$id]}" \
+		'{id: $id, name: $name, service_address: $svc, domain: $dom, receipt_address: $rcpt, cert: $cert, key: $key,
+		  cert_chain: $chain, cert_sha1: $sha1, listed: $listed, revoked: $revoked}'
+}
+
 write_lab_json() {
-	local providers="" id
+	local providers="" signers="" id
 	for id in "${PEC_IDS[@]}"; do
 		providers+="${providers:+,}$(provider_json "$id")"
 	done
 	providers="[$providers]"
+	for id in "${SIGNER_IDS[@]}"; do
+		signers+="${signers:+,}$(signer_json "$id")"
+	done
+	signers="[$signers]"
 	jq -n --arg base "$BASE" --arg wiring "$PEC_WIRING" \
 		--arg root "$BASE/ca/root.pem" --arg rootkey "$BASE/ca/root.key" \
 		--arg ca1 "$BASE/ca/ca1.pem" --arg ca1key "$BASE/ca/ca1.key" \
-		--argjson providers "$providers" --argjson ordinary "$(provider_json o)" \
+		--argjson providers "$providers" --argjson ordinary "$(provider_json o)" --argjson signers "$signers" \
+		--arg crl "$BASE/ca/crl/ca1.crl" \
 		--arg ldapurl "ldap://$SVC_IP:$LDAP_PORT" --arg ldappw "$(secret LDAP_PW)" \
 		--arg ldif "$BASE/ldap/providers.ldif" --arg ldappid "$BASE/ldap/slapd.pid" \
 		--arg ldaplog "$BASE/ldap/slapd.log" \
@@ -296,8 +320,8 @@ write_lab_json() {
 		--arg tsaurl "$([ "$USE_TSA" = 1 ] && tsa_url)" --arg tsaca "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa-ca.pem")" \
 		--arg tsalog "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa.log")" --arg tsapid "$([ "$USE_TSA" = 1 ] && echo "$BASE/tsa/tsa.pid")" \
 		'{base: $base, wiring: $wiring,
-		  ca: {cert: $root, key: $rootkey, intermediate: $ca1, intermediate_key: $ca1key},
-		  providers: $providers, ordinary: $ordinary,
+		  ca: {cert: $root, key: $rootkey, intermediate: $ca1, intermediate_key: $ca1key, crl: $crl},
+		  providers: $providers, ordinary: $ordinary, signers: $signers,
 		  ldap: {url: $ldapurl, base_dn: "o=postacert", bind_dn: "cn=admin,o=postacert",
 		         password: $ldappw, ldif: $ldif, pid_file: $ldappid, log: $ldaplog},
 		  clamd: {addr: $clamd, log: $clamlog},

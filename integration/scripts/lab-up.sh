@@ -90,8 +90,16 @@ for id in "${PEC_IDS[@]}"; do
 	done
 done
 export SOFTHSM2_CONF=$BASE/softhsm/softhsm2.conf
+revoked=()
+for id in "${SIGNER_IDS[@]}"; do
+	pki_signer "$id"
+	[ "${SIGNER_REVOKED[$id]}" = true ] && revoked+=("$BASE/signers/$id/cert.pem")
+done
+pki_crl "${revoked[@]}"
+listed=()
+for id in "${SIGNER_IDS[@]}"; do [ "${SIGNER_LISTED[$id]}" = true ] && listed+=("$id"); done
 mkdir -p "$BASE/ldap"
-pki_ldif "$BASE/ldap/providers.ldif" "${PEC_IDS[@]}"
+pki_ldif "$BASE/ldap/providers.ldif" "${PEC_IDS[@]}" "${listed[@]}"
 
 mark pki
 # ---- slapd and clamd -----------------------------------------------------------------------------
@@ -158,6 +166,7 @@ for id in "${ALL_IDS[@]}"; do
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
 	wait_tcp "postfix-$id submission" "$ip" 587 "$pflog" || fail=1
 	is_pec "$id" && { wait_unix "postfix-$id reinjection" "$(reinject_socket "$id")" "" "$pflog" || fail=1; }
+	[ "$PEC_WIRING" = pec ] && is_pec "$id" && { wait_tcp "postfix-$id same-provider listener" "$ip" 10027 "$pflog" || fail=1; }
 	wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
 	wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" || fail=1
 	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1

@@ -44,6 +44,7 @@ type Config struct {
 	Provider Provider        `yaml:"provider"`
 	Signer   hsm.Config      `yaml:"signer"`
 	Index    igpec.Config    `yaml:"index"`
+	Trust    Trust           `yaml:"trust"` // the reception point's trust check (trust.go)
 	Store    store.Config    `yaml:"store"`
 	Milter   Milter          `yaml:"milter"`
 	Confirm  Confirm         `yaml:"confirm"`
@@ -403,6 +404,9 @@ func (c *Config) ValidateMilter() error {
 	}
 	if c.Signer.Certificate == "" && len(c.Signer.Keys) == 0 {
 		return bad("signer.certificate", "required")
+	}
+	if err := c.Trust.validate(); err != nil {
+		return err
 	}
 	return c.Confirm.validate()
 }

@@ -33,6 +33,9 @@ func TestLoadLabFile(t *testing.T) {
 	if c.Signer.PKCS11.PINEnv != "PEC_PIN_A" || c.Signer.Digest != "sha256" || c.Store.DSN != "/tmp/pec-lab/a/pec.db" {
 		t.Errorf("signer/store = %+v %+v", c.Signer, c.Store)
 	}
+	if c.Trust.CRLRefresh != 10*time.Minute || c.Trust.CRLMaxAge != 24*time.Hour || c.Trust.SigningWindow != 120*time.Hour || len(c.Trust.Anchors) != 1 {
+		t.Errorf("trust = %+v", c.Trust)
+	}
 	if c.Milter.SocketMode != "0660" || c.Milter.SocketGroup != "postfix" || c.Milter.Timeout != 120*time.Second {
 		t.Errorf("milter defaults = %+v", c.Milter)
 	}
@@ -92,6 +95,10 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", allow_inet_peers: [127.0.0.1]", "config: milter.allow_inet_peers: only for an inet: listener", true},
 		{"listen: \"unix:/tmp/pec-lab/a/run/milter.sock\"", "listen: \"unix:/tmp/pec-lab/a/run/milter.sock\", allow_users: [\"\"]", "config: milter.allow_users[0]:", true},
 		{"confirm: {listen: \"unix:/tmp/pec-lab/a/run/confirm.sock\"", "confirm: {listen: \"inet:127.0.0.1:2425\"", "config: confirm.listen: \"inet:127.0.0.1:2425\" is a TCP listener", true},
+		{"anchors: [/tmp/pec-lab/ca/root.pem]", "anchors: []", "config: trust.anchors: required", true},
+		{"crls: [\"http://127.0.0.1:3181/ca1.crl\"]", "crls: [\"ldap://ca1.agid.gov.it/x\"]", "config: trust.crls[0]:", true},
+		{"crl_refresh: 10m", "crl_refresh: 48h", "config: trust.crl_refresh:", true},
+		{"crl_refresh: 10m", "crl_refresh: 10m, signing_window: -1h", "config: trust.signing_window:", true},
 	} {
 		doc := strings.Replace(string(base), tc.old, tc.new, 1)
 		if doc == string(base) {

@@ -33,6 +33,7 @@ type Daemon struct {
 	Store   store.Store
 	Index   *igpec.Index
 	Scanner *clamd.Client
+	Trust   *pec.Trust // nil unless the configuration has trust anchors (pec-milter requires them)
 	Engine  *pec.Engine
 	// Owner names this process in store leases: program/node. It is stable across restarts
 	// of one node, so a restarted process takes back its own leases at once.
@@ -68,6 +69,11 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 	if d.Index, err = igpec.New(cfg.Index, igpec.Deps{Logger: d.Log, Registerer: d.Reg}); err != nil {
 		return nil, err
 	}
+	if len(cfg.Trust.Anchors) > 0 {
+		if d.Trust, err = OpenTrust(cfg.Trust, d.Index, d.Log); err != nil {
+			return nil, err
+		}
+	}
 	if d.Store, err = OpenStore(cfg.Store, d.Log, d.Reg); err != nil {
 		return nil, err
 	}
@@ -90,7 +96,8 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		ConfirmExpiry: cfg.Confirm.Expiry,
 		RetryWindow:   cfg.Confirm.RetryWindow,
 		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
-	}, pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store})
+		OrdinaryMail:  cfg.Policy.OrdinaryMail,
+	}, pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store, Trust: d.Trust})
 	if err != nil {
 		return nil, err
 	}
