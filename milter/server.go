@@ -147,6 +147,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	return err
 }
 
+// replyFlush bounds the wait, at shutdown, for the replies of the last end-of-message calls.
+const replyFlush = time.Second
+
 // Shutdown stops accepting connections and lets the open SMTP sessions end until ctx is
 // done. Then it temp-fails every transaction that has not reached end-of-message yet, waits
 // for those already at end-of-message (they finish: their outcome is recorded and answered,
@@ -165,6 +168,14 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.closing = true
 	s.mu.Unlock()
 	s.inflight.Wait()
+	// The last end-of-message calls have returned, but go-milter writes their replies after
+	// that: give the writes a moment before the connections are closed (the sessions may end
+	// by themselves meanwhile).
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(replyFlush):
+	}
 	stop()
 	<-done
 	return nil

@@ -205,16 +205,23 @@ type Mailbox struct {
 // when ctx ends. Match on a token, not on the whole subject: in PEC wiring the message
 // arrives as a busta di trasporto whose subject is "POSTA CERTIFICATA: <original>".
 func (m Mailbox) WaitFor(ctx context.Context, token string, min int) ([][]byte, error) {
+	return m.WaitForHeader(ctx, "Subject", token, min)
+}
+
+// WaitForHeader is WaitFor on another header field: for messages whose content a test must not
+// touch (signed PEC messages from elsewhere), the token can ride in the EHLO name that Postfix
+// writes into its Received field (Submission.Helo).
+func (m Mailbox) WaitForHeader(ctx context.Context, field, token string, min int) ([][]byte, error) {
 	var last error
 	for {
-		msgs, err := m.find(token)
+		msgs, err := m.find(field, token)
 		if err == nil && len(msgs) >= min {
 			return msgs, nil
 		}
 		if err != nil {
 			last = err
 		} else {
-			last = fmt.Errorf("%d of %d messages with %q in the subject", len(msgs), min, token)
+			last = fmt.Errorf("%d of %d messages with %q in %s", len(msgs), min, token, field)
 		}
 		select {
 		case <-ctx.Done():
@@ -224,7 +231,7 @@ func (m Mailbox) WaitFor(ctx context.Context, token string, min int) ([][]byte, 
 	}
 }
 
-func (m Mailbox) find(token string) ([][]byte, error) {
+func (m Mailbox) find(field, token string) ([][]byte, error) {
 	c, err := DialIMAP(m.Addr)
 	if err != nil {
 		return nil, err
@@ -236,7 +243,7 @@ func (m Mailbox) find(token string) ([][]byte, error) {
 	if _, err := c.Select("INBOX"); err != nil {
 		return nil, err
 	}
-	uids, err := c.SearchHeader("Subject", token)
+	uids, err := c.SearchHeader(field, token)
 	if err != nil {
 		return nil, err
 	}
