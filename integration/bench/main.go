@@ -1,8 +1,9 @@
-// Command bench drives submissions through the lab's real Postfix, with and without
-// pec-milter, and prints messages per second and end-of-message latency (p50, p99) for
-// 10 KB and 10 MB messages.
+// Command bench drives mail through the lab's real Postfix, with and without pec-milter, and
+// prints messages per second and end-of-message latency (p50, p99) for 10 KB and 10 MB
+// messages: submissions at the access point (-point access, the default), or bustas at the
+// reception point (-point reception, reception.go).
 //
-//	go run ./integration/bench [-n10k 200] [-n10m 10] [-c 4] [-timeout 5m]
+//	go run ./integration/bench [-point access|reception] [-n10k 200] [-n10m 10] [-c 4] [-timeout 5m]
 //
 // With milter: provider A's submission listener (STARTTLS, SASL, pec-milter: formal checks,
 // clamd, signing on SoftHSM2, one SQLite commit, busta replacing the message).
@@ -40,7 +41,17 @@ func main() {
 	n10m := flag.Int("n10m", 10, "10 MB messages per configuration")
 	conc := flag.Int("c", 4, "concurrent SMTP sessions")
 	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole run")
+	point := flag.String("point", "access", "access (submissions at A) or reception (bustas at B's MX)")
 	flag.Parse()
+	run := run
+	switch *point {
+	case "access":
+	case "reception":
+		run = runReception
+	default:
+		fmt.Fprintln(os.Stderr, "bench: -point must be access or reception")
+		os.Exit(2)
+	}
 	if err := run(*n10k, *n10m, *conc, *timeout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
