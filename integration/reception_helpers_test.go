@@ -22,7 +22,7 @@ import (
 	"github.com/gestore-pec/gestore/internal/corpus"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/store"
-	"github.com/gestore-pec/gestore/pec/store/sqlite"
+	"github.com/gestore-pec/gestore/pec/store/storeopen"
 	"gopkg.in/yaml.v3"
 )
 
@@ -159,11 +159,11 @@ func inject(addr string, from *lab.Provider, helo, mailFrom string, rcpts []stri
 // heloToken is a token usable as an EHLO name.
 func heloToken(prefix string) string { return strings.ToLower(mailtest.Token(prefix)) + ".test" }
 
-// openStore opens the SQLite store of pec.yaml file cfgFile (a second handle beside the
-// running pec-milter's).
+// openStore opens the store of pec.yaml file cfgFile (a second handle beside the running
+// pec-milter's; SQLite, or PostgreSQL with PEC_STORE=postgres).
 func openStore(t *testing.T, cfgFile string) store.Store {
 	t.Helper()
-	st, err := sqlite.New(readPecYAML(t, cfgFile).Store, sqlite.Deps{})
+	st, err := storeopen.Open(readPecYAML(t, cfgFile).Store, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
