@@ -109,15 +109,21 @@ func (e *Engine) Receive(ctx context.Context, in *Incoming) (*Received, error) {
 		return nil, &Temporary{Op: "trust", Err: errors.New("no trust check configured (trust.anchors)")}
 	}
 	local := e.localRcpts(in.Rcpts)
-	if len(local) == 0 {
-		// Only mynetworks may relay through the MX (postfix-conf master.cf); nothing of ours to
-		// certify or wrap.
-		return &Received{Class: ClassRelay, Outcome: OutcomeRelayed}, nil
-	}
 	raw := ToCRLF(in.Message)
 	v, err := e.verify(ctx, raw)
 	if err != nil {
 		return nil, err
+	}
+	if e.foreignRcpts(in.Rcpts) && !e.ownSigned(v) {
+		// Only the pec-loop listener relays (for mynetworks: a busta of ours for our users and
+		// another provider's comes there whole; postfix-conf master.cf); the MX refuses other
+		// domains. What leaves for another domain through a reception point must be a valid
+		// message this provider signed, or a local process could send unsigned mail out as
+		// anyone.
+		return nil, &Rejected{Class: ClassRelay, Reason: "relay-not-ours", Detail: "recipients in other domains for a message this provider did not sign"}
+	}
+	if len(local) == 0 {
+		return &Received{Class: ClassRelay, Outcome: OutcomeRelayed, Kind: v.c.Kind}, nil
 	}
 	r := &reception{e: e, in: in, raw: raw, local: local, v: v}
 	var res *Received
@@ -164,6 +170,31 @@ func (e *Engine) localRcpts(rcpts []string) []string {
 		}
 	}
 	return out
+}
+
+// foreignRcpts reports whether an envelope recipient is in none of our PEC domains and is not a
+// confirmation recipient.
+func (e *Engine) foreignRcpts(rcpts []string) bool {
+	for _, r := range rcpts {
+		if _, ok := e.IdentityFor(r); !ok && !e.IsConfirmation(r) {
+			return true
+		}
+	}
+	return false
+}
+
+// ownSigned reports whether v is a valid PEC message (busta or receipt) signed with the
+// certificate of one of our identities.
+func (e *Engine) ownSigned(v *verdict) bool {
+	if v.reason != "" || v.trust == nil || v.trust.Signer == nil || (v.class != ClassBusta && v.class != ClassReceipt) {
+		return false
+	}
+	for _, id := range e.cfg.Identities {
+		if _, chain, err := e.deps.Keys.SignerFor(id.Domain); err == nil && len(chain) > 0 && chain[0].Equal(v.trust.Signer) {
+			return true
+		}
+	}
+	return false
 }
 
 // foldAddr compares our own recipients: CanonAddr, and the local part folded too, which only

@@ -395,6 +395,29 @@ func TestReceiveLocalRecipients(t *testing.T) {
 	if err != nil || res.Class != pec.ClassRelay || res.Outcome != pec.OutcomeRelayed || res.Confirm != "" || res.Replace != nil {
 		t.Fatalf("relay: %+v %v", res, err)
 	}
+	// Nothing but a valid message we signed is passed on to other domains: not another
+	// provider's busta, not ordinary mail, not even with one of our users among the recipients.
+	theirs, _ := fx.busta(t, fx.a, "alice@pec-a.test", "carla@pec-c.test", "bianca@pec-b.test")
+	plain := rxMsg("From: bruno@pec-b.test", "To: carla@pec-c.test", "Subject: hi")
+	for _, tc := range []struct {
+		name  string
+		msg   []byte
+		rcpts []string
+	}{
+		{"another provider's busta", theirs, []string{"carla@pec-c.test"}},
+		{"another provider's busta, mixed", theirs, []string{"carla@pec-c.test", "bianca@pec-b.test"}},
+		{"ordinary mail", plain, []string{"carla@pec-c.test"}},
+		{"ordinary mail, mixed", plain, []string{"bianca@pec-b.test", "carla@pec-c.test"}},
+	} {
+		var rej *pec.Rejected
+		res, err := fx.receive(t, fx.eng, tc.msg, "x@pec-b.test", tc.rcpts...)
+		if !errors.As(err, &rej) || rej.Reason != "relay-not-ours" {
+			t.Errorf("%s passed on to another domain: %v", tc.name, err)
+			if res != nil {
+				t.Logf("class %s, outcome %s", res.Class, res.Outcome)
+			}
+		}
+	}
 	res, err = fx.receive(t, fx.eng, raw, "bruno@pec-b.test", "alice@pec-a.test", "tok123@"+pec.DefaultConfirmDomain, "bianca@pec-b.test", "Bianca@pec-b.test")
 	if err != nil || res.Class != pec.ClassBusta || strings.Join(res.Local, ",") != "bianca@pec-b.test" {
 		t.Fatalf("looped same-provider busta: %+v %v", res, err)
