@@ -36,6 +36,7 @@ type Store interface {
 	PurgeHeld(ctx context.Context, before time.Time) (int64, error)
 	DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error)
 	Tracking(ctx context.Context, identificativo string) ([]store.Tracking, error)
+	store.Deliveries // the delivery point's records (delivery.go)
 }
 
 // Inspector is the content inspection of the access point (inspect.Inspector has it).
@@ -80,6 +81,8 @@ type Config struct {
 	// message: PolicyAnomaly (default) wraps it in a busta di anomalia, PolicyReject refuses it
 	// (pec-spec.md §2.5).
 	OrdinaryMail string
+	// Delivery tunes the delivery point (delivery.go).
+	Delivery DeliveryConfig
 }
 
 // Deps are the engine's collaborators.
@@ -96,6 +99,9 @@ type Deps struct {
 	// Trust is the reception point's check of incoming PEC messages (RFC 6109 §7); without it
 	// Receive fails temporarily (an engine for the access point alone needs none).
 	Trust *Trust
+	// Mailboxes finds a message already in a mailbox, for the delivery point's crash
+	// recovery (delivery.go); needed only by BeginDelivery.
+	Mailboxes Mailboxes
 }
 
 // Engine is the PEC engine: every rule of the access, reception and delivery points and of
@@ -109,6 +115,8 @@ type Engine struct {
 
 	mu     sync.Mutex
 	issued map[string]time.Time // confirmation tokens handed to Postfix by this process, not yet confirmed here
+	// delivering are the delivery records this process holds while it delivers (delivery.go).
+	delivering map[store.DeliveryKey]bool
 }
 
 // New validates cfg and deps and applies the defaults.
@@ -130,7 +138,7 @@ func New(cfg Config, deps Deps) (*Engine, error) {
 		deps.Clock = SystemClock
 	}
 	deps.Keys = boundedKeys{deps.Keys, cfg.SignTimeout}
-	return &Engine{cfg: cfg, deps: deps, byDomain: byDomain, issued: map[string]time.Time{}}, nil
+	return &Engine{cfg: cfg, deps: deps, byDomain: byDomain, issued: map[string]time.Time{}, delivering: map[store.DeliveryKey]bool{}}, nil
 }
 
 // identities checks the identities and indexes them by their (lower-case) domain.
@@ -196,6 +204,9 @@ func (cfg *Config) defaults(byDomain map[string]Identity) error {
 	case PolicyAnomaly, PolicyReject:
 	default:
 		return fmt.Errorf("policy.ordinary_mail: %q: want %s or %s", cfg.OrdinaryMail, PolicyAnomaly, PolicyReject)
+	}
+	if err := cfg.Delivery.defaults(cfg.Node); err != nil {
+		return err
 	}
 	return nil
 }

@@ -103,12 +103,17 @@ type Provider struct {
 	Dovecot struct {
 		ConfigFile string `json:"config_file"`
 		IMAP       string `json:"imap"` // host:port, plaintext login allowed on loopback
-		LMTP       string `json:"lmtp"` // host:port
+		LMTP       string `json:"lmtp"` // unix:/path of Dovecot's LMTP socket
 		Log        string `json:"log"`
 		AuthSocket string `json:"auth_socket"` // SASL socket Postfix uses (smtpd_sasl_path)
+		// Doveadm is the doveadm HTTP API (http://host:8080/doveadm/v1) pec-lmtpd's crash
+		// recovery asks; DoveadmKeyFile holds its doveadm_api_key, byte for byte.
+		Doveadm        string `json:"doveadm"`
+		DoveadmKeyFile string `json:"doveadm_key_file"`
 	} `json:"dovecot"`
 	MilterSocket string `json:"milter_socket"` // unix socket pec-milter listens on; empty unless it runs (PEC wiring)
-	LMTPD        string `json:"lmtpd"`         // host:port pec-lmtpd listens on; empty unless it runs (PEC wiring)
+	LMTPD        string `json:"lmtpd"`         // unix:/path pec-lmtpd listens on; empty unless it runs (PEC wiring)
+	LMTPDMetrics string `json:"lmtpd_metrics"` // http://host:port of pec-lmtpd's /metrics and /readyz; empty unless it runs
 	Users        []User `json:"users"`         // mailboxes, including the service mailbox
 	Token        *Token `json:"token,omitempty"`
 	Cert         string `json:"cert,omitempty"`        // provider signing certificate, PEM
@@ -124,6 +129,7 @@ type Provider struct {
 type User struct {
 	Address  string `json:"address"`
 	Password string `json:"password"`
+	Quota    string `json:"quota,omitempty"` // Dovecot storage quota ("1K"), "" for none
 }
 
 // Token is the provider's SoftHSM2 token; the private key was generated on it.

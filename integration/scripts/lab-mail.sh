@@ -77,25 +77,39 @@ mail_tls() {
 }
 
 # dovecot_configure ID: users file (passwords from the secrets), dovecot.conf and the PEC snippet.
+# lmtp_user ID: who may open Dovecot's LMTP socket: pec-lmtpd's user (root in the lab) when
+# pec-lmtpd delivers, Postfix's lmtp client otherwise (plain wiring, the ordinary host).
+lmtp_user() {
+	if [ "$PEC_WIRING" = pec ] && [ "$USE_LMTPD" = 1 ] && is_pec "$1"; then echo root; else echo postfix; fi
+}
+
 dovecot_configure() {
 	local id=$1 d=$BASE/$1/dovecot u
 	mkdir -p "$d/run" "$d/state" "$d/mail"
 	chown vmail:vmail "$d/mail"
+	local q a
 	(
 		umask 077
 		for u in ${P_USERS[$id]}; do
-			printf '%s:{PLAIN}%s::::::\n' "$(user_addr "$id" "$u")" "$(secret "$(user_secret "$id" "$u")")"
+			a=$(user_addr "$id" "$u") q=$(user_quota "$(user_addr "$id" "$u")")
+			printf '%s:{PLAIN}%s::::::%s\n' "$a" "$(secret "$(user_secret "$id" "$u")")" "${q:+userdb_quota_rule=*:storage=$q}"
 		done >"$d/users.new"
+		# "doveadm_api_key = <file" keeps the bytes verbatim: no final newline (pec-lmtpd reads
+		# the same file the same way).
+		printf '%s' "$(secret "DOVEADM_KEY_$id")" >"$d/doveadm.key.new"
 	)
-	chown root:dovecot "$d/users.new" && chmod 640 "$d/users.new" && mv -f "$d/users.new" "$d/users"
+	chown root:dovecot "$d/users.new" "$d/doveadm.key.new" && chmod 640 "$d/users.new" "$d/doveadm.key.new"
+	mv -f "$d/users.new" "$d/users"
+	mv -f "$d/doveadm.key.new" "$d/doveadm.key"
 	render "$PFCONF/dovecot-pec.conf" "$d/pec.conf" \
-		LMTP_ADDRESS="${P_IP[$id]}" LMTP_PORT=24 AUTH_SOCKET="$d/run/auth-postfix" \
+		DOVEADM_ADDRESS="${P_IP[$id]}" DOVEADM_PORT="$DOVEADM_PORT" DOVEADM_KEY_FILE="$d/doveadm.key" \
+		LMTP_USER="$(lmtp_user "$id")" AUTH_SOCKET="$d/run/auth-postfix" \
 		POSTMASTER="postmaster@${P_DOMAIN[$id]}"
 	render "$LAB_REPO/integration/dovecot/dovecot.conf.in" "$d/dovecot.conf" \
 		ID="$id" IP="${P_IP[$id]}" RUN_DIR="$d/run" STATE_DIR="$d/state" LOG="$d/dovecot.log" \
 		VMAIL_UID="$(id -u vmail)" USERS_FILE="$d/users" MAIL_DIR="$d/mail" PEC_SNIPPET="$d/pec.conf"
 	local fp
-	fp=$(cat "$d/dovecot.conf" "$d/pec.conf" "$d/users" | sha256sum)
+	fp=$(cat "$d/dovecot.conf" "$d/pec.conf" "$d/users" "$d/doveadm.key" | sha256sum)
 	DOVECOT_CHANGED[$id]=1
 	if [ "$(cat "$d/.config-fingerprint" 2>/dev/null)" = "$fp" ]; then
 		DOVECOT_CHANGED[$id]=0

@@ -10,7 +10,8 @@ BASE=$(cd "$BASE" && pwd)
 SOFTHSM_MODULE=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 LDAP_PORT=3890
 CLAMD_PORT=3310
-LMTPD_PORT=2424
+LMTPD_METRICS_PORT=9101
+DOVEADM_PORT=8080
 TSA_PORT=3180
 # PostgreSQL (issue 18): a primary and its synchronous streaming standby on the service
 # address, started by lab-up.sh when PEC_STORE=postgres; provider A then keeps its store in
@@ -37,7 +38,12 @@ declare -A P_DOMAIN=([a]=pec-a.test [b]=pec-b.test [o]=posta.test)
 # A user without a domain is in the provider's P_DOMAIN; one with @ is in an extra PEC domain.
 # ordinario@posta-a.test is an ordinary (non-PEC) mailbox on A's Dovecot: the access point must
 # not certify it (issue 12 item 1).
-declare -A P_USERS=([a]="alice anna ricevute posta-certificata arturo@pec-a2.test posta-certificata@pec-a2.test ordinario@posta-a.test" [b]="bruno bianca ricevute posta-certificata" [o]="oscar olga")
+declare -A P_USERS=([a]="alice anna ricevute posta-certificata piena arturo@pec-a2.test posta-certificata@pec-a2.test ordinario@posta-a.test" [b]="bruno bianca ricevute posta-certificata piena" [o]="oscar olga")
+# Dovecot storage quotas (userdb_quota_rule) by local part: "piena" can never store a PEC
+# message, so a delivery to it is refused with 552 5.2.2 "mailbox full" (the delivery point
+# answers with the avviso di mancata consegna, errore altro). PEC_LAB_QUOTA="user@domain=1M ..."
+# adds or overrides per address.
+declare -A P_QUOTA=([piena]=1K)
 # Extra PEC domains of a provider, each with its own key on the provider's token, certificate
 # and service address (identity per domain: cmd/internal/config Identities).
 declare -A P_EXTRA=([a]="pec-a2.test" [b]="" [o]="")
@@ -160,7 +166,15 @@ write_pec_yaml() {
 		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}
 		confirm: {listen: "unix:$BASE/$id/run/confirm.sock", expiry: 30s}
-		lmtp: {listen: "${P_IP[$id]}:$LMTPD_PORT", dovecot: "${P_IP[$id]}:24"}
+		lmtp:
+		  # Postfix's lmtp client runs as postfix; root is listed for the lab's tests and the LMTP
+		  # benchmark, which talk to pec-lmtpd directly (a production install lists postfix only).
+		  listen: "unix:$BASE/$id/run/lmtp.sock"
+		  allow_users: [postfix, root]
+		  dovecot: "unix:$BASE/$id/dovecot/run/lmtp"
+		  doveadm: {url: "http://${P_IP[$id]}:$DOVEADM_PORT/doveadm/v1", api_key_file: $BASE/$id/dovecot/doveadm.key}
+		  metrics_listen: "${P_IP[$id]}:$LMTPD_METRICS_PORT"
+		  max_delay: ${PEC_LAB_MAX_DELAY:-24h}
 		reinject: {addr: "unix:$(reinject_socket "$id")"}
 		clamd: {addr: "$LAB_CLAMD_HOST:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
@@ -180,6 +194,16 @@ write_pec_yaml() {
 	else
 		mv -f "$BASE/$id/pec.yaml.new" "$BASE/$id/pec.yaml"
 	fi
+}
+
+# user_quota ADDRESS: the Dovecot storage quota of a lab user ("" = none): P_QUOTA by local
+# part, overridden by PEC_LAB_QUOTA="user@domain=1M other@domain=10K".
+user_quota() {
+	local addr=$1 q=${P_QUOTA[${1%@*}]:-} kv
+	for kv in ${PEC_LAB_QUOTA:-}; do
+		[ "${kv%%=*}" = "$addr" ] && q=${kv#*=}
+	done
+	printf '%s' "$q"
 }
 
 # ---- pec-milter / pec-lmtpd ------------------------------------------------------------------
@@ -242,10 +266,10 @@ tsa_stop() { stop_pidfile tsa "$BASE/tsa/tsa.pid"; }
 
 # ---- lab.json (integration/lab/lab.go), written atomically -----------------------------------
 provider_json() {
-	local id=$1 users="" u milter="" lmtpd="" logs
+	local id=$1 users="" u milter="" lmtpd="" lmtpd_metrics="" logs
 	# Addresses, passwords (alphanumeric) and paths need no JSON escaping; jq checks the result.
 	for u in ${P_USERS[$id]}; do
-		users+="${users:+,}{\"address\":\"$(user_addr "$id" "$u")\",\"password\":\"$(secret "$(user_secret "$id" "$u")")\"}"
+		users+="${users:+,}{\"address\":\"$(user_addr "$id" "$u")\",\"password\":\"$(secret "$(user_secret "$id" "$u")")\",\"quota\":\"$(user_quota "$(user_addr "$id" "$u")")\"}"
 	done
 	# Passwords and PINs reach jq through its environment (env.X), never its command line.
 	local LAB_USERS="[$users]"
@@ -255,7 +279,8 @@ provider_json() {
 		milter=$BASE/$id/run/milter.sock
 		logs+=",\"pec-milter\":\"$BASE/$id/logs/pec-milter.log\""
 		if [ "$USE_LMTPD" = 1 ]; then
-			lmtpd=${P_IP[$id]}:$LMTPD_PORT
+			lmtpd=unix:$BASE/$id/run/lmtp.sock
+			lmtpd_metrics=http://${P_IP[$id]}:$LMTPD_METRICS_PORT
 			logs+=",\"pec-lmtpd\":\"$BASE/$id/logs/pec-lmtpd.log\""
 		fi
 	fi
@@ -268,13 +293,15 @@ provider_json() {
 		--arg tls "$BASE/$id/tls/cert.pem" --arg delivery "${P_DELIVERY[$id]}" \
 		--arg dvconf "$BASE/$id/dovecot/dovecot.conf" --arg dvlog "$BASE/$id/dovecot/dovecot.log" \
 		--arg dvauth "$BASE/$id/dovecot/run/auth-postfix" \
+		--arg dvadm "http://${P_IP[$id]}:$DOVEADM_PORT/doveadm/v1" --arg dvkey "$BASE/$id/dovecot/doveadm.key" \
+		--arg lmtpdm "$lmtpd_metrics" --arg dvlmtp "unix:$BASE/$id/dovecot/run/lmtp" \
 		--arg milter "$milter" --arg lmtpd "$lmtpd" --argjson logs "$logs" \
 		'{id: $id, name: $name, ip: $ip, domain: $dom, service_address: $svc, receipt_address: $rcpt,
 		  postfix: {config_dir: $pfetc, mx: ($ip + ":25"), submission: ($ip + ":587"),
 		            reinject: $reinject, maillog: $pflog, tls_cert: $tls, delivery: $delivery},
-		  dovecot: {config_file: $dvconf, imap: ($ip + ":143"), lmtp: ($ip + ":24"), log: $dvlog,
-		            auth_socket: $dvauth},
-		  milter_socket: $milter, lmtpd: $lmtpd, users: (env.LAB_USERS | fromjson), logs: $logs}' |
+		  dovecot: {config_file: $dvconf, imap: ($ip + ":143"), lmtp: $dvlmtp, log: $dvlog,
+		            auth_socket: $dvauth, doveadm: $dvadm, doveadm_key_file: $dvkey},
+		  milter_socket: $milter, lmtpd: $lmtpd, lmtpd_metrics: $lmtpdm, users: (env.LAB_USERS | fromjson), logs: $logs}' |
 		if is_pec "$id"; then
 			LAB_PIN=$(secret "PIN_$id") LAB_SOPIN=$(secret "SOPIN_$id") jq --arg lbl "provider-$id" \
 				--arg keyid "${P_KEYID[$id]}" --arg cert "$BASE/$id/cert.pem" \
@@ -349,7 +376,7 @@ print_summary() {
 		printf '       postfix  MX :25  submission :587%s  delivery %s\n' \
 			"$(is_pec "$id" && echo "  reinjection unix:$(reinject_socket "$id")")" "${P_DELIVERY[$id]}"
 		printf '                log %s   config %s\n' "$BASE/$id/postfix/maillog" "$BASE/$id/postfix/etc"
-		printf '       dovecot  IMAP :143  LMTP :24   log %s\n' "$BASE/$id/dovecot/dovecot.log"
+		printf '       dovecot  IMAP :143  LMTP %s (mode 0600, user %s)  log %s\n' "$BASE/$id/dovecot/run/lmtp" "$(lmtp_user "$id")" "$BASE/$id/dovecot/dovecot.log"
 		printf '       users    %s\n' "$(for u in ${P_USERS[$id]}; do printf '%s ' "$(user_addr "$id" "$u")"; done)"
 		if is_pec "$id"; then
 			printf '       token    provider-%s (key provider-%s, id %s)  cert %s  SHA-1 %s\n' \
@@ -358,7 +385,7 @@ print_summary() {
 			if [ "$PEC_WIRING" = pec ]; then
 				printf '       pec-milter unix:%s  log %s\n' "$BASE/$id/run/milter.sock" "$BASE/$id/logs/pec-milter.log"
 				if [ "$USE_LMTPD" = 1 ]; then
-					printf '       pec-lmtpd  %s:%s  log %s\n' "${P_IP[$id]}" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log"
+					printf '       pec-lmtpd  %s  log %s\n' "$BASE/$id/run/lmtp.sock" "$BASE/$id/logs/pec-lmtpd.log"
 				else
 					printf '       pec-lmtpd  not started (%s missing): Postfix delivers straight to Dovecot\n' "$LMTPD_BIN"
 				fi

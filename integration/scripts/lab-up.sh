@@ -71,6 +71,7 @@ for id in "${PEC_IDS[@]}"; do
 	secret_ensure "PIN_$id" pin
 	secret_ensure "SOPIN_$id" pin
 done
+for id in "${ALL_IDS[@]}"; do secret_ensure "DOVEADM_KEY_$id" pw; done
 secret_ensure LDAP_PW pw
 
 mark secrets
@@ -128,10 +129,10 @@ declare -A PF_JOBS=()
 for id in "${ALL_IDS[@]}"; do
 	mkdir -p "$BASE/$id/postfix"
 	ip=${P_IP[$id]}
-	milter="" delivery="lmtp:inet:$ip:24"
+	milter="" delivery="lmtp:unix:$BASE/$id/dovecot/run/lmtp"
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		milter="unix:$BASE/$id/run/milter.sock"
-		[ "$USE_LMTPD" = 1 ] && delivery="lmtp:inet:$ip:$LMTPD_PORT"
+		[ "$USE_LMTPD" = 1 ] && delivery="lmtp:unix:$BASE/$id/run/lmtp.sock"
 	fi
 	P_DELIVERY[$id]=$delivery
 	# The instances are independent; configure them in parallel (postfix check is slow).
@@ -168,11 +169,12 @@ for id in "${ALL_IDS[@]}"; do
 	is_pec "$id" && { wait_unix "postfix-$id reinjection" "$(reinject_socket "$id")" "" "$pflog" || fail=1; }
 	[ "$PEC_WIRING" = pec ] && is_pec "$id" && { wait_tcp "postfix-$id same-provider listener" "$ip" 10027 "$pflog" || fail=1; }
 	wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
-	wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" || fail=1
+	wait_unix "dovecot-$id LMTP" "$BASE/$id/dovecot/run/lmtp" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
+	wait_tcp "dovecot-$id doveadm" "$ip" "$DOVEADM_PORT" "$dlog" || fail=1
 	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		wait_ready "pec-milter-$id" "http://$ip:9100/readyz" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" || fail=1
-		[ "$USE_LMTPD" = 1 ] && { wait_tcp "pec-lmtpd-$id" "$ip" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log" || fail=1; }
+		[ "$USE_LMTPD" = 1 ] && { wait_ready "pec-lmtpd-$id" "http://$ip:$LMTPD_METRICS_PORT/readyz" "$BASE/$id/run/pec-lmtpd.pid" "$BASE/$id/logs/pec-lmtpd.log" || fail=1; }
 	fi
 done
 [ "$fail" = 0 ] || die "the lab is NOT up (see the logs above); lab-down.sh stops what did start"

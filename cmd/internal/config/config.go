@@ -160,12 +160,6 @@ type Content struct {
 	MaxExpanded Size `yaml:"max_expanded"` // default 256MiB
 }
 
-// LMTP is the pec-lmtpd section.
-type LMTP struct {
-	Listen  string `yaml:"listen"`
-	Dovecot string `yaml:"dovecot"`
-}
-
 // Limits are the access point's size and recipient limits (pec-spec §7.1 point 6).
 type Limits struct {
 	// MaxRecipients caps RCPTs per message (a provider's own cap; default 500).
@@ -396,30 +390,13 @@ func (c *Config) ValidateMilter() error {
 	if _, err := clamd.New(c.Clamd); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	if err := c.validateReinject(); err != nil {
+	if err := c.validateDaemonDeps(); err != nil {
 		return err
-	}
-	if c.Index.Source == "" {
-		return bad("index.source", "required")
-	}
-	if c.Signer.Certificate == "" && len(c.Signer.Keys) == 0 {
-		return bad("signer.certificate", "required")
 	}
 	if err := c.Trust.validate(); err != nil {
 		return err
 	}
 	return c.Confirm.validate()
-}
-
-// ValidateLMTP checks the sections pec-lmtpd needs.
-func (c *Config) ValidateLMTP() error {
-	if _, _, err := net.SplitHostPort(c.LMTP.Listen); err != nil {
-		return bad("lmtp.listen", "%q: want host:port", c.LMTP.Listen)
-	}
-	if _, _, err := net.SplitHostPort(c.LMTP.Dovecot); err != nil {
-		return bad("lmtp.dovecot", "%q: want host:port", c.LMTP.Dovecot)
-	}
-	return nil
 }
 
 // FileMode parses SocketMode.

@@ -43,9 +43,18 @@ type Daemon struct {
 	closers []func() error
 }
 
+// Option adds to the engine what one program alone needs (pec-lmtpd: the mailbox lookup and
+// the delivery settings).
+type Option func(*pec.Config, *pec.Deps)
+
+// WithDelivery gives the engine the delivery point's mailbox lookup and settings.
+func WithDelivery(m pec.Mailboxes, dc pec.DeliveryConfig) Option {
+	return func(c *pec.Config, d *pec.Deps) { c.Delivery, d.Mailboxes = dc, m }
+}
+
 // Open opens every dependency the configuration names, in order, and builds the engine. On
 // error whatever was opened is closed again.
-func Open(cfg *config.Config, program string) (d *Daemon, err error) {
+func Open(cfg *config.Config, program string, opts ...Option) (d *Daemon, err error) {
 	d = &Daemon{Program: program, Cfg: cfg, Reg: prometheus.NewRegistry()}
 	d.Log = cfg.Log.NewLogger(os.Stderr).With("program", program, "node", cfg.NodeName())
 	d.Owner = program + "/" + cfg.NodeName()
@@ -85,7 +94,7 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 	if err != nil {
 		return nil, err
 	}
-	d.Engine, err = pec.New(pec.Config{
+	pc := pec.Config{
 		Identities: cfg.Identities(),
 		Location:   cfg.Provider.Location,
 		Node:       cfg.NodeName(),
@@ -97,7 +106,12 @@ func Open(cfg *config.Config, program string) (d *Daemon, err error) {
 		RetryWindow:   cfg.Confirm.RetryWindow,
 		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
 		OrdinaryMail:  cfg.Policy.OrdinaryMail,
-	}, pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store, Trust: d.Trust})
+	}
+	deps := pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store, Trust: d.Trust}
+	for _, o := range opts {
+		o(&pc, &deps)
+	}
+	d.Engine, err = pec.New(pc, deps)
 	if err != nil {
 		return nil, err
 	}

@@ -165,3 +165,15 @@ func (d *Daemon) RetentionJob(now func() time.Time) Job {
 		return nil
 	}}
 }
+
+// DeliveriesJob forgets, once an hour, the delivery point's records older than lmtp.keep
+// (pec/delivery.go): after that a retry of the same message would be delivered anew.
+func (d *Daemon) DeliveriesJob() Job {
+	return Job{Name: "deliveries", Every: time.Hour, Run: func(ctx context.Context) error {
+		n, err := d.Engine.PurgeDeliveries(ctx)
+		if n > 0 {
+			d.Log.Info("old delivery records purged", "count", n)
+		}
+		return err
+	}}
+}
