@@ -6,6 +6,7 @@
 package daemon
 
 import (
+	"crypto"
 	"errors"
 	"log/slog"
 	"os"
@@ -94,19 +95,7 @@ func Open(cfg *config.Config, program string, opts ...Option) (d *Daemon, err er
 	if err != nil {
 		return nil, err
 	}
-	pc := pec.Config{
-		Identities: cfg.Identities(),
-		Location:   cfg.Provider.Location,
-		Node:       cfg.NodeName(),
-		Limits: pec.Limits{MaxRecipients: cfg.Limits.MaxRecipients,
-			MaxSizeTimesRecipients: int64(cfg.Limits.MaxSizeTimesRecipients)},
-		Options:       pec.Options{Hash: d.Keys.Digest(), MaxSize: cfg.Limits.BustaMaxSize()},
-		ConfirmDomain: cfg.Confirm.Domain,
-		ConfirmExpiry: cfg.Confirm.Expiry,
-		RetryWindow:   cfg.Confirm.RetryWindow,
-		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
-		OrdinaryMail:  cfg.Policy.OrdinaryMail,
-	}
+	pc := engineConfig(cfg, d.Keys.Digest())
 	deps := pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store, Trust: d.Trust}
 	for _, o := range opts {
 		o(&pc, &deps)
@@ -116,6 +105,23 @@ func Open(cfg *config.Config, program string, opts ...Option) (d *Daemon, err er
 		return nil, err
 	}
 	return d, nil
+}
+
+// engineConfig is the engine's part of the configuration.
+func engineConfig(cfg *config.Config, digest crypto.Hash) pec.Config {
+	return pec.Config{
+		Identities: cfg.Identities(),
+		Location:   cfg.Provider.Location,
+		Node:       cfg.NodeName(),
+		Limits: pec.Limits{MaxRecipients: cfg.Limits.MaxRecipients,
+			MaxSizeTimesRecipients: int64(cfg.Limits.MaxSizeTimesRecipients)},
+		Options:       pec.Options{Hash: digest, MaxSize: cfg.Limits.BustaMaxSize()},
+		ConfirmDomain: cfg.Confirm.Domain,
+		ConfirmExpiry: cfg.Confirm.Expiry,
+		RetryWindow:   cfg.Confirm.RetryWindow,
+		Deadlines:     store.Deadlines{First: cfg.Tracking.First, FinalFrom: cfg.Tracking.FinalFrom, Final: cfg.Tracking.Final},
+		OrdinaryMail:  cfg.Policy.OrdinaryMail,
+	}
 }
 
 // OpenStore opens the store the configuration's driver names: sqlite (one node) or postgres
