@@ -315,3 +315,51 @@ func TestMXRelaysNothingForLocalClients(t *testing.T) {
 		})
 	}
 }
+
+// Issue 12, open point, and issue 14: nothing reaches a PEC mailbox around the reception
+// point. pec-lmtpd's socket admits Postfix's user (and root, for the lab's tests) by the
+// kernel's credentials; Dovecot's LMTP is a mode-0600 unix socket of pec-lmtpd's user (root
+// in the lab), with no TCP listener, so neither user nobody nor even postfix can deliver
+// straight into a mailbox.
+func TestDeliverySocketsAdmitOnlyTheirClients(t *testing.T) {
+	t.Parallel()
+	_, a, _, _ := pecLab(t)
+	if a.LMTPD == "" {
+		t.Fatal("pec-lmtpd does not run in this lab (bin/pec-lmtpd missing?)")
+	}
+	pfUID, pfGID := ids(t, "postfix")
+	nobody, _ := ids(t, "nobody")
+	lmtpd, ok := strings.CutPrefix(a.LMTPD, "unix:")
+	if !ok {
+		t.Fatalf("lab.json lmtpd = %q, want a unix socket", a.LMTPD)
+	}
+	if r := probeAs(t, nobody, pfGID, lmtpd, nil); r.Connect == "ok" && !r.Closed {
+		t.Errorf("nobody in group postfix on pec-lmtpd: %+v; want refused", r)
+	}
+	if r := probeAs(t, pfUID, pfGID, lmtpd, nil); r.Connect != "ok" || !strings.HasPrefix(r.Reply, "220 ") {
+		t.Errorf("postfix on pec-lmtpd: %+v; want the LMTP greeting", r)
+	}
+	dv, ok := strings.CutPrefix(a.Dovecot.LMTP, "unix:")
+	if !ok {
+		t.Fatalf("lab.json dovecot.lmtp = %q, want a unix socket", a.Dovecot.LMTP)
+	}
+	fi, err := os.Stat(dv)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Uid != 0 {
+		t.Errorf("%s: %v %v; want mode 0600, owner root (pec-lmtpd's user)", dv, fi.Mode(), err)
+	}
+	for _, who := range []struct {
+		name     string
+		uid, gid uint32
+	}{{"nobody", nobody, pfGID}, {"postfix", pfUID, pfGID}} {
+		if r := probeAs(t, who.uid, who.gid, dv, nil); !strings.Contains(r.Connect, "permission denied") {
+			t.Errorf("%s on Dovecot's LMTP %s: %+v; want permission denied", who.name, dv, r)
+		}
+	}
+	if r := probeSelf(t, dv, nil); r.Connect != "ok" || !strings.HasPrefix(r.Reply, "220 ") {
+		t.Errorf("root on Dovecot's LMTP: %+v; want the greeting", r)
+	}
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort(a.IP, "24"), 2*time.Second); err == nil {
+		c.Close()
+		t.Errorf("Dovecot still listens for LMTP on TCP %s:24", a.IP)
+	}
+}
