@@ -122,6 +122,7 @@ setup() {
 		SECRETS=$BASE/$id/secrets.env
 		(umask 077 && touch "$SECRETS")
 		for u in ${P_USERS[$id]}; do secret_ensure "$(user_secret "$id" "$u")" pw; done
+		secret_ensure "DOVEADM_KEY_$id" pw
 		is_pec "$id" || continue
 		secret_ensure "PIN_$id" pin
 		secret_ensure "SOPIN_$id" pin
@@ -140,6 +141,10 @@ setup() {
 				"${P_EXTRA_KEYID[$x]}" "provider-${x%%.*}" "$(extra_dir "$id" "$x")"
 		done
 	done
+	# CA1's CRL (pec.yaml trust.crls). The lab's extra test signers (a forger, a revoked
+	# provider) are test fixtures of the integration tests and are not made here: nothing is
+	# revoked, the index lists the two providers.
+	pki_crl
 	mkdir -p "$BASE/ldap"
 	pki_ldif "$BASE/ldap/providers.ldif" "${PEC_IDS[@]}"
 	mkdir -p "$BASE/tsa"
@@ -150,7 +155,7 @@ setup() {
 
 # ---- mail systems -----------------------------------------------------------------------------
 mail_node() {
-	local id=$1 ip x delivery milter fail=0 use_lmtpd=0 watch=() logs=()
+	local id=$1 ip x delivery milter fail=0 watch=() logs=()
 	[ -n "${P_DOMAIN[$id]:-}" ] || die "unknown mail system $id (one of ${ALL_IDS[*]})"
 	MAIL_ID=$id
 	on_term mail_stop
@@ -164,7 +169,8 @@ mail_node() {
 	PEC_WIRING=${PEC_WIRING:-pec}
 	HSM_DIR=$BASE/$id/softhsm
 	export SOFTHSM2_CONF=$HSM_DIR/softhsm2.conf
-	milter="" delivery="lmtp:inet:$ip:24"
+	# Dovecot's LMTP is a unix socket only (postfix-conf/dovecot-pec.conf); pec-lmtpd's too.
+	milter="" delivery="lmtp:unix:$BASE/$id/dovecot/run/lmtp" USE_LMTPD=0
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		# pec-milter opens the index and sends to clamd and the TSA: wait for them first.
 		wait_tcp index "$LAB_LDAP_HOST" "$LDAP_PORT" /dev/null 300
@@ -172,7 +178,7 @@ mail_node() {
 		tsa_local
 		watch+=("tsa=$BASE/tsa/tsa.pid")
 		milter="unix:$BASE/$id/run/milter.sock"
-		[ -x "$BIN/pec-lmtpd" ] && use_lmtpd=1 && delivery="lmtp:inet:$ip:$LMTPD_PORT"
+		[ -x "$BIN/pec-lmtpd" ] && USE_LMTPD=1 && delivery="lmtp:unix:$BASE/$id/run/lmtp.sock"
 	fi
 	P_DELIVERY[$id]=$delivery
 	mkdir -p "$BASE/$id/postfix" "$BASE/$id/logs"
@@ -184,7 +190,7 @@ mail_node() {
 	if [ -n "$milter" ]; then
 		pec_process_start "$id" pec-milter "$BIN/pec-milter"
 		watch+=("pec-milter=$BASE/$id/run/pec-milter.pid")
-		if [ "$use_lmtpd" = 1 ]; then
+		if [ "$USE_LMTPD" = 1 ]; then
 			pec_process_start "$id" pec-lmtpd "$BIN/pec-lmtpd"
 			watch+=("pec-lmtpd=$BASE/$id/run/pec-lmtpd.pid")
 		fi
@@ -195,7 +201,7 @@ mail_node() {
 	[ -f "$BASE/tsa/tsa.pid" ] && logs+=("$BASE/tsa/tsa.log")
 	follow "${logs[@]}"
 	mail_ready "$id" "$ip" /dev/null 60 || fail=1
-	echo "mail $id $ip $PEC_WIRING $use_lmtpd" >"$ROLE_FILE"
+	echo "mail $id $ip $PEC_WIRING $USE_LMTPD" >"$ROLE_FILE"
 	[ "$fail" = 0 ] || { mail_stop; die "mail system $id did not come up"; }
 	run_node mail_stop "postfix=$BASE/$id/postfix/spool/pid/master.pid" \
 		"dovecot=$BASE/$id/dovecot/run/master.pid" "${watch[@]}"
@@ -207,14 +213,16 @@ mail_ready() {
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" "$secs" &&
 		wait_tcp "postfix-$id submission" "$ip" 587 "$pflog" "$secs" &&
 		wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" "$secs" &&
-		wait_tcp "dovecot-$id LMTP" "$ip" 24 "$dlog" "$secs" &&
+		wait_unix "dovecot-$id LMTP" "$BASE/$id/dovecot/run/lmtp" "$BASE/$id/dovecot/run/master.pid" "$dlog" "$secs" &&
+		wait_tcp "dovecot-$id doveadm" "$ip" "$DOVEADM_PORT" "$dlog" "$secs" &&
 		wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" "$secs" || return 1
 	is_pec "$id" || return 0
 	wait_unix "postfix-$id reinjection" "$(reinject_socket "$id")" "" "$pflog" "$secs" || return 1
 	[ -f "$BASE/$id/run/pec-milter.pid" ] || return 0
-	wait_ready "pec-milter-$id" "http://$ip:9100/readyz" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" "$secs" || return 1
+	wait_tcp "postfix-$id same-provider listener" "$ip" 10027 "$pflog" "$secs" &&
+		wait_ready "pec-milter-$id" "http://$ip:9100/readyz" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" "$secs" || return 1
 	[ -f "$BASE/$id/run/pec-lmtpd.pid" ] || return 0
-	wait_tcp "pec-lmtpd-$id" "$ip" "$LMTPD_PORT" "$BASE/$id/logs/pec-lmtpd.log" "$secs"
+	wait_ready "pec-lmtpd-$id" "http://$ip:$LMTPD_METRICS_PORT/readyz" "$BASE/$id/run/pec-lmtpd.pid" "$BASE/$id/logs/pec-lmtpd.log" "$secs"
 }
 
 mail_stop() {

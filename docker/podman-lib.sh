@@ -221,7 +221,7 @@ fetch_description() {
 			jq -n --arg a "$addr" --arg p "${pw#\{PLAIN\}}" '{address: $a, password: $p}'
 		done <"$STATE/$id-users" | jq -s .)
 		lmtpd=""
-		podman exec "$c" test -f "/lab/$id/run/pec-lmtpd.pid" && lmtpd="$(ctr "provider-$id"):$LMTPD_PORT"
+		podman exec "$c" test -f "/lab/$id/run/pec-lmtpd.pid" && lmtpd="unix:/lab/$id/run/lmtp.sock"
 		ip=$n.$([ "$id" = a ] && echo 10 || echo 20)
 		providers+="${providers:+,}$(jq -n --arg id "$id" --arg name "${P_NAME[$id]}" --arg ip "$ip" \
 			--arg dom "${P_DOMAIN[$id]}" --arg svc "${P_SERVICE[$id]}" --arg rcpt "${P_RECEIPT[$id]}" \

@@ -4,13 +4,13 @@
 //
 //   - the busta di trasporto in bruno's mailbox at provider B,
 //   - the ricevuta di accettazione in alice's mailbox at provider A,
+//   - the ricevuta di presa in carico B's reception point sends to A's receipt address
+//     (ricevute@pec-a.test),
 //   - and, when B delivers through pec-lmtpd, the ricevuta di avvenuta consegna in alice's,
 //
 // and checks each: exactly one of each kind; the kind, a verified signature and conformance
 // (pec.Classify); `pecctl verify --ca` and `openssl smime -verify` against the containers' CA
 // only; its daticert.xml valid against the DTD (`xmllint --dtdvalid`) (pec-spec.md §8).
-// (The ricevuta di presa in carico joins the list when the reception point issues it; today
-// pec-milter passes mail on the MX unchanged.)
 //
 // docker/podman-test.sh (make containers) runs it with PEC_LAB pointing at a lab.json it wrote
 // (integration/lab schema) with the published addresses, the passwords and the certificates
@@ -63,7 +63,8 @@ func run() error {
 	}
 	alice, errAlice := user(a, "alice@")
 	bruno, errBruno := user(b, "bruno@")
-	if err := errors.Join(errAlice, errBruno); err != nil {
+	ricevute, errRicevute := user(a, a.ReceiptAddress)
+	if err := errors.Join(errAlice, errBruno, errRicevute); err != nil {
 		return err
 	}
 	tlsConf, err := mailtest.TLSConfig(a.Postfix.TLSCert, "mx."+a.Domain)
@@ -90,6 +91,7 @@ func run() error {
 	expects := []expect{
 		{"busta di trasporto at B", b, bruno, []pec.Kind{pec.KindBusta}},
 		{"receipts of the sender at A", a, alice, aliceKinds},
+		{"presa in carico at A's receipt address", a, ricevute, []pec.Kind{pec.KindPresaInCarico}},
 	}
 	for _, e := range expects {
 		if err := check(ctx, l, e, token, start); err != nil {
