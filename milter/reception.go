@@ -67,6 +67,9 @@ func (r reception) endOfMessage(x *session, m milter.Modifier, log *slog.Logger)
 	if res.Virus != "" {
 		attrs = append(attrs, "virus", res.Virus)
 	}
+	if res.Flags != "" {
+		attrs = append(attrs, "content_flags", res.Flags)
+	}
 	if res.Redirect != "" || len(res.Drop) > 0 {
 		attrs = append(attrs, "redirect", res.Redirect, "dropped", len(res.Drop))
 	}

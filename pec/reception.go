@@ -11,6 +11,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/gestore-pec/gestore/pec/inspect"
 )
 
 // The reception point (punto di ricezione, RFC 6109 §2.2.2, §3.2; pec-spec.md §2.2-2.6, §7.2):
@@ -81,7 +83,11 @@ type Received struct {
 	Redirect string
 	Drop     []string
 	Virus    string
-	Timings  ReceiveTimings
+	// Flags are the content flags the sending provider's access point set on a valid busta
+	// (X-PEC-Macro, X-PEC-Non-Verificato: pec/inspect), "Field: value" joined by "; ". They are
+	// kept on the busta as delivered and recorded in the log (issue 16 item 4).
+	Flags   string
+	Timings ReceiveTimings
 }
 
 // ReceiveTimings says where the time of one Receive went.
@@ -137,6 +143,9 @@ func (e *Engine) Receive(ctx context.Context, in *Incoming) (*Received, error) {
 	}
 	if res != nil {
 		res.Class, res.Local, res.Timings.Verify = v.class, local, v.took
+		if v.class == ClassBusta {
+			res.Flags = contentFlags(v.c)
+		}
 		if res.Kind == KindOrdinary {
 			res.Kind = v.c.Kind
 		}
@@ -170,6 +179,18 @@ func (e *Engine) localRcpts(rcpts []string) []string {
 		}
 	}
 	return out
+}
+
+// contentFlags reads the content flags on a busta's top-level header: unsigned, so information
+// from the sending provider rather than proof (pec/inspect/report.go).
+func contentFlags(c *Classified) string {
+	var out []string
+	for _, name := range []string{inspect.HeaderMacro, inspect.HeaderUnchecked} {
+		if v, ok := c.Header.Get(name); ok && strings.TrimSpace(v) != "" {
+			out = append(out, name+": "+strings.TrimSpace(v))
+		}
+	}
+	return strings.Join(out, "; ")
 }
 
 // foreignRcpts reports whether an envelope recipient is in none of our PEC domains and is not a

@@ -94,6 +94,13 @@ func (r *reception) takeCharge(ctx context.Context, key string) (*Received, erro
 	ev := r.event(ref, tx)
 	ev.Kind = store.KindRicezioneBusta
 	h.OnConfirm.Log(ev)
+	if flags := contentFlags(r.v.c); flags != "" {
+		// Issue 16 item 4: what the sending provider's content inspection found stays on the
+		// busta and is in our log.
+		fl := ev
+		fl.Kind, fl.ErrorDetail = store.KindContenuto, flags
+		h.OnConfirm.Log(fl)
+	}
 	own := ev
 	own.Gestore, own.About = bd.ID.Name, nil
 	emit(&h.OnConfirm, pic, own, ref.Time())

@@ -95,6 +95,9 @@ func TestReceiveBustaTakesChargeOnce(t *testing.T) {
 	if n := len(fx.outbox(t)); n != 1 || len(fx.events(t)) != 2 {
 		t.Errorf("after the retries: %d outbox items, events %s", n, kinds(fx.events(t)))
 	}
+	if res.Flags != "" {
+		t.Errorf("flags %q on a busta without any", res.Flags)
+	}
 	// Another SMTP transaction of the same busta for another of our recipients: its own
 	// presa in carico (one per transaction, RFC 6109 §3.2.1).
 	other, err := fx.receive(t, fx.eng, raw, "alice@pec-a.test", "bianca@pec-b.test")
@@ -433,5 +436,33 @@ func TestReceiveLocalRecipients(t *testing.T) {
 	c := fx.rxVerify(t, items[0].Raw, pec.KindPresaInCarico)
 	if strings.Join(items[0].Rcpts, ",") != "ricevute@pec-b.test" || strings.Join(c.Daticert.Dati.Ricezione, ",") != "bianca@pec-b.test" {
 		t.Errorf("presa in carico to %v about %v", items[0].Rcpts, c.Daticert.Dati.Ricezione)
+	}
+}
+
+// The content flags another provider's access point set on a busta (unsigned top-level header
+// fields, so the signature still verifies) are kept, returned and logged with the reception
+// (issue 16 item 4).
+func TestReceiveContentFlags(t *testing.T) {
+	fx := newRxFix(t, pec.PolicyAnomaly)
+	raw, tx := fx.busta(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
+	raw = append([]byte("X-PEC-Macro: presente\r\nX-PEC-Non-Verificato: cifrato\r\n"), raw...)
+	res, err := fx.receive(t, fx.eng, raw, "alice@pec-a.test", "bruno@pec-b.test")
+	if err != nil || res.Class != pec.ClassBusta || res.Replace != nil {
+		t.Fatalf("flagged busta: %+v %v", res, err)
+	}
+	if want := "X-PEC-Macro: presente; X-PEC-Non-Verificato: cifrato"; res.Flags != want {
+		t.Errorf("flags %q, want %q", res.Flags, want)
+	}
+	if _, err := fx.eng.Confirm(context.Background(), res.Confirm); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	for _, e := range fx.events(t) {
+		if e.Kind == store.KindContenuto && e.Identificativo == tx.ID && strings.Contains(e.ErrorDetail, "X-PEC-Macro: presente") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no contenuto-segnalato event: %s", kinds(fx.events(t)))
 	}
 }
