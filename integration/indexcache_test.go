@@ -51,5 +51,5 @@ func TestAccessPointIndexDown(t *testing.T) {
 	if d := c.Daticert.Intestazione.Destinatari; len(d) != 1 || d[0].Tipo != daticert.Certificato {
 		t.Errorf("daticert destinatari = %+v, want bruno certificato (from the local copy)", d)
 	}
-	classify(t, l, waitOne(t, mailbox(a, alice), token), pec.KindAccettazione)
+	classify(t, l, waitOne(t, mailbox(a, alice), "ACCETTAZIONE: PEC "+token), pec.KindAccettazione)
 }

@@ -188,7 +188,7 @@ func TestReceptionAnomalies(t *testing.T) {
 		t.Fatal(err)
 	}
 	genuine := asSent(waitOne(t, mailbox(b, bruno), gtok))
-	acc := asSent(waitOne(t, mailbox(a, alice), gtok))
+	acc := asSent(waitOne(t, mailbox(a, alice), "ACCETTAZIONE: PEC "+gtok))
 	bst := openStore(t, b.ConfigFile)
 
 	for _, tc := range []struct {
