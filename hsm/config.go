@@ -20,13 +20,13 @@ import (
 //
 //	signer:
 //	  pkcs11: {module: /usr/lib/softhsm/libsofthsm2.so, token: provider-a, key: provider-a, pin_env: PEC_PIN_A}
-//	  certificate: /etc/pec/a-chain.pem
+//	  certificate: /etc/gestore/a-chain.pem
 //	  digest: sha256
 //	  keys:
 //	    - domain: pec2-a.test
 //	      service_address: posta-certificata@pec2-a.test
 //	      pkcs11: {key: provider-a-2}
-//	      certificate: /etc/pec/a2-chain.pem
+//	      certificate: /etc/gestore/a2-chain.pem
 //
 // When provider.domains is empty the default key signs for any domain.
 //

@@ -19,7 +19,7 @@ type URI struct {
 
 // ParseURI parses an RFC 7512 PKCS#11 URI such as
 //
-//	pkcs11:token=provider-a;object=provider-a;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pec/pin
+//	pkcs11:token=provider-a;object=provider-a;id=%01?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/gestore/pin
 //
 // Path attributes are separated by ';', query attributes by '&', values are percent-decoded
 // (RFC 7512 §2.3). pin-value is refused: the PIN never lives in the configuration. Attributes

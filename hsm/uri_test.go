@@ -9,12 +9,12 @@ import (
 )
 
 func TestParseURI(t *testing.T) {
-	u, err := hsm.ParseURI("pkcs11:token=Provider%20A;object=provider-a;id=%01%AB;type=private;serial=1234?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/pec/pin")
+	u, err := hsm.ParseURI("pkcs11:token=Provider%20A;object=provider-a;id=%01%AB;type=private;serial=1234?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=file:/etc/gestore/pin")
 	if err != nil {
 		t.Fatal(err)
 	}
 	if u.Token != "Provider A" || u.Object != "provider-a" || !bytes.Equal(u.ID, []byte{1, 0xab}) ||
-		u.ModulePath != "/usr/lib/softhsm/libsofthsm2.so" || u.PINSource != "/etc/pec/pin" {
+		u.ModulePath != "/usr/lib/softhsm/libsofthsm2.so" || u.PINSource != "/etc/gestore/pin" {
 		t.Fatalf("%+v", u)
 	}
 	for uri, want := range map[string]string{

@@ -287,7 +287,7 @@ func TestRepliesFromTheOneMapping(t *testing.T) {
 		{"unauthenticated", pec.ErrNotAuthenticated, 530, "530 5.7.0 Authentication required", outcomeRejected},
 		{"temporary", &pec.Temporary{Op: "sign", Err: errors.New("pkcs11 /usr/lib/softhsm/libsofthsm2.so token provider-a key provider-a: CKR_DEVICE_REMOVED")},
 			451, "451 4.3.0 Temporary failure", outcomeTempfail},
-		{"unknown", fmt.Errorf("open /var/lib/pec/pec.db: disk I/O error"), 451, "451 4.3.0 Temporary failure", outcomeTempfail},
+		{"unknown", fmt.Errorf("open /var/lib/gestore/pec.db: disk I/O error"), 451, "451 4.3.0 Temporary failure", outcomeTempfail},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := start(t, Config{}, func(context.Context, *pec.Submission) (*pec.Submitted, error) { return nil, tc.err })

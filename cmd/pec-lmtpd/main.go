@@ -5,7 +5,7 @@
 // also runs the outbox drainer that reinjects those receipts into Postfix, and its share of
 // the leased background jobs.
 //
-//	pec-lmtpd -config /etc/pec/pec.yaml
+//	pec-lmtpd -config /etc/gestore/pec.yaml
 //
 // It reads the same file as pec-milter (section lmtp; its /metrics and /readyz are on
 // lmtp.metrics_listen). The doveadm API key comes from lmtp.doveadm.api_key_env or
@@ -27,7 +27,7 @@ import (
 )
 
 func main() {
-	path := flag.String("config", "/etc/pec/pec.yaml", "configuration file")
+	path := flag.String("config", config.DefaultPath, "configuration file")
 	flag.Parse()
 	if err := run(*path); err != nil {
 		fmt.Fprintln(os.Stderr, "pec-lmtpd:", err)

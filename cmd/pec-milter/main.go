@@ -3,7 +3,7 @@
 // drainer that reinjects receipts into Postfix and the leased background jobs (daily seal,
 // retention).
 //
-//	pec-milter -config /etc/pec/pec.yaml
+//	pec-milter -config /etc/gestore/pec.yaml
 //
 // It also serves the confirmation listener (confirm.listen), to which Postfix delivers the
 // confirmation recipient of each busta it queued: only then is the accettazione released.
@@ -25,7 +25,7 @@ import (
 )
 
 func main() {
-	path := flag.String("config", "/etc/pec/pec.yaml", "configuration file")
+	path := flag.String("config", config.DefaultPath, "configuration file")
 	flag.Parse()
 	if err := run(*path); err != nil {
 		fmt.Fprintln(os.Stderr, "pec-milter:", err)

@@ -51,12 +51,12 @@ func TestConfigYAML(t *testing.T) {
 	var doc struct {
 		Index Config `yaml:"index"`
 	}
-	in := `index: {source: "ldap://127.0.0.1:3890/o=postacert", bind_dn: "cn=reader,o=postacert", password_env: PEC_INDEX_PW, refresh: 1h, timeout: 10s, trust_anchor: /etc/pec/agid.pem, cache: /var/lib/pec/index.ldif, max_age: 36h}`
+	in := `index: {source: "ldap://127.0.0.1:3890/o=postacert", bind_dn: "cn=reader,o=postacert", password_env: PEC_INDEX_PW, refresh: 1h, timeout: 10s, trust_anchor: /etc/gestore/agid.pem, cache: /var/lib/gestore/index.ldif, max_age: 36h}`
 	if err := yaml.Unmarshal([]byte(in), &doc); err != nil {
 		t.Fatal(err)
 	}
 	want := Config{Source: "ldap://127.0.0.1:3890/o=postacert", BindDN: "cn=reader,o=postacert", PasswordEnv: "PEC_INDEX_PW",
-		Refresh: time.Hour, Timeout: 10 * time.Second, TrustAnchor: "/etc/pec/agid.pem", Cache: "/var/lib/pec/index.ldif", MaxAge: 36 * time.Hour}
+		Refresh: time.Hour, Timeout: 10 * time.Second, TrustAnchor: "/etc/gestore/agid.pem", Cache: "/var/lib/gestore/index.ldif", MaxAge: 36 * time.Hour}
 	if doc.Index != want {
 		t.Errorf("got %+v\nwant %+v", doc.Index, want)
 	}

@@ -2,7 +2,7 @@ package store
 
 // Config is the store section of the YAML configuration:
 //
-//	store: {driver: sqlite, dsn: /var/lib/pec/pec.db}
+//	store: {driver: sqlite, dsn: /var/lib/gestore/pec.db}
 //	store: {driver: postgres, dsn: "postgres://pec@db1,db2/pec?target_session_attrs=read-write"}
 //
 // Open it with sqlite.New (driver "sqlite", one node) or postgres.New (driver "postgres",

@@ -201,6 +201,10 @@ type Metrics struct {
 	Listen string `yaml:"listen"` // host:port; empty disables the endpoint
 }
 
+// DefaultPath is where pec-milter and pec-lmtpd look for the file without -config, and where
+// the systemd units of postfix-conf and postfix-conf/pec.yaml.sample put it.
+const DefaultPath = "/etc/gestore/pec.yaml"
+
 // Load reads, decodes and validates the file at path.
 func Load(path string) (*Config, error) {
 	b, err := os.ReadFile(path)

@@ -11,11 +11,11 @@ import (
 // (pec/delivery.go, lmtpd/delivery.go).
 //
 //	lmtp:
-//	  listen: "unix:/var/spool/postfix/gestore/lmtp.sock"   # Postfix: lmtp:unix:/var/spool/postfix/gestore/lmtp.sock
-//	  allow_users: [postfix]                                # the default (Postfix's lmtp client)
-//	  dovecot: "127.0.0.1:24"                               # Dovecot's LMTP (or unix:/path)
-//	  doveadm: {url: "http://127.0.0.1:8080/doveadm/v1", api_key_env: PEC_DOVEADM_KEY}
-//	  metrics_listen: "127.0.0.1:9101"                      # /metrics and /readyz of pec-lmtpd
+//	  listen: "unix:/run/pec/lmtp.sock"     # Postfix: virtual_transport = lmtp:unix:/run/pec/lmtp.sock
+//	  allow_users: [postfix]                # the default (Postfix's lmtp client, by SO_PEERCRED)
+//	  dovecot: "unix:/run/dovecot/lmtp"     # Dovecot's LMTP socket, 0600 for our user (dovecot-pec.conf)
+//	  doveadm: {url: "http://127.0.0.1:8080/doveadm/v1", api_key_file: /etc/dovecot/doveadm.key}
+//	  metrics_listen: "127.0.0.1:9101"      # /metrics and /readyz of pec-lmtpd
 type LMTP struct {
 	// Listen is "unix:/path" or "inet:host:port" (host:port): where Postfix's
 	// virtual_transport delivers. Required.
@@ -28,7 +28,8 @@ type LMTP struct {
 	// allow_inet_peers, required, on inet:). Whoever can talk to this listener can put a
 	// message in any PEC mailbox and have it receipted (DESIGN.md "Trust").
 	Peers `yaml:",inline"`
-	// Dovecot is Dovecot's LMTP listener: "host:port" or "unix:/path". Required.
+	// Dovecot is Dovecot's LMTP listener: "unix:/path" (postfix-conf/dovecot-pec.conf:
+	// $base_dir/lmtp, mode 0600 for pec-lmtpd's user) or "host:port". Required.
 	Dovecot string `yaml:"dovecot"`
 	// Doveadm is Dovecot's doveadm HTTP API, which the crash recovery asks whether a mailbox
 	// already holds a message. Required.

@@ -15,7 +15,7 @@ import (
 // accettazione for a busta Postfix never queued).
 //
 //	milter:
-//	  listen: "unix:/var/spool/postfix/gestore/milter.sock"
+//	  listen: "unix:/run/pec/milter.sock"
 //	  allow_users: [postfix]               # the default
 //	# or, as an explicit and documented choice:
 //	  listen: "inet:127.0.0.1:8891"

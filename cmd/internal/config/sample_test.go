@@ -3,10 +3,12 @@ package config
 import (
 	"context"
 	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -222,3 +224,68 @@ func (noOutbox) ClaimOutbox(context.Context, store.Claim) ([]store.OutboxItem, e
 }
 func (noOutbox) MarkOutbox(context.Context, int64, string, store.Mark) error { return nil }
 func (noOutbox) OutboxWait() <-chan struct{}                                 { return nil }
+
+// The sample, the systemd units, main.cf.pec and the README agree on where the sockets and
+// the file are: each unix listener of the sample is in the directory the units create
+// (RuntimeDirectory), which they may write under ProtectSystem=strict, and main.cf.pec and
+// the README name the same sockets; the units start the programs with -config DefaultPath.
+func TestSampleSocketsMatchPostfixConf(t *testing.T) {
+	c, err := Load(samplePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateMilter(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ValidateLMTP(); err != nil {
+		t.Fatal(err)
+	}
+	conf := "../../../postfix-conf/"
+	maincf, readme := string(mustRead(t, conf+"main.cf.pec")), string(mustRead(t, conf+"README.md"))
+	if !strings.Contains(string(mustRead(t, samplePath)), DefaultPath) {
+		t.Errorf("the sample does not say it is installed as %s", DefaultPath)
+	}
+	for _, unit := range []string{"pec-milter", "pec-lmtpd"} {
+		u := string(mustRead(t, conf+"systemd/"+unit+".service"))
+		if !strings.Contains(u, "/"+unit+" -config "+DefaultPath+"\n") {
+			t.Errorf("%s.service: ExecStart does not give -config %s", unit, DefaultPath)
+		}
+		rt := regexp.MustCompile(`(?m)^RuntimeDirectory=(\S+)$`).FindStringSubmatch(u)
+		if rt == nil || !regexp.MustCompile(`(?m)^ReadWritePaths=.*\s/run/`+rt[1]+`(\s|$)`).MatchString(u) {
+			t.Fatalf("%s.service: no RuntimeDirectory= listed in ReadWritePaths=", unit)
+		}
+		// Postfix's user is not the service's user nor in its group: it needs the search
+		// bit for "others" to reach a socket in the directory.
+		m := regexp.MustCompile(`(?m)^RuntimeDirectoryMode=([0-7]+)$`).FindStringSubmatch(u)
+		if m == nil {
+			t.Errorf("%s.service: no RuntimeDirectoryMode (the default 0755 is fine, but say it)", unit)
+		} else if mode, _ := strconv.ParseUint(m[1], 8, 32); mode&0o001 == 0 {
+			t.Errorf("%s.service: RuntimeDirectoryMode=%s: Postfix's user could not reach the sockets", unit, m[1])
+		}
+		for _, l := range []Listener{c.Milter.Listener(), c.Confirm.Listener(), c.LMTP.Listener()} {
+			if _, p, _ := ParseListen(l.Spec); filepath.Dir(p) != "/run/"+rt[1] {
+				t.Errorf("%s.listen %s: not in /run/%s, the RuntimeDirectory of %s.service", l.Key, l.Spec, rt[1], unit)
+			}
+		}
+	}
+	_, confirm, _ := ParseListen(c.Confirm.Listen)
+	for _, want := range []struct{ where, text, what string }{
+		{"main.cf.pec", maincf, c.Milter.Listen},
+		{"main.cf.pec", maincf, "lmtp:" + c.LMTP.Listen},
+		{"main.cf.pec", maincf, confirm},
+		{"README.md", readme, "`" + c.Milter.Listen + "`"},
+		{"README.md", readme, "`lmtp:" + c.LMTP.Listen + "`"},
+		{"README.md", readme, "`" + confirm + "`"},
+	} {
+		if !strings.Contains(want.text, want.what) {
+			t.Errorf("%s does not name %s", want.where, want.what)
+		}
+	}
+	for _, old := range []string{"/var/spool/postfix/gestore", "lmtp:inet:", "/etc/pec/", "/var/lib/pec/"} {
+		for name, text := range map[string]string{"main.cf.pec": maincf, "README.md": readme} {
+			if strings.Contains(text, old) {
+				t.Errorf("%s still names %s", name, old)
+			}
+		}
+	}
+}

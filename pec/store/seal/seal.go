@@ -20,7 +20,7 @@ import (
 
 // Config is the seal section of the YAML configuration:
 //
-//	seal: {tsa_url: "http://127.0.0.1:3180/", tsa_ca: /etc/pec/tsa-ca.pem, dir: /var/lib/pec/seals}
+//	seal: {tsa_url: "http://127.0.0.1:3180/", tsa_ca: /etc/gestore/tsa-ca.pem, dir: /var/lib/gestore/seals}
 type Config struct {
 	TSAURL   string        `yaml:"tsa_url"`   // RFC 3161 TSA (a qualified one in production)
 	TSACA    string        `yaml:"tsa_ca"`    // PEM trust anchor of the TSA

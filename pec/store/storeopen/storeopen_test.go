@@ -10,7 +10,7 @@ import (
 
 func TestParse(t *testing.T) {
 	for in, want := range map[string]store.Config{
-		"/var/lib/pec/pec.db":        {Driver: "sqlite", DSN: "/var/lib/pec/pec.db"},
+		"/var/lib/gestore/pec.db":    {Driver: "sqlite", DSN: "/var/lib/gestore/pec.db"},
 		"sqlite:pec.db":              {Driver: "sqlite", DSN: "pec.db"},
 		"postgres:host=db1 dbname=x": {Driver: "postgres", DSN: "host=db1 dbname=x"},
 		"postgres://pec@db1,db2/pec": {Driver: "postgres", DSN: "postgres://pec@db1,db2/pec"},
