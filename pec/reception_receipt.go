@@ -35,13 +35,21 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	if c.Kind == KindPresaInCarico || c.Kind == KindRilevazioneVirus {
 		res.Redirect, res.Drop = r.serviceMailbox()
 	}
+	// The 12 h and 24 h notices are the sender's provider's own (pec-spec.md §6.3): their
+	// transition was committed with them by the sweep (sweep.go), so one looped through our MX
+	// to our user moves nothing; applied again it would be a Conflict, a temporary failure for
+	// ever. Another provider's notice is no receipt about our recipients either.
+	track := info.Track
+	if track.IsNotice() {
+		track = ""
+	}
 	b := &store.Batch{}
-	if info.Track != "" {
+	if track != "" {
 		for _, a := range about(c) {
-			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: info.Track, At: ref.Time()})
+			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time()})
 		}
 	}
-	if info.Track != "" || !r.signedByUs() {
+	if track != "" || !r.signedByUs() {
 		// Our own receipts that move nothing (the accettazione looped through the MX) are
 		// already in the log as emitted.
 		ev := r.event(ref, tx)

@@ -466,3 +466,46 @@ func TestReceiveContentFlags(t *testing.T) {
 		t.Errorf("no contenuto-segnalato event: %s", kinds(fx.events(t)))
 	}
 }
+
+// Our own 12 h notice, looped through our MX to our user (same-provider delivery goes through
+// the reception point), is delivered and moves nothing: the sweep already committed its
+// transition, and applying it again would be a conflict answered 4xx for ever. The same for a
+// notice about a transaction this store does not track.
+func TestReceiveOwnNoticeLooped(t *testing.T) {
+	fx := newRxFix(t, pec.PolicyAnomaly)
+	ea := fx.engine(t, fx.a, fx.a.bd.Keys, pec.PolicyAnomaly, nil)
+	raw, tx := fx.busta(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
+	data := daticert.Marshal(pec.Classify(raw, pec.ClassifyOptions{}).Daticert)
+	b := &store.Batch{}
+	b.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: "bruno@pec-b.test", SentAt: time.Now().Add(-time.Hour), Sender: tx.Sender, Data: data,
+		Deadlines: store.Deadlines{First: time.Minute, FinalFrom: 2 * time.Hour, Final: 3 * time.Hour}})
+	if err := fx.st.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if sw, err := ea.Sweep(context.Background()); err != nil || sw.Notice12 != 1 {
+		t.Fatalf("sweep: %+v %v", sw, err)
+	}
+	items := fx.outbox(t)
+	if len(items) != 1 {
+		t.Fatalf("outbox %+v", items)
+	}
+	before := len(fx.events(t))
+	untracked, _ := fx.tx(t, fx.a, "alice@pec-a.test", "bianca@pec-b.test")
+	other, err := fx.a.bd.Preavviso(ref(), untracked, "bianca@pec-b.test", 24)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range [][]byte{items[0].Raw, items[0].Raw, other.Raw} {
+		res, err := fx.receive(t, ea, m, "posta-certificata@pec-a.test", "alice@pec-a.test")
+		if err != nil || res.Class != pec.ClassReceipt || res.Redirect != "" || res.Discard || len(res.Drop) != 0 {
+			t.Fatalf("our notice looped through the MX: %+v %v", res, err)
+		}
+	}
+	rows, _ := fx.st.Tracking(context.Background(), tx.ID)
+	if len(rows) != 1 || rows[0].State != store.StateNotified12 {
+		t.Errorf("tracking after the looped notice: %+v", rows)
+	}
+	if after := len(fx.events(t)); after != before {
+		t.Errorf("the looped notices logged %d events; they are in the log as emitted", after-before)
+	}
+}
