@@ -73,6 +73,11 @@ type Store interface {
 	// insert. A row due for both gets Notice12h first; after that is committed it comes
 	// back for Notice24h.
 	DueTracking(ctx context.Context, now time.Time, limit int) ([]Tracking, error)
+	// OpenTracking counts the tracking rows not in a terminal state, by state (StateSent,
+	// StateTaken, StateNotified12): the certified recipients still waiting for a receipt or a
+	// notice (pec-spec §6.3), for metrics. States with no row are absent. It reads the
+	// partial indexes of DueTracking, not the whole table.
+	OpenTracking(ctx context.Context) (map[State]int64, error)
 
 	// ClaimOutbox leases up to c.Limit pending items whose next attempt is due, for
 	// c.Owner for c.Lease. Items leased by another owner whose lease has not expired are

@@ -140,6 +140,33 @@ func (s *Store) DueTracking(ctx context.Context, now time.Time, limit int) ([]st
 	return rows, err
 }
 
+// OpenTracking implements store.Store.
+func (s *Store) OpenTracking(ctx context.Context) (map[store.State]int64, error) {
+	rows, err := s.r.QueryContext(ctx, `SELECT 'sent', COUNT(*) FROM tracking WHERE state = 'sent'
+		UNION ALL SELECT state, COUNT(*) FROM tracking WHERE state IN ('taken', 'notified-12h') GROUP BY state`)
+	if err != nil {
+		return nil, temporary(err)
+	}
+	return countStates(rows)
+}
+
+// countStates reads (state, count) rows, leaving out the zero counts.
+func countStates(rows *sql.Rows) (map[store.State]int64, error) {
+	defer rows.Close()
+	out := map[store.State]int64{}
+	for rows.Next() {
+		var st string
+		var n int64
+		if err := rows.Scan(&st, &n); err != nil {
+			return nil, temporary(err)
+		}
+		if n > 0 {
+			out[store.State(st)] = n
+		}
+	}
+	return out, temporary(rows.Err())
+}
+
 func (s *Store) queryTracking(ctx context.Context, q string, args ...any) ([]store.Tracking, error) {
 	rows, err := s.r.QueryContext(ctx, q, args...)
 	if err != nil {

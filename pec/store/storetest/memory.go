@@ -261,6 +261,19 @@ func (m *Memory) DueTracking(ctx context.Context, now time.Time, limit int) ([]s
 	return out, nil
 }
 
+// OpenTracking implements store.Store.
+func (m *Memory) OpenTracking(ctx context.Context) (map[store.State]int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[store.State]int64{}
+	for _, r := range m.tracking {
+		if !r.State.Terminal() {
+			out[r.State]++
+		}
+	}
+	return out, nil
+}
+
 // ClaimOutbox implements store.Store, on the store's clock.
 func (m *Memory) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxItem, error) {
 	if c.Owner == "" || c.Lease <= 0 {

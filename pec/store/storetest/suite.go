@@ -68,6 +68,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"DueRowsOwnDeadlines", one(testDueOwnDeadlines)},
 		{"InvalidDeadlines", one(testInvalidDeadlines)},
 		{"PurgeTracking", one(testPurgeTracking)},
+		{"OpenTracking", one(testOpenTracking)},
 		{"QuarantineRetention", one(testQuarantine)},
 		{"OutboxClaimAndMark", testOutbox},
 		{"OutboxOwnerReclaimsOwnLeases", testOutboxOwnLeases},

@@ -386,3 +386,28 @@ func testInvalidDeadlines(t *testing.T, s store.Store) {
 		t.Errorf("%d events written by invalid batches", n)
 	}
 }
+
+// testOpenTracking: OpenTracking counts the rows still waiting, by state; terminal rows are
+// not counted.
+func testOpenTracking(t *testing.T, s store.Store) {
+	for i, in := range []store.Input{"", "", store.InputPresaInCarico, store.InputNotice12h, store.InputConsegna, store.InputMancataConsegna} {
+		id := fmt.Sprintf("open%d@pec-a.test", i)
+		track(t, s, id, "r@pec-b.test", T0)
+		if in != "" {
+			if err := apply(s, id, "r@pec-b.test", in, T0.Add(13*time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	track(t, s, "final@pec-a.test", "r@pec-b.test", T0)
+	for _, in := range []store.Input{store.InputNotice12h, store.InputNotice24h} {
+		if err := apply(s, "final@pec-a.test", "r@pec-b.test", in, T0.Add(23*time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := s.OpenTracking(context.Background())
+	want := map[store.State]int64{store.StateSent: 2, store.StateTaken: 1, store.StateNotified12: 1}
+	if err != nil || fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("OpenTracking: %v %v, want %v", got, err, want)
+	}
+}
