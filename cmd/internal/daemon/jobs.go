@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/gestore-pec/gestore/pec/store"
 	"github.com/gestore-pec/gestore/pec/store/seal"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -120,15 +121,26 @@ func (d *Daemon) HeldJob() Job {
 }
 
 // SweepJob sends the 12 h and 24 h notices that are due (pec.Engine.Sweep), under the
-// "sweep" lease: one node sweeps when several share the store.
+// "sweep" lease: one node sweeps when several share the store. After each sweep it counts the
+// recipients still waiting by state (issue 15 item 4; pec-spec.md §6.3): the gauge is the
+// sweeping node's, so with several nodes read it from the lease holder (or take the max).
 func (d *Daemon) SweepJob() Job {
 	notices := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_tracking_notices_total",
 		Help: "Timeout notices queued by the sweeper, by kind (12h, 24h) and outcome (sent, superseded, failed)."}, []string{"kind", "outcome"})
 	took := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pec_tracking_sweep_seconds",
 		Help: "Duration of one sweep of the tracked recipients.", Buckets: prometheus.ExponentialBuckets(0.001, 4, 10)})
-	d.Reg.MustRegister(notices, took)
+	open := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "pec_tracking_open",
+		Help: "Certified recipients of our PEC still waiting for a receipt or a notice, by tracking state (sent, taken, notified-12h), counted by the sweeping node after each sweep."}, []string{"state"})
+	d.Reg.MustRegister(notices, took, open)
 	return Job{Name: "sweep", Every: d.Cfg.Tracking.SweepEvery, Run: func(ctx context.Context) error {
 		sw, err := d.Engine.Sweep(ctx)
+		if n, cerr := d.Store.OpenTracking(ctx); cerr == nil {
+			for _, s := range []store.State{store.StateSent, store.StateTaken, store.StateNotified12} {
+				open.WithLabelValues(string(s)).Set(float64(n[s]))
+			}
+		} else if err == nil {
+			err = fmt.Errorf("counting open tracking: %w", cerr)
+		}
 		notices.WithLabelValues("12h", "sent").Add(float64(sw.Notice12))
 		notices.WithLabelValues("24h", "sent").Add(float64(sw.Notice24))
 		notices.WithLabelValues("any", "superseded").Add(float64(sw.Superseded))
