@@ -134,17 +134,28 @@ func TestReceptionSameBustaTwice(t *testing.T) {
 
 // An EICAR inside a busta signed by A (A's antivirus missed it): B delivers nothing, A's
 // mailReceipt gets one avviso di rilevazione virus per recipient, B's quarantine holds the
-// busta.
+// busta; A's reception point turns each rilevazione into one avviso di mancata consegna per
+// virus to A's sender (RFC 6109 §3.2.4, issue 15 item 2) and closes that recipient's tracking.
+// A's tracking rows are inserted as A's access point inserts them when Postfix queues a busta.
 func TestReceptionVirusInBusta(t *testing.T) {
 	t.Parallel()
 	l, a, b, _ := pecLab(t)
-	bruno, bianca, ricevuteA := user(t, b, "bruno"), user(t, b, "bianca"), user(t, a, "ricevute")
+	alice, bruno, bianca, ricevuteA := user(t, a, "alice"), user(t, b, "bruno"), user(t, b, "bianca"), user(t, a, "ricevute")
 	token := mailtest.Token("virus")
 	rcpts := []string{bruno.Address, bianca.Address}
 	m, tx := bustaOf(t, providerBuilder(t, l, a), "alice@"+a.Domain, rcpts, token,
 		"--b0\nContent-Type: text/plain\n\nfattura\n--b0\nContent-Type: application/octet-stream; name=\"f.com\"\n"+
 			"Content-Disposition: attachment; filename=\"f.com\"\n\n"+clamdtest.EICAR+"\n--b0--\n",
 		"MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=\"b0\"")
+	ast := openStore(t, a.ConfigFile)
+	tb := &store.Batch{}
+	for _, r := range rcpts {
+		tb.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: r, SentAt: time.Now(), Sender: alice.Address, Subject: "PEC " + token,
+			Data: pec.Classify(m.Raw, pec.ClassifyOptions{}).DaticertRaw})
+	}
+	if err := ast.Commit(context.Background(), tb); err != nil {
+		t.Fatal(err)
+	}
 	if err := inject(b.Postfix.MX, a, "mx."+a.Domain, "alice@"+a.Domain, rcpts, m.Raw); err != nil {
 		t.Fatalf("an infected busta is accepted and discarded, not refused: %v", err)
 	}
@@ -165,8 +176,30 @@ func TestReceptionVirusInBusta(t *testing.T) {
 	if len(got) != 2 || !about[bruno.Address] || !about[bianca.Address] {
 		t.Errorf("%d rilevazioni about %v", len(got), about)
 	}
-	none(t, mailbox(b, bruno), token)
+	// A's sender: exactly one avviso di mancata consegna per virus per recipient.
+	if _, err := mailbox(a, alice).WaitFor(ctx, token, 2); err != nil {
+		t.Fatal(err)
+	}
+	none(t, mailbox(b, bruno), token) // also the settle time for a third avviso
 	none(t, mailbox(b, bianca), token)
+	avvisi, err := mailbox(a, alice).WaitFor(ctx, token, 2)
+	if err != nil || len(avvisi) != 2 {
+		t.Fatalf("%d messages for %s (%v), want 2 avvisi di mancata consegna per virus", len(avvisi), alice.Address, err)
+	}
+	for _, msg := range avvisi {
+		c := emitted(t, l, msg, pec.KindMancataConsegnaVirus)
+		if v, _ := c.Header.Get("X-VerificaSicurezza"); v != "errore" || c.Daticert.Dati.Identificativo != tx.ID {
+			t.Errorf("avviso per virus: X-VerificaSicurezza %q, %+v", v, c.Daticert.Dati)
+		}
+		delete(about, c.Daticert.Dati.Consegna)
+	}
+	if len(about) != 0 {
+		t.Errorf("no avviso per virus about %v", about)
+	}
+	rows, err := ast.Tracking(context.Background(), tx.ID)
+	if err != nil || len(rows) != 2 || rows[0].State != store.StateFailed || rows[1].State != store.StateFailed {
+		t.Errorf("A's tracking of %s: %+v %v", tx.ID, rows, err)
+	}
 	q, err := openStore(t, b.ConfigFile).Quarantined(context.Background(), tx.ID)
 	if err != nil || len(q) != 1 || !strings.Contains(q[0].Virus, "EICAR") || !strings.Contains(string(q[0].Raw), string(m.Raw[len(m.Raw)-200:])) {
 		t.Fatalf("B's quarantine for %s: %d items, %v", tx.ID, len(q), err)
