@@ -130,7 +130,7 @@ func TestTrackingSweepKilled(t *testing.T) {
 	sink := strings.ToLower(token) + "@" + a.Domain
 	discarded(t, a, sink)
 	p := startPrivateAPWith(t, l, a, apOptions{config: trackingConfig, hooks: true, noStart: true})
-	p.hook(t, "sign-delay", "25ms")
+	p.hook(t, "sign-delay", "50ms") // a page of 256 takes over 1.5 s: the kill lands between two pages
 	st := openStore(t, p.cfg)
 	ids := insertDue(t, st, a, sink, token, n)
 	p.startMilter(t)
