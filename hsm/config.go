@@ -194,6 +194,24 @@ func digestHash(s string) (crypto.Hash, error) {
 	return 0, fmt.Errorf("digest: %q is not one of sha1, sha256, sha384, sha512", s)
 }
 
+// CheckTuning rejects negative tuning values, which applyDefaults would otherwise silently
+// replace by their defaults: a typo (-3s for 3s) must not go unnoticed. The error names the
+// key ("signer.pool_size: -1: must not be negative"). Zero means the default.
+func (c *Config) CheckTuning() error {
+	if c.PoolSize < 0 {
+		return fmt.Errorf("signer.pool_size: %d: must not be negative (0 means 2 × GOMAXPROCS)", c.PoolSize)
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"session_wait", c.SessionWait}, {"retry_min", c.RetryMin}, {"retry_max", c.RetryMax}, {"expiry_warning", c.ExpiryWarning}} {
+		if d.v < 0 {
+			return fmt.Errorf("signer.%s: %v: must not be negative (0 means the default)", d.key, d.v)
+		}
+	}
+	return nil
+}
+
 func (c *Config) applyDefaults() {
 	if c.PoolSize <= 0 {
 		c.PoolSize = 2 * runtime.GOMAXPROCS(0)

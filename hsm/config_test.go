@@ -3,6 +3,7 @@ package hsm_test
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/gestore-pec/gestore/hsm"
 )
@@ -24,6 +25,11 @@ func TestConfigErrors(t *testing.T) {
 			{Domain: "pec2.test", PKCS11: p11, Certificate: "c"}, {Domain: "PEC2.test", PKCS11: p11, Certificate: "c"}}}, "signer.keys[1].domain: pec2.test listed twice"},
 		"key without domain": {hsm.Config{PKCS11: p11, Certificate: "c", Keys: []hsm.KeyConfig{{PKCS11: p11}}}, "signer.keys[0].domain: missing"},
 		"pem in production":  {hsm.Config{PEMKey: "k.pem", Certificate: "c"}, "refused in production"},
+		"negative pool":      {hsm.Config{PKCS11: p11, Certificate: "c", PoolSize: -1}, "signer.pool_size: -1: must not be negative"},
+		"negative wait":      {hsm.Config{PKCS11: p11, Certificate: "c", SessionWait: -time.Second}, "signer.session_wait: -1s: must not be negative"},
+		"negative retry_min": {hsm.Config{PKCS11: p11, Certificate: "c", RetryMin: -time.Second}, "signer.retry_min:"},
+		"negative retry_max": {hsm.Config{PKCS11: p11, Certificate: "c", RetryMax: -time.Second}, "signer.retry_max:"},
+		"negative warning":   {hsm.Config{PKCS11: p11, Certificate: "c", ExpiryWarning: -time.Hour}, "signer.expiry_warning:"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			deps := testDeps()

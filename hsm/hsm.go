@@ -122,6 +122,9 @@ func reportError(r Report) error {
 }
 
 func load(cfg Config, deps Deps, all bool) (*Keys, []Report, error) {
+	if err := cfg.CheckTuning(); err != nil {
+		return nil, nil, fmt.Errorf("hsm: %w", err)
+	}
 	cfg.applyDefaults()
 	if deps.Logger == nil {
 		deps.Logger = slog.Default()

@@ -23,8 +23,8 @@ type Config struct {
 	// empty. The password is read from the environment variable PasswordEnv names.
 	BindDN      string `yaml:"bind_dn"`
 	PasswordEnv string `yaml:"password_env"`
-	// Refresh is the interval between refreshes; default 1h. RFC 6109 §4.5 requires at least
-	// a daily refresh of the local copy.
+	// Refresh is the interval between refreshes; default 1h, at most MaxRefresh (24h): RFC
+	// 6109 §4.5 requires at least a daily refresh of the local copy.
 	Refresh time.Duration `yaml:"refresh"`
 	// TrustAnchor is a PEM file of CA certificates a .ldif.p7m signer must chain to.
 	TrustAnchor string `yaml:"trust_anchor"`
@@ -46,6 +46,26 @@ const (
 	DefaultTimeout = 30 * time.Second
 	DefaultMaxAge  = 24 * time.Hour
 )
+
+// MaxRefresh is the longest index.refresh: RFC 6109 §4.5 requires the local copy of the
+// providers index to be refreshed at least daily.
+const MaxRefresh = 24 * time.Hour
+
+// CheckDurations checks the durations of cfg as given (zero means the default): none
+// negative, and refresh at most MaxRefresh. The error names the key.
+func (cfg Config) CheckDurations() error {
+	switch {
+	case cfg.Refresh < 0:
+		return fmt.Errorf("index.refresh: %v: must not be negative", cfg.Refresh)
+	case cfg.Refresh > MaxRefresh:
+		return fmt.Errorf("index.refresh: %v: at most 24h (RFC 6109 §4.5: the local copy of the providers index is refreshed at least daily)", cfg.Refresh)
+	case cfg.Timeout < 0:
+		return fmt.Errorf("index.timeout: %v: must not be negative", cfg.Timeout)
+	case cfg.MaxAge < 0:
+		return fmt.Errorf("index.max_age: %v: must not be negative", cfg.MaxAge)
+	}
+	return nil
+}
 
 // Deps are the injected dependencies of an Index. Every field is optional.
 type Deps struct {
@@ -83,13 +103,8 @@ func New(cfg Config, deps Deps) (*Index, error) {
 	if cfg.MaxAge == 0 {
 		cfg.MaxAge = DefaultMaxAge
 	}
-	switch {
-	case cfg.Refresh < 0:
-		return nil, fmt.Errorf("index.refresh: negative")
-	case cfg.Timeout < 0:
-		return nil, fmt.Errorf("index.timeout: negative")
-	case cfg.MaxAge < 0:
-		return nil, fmt.Errorf("index.max_age: negative")
+	if err := cfg.CheckDurations(); err != nil {
+		return nil, err
 	}
 	if deps.Logger == nil {
 		deps.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -77,6 +77,9 @@ func TestNewConfigErrors(t *testing.T) {
 		{Config{Source: "x.ldif.p7m"}, "index.trust_anchor"},
 		{Config{Source: "x.ldif.p7m", TrustAnchor: "/nonexistent.pem"}, "index.trust_anchor"},
 		{Config{Source: "x.ldif", Refresh: -time.Second}, "index.refresh"},
+		{Config{Source: "x.ldif", Refresh: 25 * time.Hour}, "index.refresh: 25h0m0s: at most 24h (RFC 6109 §4.5"},
+		{Config{Source: "x.ldif", Timeout: -time.Second}, "index.timeout"},
+		{Config{Source: "x.ldif", MaxAge: -time.Second}, "index.max_age"},
 	}
 	for _, tt := range tests {
 		_, err := New(tt.cfg, Deps{Getenv: env})

@@ -325,6 +325,14 @@ func (c *Config) Validate() error {
 	if c.Store.DSN == "" {
 		return bad("store.dsn", "required")
 	}
+	// Checked here as well as by hsm.New and igpec.New, so that pec-lmtpd and pec-milter
+	// refuse a bad value before opening anything.
+	if err := c.Signer.CheckTuning(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if err := c.Index.CheckDurations(); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
 	c.defaultIndexCache()
 	if c.Seal != nil {
 		if err := validateSeal(c.Seal); err != nil {

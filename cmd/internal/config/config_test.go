@@ -99,6 +99,18 @@ func TestErrorsNameTheKey(t *testing.T) {
 		{"crls: [\"http://127.0.0.1:3181/ca1.crl\"]", "crls: [\"ldap://ca1.agid.gov.it/x\"]", "config: trust.crls[0]:", true},
 		{"crl_refresh: 10m", "crl_refresh: 48h", "config: trust.crl_refresh:", true},
 		{"crl_refresh: 10m", "crl_refresh: 10m, signing_window: -1h", "config: trust.signing_window:", true},
+		// Each confirm duration under its own key.
+		{"expiry: 1m}", "expiry: 1m, retry_window: 500ms}", "config: confirm.retry_window: 500ms: at least 1s", true},
+		{"expiry: 1m}", "expiry: 500ms}", "config: confirm.expiry: 500ms: at least 1s", true},
+		// Negative signer tuning is refused, not replaced by the default.
+		{"digest: sha256", "digest: sha256\n  pool_size: -2", "config: signer.pool_size: -2: must not be negative", false},
+		{"digest: sha256", "digest: sha256\n  session_wait: -3s", "config: signer.session_wait: -3s: must not be negative", false},
+		{"digest: sha256", "digest: sha256\n  retry_min: -1s", "config: signer.retry_min: -1s: must not be negative", false},
+		{"digest: sha256", "digest: sha256\n  retry_max: -1s", "config: signer.retry_max: -1s: must not be negative", false},
+		{"digest: sha256", "digest: sha256\n  expiry_warning: -24h", "config: signer.expiry_warning: -24h0m0s: must not be negative", false},
+		// RFC 6109 §4.5: the providers index is refreshed at least daily.
+		{"refresh: 1h}", "refresh: 48h}", "config: index.refresh: 48h0m0s: at most 24h (RFC 6109 §4.5", false},
+		{"refresh: 1h}", "refresh: -1h}", "config: index.refresh: -1h0m0s: must not be negative", false},
 	} {
 		doc := strings.Replace(string(base), tc.old, tc.new, 1)
 		if doc == string(base) {

@@ -42,8 +42,11 @@ func (cf *Confirm) validate() error {
 	if cf.RetryWindow == 0 {
 		cf.RetryWindow = 24 * time.Hour
 	}
-	if cf.Expiry < time.Second || cf.RetryWindow < time.Second {
-		return bad("confirm.expiry", "durations of at least 1s")
+	if cf.Expiry < time.Second {
+		return bad("confirm.expiry", "%v: at least 1s", cf.Expiry)
+	}
+	if cf.RetryWindow < time.Second {
+		return bad("confirm.retry_window", "%v: at least 1s", cf.RetryWindow)
 	}
 	return nil
 }
