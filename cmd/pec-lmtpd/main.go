@@ -8,7 +8,8 @@
 //	pec-lmtpd -config /etc/gestore/pec.yaml
 //
 // It reads the same file as pec-milter (section lmtp; its /metrics and /readyz are on
-// lmtp.metrics_listen). The doveadm API key comes from lmtp.doveadm.api_key_env or
+// lmtp.metrics_listen). It scans nothing (the access and reception points did), so it opens
+// no clamd and needs no clamd section. The doveadm API key comes from lmtp.doveadm.api_key_env or
 // api_key_file.
 //
 // SIGTERM or SIGINT: stop accepting, let the transactions under way finish, commit and reply
@@ -36,29 +37,13 @@ func main() {
 }
 
 func run(path string) error {
-	cfg, err := config.Load(path)
-	if err != nil {
-		return err
-	}
-	if err := cfg.ValidateLMTP(); err != nil {
-		return err
-	}
-	l := &cfg.LMTP
-	cfg.Metrics.Listen = l.MetricsListen // metrics.listen is pec-milter's
-	key, err := l.Doveadm.APIKey()
-	if err != nil {
-		return err
-	}
-	look, err := lmtpd.NewDoveadm(lmtpd.DoveadmConfig{URL: l.Doveadm.URL, APIKey: key, RecipientDelimiter: l.Doveadm.RecipientDelimiter})
-	if err != nil {
-		return err
-	}
-	d, err := daemon.Open(cfg, "pec-lmtpd", daemon.WithDelivery(look, pec.DeliveryConfig{
-		Owner: "pec-lmtpd/" + cfg.NodeName(), Lease: l.Lease, MaxDelay: l.MaxDelay, Keep: l.Keep}))
+	d, err := open(path)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
+	cfg := d.Cfg
+	l := &cfg.LMTP
 	dv, err := lmtpd.NewDovecot(lmtpd.DovecotConfig{Addr: l.Dovecot, Hostname: cfg.NodeName(), Timeout: l.Timeout}, d.Reg)
 	if err != nil {
 		return fmt.Errorf("config: lmtp.dovecot: %w", err)
@@ -75,4 +60,29 @@ func run(path string) error {
 		return err
 	}
 	return d.Run([]daemon.Service{daemon.Bind(srv.Serve, srv.Shutdown, ln)}, l.ShutdownGrace, d.DeliveriesJob())
+}
+
+// open loads and checks the file and opens the dependencies of the delivery point. It opens
+// no antivirus (daemon.WithoutScanner): the delivery point scans nothing (the access and
+// reception points did), so the file needs no clamd section.
+func open(path string) (*daemon.Daemon, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := cfg.ValidateLMTP(); err != nil {
+		return nil, err
+	}
+	l := &cfg.LMTP
+	cfg.Metrics.Listen = l.MetricsListen // metrics.listen is pec-milter's
+	key, err := l.Doveadm.APIKey()
+	if err != nil {
+		return nil, err
+	}
+	look, err := lmtpd.NewDoveadm(lmtpd.DoveadmConfig{URL: l.Doveadm.URL, APIKey: key, RecipientDelimiter: l.Doveadm.RecipientDelimiter})
+	if err != nil {
+		return nil, err
+	}
+	return daemon.Open(cfg, "pec-lmtpd", daemon.WithoutScanner(), daemon.WithDelivery(look, pec.DeliveryConfig{
+		Owner: "pec-lmtpd/" + cfg.NodeName(), Lease: l.Lease, MaxDelay: l.MaxDelay, Keep: l.Keep}))
 }

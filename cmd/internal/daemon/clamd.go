@@ -16,6 +16,9 @@ import (
 // to start instead, naming the clamd.conf setting. It waits up to clamd.startup_wait for
 // clamd to answer (clamd loads its signatures for a while after it starts).
 func (d *Daemon) CheckClamd(ctx context.Context) error {
+	if d.Scanner == nil {
+		return errors.New("daemon: no antivirus opened (WithoutScanner) to check")
+	}
 	size := int64(d.Cfg.Limits.HardMaxSize)
 	deadline := time.Now().Add(d.Scanner.StartupWait())
 	for {

@@ -6,8 +6,11 @@
 package daemon
 
 import (
+	"context"
 	"crypto"
 	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync/atomic"
@@ -33,8 +36,8 @@ type Daemon struct {
 	Keys    *hsm.Keys
 	Store   store.Store
 	Index   *igpec.Index
-	Scanner *clamd.Client
-	Trust   *pec.Trust // nil unless the configuration has trust anchors (pec-milter requires them)
+	Scanner *clamd.Client // nil for a program opened WithoutScanner (pec-lmtpd)
+	Trust   *pec.Trust    // nil unless the configuration has trust anchors (pec-milter requires them)
 	Engine  *pec.Engine
 	// Owner names this process in store leases: program/node. It is stable across restarts
 	// of one node, so a restarted process takes back its own leases at once.
@@ -45,25 +48,46 @@ type Daemon struct {
 }
 
 // Option adds to the engine what one program alone needs (pec-lmtpd: the mailbox lookup and
-// the delivery settings).
-type Option func(*pec.Config, *pec.Deps)
+// the delivery settings), or leaves out what it does not.
+type Option func(*options)
+
+type options struct {
+	engine    []func(*pec.Config, *pec.Deps)
+	noScanner bool
+}
 
 // WithDelivery gives the engine the delivery point's mailbox lookup and settings.
 func WithDelivery(m pec.Mailboxes, dc pec.DeliveryConfig) Option {
-	return func(c *pec.Config, d *pec.Deps) { c.Delivery, d.Mailboxes = dc, m }
+	return func(o *options) {
+		o.engine = append(o.engine, func(c *pec.Config, d *pec.Deps) { c.Delivery, d.Mailboxes = dc, m })
+	}
+}
+
+// WithoutScanner is for a program that scans nothing (pec-lmtpd: the delivery point hands on
+// what the access or reception point already scanned, RFC 6109 §2.2.4): clamd is not opened,
+// so the configuration needs no clamd section, and Daemon.Scanner is nil. The engine gets a
+// scanner that answers every scan with a temporary failure, so a scan reached by mistake
+// can never pass a message unscanned. pec-milter, which scans, opens clamd and requires it.
+func WithoutScanner() Option { return func(o *options) { o.noScanner = true } }
+
+// noScanner is the engine's scanner in a program opened WithoutScanner.
+type noScanner struct{ program string }
+
+func (n noScanner) Scan(context.Context, io.Reader) (string, error) {
+	return "", fmt.Errorf("%s opens no antivirus (clamd): it does not scan", n.program)
 }
 
 // Open opens every dependency the configuration names, in order, and builds the engine. On
 // error whatever was opened is closed again.
-func Open(cfg *config.Config, program string, opts ...Option) (d *Daemon, err error) {
-	d = &Daemon{Program: program, Cfg: cfg, Reg: prometheus.NewRegistry()}
+func Open(cfg *config.Config, program string, opts ...Option) (_ *Daemon, err error) {
+	d := &Daemon{Program: program, Cfg: cfg, Reg: prometheus.NewRegistry()}
 	d.Log = cfg.Log.NewLogger(os.Stderr).With("program", program, "node", cfg.NodeName())
 	d.Owner = program + "/" + cfg.NodeName()
 	d.Reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// d is not the named result: "return nil, err" must not hide what was opened from this.
 	defer func() {
 		if err != nil {
 			d.Close()
-			d = nil
 		}
 	}()
 	if d.Keys, err = hsm.New(cfg.Signer, hsm.Deps{Logger: d.Log, Registerer: d.Reg, Provider: cfg.Provider.HSM()}); err != nil {
@@ -88,17 +112,25 @@ func Open(cfg *config.Config, program string, opts ...Option) (d *Daemon, err er
 		return nil, err
 	}
 	d.closers = append(d.closers, d.Store.Close)
-	if d.Scanner, err = clamd.New(cfg.Clamd); err != nil {
-		return nil, err
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	var scanner pec.Scanner = noScanner{program}
+	if !o.noScanner {
+		if d.Scanner, err = clamd.New(cfg.Clamd); err != nil {
+			return nil, err
+		}
+		scanner = d.Scanner
 	}
 	inspector, err := cfg.Inspector()
 	if err != nil {
 		return nil, err
 	}
 	pc := engineConfig(cfg, d.Keys.Digest())
-	deps := pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: d.Scanner, Store: d.Store, Trust: d.Trust}
-	for _, o := range opts {
-		o(&pc, &deps)
+	deps := pec.Deps{Inspector: inspector, Keys: hookKeys(d.Keys), Index: d.Index, Scanner: scanner, Store: d.Store, Trust: d.Trust}
+	for _, f := range o.engine {
+		f(&pc, &deps)
 	}
 	d.Engine, err = pec.New(pc, deps)
 	if err != nil {
