@@ -40,7 +40,9 @@ const indexUsage = `usage:
       collects, signed by the configured signer (HSM) or by the PEM key -key
 
 SRC is ldap://host:port/o=postacert, ldaps://..., a .ldif file or a signed .ldif.p7m.
--cached reads the local copy (index.cache) instead of the source.
+-cached reads the local copy (index.cache) instead of the source. index.cache is read as the
+daemons read it: unset, providers-index.ldif next to a SQLite store.dsn (else in
+/var/lib/gestore); "off", no local copy.
 `
 
 func runIndex(args []string, stdout, stderr io.Writer) int {

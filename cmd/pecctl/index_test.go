@@ -160,3 +160,49 @@ func TestIndexExportLookupDumpSync(t *testing.T) {
 		t.Errorf("dump -cached: %d\n%s", code, out)
 	}
 }
+
+// pecctl reads index.cache as the daemons do (config.Decode applies the same default): unset,
+// the local copy is providers-index.ldif next to the SQLite store, which sync writes and
+// -cached reads; "off" means no local copy, not a file named "off".
+func TestIndexCacheAsTheDaemons(t *testing.T) {
+	dir := t.TempDir()
+	const name, domain = "Provider A S.p.A.", "pec-a.test"
+	_, _, cert := indexProvider(t, dir, "a", name, domain, hsmtest.NewCA(t))
+	var ldif bytes.Buffer
+	igpec.WriteLDIF(&ldif, []*igpec.Record{{DN: "providerName=" + name + ",o=postacert", Name: name,
+		Certificates: []*x509.Certificate{cert}, Hashes: []string{igpec.CertificateHash(cert.Raw)},
+		MailReceipt: "ricevute@" + domain, Domains: []string{domain}}})
+	source := filepath.Join(dir, "igpec.ldif")
+	os.WriteFile(source, ldif.Bytes(), 0o644)
+	os.Mkdir(filepath.Join(dir, "db"), 0o700) // the store's directory, which the daemons create
+	conf := func(file, cache string) string {
+		p := filepath.Join(dir, file)
+		os.WriteFile(p, []byte("provider: {name: \""+name+"\", domains: ["+domain+"]}\n"+
+			"index: {source: "+source+cache+"}\n"+
+			"store: {driver: sqlite, dsn: "+filepath.Join(dir, "db", "pec.db")+"}\n"), 0o600)
+		return p
+	}
+	t.Chdir(t.TempDir()) // where a cache named "off" would land
+
+	dflt := conf("default.yaml", "")
+	if code, out, stderr := indexCmd(t, "sync", "-config", dflt); code != 0 || !strings.Contains(out, filepath.Join(dir, "db", "providers-index.ldif")) {
+		t.Fatalf("sync with index.cache unset: exit %d\n%s%s", code, out, stderr)
+	}
+	if code, out, stderr := indexCmd(t, "lookup", "-config", dflt, "-cached", domain); code != 0 || !strings.Contains(out, name) {
+		t.Errorf("lookup -cached with index.cache unset: exit %d\n%s%s", code, out, stderr)
+	}
+
+	off := conf("off.yaml", `, cache: "off"`)
+	if code, _, stderr := indexCmd(t, "sync", "-config", off); code == 0 || !strings.Contains(stderr, "sync needs a local copy") {
+		t.Errorf("sync with index.cache off: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr := indexCmd(t, "lookup", "-config", off, "-cached", domain); code == 0 || !strings.Contains(stderr, "-cached needs index.cache") {
+		t.Errorf("lookup -cached with index.cache off: exit %d, %s", code, stderr)
+	}
+	if code, out, stderr := indexCmd(t, "lookup", "-config", off, domain); code != 0 || !strings.Contains(out, name) {
+		t.Errorf("lookup from the source with index.cache off: exit %d\n%s%s", code, out, stderr)
+	}
+	if _, err := os.Stat("off"); err == nil {
+		t.Error(`index.cache: off wrote a file named "off"`)
+	}
+}

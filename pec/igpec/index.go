@@ -31,9 +31,9 @@ type Config struct {
 	// Timeout bounds one load from the source; default 30s.
 	Timeout time.Duration `yaml:"timeout"`
 	// Cache, when set, is a file where every good snapshot is written (atomically), so that a
-	// restart while the source is down starts from the last good copy. pec-milter sets it by
-	// default (providers-index.ldif next to the SQLite database, cmd/internal/config); "off"
-	// in the configuration file disables it.
+	// restart while the source is down starts from the last good copy. The programs (pec-milter,
+	// pec-lmtpd, pecctl) set it by default (providers-index.ldif next to the SQLite database,
+	// cmd/internal/config); "off" in the configuration file disables it.
 	Cache string `yaml:"cache"`
 	// MaxAge is the age beyond which the copy in use is reported stale (log warning and the
 	// pec_index_snapshot_stale gauge); default 24h, the rule's daily refresh.

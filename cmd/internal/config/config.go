@@ -235,7 +235,8 @@ func Parse(b []byte) (*Config, error) {
 // and signer; index: provider, signer, index; log: provider, signer, store, seal) and leave the
 // checks of those sections to the packages' constructors. Unknown or misspelt keys are still
 // errors, so a file pecctl accepts is one pec-milter reads the same way. Provider.Location is
-// set (default Europe/Rome).
+// set (default Europe/Rome), and index.cache is defaulted exactly as for the daemons (the
+// local copy next to the SQLite store, or none for "off").
 func Decode(path string) (*Config, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -265,6 +266,9 @@ func decode(b []byte) (*Config, error) {
 		}
 		return nil, decodeError(b, err)
 	}
+	// Here, once, for the daemons (Parse) and for pecctl (Decode) alike: both see the same
+	// index.cache for the same file ("off" turned off, unset defaulted).
+	c.defaultIndexCache()
 	return &c, nil
 }
 
@@ -333,7 +337,6 @@ func (c *Config) Validate() error {
 	if err := c.Index.CheckDurations(); err != nil {
 		return fmt.Errorf("config: %w", err)
 	}
-	c.defaultIndexCache()
 	if c.Seal != nil {
 		if err := validateSeal(c.Seal); err != nil {
 			return err

@@ -3,6 +3,7 @@ package config
 import (
 	"net/netip"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -213,7 +214,8 @@ func TestStorePostgres(t *testing.T) {
 }
 
 // TestIndexCacheDefault: the local copy of the providers index is on by default, next to the
-// SQLite database (issue 12 item 11b); a configured path is kept; "off" turns it off.
+// SQLite database (issue 12 item 11b); a configured path is kept; "off" turns it off. pecctl's
+// Decode gives the same index.cache as the daemons' Parse.
 func TestIndexCacheDefault(t *testing.T) {
 	base, err := os.ReadFile("testdata/lab-a.yaml")
 	if err != nil {
@@ -238,6 +240,15 @@ func TestIndexCacheDefault(t *testing.T) {
 		}
 		if c.Index.Cache != tc.want {
 			t.Errorf("%q: index.cache = %q, want %q", tc.new, c.Index.Cache, tc.want)
+		}
+		p := filepath.Join(t.TempDir(), "pec.yaml")
+		if err := os.WriteFile(p, []byte(y), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c, err := Decode(p); err != nil {
+			t.Errorf("%q: Decode: %v", tc.new, err)
+		} else if c.Index.Cache != tc.want {
+			t.Errorf("%q: Decode: index.cache = %q, want %q", tc.new, c.Index.Cache, tc.want)
 		}
 	}
 }
