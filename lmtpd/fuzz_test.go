@@ -1,6 +1,7 @@
 package lmtpd
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
 )
@@ -31,8 +32,16 @@ func FuzzParseSearch(f *testing.F) {
 		if err != nil && found {
 			t.Fatal("found with an error")
 		}
-		if found && !strings.Contains(string(b), "doveadmResponse") {
-			t.Fatalf("found in %q", b)
+		// A second path: found only for a one-element answer whose first element is the
+		// string "doveadmResponse" (however JSON escapes it) followed by a non-empty list.
+		if found {
+			var v [][]any
+			if json.Unmarshal(b, &v) != nil || len(v) != 1 || len(v[0]) < 2 || v[0][0] != "doveadmResponse" {
+				t.Fatalf("found in %q", b)
+			}
+			if hits, ok := v[0][1].([]any); !ok || len(hits) == 0 {
+				t.Fatalf("found without hits in %q", b)
+			}
 		}
 	})
 }
