@@ -134,6 +134,14 @@ func rxCorpus(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provider) {
 	// point stores a system message once per mailbox (pec/delivery.go), so the unlisted phase
 	// must not land where the listed phase put the same messages.
 	rcpt := map[bool]lab.User{true: user(t, b, "bruno"), false: user(t, b, "bianca")}
+	// The corpus keeps its Message-IDs, so a second run in the same lab would find them
+	// stored already: each run delivers to its own sub-address (Dovecot's recipient_delimiter
+	// "+"; the delivery point keys its records by the envelope recipient).
+	detail := mailtest.Token("run")
+	addr := func(u lab.User) string {
+		local, domain, _ := strings.Cut(u.Address, "@")
+		return local + "+" + detail + "@" + domain
+	}
 	files, _ := filepath.Glob(corpus.Path("real", "*.eml"))
 	msgs := map[string]*pec.Classified{}
 	raws := map[string][]byte{}
@@ -169,7 +177,7 @@ func rxCorpus(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provider) {
 					}
 				}
 				sent := time.Now().Add(-time.Second)
-				if err := inject(p.Addr, o, helo, from, []string{rcpt[listed].Address}, raw); err != nil {
+				if err := inject(p.Addr, o, helo, from, []string{addr(rcpt[listed])}, raw); err != nil {
 					t.Fatal(err)
 				}
 				got := pec.ToCRLF(waitOneField(t, mailbox(b, rcpt[listed]), "Received", helo))
