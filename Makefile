@@ -10,6 +10,10 @@
 #   make fuzz-seeds every fuzz target on its seeds and testdata/fuzz inputs only, no fuzzing:
 #                   the short form, which make test and make unit also run (go test runs
 #                   each FuzzXxx on its seed corpus)
+#   make faults     the fault run (issue 17): PEC_FAULTS_N (200) PECs in flight while every PEC
+#                   daemon, B's Postfix and Dovecot, slapd and clamd are killed and restarted at
+#                   seeded random moments (PEC_FAULTS_SEED replays a run); prints the counts.
+#                   make test runs its short form (20 PECs, two kills)
 #   make bench      the Go benchmarks (short)
 #   make bench-store the store benchmarks, SQLite then PostgreSQL in one run (commits/s, search)
 #   make lab-up / lab-down
@@ -27,7 +31,7 @@ FUZZTIME   ?= 10s
 # integration tests share one lab; keep package parallelism modest on small machines
 TESTFLAGS  ?= -race -shuffle=on -count=1 -timeout 40m
 
-.PHONY: all build test test-lab unit integration check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools containers containers-clean
+.PHONY: all build test test-lab unit integration faults check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools containers containers-clean
 
 all: build
 
@@ -45,6 +49,14 @@ test:
 test-lab: build
 	bash integration/scripts/lab-up.sh
 	@rc=0; $(GO) test $(TESTFLAGS) -tags integration ./... || rc=$$?; \
+	  bash integration/scripts/lab-down.sh; exit $$rc
+
+# The long fault run, on the lab like make test (brought up, always brought down).
+PEC_FAULTS_N ?= 200
+faults: build
+	bash integration/scripts/install-packages.sh
+	bash integration/scripts/lab-up.sh
+	@rc=0; PEC_FAULTS_N=$(PEC_FAULTS_N) $(GO) test -count=1 -v -timeout 40m -tags integration -run '^TestFaultRun$$' ./integration/ || rc=$$?; \
 	  bash integration/scripts/lab-down.sh; exit $$rc
 
 unit:
