@@ -241,7 +241,7 @@ func submitLoad(t *testing.T, a *lab.Provider, alice lab.User, rcpts []string, r
 // faultCounts is what a fault run found, per token (run-NNN).
 type faultCounts struct {
 	answered   int
-	retried    int // submissions whose first attempt failed (4xx or lost session)
+	retried    int                       // submissions whose first attempt failed (4xx or lost session)
 	acc, presa map[string]int            // accettazioni at alice, prese in carico at ricevute@A
 	outcome    map[string]map[string]int // token -> recipient -> avvenuta/mancata consegna at alice
 	busta      map[string]map[string]int // token -> recipient -> buste in the recipient's mailbox
