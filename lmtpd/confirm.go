@@ -56,26 +56,35 @@ func NewConfirmServer(eng Confirmer, hostname string, log *slog.Logger, reg prom
 			return nil, err
 		}
 	}
-	s := smtp.NewServer(c)
-	s.LMTP = true
-	s.Domain = hostname
-	s.ReadTimeout = 5 * time.Minute
-	s.WriteTimeout = time.Minute
-	s.MaxRecipients = 1000
-	s.MaxMessageBytes = 0 // the busta is read and dropped whatever its size
-	s.ErrorLog = slogErrorLog{c.log}
-	c.srv = s
+	// MaxMessageBytes 0: the busta is read and dropped whatever its size.
+	c.srv = newLMTPServer(c, hostname, 5*time.Minute, 1000, 0, c.log)
 	return c, nil
 }
 
-// Serve accepts LMTP connections on ln until Shutdown.
-func (c *ConfirmServer) Serve(ln net.Listener) error {
-	err := c.srv.Serve(ln)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
-	}
-	return err
+// newLMTPServer is the LMTP server both listeners of this package run: backend's sessions,
+// errors to log, a minute to write a reply.
+func newLMTPServer(backend smtp.Backend, hostname string, read time.Duration, maxRcpts int, maxBytes int64, log *slog.Logger) *smtp.Server {
+	s := smtp.NewServer(backend)
+	s.LMTP = true
+	s.Domain = hostname
+	s.ReadTimeout = read
+	s.WriteTimeout = time.Minute
+	s.MaxRecipients = maxRcpts
+	s.MaxMessageBytes = maxBytes
+	s.ErrorLog = slogErrorLog{log}
+	return s
 }
+
+// serve runs srv on ln; Shutdown's ErrServerClosed is a normal end.
+func serve(srv *smtp.Server, ln net.Listener) error {
+	if err := srv.Serve(ln); !errors.Is(err, smtp.ErrServerClosed) {
+		return err
+	}
+	return nil
+}
+
+// Serve accepts LMTP connections on ln until Shutdown.
+func (c *ConfirmServer) Serve(ln net.Listener) error { return serve(c.srv, ln) }
 
 // Shutdown stops accepting and waits for the sessions under way until ctx ends.
 func (c *ConfirmServer) Shutdown(ctx context.Context) error { return c.srv.Shutdown(ctx) }

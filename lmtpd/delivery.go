@@ -100,26 +100,12 @@ func NewDeliveryServer(cfg DeliveryConfig, d DeliveryDeps) (*DeliveryServer, err
 	if s.m, err = newMetrics(d.Registerer); err != nil {
 		return nil, err
 	}
-	srv := smtp.NewServer(s)
-	srv.LMTP = true
-	srv.Domain = cfg.Hostname
-	srv.ReadTimeout = 10 * time.Minute
-	srv.WriteTimeout = time.Minute
-	srv.MaxRecipients = cfg.MaxRecipients
-	srv.MaxMessageBytes = cfg.MaxSize
-	srv.ErrorLog = slogErrorLog{s.log}
-	s.srv = srv
+	s.srv = newLMTPServer(s, cfg.Hostname, 10*time.Minute, cfg.MaxRecipients, cfg.MaxSize, s.log)
 	return s, nil
 }
 
 // Serve accepts LMTP connections on ln until Shutdown.
-func (s *DeliveryServer) Serve(ln net.Listener) error {
-	err := s.srv.Serve(ln)
-	if errors.Is(err, smtp.ErrServerClosed) {
-		return nil
-	}
-	return err
-}
+func (s *DeliveryServer) Serve(ln net.Listener) error { return serve(s.srv, ln) }
 
 // Shutdown stops accepting and waits for the transactions under way until ctx ends: each
 // finishes, commits its receipts and replies.
