@@ -222,27 +222,8 @@ func countSubject(t *testing.T, mb mailtest.Mailbox, s string) int {
 // fetchClassified fetches and classifies the INBOX messages whose Subject contains s.
 func fetchClassified(t *testing.T, mb mailtest.Mailbox, s string) []*pec.Classified {
 	t.Helper()
-	c, err := mailtest.DialIMAP(mb.Addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Login(mb.User, mb.Pass); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Select("INBOX"); err != nil {
-		t.Fatal(err)
-	}
-	uids, err := c.SearchHeader("Subject", s)
-	if err != nil {
-		t.Fatal(err)
-	}
 	var out []*pec.Classified
-	for _, u := range uids {
-		m, err := c.Fetch(u)
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, m := range fetchRaw(t, mb, s) {
 		out = append(out, pec.Classify(m, pec.ClassifyOptions{}))
 	}
 	return out
