@@ -16,7 +16,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -111,31 +110,10 @@ func classify(t *testing.T, l *lab.Lab, msg []byte, want pec.Kind) *pec.Classifi
 	return c
 }
 
-var pecctlOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
 // pecctl builds cmd/pecctl once per test binary.
 func pecctl(t *testing.T) string {
 	t.Helper()
-	pecctlOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pecctl-")
-		if err != nil {
-			pecctlOnce.err = err
-			return
-		}
-		pecctlOnce.path = filepath.Join(dir, "pecctl")
-		out, err := exec.Command("go", "build", "-o", pecctlOnce.path, "github.com/gestore-pec/gestore/cmd/pecctl").CombinedOutput()
-		if err != nil {
-			pecctlOnce.err = fmt.Errorf("go build pecctl: %v\n%s", err, out)
-		}
-	})
-	if pecctlOnce.err != nil {
-		t.Fatal(pecctlOnce.err)
-	}
-	return pecctlOnce.path
+	return goBinary(t, "github.com/gestore-pec/gestore/cmd/pecctl")
 }
 
 // logEvents reads provider p's legal log for one identificativo (or, with id "", the events

@@ -20,7 +20,6 @@ import (
 	osuser "os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -45,30 +44,10 @@ type privateDP struct {
 	log               *os.File
 }
 
-var lmtpdOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
 // lmtpdBinary builds cmd/pec-lmtpd once per test binary.
 func lmtpdBinary(t *testing.T) string {
 	t.Helper()
-	lmtpdOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "pec-lmtpd-")
-		if err != nil {
-			lmtpdOnce.err = err
-			return
-		}
-		lmtpdOnce.path = filepath.Join(dir, "pec-lmtpd")
-		if out, err := exec.Command("go", "build", "-o", lmtpdOnce.path, "github.com/gestore-pec/gestore/cmd/pec-lmtpd").CombinedOutput(); err != nil {
-			lmtpdOnce.err = fmt.Errorf("go build pec-lmtpd: %v\n%s", err, out)
-		}
-	})
-	if lmtpdOnce.err != nil {
-		t.Fatal(lmtpdOnce.err)
-	}
-	return lmtpdOnce.path
+	return goBinary(t, "github.com/gestore-pec/gestore/cmd/pec-lmtpd")
 }
 
 func freePort(t *testing.T, host string) string {

@@ -144,16 +144,13 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 	p.cfg = filepath.Join(p.dir, "pec.yaml")
 	os.WriteFile(p.cfg, out, 0o600)
 
-	p.bin = filepath.Join(p.dir, "pec-milter")
-	args := []string{"build", "-o", p.bin}
+	var tags []string
 	if opt.hooks {
-		args = append(args, "-tags", "testhooks")
+		tags = []string{"testhooks"}
 		p.hooks = filepath.Join(p.dir, "hooks")
 		os.MkdirAll(p.hooks, 0o700)
 	}
-	if out, err := exec.Command("go", append(args, "github.com/gestore-pec/gestore/cmd/pec-milter")...).CombinedOutput(); err != nil {
-		t.Fatalf("go build pec-milter: %v\n%s", err, out)
-	}
+	p.bin = goBinary(t, "github.com/gestore-pec/gestore/cmd/pec-milter", tags...)
 	p.logf, _ = os.Create(filepath.Join(p.dir, "pec-milter.log"))
 	p.env = append(os.Environ(), "PEC_PIN_"+strings.ToUpper(a.ID)+"="+a.Token.PIN, "SOFTHSM2_CONF="+hsmConf,
 		"PEC_TEST_HOOK_DIR="+p.hooks)

@@ -53,10 +53,7 @@ func startPrivateRX(t *testing.T, l *lab.Lab, b *lab.Provider) *privateRX {
 	p.hsmConf = filepath.Join(p.dir, "softhsm2.conf")
 	os.WriteFile(p.hsmConf, []byte("directories.tokendir = "+p.tokens+"\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"), 0o600)
 	p.clamd = lab.PrivateClamd(t)
-	p.bin = filepath.Join(p.dir, "pec-milter")
-	if out, err := exec.Command("go", "build", "-o", p.bin, "github.com/gestore-pec/gestore/cmd/pec-milter").CombinedOutput(); err != nil {
-		t.Fatalf("go build pec-milter: %v\n%s", err, out)
-	}
+	p.bin = goBinary(t, "github.com/gestore-pec/gestore/cmd/pec-milter")
 	p.start(t, nil)
 	t.Cleanup(func() { p.stop(t) })
 

@@ -18,10 +18,8 @@ import (
 	"os"
 	"os/exec"
 	osuser "os/user"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -70,34 +68,11 @@ func probeSelf(t *testing.T, sock string, send []byte) probeResult {
 	return r
 }
 
-var peerprobeOnce struct {
-	sync.Once
-	path string
-	err  error
-}
-
 // probeAs connects as another user, through integration/peerprobe run with that uid and gid
 // (no supplementary groups).
 func probeAs(t *testing.T, uid, gid uint32, sock string, send []byte) probeResult {
 	t.Helper()
-	peerprobeOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "peerprobe-")
-		if err == nil {
-			err = os.Chmod(dir, 0o755) // the other user must be able to run it
-		}
-		if err != nil {
-			peerprobeOnce.err = err
-			return
-		}
-		peerprobeOnce.path = filepath.Join(dir, "peerprobe")
-		if out, err := exec.Command("go", "build", "-o", peerprobeOnce.path, "github.com/gestore-pec/gestore/integration/peerprobe").CombinedOutput(); err != nil {
-			peerprobeOnce.err = errors.New("go build peerprobe: " + err.Error() + "\n" + string(out))
-		}
-	})
-	if peerprobeOnce.err != nil {
-		t.Fatal(peerprobeOnce.err)
-	}
-	cmd := exec.Command(peerprobeOnce.path, "-socket", sock, "-send", hex.EncodeToString(send))
+	cmd := exec.Command(goBinary(t, "github.com/gestore-pec/gestore/integration/peerprobe"), "-socket", sock, "-send", hex.EncodeToString(send))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: uid, Gid: gid}}
 	out, err := cmd.Output()
 	if err != nil {
