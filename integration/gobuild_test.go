@@ -30,6 +30,39 @@ type built struct {
 // returns its path. The directory is world-readable: peerprobe runs as other users.
 func goBinary(t *testing.T, pkg string, tags ...string) string {
 	t.Helper()
+	b := build(pkg, tags)
+	if b.err != nil {
+		t.Fatal(b.err)
+	}
+	return b.path
+}
+
+// goBinaries is goBinary for several main packages (no tags), built at the same time: the
+// links of cgo programs dominate a warm build and run in parallel.
+func goBinaries(t *testing.T, pkgs ...string) []string {
+	t.Helper()
+	out := make([]*built, len(pkgs))
+	var wg sync.WaitGroup
+	for i, pkg := range pkgs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out[i] = build(pkg, nil)
+		}()
+	}
+	wg.Wait()
+	paths := make([]string, len(pkgs))
+	for i, b := range out {
+		if b.err != nil {
+			t.Fatal(b.err)
+		}
+		paths[i] = b.path
+	}
+	return paths
+}
+
+// build builds pkg with tags once per test binary; safe for concurrent use.
+func build(pkg string, tags []string) *built {
 	key := pkg + " " + strings.Join(tags, ",")
 	builds.Lock()
 	if builds.done == nil {
@@ -59,8 +92,5 @@ func goBinary(t *testing.T, pkg string, tags ...string) string {
 			b.err = fmt.Errorf("go build %s: %v\n%s", pkg, err, out)
 		}
 	})
-	if b.err != nil {
-		t.Fatal(b.err)
-	}
-	return b.path
+	return b
 }

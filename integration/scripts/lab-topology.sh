@@ -13,6 +13,10 @@ CLAMD_PORT=3310
 LMTPD_METRICS_PORT=9101
 DOVEADM_PORT=8080
 TSA_PORT=3180
+# How often A and B reload the providers index (index.refresh; production: 1h, at most 24h).
+# Short, so that a provider published while the lab runs (TestSysadminInstall publishes provider
+# C, as AgID would) is trusted within seconds, and forgotten as soon as its record is removed.
+INDEX_REFRESH=5s
 # PostgreSQL (issue 18): a primary and its synchronous streaming standby on the service
 # address, started by lab-up.sh when PEC_STORE=postgres; provider A then keeps its store in
 # the database pec_a, the DSN naming both (a promoted standby needs no change).
@@ -161,7 +165,7 @@ write_pec_yaml() {
 		  certificate: $BASE/$id/cert-chain.pem
 		  digest: sha256
 		$(signer_keys "$id")
-		index: {source: "ldap://$LAB_LDAP_HOST:$LDAP_PORT/o=postacert", refresh: 1h, cache: $BASE/$id/providers-index.ldif}
+		index: {source: "ldap://$LAB_LDAP_HOST:$LDAP_PORT/o=postacert", refresh: $INDEX_REFRESH, cache: $BASE/$id/providers-index.ldif}
 		trust: {anchors: [$BASE/ca/root.pem], crls: [$BASE/ca/crl/ca1.crl], crl_refresh: 10m}
 		$(store_yaml "$id")
 		milter: {listen: "unix:$BASE/$id/run/milter.sock"}

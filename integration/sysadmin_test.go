@@ -1,0 +1,188 @@
+//go:build integration
+
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gestore-pec/gestore/integration/lab"
+	"github.com/gestore-pec/gestore/integration/mailtest"
+	"github.com/gestore-pec/gestore/pec"
+)
+
+// TestSysadminInstall is issue 17 item 4's proof that postfix-conf/README.md is true: provider C
+// (pec-c.test) is a plain Postfix and a plain Dovecot made the way a Debian admin makes them,
+// turned into a PEC provider by running the README's "Installing, step by step" blocks as they
+// stand (integration/scripts/sysadmin-install.sh; nothing of the lab's generator configures
+// it). Its record goes into the lab's providers index, as AgID would publish it, so that A
+// trusts it. Then the core flow, both ways: a user of C sends a PEC to a user of A and the
+// reverse; each sender gets its accettazione and its consegna, each recipient the busta, and
+// the sender's provider's service mailbox the presa in carico of the other; every one passes
+// pecctl verify, openssl smime -verify and xmllint --dtdvalid. C is taken down at the end and
+// its record removed from the index.
+func TestSysadminInstall(t *testing.T) {
+	l, a, _, _ := pecLab(t)
+	c := installC(t, l, a)
+	t.Run("flows", func(t *testing.T) {
+		t.Run("C to A", func(t *testing.T) {
+			t.Parallel()
+			coreFlow(t, l, c, user(t, c, "carla"), a, user(t, a, "alice"))
+		})
+		t.Run("A to C", func(t *testing.T) {
+			t.Parallel()
+			coreFlow(t, l, a, user(t, a, "alice"), c, user(t, c, "carla"))
+		})
+	})
+}
+
+// coreFlow sends one PEC from u at p to r at q and checks the four messages of the core flow
+// (pec-spec.md §2.1): the accettazione and the consegna (completa: r is in To) in u's mailbox,
+// the busta in r's, and q's presa in carico in p's service mailbox (its mailReceipt). Exactly
+// one of each.
+func coreFlow(t *testing.T, l *lab.Lab, p *lab.Provider, u lab.User, q *lab.Provider, r lab.User) {
+	token := mailtest.Token("sys")
+	orig := raw("Messaggio di prova "+token+".\n", "From: "+u.Address, "To: "+r.Address,
+		"Subject: PEC "+token, "Message-ID: <"+token+"@client.example>")
+	if err := tlsSubmission(t, p, &u).Send(u.Address, []string{r.Address}, orig); err != nil {
+		t.Fatal(err)
+	}
+	service := user(t, p, p.ReceiptAddress)
+	want := []struct {
+		mb   mailtest.Mailbox
+		kind pec.Kind
+	}{
+		{mailbox(p, u), pec.KindAccettazione},
+		{mailbox(q, r), pec.KindBusta},
+		{mailbox(p, service), pec.KindPresaInCarico},
+		{mailbox(p, u), pec.KindConsegnaCompleta},
+	}
+	for _, w := range want {
+		byKind(t, w.mb, token, 1, w.kind)
+	}
+	time.Sleep(3 * time.Second) // a duplicate would arrive right behind the first
+	for _, w := range want {
+		got := byKind(t, w.mb, token, 1, w.kind)
+		if len(got) != 1 {
+			t.Errorf("%s: %d messages of kind %v with %s, want exactly 1", w.mb.User, len(got), w.kind, token)
+		}
+		c := verifyEmitted(t, l, got[0].raw, w.kind)
+		if w.kind == pec.KindBusta && !bytes.Contains(c.Postacert, []byte(token)) {
+			t.Errorf("the busta at %s does not carry the original (postacert.eml)", r.Address)
+		}
+	}
+}
+
+// installC runs sysadmin-install.sh for provider C on the lab's .40 address, routes A's mail
+// for pec-c.test to it, and waits until A's pec-milter and pec-lmtpd have loaded C's record
+// from the index. Cleanup takes C down and waits until A has dropped the record again.
+func installC(t *testing.T, l *lab.Lab, a *lab.Provider) *lab.Provider {
+	t.Helper()
+	start := time.Now()
+	dir := filepath.Join(l.Base, "sysadmin-c")
+	ip := a.IP[:strings.LastIndex(a.IP, ".")] + ".40"
+	script := filepath.Join(lab.ScriptsDir(), "sysadmin-install.sh")
+	down := func() {
+		if out, err := exec.Command(script, "down", dir).CombinedOutput(); err != nil {
+			t.Errorf("sysadmin-install.sh down: %v\n%s", err, out)
+		}
+		os.RemoveAll(dir)
+	}
+	down() // what an interrupted run left
+	bin := t.TempDir()
+	const cmd = "github.com/gestore-pec/gestore/cmd/"
+	for _, p := range goBinaries(t, cmd+"pec-milter", cmd+"pec-lmtpd", cmd+"pecctl") {
+		if err := os.Symlink(p, filepath.Join(bin, filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%.1fs: programs built", time.Since(start).Seconds())
+	logs := []string{a.Logs["pec-milter"], a.Logs["pec-lmtpd"]}
+	mark := logSizes(t, logs)
+	t.Cleanup(func() {
+		start := time.Now()
+		mark := logSizes(t, logs)
+		down()
+		waitIndexChanged(t, logs, mark, "removed")
+		t.Logf("%.1fs: C is down, its record out of A's index", time.Since(start).Seconds())
+	})
+	out, err := exec.Command(script, "up", dir, ip, bin).CombinedOutput()
+	t.Logf("sysadmin-install.sh up:\n%s", out)
+	if err != nil {
+		t.Fatalf("sysadmin-install.sh up: %v", err)
+	}
+	var c lab.Provider
+	if b, err := os.ReadFile(filepath.Join(dir, "provider.json")); err != nil || json.Unmarshal(b, &c) != nil {
+		t.Fatalf("provider.json of C: %v", err)
+	}
+	if err := confirmRoutes.add(a, c.Domain, "smtp:["+c.IP+"]:25"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := confirmRoutes.remove(a, c.Domain); err != nil {
+			t.Error(err)
+		}
+	})
+	waitIndexChanged(t, logs, mark, "added")
+	t.Logf("%.1fs: C is installed, A's pec-milter and pec-lmtpd trust it", time.Since(start).Seconds())
+	return &c
+}
+
+// logSizes is where each log ends now.
+func logSizes(t *testing.T, files []string) []int64 {
+	t.Helper()
+	var out []int64
+	for _, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, st.Size())
+	}
+	return out
+}
+
+// waitIndexChanged waits until every log has, past its mark, the "providers index changed"
+// line of pec/igpec (Index.Refresh) with a record added (or removed): the lab's index.refresh
+// is 5 s.
+func waitIndexChanged(t *testing.T, files []string, mark []int64, what string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i, f := range files {
+		for {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if indexChanged(b[min(mark[i], int64(len(b))):], what) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				t.Fatalf("%s: no \"providers index changed\" with a record %s within 30 s", f, what)
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}
+}
+
+func indexChanged(log []byte, what string) bool {
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		var e map[string]any
+		if json.Unmarshal(line, &e) != nil || e["msg"] != "providers index changed" {
+			continue
+		}
+		if n, _ := e[what].(float64); n > 0 {
+			return true
+		}
+	}
+	return false
+}
