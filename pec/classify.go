@@ -1,6 +1,7 @@
 package pec
 
 import (
+	"bytes"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -276,7 +277,10 @@ func (c *Classified) kindFrom(hasT bool, trasporto string, hasR bool, ricevuta s
 		switch {
 		case c.Postacert == nil:
 			k = KindConsegnaSintetica
-		case hasHashParts(c.Postacert):
+		case hasHashParts(c.Postacert), c.Daticert != nil && c.Daticert.Dati.Ricevuta == daticert.Breve && nothingToHash(c.Postacert):
+			// RFC 6109 §3.3.2.2 (pec-spec.md §4.3): a breve replaces the attachments by their
+			// hashes; of a message without attachments it is the message itself, as a completa
+			// would be. Requested breve, and nothing a breve would replace: it is that breve.
 			k = KindConsegnaBreve
 		}
 	case KindPreavviso12h:
@@ -312,6 +316,13 @@ func tokenList(set map[string]Kind) string {
 		}
 	}
 	return strings.Join(l, ", ")
+}
+
+// nothingToHash reports whether msg has no part a breve receipt replaces by its hash (Breve
+// leaves it unchanged).
+func nothingToHash(msg []byte) bool {
+	m := ToCRLF(msg)
+	return bytes.Equal(Breve(m), m)
 }
 
 func hasHashParts(msg []byte) bool {
