@@ -147,7 +147,13 @@ func (c *IMAP) Select(mailbox string) (int, error) {
 // SearchHeader returns the UIDs of the messages whose header field contains value
 // (case-insensitive substring, RFC 3501 §6.4.4).
 func (c *IMAP) SearchHeader(field, value string) ([]uint32, error) {
-	rs, err := c.Command("UID SEARCH HEADER %s %s", Quote(field), Quote(value))
+	return c.UIDSearch("HEADER " + Quote(field) + " " + Quote(value))
+}
+
+// UIDSearch runs UID SEARCH with criteria as given (RFC 3501 §6.4.4, for example
+// `UID 17:* TEXT "token"`) and returns the UIDs found.
+func (c *IMAP) UIDSearch(criteria string) ([]uint32, error) {
+	rs, err := c.Command("UID SEARCH %s", criteria)
 	if err != nil {
 		return nil, err
 	}
@@ -166,6 +172,27 @@ func (c *IMAP) SearchHeader(field, value string) ([]uint32, error) {
 		}
 	}
 	return uids, nil
+}
+
+// UIDNext returns the UID the next message delivered to mailbox will get (STATUS UIDNEXT,
+// RFC 3501 §6.3.10): messages from then on are those with a UID at least this.
+func (c *IMAP) UIDNext(mailbox string) (uint32, error) {
+	rs, err := c.Command("STATUS %s (UIDNEXT)", Quote(mailbox))
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rs {
+		_, rest, ok := strings.Cut(r.Line, "(UIDNEXT ")
+		if !strings.HasPrefix(r.Line, "* STATUS") || !ok {
+			continue
+		}
+		n, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(rest), ")"), 10, 32)
+		if err != nil {
+			return 0, fmt.Errorf("imap: bad STATUS response %q", r.Line)
+		}
+		return uint32(n), nil
+	}
+	return 0, errors.New("imap: STATUS without UIDNEXT")
 }
 
 // Fetch returns the whole message with the given UID, byte for byte (BODY.PEEK[], so the

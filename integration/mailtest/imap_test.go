@@ -103,3 +103,38 @@ func TestLiteralSize(t *testing.T) {
 		}
 	}
 }
+
+func TestUIDNextAndSearch(t *testing.T) {
+	addr := fakeIMAP(t, map[string]string{
+		"STATUS":     "* STATUS INBOX (UIDNEXT 4711)\r\n",
+		"UID SEARCH": "* SEARCH 4711 4712\r\n",
+	})
+	c, err := DialIMAP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Login("u@x.test", `s"ecret`); err != nil {
+		t.Fatal(err)
+	}
+	n, err := c.UIDNext("INBOX")
+	if err != nil || n != 4711 {
+		t.Fatalf("UIDNext = %d, %v; want 4711", n, err)
+	}
+	uids, err := c.UIDSearch(`UID 4711:* TEXT "tok"`)
+	if err != nil || len(uids) != 2 || uids[0] != 4711 || uids[1] != 4712 {
+		t.Fatalf("UIDSearch = %v, %v", uids, err)
+	}
+}
+
+func TestUIDNextMissing(t *testing.T) {
+	addr := fakeIMAP(t, map[string]string{"STATUS": "* STATUS INBOX (MESSAGES 3)\r\n"})
+	c, err := DialIMAP(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.UIDNext("INBOX"); err == nil {
+		t.Fatal("STATUS without UIDNEXT accepted")
+	}
+}
