@@ -6,10 +6,13 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
+	osuser "os/user"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -31,6 +34,7 @@ import (
 func TestSysadminInstall(t *testing.T) {
 	l, a, _, _ := pecLab(t)
 	c := installC(t, l, a)
+	checkUnits(t, filepath.Join(l.Base, "sysadmin-c"))
 	t.Run("flows", func(t *testing.T) {
 		t.Run("C to A", func(t *testing.T) {
 			t.Parallel()
@@ -80,6 +84,51 @@ func coreFlow(t *testing.T, l *lab.Lab, p *lab.Provider, u lab.User, q *lab.Prov
 	}
 }
 
+// checkUnits checks what postfix-conf/systemd/ promises once the daemons run as the README
+// starts them: both run as user pec, and their sockets in the RuntimeDirectory (0751, pec)
+// are 0660 with group postfix, so that only Postfix's processes reach them.
+func checkUnits(t *testing.T, dir string) {
+	t.Helper()
+	pec, err := osuser.Lookup("pec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	postfix, err := osuser.LookupGroup("postfix")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{"pec-milter", "pec-lmtpd"} {
+		pid, err := os.ReadFile(filepath.Join(dir, "state", d+".pid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.ReadFile(filepath.Join("/proc", strings.TrimSpace(string(pid)), "status"))
+		if err != nil {
+			t.Fatalf("%s is not running: %v", d, err)
+		}
+		if !bytes.Contains(st, []byte("\nUid:\t"+pec.Uid+"\t")) {
+			t.Errorf("%s does not run as pec (uid %s):\n%s", d, pec.Uid, st)
+		}
+	}
+	mode := func(p string) string {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := fi.Sys().(*syscall.Stat_t)
+		return fmt.Sprintf("%o %d:%d", fi.Mode().Perm(), s.Uid, s.Gid)
+	}
+	run := filepath.Join(dir, "run", "pec")
+	if got, want := mode(run), "751 "+pec.Uid+":"+pec.Gid; got != want {
+		t.Errorf("%s: %s, want %s", run, got, want)
+	}
+	for _, sock := range []string{"milter.sock", "confirm.sock", "lmtp.sock"} {
+		if got, want := mode(filepath.Join(run, sock)), "660 "+pec.Uid+":"+postfix.Gid; got != want {
+			t.Errorf("%s: %s, want %s", sock, got, want)
+		}
+	}
+}
+
 // installC runs sysadmin-install.sh for provider C on the lab's .40 address, routes A's mail
 // for pec-c.test to it, and waits until A's pec-milter and pec-lmtpd have loaded C's record
 // from the index. Cleanup takes C down and waits until A has dropped the record again.
@@ -90,8 +139,15 @@ func installC(t *testing.T, l *lab.Lab, a *lab.Provider) *lab.Provider {
 	ip := a.IP[:strings.LastIndex(a.IP, ".")] + ".40"
 	script := filepath.Join(lab.ScriptsDir(), "sysadmin-install.sh")
 	down := func() {
-		if out, err := exec.Command(script, "down", dir).CombinedOutput(); err != nil {
+		out, err := exec.Command(script, "down", dir).CombinedOutput()
+		if err != nil {
 			t.Errorf("sysadmin-install.sh down: %v\n%s", err, out)
+		} else if len(out) > 0 {
+			t.Logf("sysadmin-install.sh down:\n%s", out)
+		}
+		if t.Failed() {
+			t.Logf("C's configuration and logs are kept in %s (removed by the next run)", dir)
+			return
 		}
 		os.RemoveAll(dir)
 	}

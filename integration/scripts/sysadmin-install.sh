@@ -103,7 +103,9 @@ up() {
 down() {
 	DIR=$(cd "$1" && pwd)
 	local u ip
-	# Postfix first: its smtpd and lmtp processes hold connections to pec-milter and pec-lmtpd,
+	# The record first: A and B drop it at their next index refresh while C stops.
+	index_unpublish
+	# Then Postfix: its smtpd and lmtp processes hold connections to pec-milter and pec-lmtpd,
 	# which on SIGTERM wait for open sessions (shutdown_grace).
 	if [ -f "$DIR/postfix/etc/main.cf" ] && postfix_running "$DIR/postfix/etc"; then
 		postfix_run "$DIR/postfix/etc" stop || true
@@ -112,7 +114,6 @@ down() {
 		dovecot -c "$DIR/dovecot/etc/dovecot.conf" stop </dev/null >/dev/null 2>&1 || true
 	fi
 	for u in pec-milter pec-lmtpd; do stop_pidfile "$u" "$DIR/state/$u.pid" & done
-	index_unpublish
 	wait
 	for _ in $(seq 1 100); do
 		pid_alive "$DIR/postfix/spool/pid/master.pid" || pid_alive "$DIR/dovecot/run/master.pid" || break
