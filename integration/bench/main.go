@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/integration/bench/pflisten"
+	"github.com/gestore-pec/gestore/integration/bench/procstat"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 )
@@ -110,12 +111,33 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		}
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
+			cpu := procstat.Start(l.Base)
 			r := drive(ctx, sub, alice.Address, rcpt, size.bytes, size.n, conc)
 			r.name = cfg.name
 			report(r)
+			time.Sleep(settle) // the receipts of the last transactions
+			reportCPU(cpu.Stop(), r.sent)
 		}
 	}
 	return nil
+}
+
+// settle is how long the CPU of a configuration is still counted after its last message: the
+// accettazione of the last transactions, the deliveries of the last messages.
+const settle = 3 * time.Second
+
+// reportCPU prints the CPU time of the lab's processes per message sent (procstat).
+func reportCPU(cpu map[string]float64, sent int) {
+	if sent == 0 {
+		return
+	}
+	var b strings.Builder
+	total := 0.0
+	for _, g := range procstat.Groups(cpu) {
+		total += cpu[g]
+		fmt.Fprintf(&b, " %s %.1f", g, 1000*cpu[g]/float64(sent))
+	}
+	fmt.Printf("       CPU ms/msg: total %.1f:%s\n", 1000*total/float64(sent), b.String())
 }
 
 func drive(ctx context.Context, sub mailtest.Submission, from, rcpt string, size, n, conc int) result {

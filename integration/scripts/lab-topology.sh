@@ -184,7 +184,7 @@ write_pec_yaml() {
 		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}
 		log: {level: info, format: json}
-		metrics: {listen: "${P_IP[$id]}:9100"}
+		metrics: {listen: "${P_IP[$id]}:9100", pprof: ${PEC_LAB_PPROF:-false}}
 	EOF
 	# The daily seal of the legal log (DPR 68/2005 art. 10), timestamped by the lab TSA; left
 	# out when bin/pecctl is missing (no TSA), and pec-milter then warns that it is not sealing.

@@ -7,6 +7,8 @@
 #                          bin/pec-lmtpd when it exists. Default: pec when bin/pec-milter exists.
 #   PEC_STORE=sqlite|postgres  postgres: start PostgreSQL (a primary and its synchronous
 #                          streaming standby, $PEC_LAB/pg) and keep provider A's store there.
+#   PEC_LAB_PPROF=true     serve /debug/pprof/ on the PEC processes' metrics listeners
+#                          (metrics.pprof) for profiling under load; default false.
 #   PEC_MILTER_BIN, PEC_LMTPD_BIN, PEC_PECCTL_BIN  other binaries than bin/pec-milter,
 #                          bin/pec-lmtpd, bin/pecctl (pecctl serves the lab TSA on :3180; without
 #                          it there is no TSA and pec.yaml has no seal: section)

@@ -199,6 +199,10 @@ type Log struct {
 // Metrics configures the Prometheus endpoint.
 type Metrics struct {
 	Listen string `yaml:"listen"` // host:port; empty disables the endpoint
+	// Pprof serves Go's profiler (/debug/pprof/) on the same listener and samples blocking
+	// and lock contention, for profiling under load (issue 19). Off by default: the profiles
+	// expose the process's internals and the sampling costs a little on every lock.
+	Pprof bool `yaml:"pprof"`
 }
 
 // DefaultPath is where pec-milter and pec-lmtpd look for the file without -config, and where

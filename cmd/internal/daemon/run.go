@@ -188,6 +188,10 @@ func (d *Daemon) serveMetrics() *http.Server {
 		}
 		_, _ = w.Write([]byte("ready\n"))
 	})
+	if d.Cfg.Metrics.Pprof {
+		servePprof(mux)
+		d.Log.Warn("profiler on: /debug/pprof/ served on the metrics listener (metrics.pprof)", "addr", addr)
+	}
 	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() {
 		if err := srv.ListenAndServe(); err != nil && !errors.Is(err, http.ErrServerClosed) {
