@@ -105,19 +105,19 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 	// quarantined whatever else is wrong with it. The size verdict comes first: a message
 	// over the size limit is refused unscanned (issue 12 item 9), so that clamd never gets
 	// more than the limit and a message too large for it is not answered 4xx for ever.
-	var virus string
-	var tm Timings
+	//
+	// The scan runs beside the rest of the decision (issue 19): the content inspection and
+	// the busta and accettazione are built and signed while clamd scans, and nothing is
+	// decided, answered or committed before its verdict (scan.go).
+	var scan *scanJob
 	if big := CheckSize(orig, env, e.cfg.Limits); big != nil {
 		if formal == nil {
 			formal = big
 		}
 	} else {
-		start := time.Now()
-		v, err := e.deps.Scanner.Scan(ctx, bytes.NewReader(orig.Raw))
-		if err != nil {
-			return nil, &Temporary{Op: "scan", Err: err}
-		}
-		virus, tm.Scan = v, time.Since(start)
+		sctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		scan = e.startScan(sctx, orig.Raw)
 	}
 
 	// One instant for every message and event of this transaction (DM art. 9, §6.2).
@@ -135,9 +135,16 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 		return nil, &Temporary{Op: "identificativo", Err: err}
 	}
 	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
-	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, tm: tm, key: key, again: again}
-	if virus == "" && formal == nil {
+	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, key: key, again: again}
+	if formal == nil {
 		formal = s.inspect()
+	}
+	if formal == nil && scan != nil {
+		s.prepare()
+	}
+	virus, err := s.verdict(scan)
+	if err != nil {
+		return nil, err
 	}
 	switch {
 	case virus != "":
@@ -301,6 +308,7 @@ type step struct {
 	ref   TimeRef
 	tx    *Transaction
 	tm    Timings
+	pre   *prepared   // the busta and accettazione built while clamd scanned (scan.go)
 	key   string      // idempotency key ("" = none)
 	flags string      // what the content inspection flagged, for the log ("" = nothing)
 	again *store.Held // the waiting held step of an earlier attempt, when this is a retry
@@ -314,8 +322,10 @@ func (s *step) event() store.Event {
 }
 
 func (s *step) accept(ctx context.Context) (*Submitted, error) {
-	start := time.Now()
-	busta, err := s.busta()
+	if s.pre == nil {
+		s.prepare()
+	}
+	busta, err := s.pre.busta, s.pre.bustaErr
 	var big *TooBigError
 	if errors.As(err, &big) {
 		// RFC 6109 §3.1.2: a message the provider cannot carry gets the avviso. Postfix's
@@ -337,20 +347,20 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	if s.again != nil {
 		// A retry of a busta not yet confirmed: the same busta, the same confirmation; the
 		// accettazione is already held.
-		s.tm.Build = time.Since(start)
+		s.tm.Build = s.pre.took
 		res.Confirm, res.Retry, res.Timings = s.e.ConfirmAddress(s.again.Token), true, s.tm
 		return res, nil
 	}
-	acc, err := s.bd.Accettazione(s.ref, s.tx)
+	acc, err := s.pre.acc, s.pre.accErr
 	if err != nil {
 		return nil, &Temporary{Op: "accettazione", Err: err}
 	}
-	s.tm.Build = time.Since(start)
+	s.tm.Build = s.pre.took
 	h, err := s.held(busta, acc)
 	if err != nil {
 		return nil, err
 	}
-	start = time.Now()
+	start := time.Now()
 	if err := s.e.deps.Store.Commit(ctx, &store.Batch{Holds: []store.Held{h}}); err != nil {
 		if errors.Is(err, store.ErrExists) && s.key != "" {
 			return s.e.decided(ctx, s.sub, s.key) // a concurrent attempt decided first

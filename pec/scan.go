@@ -1,0 +1,72 @@
+package pec
+
+import (
+	"bytes"
+	"context"
+	"time"
+)
+
+// The antivirus verdict beside the rest of the access point's decision (issue 19). Inside
+// one end-of-message the scan is a wait on clamd, another process, while the content
+// inspection and the signing of the busta and the accettazione are this process's work, so
+// they overlap: the scan starts as soon as the message is parsed and its size allowed, the
+// rest is built meanwhile, and the verdict is awaited before anything is decided, answered
+// or committed. On a virus, or when clamd gives no verdict, what was built is dropped
+// unseen: it never reaches the store, the outbox or Postfix (pec-spec.md §7.1 point 7: the
+// scan precedes any accettazione; DESIGN.md "Durability").
+
+// scanJob is one scan under way.
+type scanJob struct {
+	done  chan struct{}
+	virus string
+	err   error
+	took  time.Duration
+}
+
+// startScan sends raw to the antivirus in the background. Cancelling ctx ends the scan.
+func (e *Engine) startScan(ctx context.Context, raw []byte) *scanJob {
+	j := &scanJob{done: make(chan struct{})}
+	go func() {
+		defer close(j.done)
+		start := time.Now()
+		j.virus, j.err = e.deps.Scanner.Scan(ctx, bytes.NewReader(raw))
+		j.took = time.Since(start)
+	}()
+	return j
+}
+
+// verdict waits for the scan (nil: the message was not scanned, being over the size limit)
+// and records how long clamd took. A scan without a verdict is a temporary failure.
+func (s *step) verdict(j *scanJob) (string, error) {
+	if j == nil {
+		return "", nil
+	}
+	<-j.done
+	s.tm.Scan += j.took
+	if j.err != nil {
+		return "", &Temporary{Op: "scan", Err: j.err}
+	}
+	return j.virus, nil
+}
+
+// prepared is the work of an acceptance done before the verdict: the busta and, for a new
+// transaction, the accettazione, built and signed, with their errors (reported only if the
+// message is accepted: a virus wins over them, as it wins over a formal exception).
+type prepared struct {
+	busta, acc       *Message
+	bustaErr, accErr error
+	took             time.Duration
+}
+
+// prepare builds and signs the busta and the accettazione (a retry of a waiting step reuses
+// its held accettazione: only the busta is rebuilt).
+func (s *step) prepare() {
+	start := time.Now()
+	p := &prepared{}
+	p.busta, p.bustaErr = s.busta()
+	if p.bustaErr == nil && s.again == nil {
+		p.acc, p.accErr = s.bd.Accettazione(s.ref, s.tx)
+	}
+	p.took = time.Since(start)
+	s.pre = p
+}
