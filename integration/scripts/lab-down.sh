@@ -16,6 +16,10 @@ purge=0
 exec 9>"$BASE/.lab.lock"
 flock -w 120 9 || die "another lab-up/lab-down holds $BASE/.lab.lock"
 
+# Provider C of TestSysadminInstall, if an interrupted run left it (it needs lab.json and slapd).
+if [ -d "$BASE/sysadmin-c" ]; then
+	"$LAB_SCRIPTS/sysadmin-install.sh" down "$BASE/sysadmin-c" || say "lab: stopping provider C failed"
+fi
 rm -f "$BASE/lab.json"
 for id in "${ALL_IDS[@]}"; do postfix_stop "$id" & done
 for id in "${PEC_IDS[@]}"; do

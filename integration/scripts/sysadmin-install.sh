@@ -33,11 +33,14 @@ USERS="carla ricevute posta-certificata"
 [ "$(id -u)" = 0 ] || die "sysadmin-install.sh must run as root"
 need jq postconf postfix dovecot doveconf doveadm ldapadd ldapdelete openssl setpriv runuser pkcs11-tool curl
 LAB_JSON=${PEC_LAB:-/tmp/pec-lab}/lab.json
-[ -f "$LAB_JSON" ] || die "no lab at $LAB_JSON: lab-up.sh first"
 # lab.json read once: LABV["ca.cert"], LABV["providers.0.ip"], ...; labv KEY prints one value.
+# (down works without it, and then leaves the record, which goes when lab-up restarts slapd
+# from its LDIF.)
 declare -A LABV=()
-while IFS=$'\t' read -r k v; do LABV[$k]=$v; done < <(jq -r 'paths(scalars) as $p |
-	[($p | map(tostring) | join(".")), (getpath($p) | tostring)] | @tsv' "$LAB_JSON")
+if [ -f "$LAB_JSON" ]; then
+	while IFS=$'\t' read -r k v; do LABV[$k]=$v; done < <(jq -r 'paths(scalars) as $p |
+		[($p | map(tostring) | join(".")), (getpath($p) | tostring)] | @tsv' "$LAB_JSON")
+fi
 labv() { [ -n "${LABV[$1]:-}" ] || die "lab.json has no $1"; printf '%s' "${LABV[$1]}"; }
 T0=$(date +%s.%N)
 # elapsed: seconds since the script started, for the step lines.
@@ -75,6 +78,7 @@ run_block() {
 }
 
 up() {
+	[ -f "$LAB_JSON" ] || die "no lab at $LAB_JSON: lab-up.sh first"
 	DIR=$1 IP=$2
 	local bindir=$3 name
 	[ ! -e "$DIR" ] || [ -z "$(ls -A "$DIR")" ] || die "$DIR is not empty: sysadmin-install.sh down it and remove it first"

@@ -170,7 +170,7 @@ after_index() {
 # index_unpublish: take C's record out of the lab's index again.
 index_unpublish() {
 	local dn
-	[ -s "$DIR/state/index-dn" ] || return 0
+	[ -s "$DIR/state/index-dn" ] && [ -n "${LABV[ldap.url]:-}" ] || return 0
 	dn=$(cat "$DIR/state/index-dn")
 	ldapdelete -x -H "$(labv ldap.url)" -D "$(labv ldap.bind_dn)" -y "$DIR/state/ldap.pw" "$dn" >>"$DIR/install.log" 2>&1 ||
 		say "sysadmin: could not delete $dn from the lab index"
