@@ -68,6 +68,13 @@ var bRoutes = &routes{byDomain: map[string]string{}}
 // startPrivateDP starts the private Dovecot and pec-lmtpd and routes rcpts to them.
 func startPrivateDP(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string) *privateDP {
 	t.Helper()
+	return startPrivateDPWith(t, l, b, rcpts, nil)
+}
+
+// startPrivateDPWith is startPrivateDP with edit applied to the private pec.yaml before
+// pec-lmtpd starts.
+func startPrivateDPWith(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string, edit func(y map[string]any)) *privateDP {
+	t.Helper()
 	tag := mailtest.Token("dx")[3:11]
 	p := &privateDP{tag: tag, dir: filepath.Join(l.Base, b.ID, "dx-"+tag)}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
@@ -82,7 +89,7 @@ func startPrivateDP(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string) *
 		os.RemoveAll(p.dir)
 	})
 	p.startDovecotFirst(t, b, tag)
-	p.configureLMTPD(t, l, b)
+	p.configureLMTPD(t, l, b, edit)
 	p.Start(t)
 	t.Cleanup(func() {
 		p.Kill()
@@ -214,7 +221,7 @@ func (p *privateDP) SignalDovecot(t *testing.T, sig syscall.Signal) {
 
 // configureLMTPD writes the private pec.yaml (B's, with the private store, listener, Dovecot,
 // metrics, node name, and no seal) and copies the tokens.
-func (p *privateDP) configureLMTPD(t *testing.T, l *lab.Lab, b *lab.Provider) {
+func (p *privateDP) configureLMTPD(t *testing.T, l *lab.Lab, b *lab.Provider, edit func(y map[string]any)) {
 	t.Helper()
 	raw, err := os.ReadFile(b.ConfigFile)
 	if err != nil {
@@ -233,6 +240,9 @@ func (p *privateDP) configureLMTPD(t *testing.T, l *lab.Lab, b *lab.Provider) {
 		"doveadm": map[string]any{"url": "http://" + p.adm + "/doveadm/v1", "api_key_file": filepath.Join(p.dir, "doveadm.key")}}
 	delete(y, "metrics")
 	delete(y, "seal")
+	if edit != nil {
+		edit(y)
+	}
 	out, _ := yaml.Marshal(y)
 	p.cfg = filepath.Join(p.dir, "pec.yaml")
 	os.WriteFile(p.cfg, out, 0o600)

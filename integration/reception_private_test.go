@@ -42,6 +42,13 @@ type privateRX struct {
 
 func startPrivateRX(t *testing.T, l *lab.Lab, b *lab.Provider) *privateRX {
 	t.Helper()
+	return startPrivateRXWith(t, l, b, nil)
+}
+
+// startPrivateRXWith is startPrivateRX with override applied to its first configuration (see
+// start).
+func startPrivateRXWith(t *testing.T, l *lab.Lab, b *lab.Provider, override func(y map[string]any)) *privateRX {
+	t.Helper()
 	p := &privateRX{l: l, b: b, dir: t.TempDir()}
 	name := "rxtest-" + mailtest.Token("s")[2:12]
 	p.sock = filepath.Join(filepath.Dir(b.MilterSocket), name+".sock")
@@ -54,7 +61,7 @@ func startPrivateRX(t *testing.T, l *lab.Lab, b *lab.Provider) *privateRX {
 	os.WriteFile(p.hsmConf, []byte("directories.tokendir = "+p.tokens+"\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n"), 0o600)
 	p.clamd = lab.PrivateClamd(t)
 	p.bin = goBinary(t, "github.com/gestore-pec/gestore/cmd/pec-milter")
-	p.start(t, nil)
+	p.start(t, override)
 	t.Cleanup(func() { p.stop(t) })
 
 	if err := rxConfirmRoutes.add(b, p.confirmDomain, "lmtp:unix:"+p.confirmSock); err != nil {

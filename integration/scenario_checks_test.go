@@ -42,7 +42,11 @@ func TestScenarios(t *testing.T) {
 			found: map[string]map[string]int{}, seen: map[string]map[uint32]bool{}}
 		all = append(all, s)
 		if sc.notRun == "" {
+			t0 := time.Now()
 			sc.send(s)
+			if d := time.Since(t0); d > 3*time.Second {
+				t.Logf("%s: sent in %v", sc.name, d.Round(100*time.Millisecond))
+			}
 			scs = append(scs, s)
 		}
 	}

@@ -39,8 +39,7 @@ func (su *suite) privateAP() *privateAP {
 // SMTP (550 5.7.1, the reason in the reply) instead of wrapping it, and logs it (pec-spec.md
 // §2.5): O's MTA keeps the message and tells its sender; nothing reaches B's mailbox.
 func (s *scen) refusePolicy() {
-	p := startPrivateRX(s.t, s.l, s.b)
-	p.restart(s.t, func(y map[string]any) { y["policy"] = map[string]any{"ordinary_mail": "reject"} })
+	p := startPrivateRXWith(s.t, s.l, s.b, func(y map[string]any) { y["policy"] = map[string]any{"ordinary_mail": "reject"} })
 	oscar, bruno := s.addr("oscar"), s.addr("bruno")
 	msg := mailtest.Message(oscar, []string{bruno}, "ciao "+s.token, "Posta ordinaria.\n")
 	// As O's MTA delivers it: from O's address, no AUTH.
@@ -70,4 +69,30 @@ func (s *scen) notices() {
 	}
 	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindPreavviso12h, r), label(pec.KindPreavviso24h, r))
 	s.logged(p.cfg, store.KindAccettazione, store.KindBustaTrasporto, store.KindPreavviso12h, store.KindMancataConsegna24h)
+}
+
+// unknownDomain: a busta for a domain the providers index gives A (pec-a2.test) reaches a
+// delivery point of A that does not serve it (a private pec-lmtpd whose provider.domains lacks
+// it, which A's Postfix uses for this one recipient while the suite runs): the delivery point
+// answers with an avviso di mancata consegna, errore no-dominio (pec-spec.md §7.4, INFERENCE),
+// after A's reception point took the busta in charge.
+func (s *scen) unknownDomain() {
+	p := startPrivateDPWith(s.t, s.l, s.a, nil, func(y map[string]any) {
+		y["provider"].(map[string]any)["domains"] = []string{s.a.Domain} // not pec-a2.test
+		delete(y["signer"].(map[string]any), "keys")                     // nor its key
+	})
+	rcpt := "nessuno-" + strings.ToLower(s.token[len(s.token)-8:]) + "@pec-a2.test"
+	if err := confirmRoutes.add(s.a, rcpt, "lmtp:inet:"+p.listen); err != nil {
+		s.t.Fatal(err)
+	}
+	s.t.Cleanup(func() {
+		if err := confirmRoutes.remove(s.a, rcpt); err != nil {
+			s.t.Errorf("restoring transport_maps: %v", err)
+		}
+	})
+	s.mustSubmit("alice", []string{rcpt}, s.original("alice", []string{rcpt}, nil))
+	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindMancataConsegna, rcpt, "no-dominio"))
+	s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
+	s.logged(p.cfg, store.KindMancataConsegna)
+	s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindPresaInCarico, store.KindRicezioneRicevuta)
 }

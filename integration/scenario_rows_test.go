@@ -95,10 +95,10 @@ func rowScenarios() []scenario {
 				"Subject: CONSEGNA: PEC "+s.token, "X-Ricevuta: avvenuta-consegna"))
 		}},
 		{name: "unknown mailbox", rule: "§7.4 mancata consegna no-dest", send: func(s *scen) {
-			s.failedDelivery("nessuno-" + strings.ToLower(s.token[len(s.token)-8:]) + "@" + s.b.Domain)
+			s.failedDelivery("nessuno-"+strings.ToLower(s.token[len(s.token)-8:])+"@"+s.b.Domain, "no-dest")
 		}},
-		{name: "unknown domain", rule: "§7.4 mancata consegna no-dominio", notRun: "the lab has no domain listed for a provider that its delivery point does not serve"},
-		{name: "mailbox full", rule: "§7.4 mancata consegna altro", send: func(s *scen) { s.failedDelivery(s.addr("piena")) }},
+		{name: "unknown domain", rule: "§7.4 mancata consegna no-dominio", send: (*scen).unknownDomain},
+		{name: "mailbox full", rule: "§7.4 mancata consegna altro", send: func(s *scen) { s.failedDelivery(s.addr("piena"), "altro") }},
 		{name: "delivered", rule: "§7.4 avvenuta consegna", send: func(s *scen) {
 			bianca := s.addr("bianca")
 			s.mustSubmit("alice", []string{bianca}, s.original("alice", []string{bianca}, nil))
@@ -144,10 +144,11 @@ func (s *scen) anomalyAt(p *lab.Provider, from string, msg []byte) {
 }
 
 // failedDelivery sends alice's PEC to rcpt at B, whose delivery point cannot store it: one
-// avviso di mancata consegna about rcpt, after the presa in carico (pec-spec.md §7.3).
-func (s *scen) failedDelivery(rcpt string) {
+// avviso di mancata consegna about rcpt with errore, after the presa in carico (pec-spec.md
+// §7.3).
+func (s *scen) failedDelivery(rcpt, errore string) {
 	s.mustSubmit("alice", []string{rcpt}, s.original("alice", []string{rcpt}, nil))
-	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindMancataConsegna, rcpt))
+	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindMancataConsegna, rcpt, errore))
 	s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 	s.logged(s.b.ConfigFile, store.KindPresaInCarico, store.KindMancataConsegna)
 	s.logged(s.a.ConfigFile, store.KindRicezioneRicevuta)

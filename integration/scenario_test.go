@@ -127,21 +127,28 @@ func (s *scen) noLog(cfg string) {
 	s.logs = append(s.logs, logWant{cfg: cfg, bySubject: true, none: true})
 }
 
-// label names a message in the table: its kind (pec.Kind names), and for a receipt or notice
-// about one recipient, that recipient.
-func label(k pec.Kind, about string) string {
-	if about == "" {
-		return k.Info().Name
+// label names a message in the table: its kind (pec.Kind names), for a receipt or notice about
+// one recipient that recipient, and for an avviso di mancata consegna its daticert errore
+// (pec-spec.md §7.4: no-dest, no-dominio, altro).
+func label(k pec.Kind, about string, errore ...string) string {
+	l := k.Info().Name
+	if about != "" {
+		l += "(" + about + ")"
 	}
-	return k.Info().Name + "(" + about + ")"
+	for _, e := range errore {
+		l += " " + e
+	}
+	return l
 }
 
 func labelOf(c *pec.Classified) string {
-	about := ""
-	if c.Daticert != nil {
-		about = c.Daticert.Dati.Consegna
+	if c.Daticert == nil {
+		return label(c.Kind, "")
 	}
-	return label(c.Kind, about)
+	if c.Kind == pec.KindMancataConsegna {
+		return label(c.Kind, c.Daticert.Dati.Consegna, string(c.Daticert.Errore))
+	}
+	return label(c.Kind, c.Daticert.Dati.Consegna)
 }
 
 // complete reports whether every expected message has arrived.
