@@ -115,10 +115,18 @@ func runQuiet(t *testing.T, name string, args ...string) {
 	}
 }
 
-// labUp runs lab-up.sh, which restarts whatever is not running (same PEC_LAB, same wiring).
+// labUp runs lab-up.sh, which restarts whatever is not running (same PEC_LAB, same wiring,
+// same store and number of A's nodes as lab.json says: not the test's environment, which may
+// lack them).
 func labUp(l *lab.Lab) error {
 	cmd := exec.Command("bash", "scripts/lab-up.sh")
 	cmd.Env = append(os.Environ(), "PEC_WIRING="+l.Wiring)
+	if l.Store != "" {
+		cmd.Env = append(cmd.Env, "PEC_STORE="+l.Store)
+	}
+	if l.ANodes > 0 {
+		cmd.Env = append(cmd.Env, fmt.Sprintf("PEC_A_NODES=%d", l.ANodes))
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("lab-up.sh: %v\n%s", err, out)
 	}
@@ -171,10 +179,11 @@ func TestFaultRun(t *testing.T) {
 	}()
 	// The submissions are spread over the time the faults take (about 14 s each: a random
 	// wait, the kill, a random downtime, lab-up.sh), so that messages are in flight at each.
-	answered, retried := submitLoad(t, a, alice, rcpts, run, n, time.Duration(len(targets))*14*time.Second)
+	subs := []mailtest.Submission{tlsSubmission(t, a, &alice)}
+	answered, retried := submitLoad(t, subs, alice.Address, rcpts, run, n, time.Duration(len(targets))*14*time.Second)
 	<-killed
 	t.Logf("submissions and faults done in %s", time.Since(start).Round(time.Second))
-	c := checkFaultRun(t, l, a, b, rcpts, run, answered, short)
+	c := checkFaultRun(t, a, b, "alice", rcpts, run, answered, short)
 	c.retried = retried
 	t.Logf("fault run finished in %s (seed %d)\n%s", time.Since(start).Round(time.Second), seed, c.table(n))
 }
@@ -200,12 +209,13 @@ func breakLab(t *testing.T, l *lab.Lab, rnd *rand.Rand, targets []faultTarget, s
 	}
 }
 
-// submitLoad submits n messages, one every window/n, from 4 sessions, each retried as a client does (temporary
-// failures and lost sessions) until it is answered 250 or refused 5xx, for at most 3
-// minutes. It returns which were answered 250, and how many needed a retry.
-func submitLoad(t *testing.T, a *lab.Provider, alice lab.User, rcpts []string, run string, n int, window time.Duration) ([]bool, int) {
+// submitLoad submits n messages from sender to rcpts, one every window/n, from 4 sessions
+// spread over subs (the submission ports of a provider's nodes), each retried as a client
+// does (temporary failures and lost sessions), through the next node, until it is answered
+// 250 or refused 5xx, for at most 3 minutes. It returns which were answered 250, and how many
+// needed a retry.
+func submitLoad(t *testing.T, subs []mailtest.Submission, sender string, rcpts []string, run string, n int, window time.Duration) ([]bool, int) {
 	var retried atomic.Int64
-	sub := tlsSubmission(t, a, &alice)
 	answered := make([]bool, n)
 	next := make(chan int)
 	go func() {
@@ -216,16 +226,21 @@ func submitLoad(t *testing.T, a *lab.Provider, alice lab.User, rcpts []string, r
 		}
 	}()
 	var wg sync.WaitGroup
-	for range 4 {
+	for w := range 4 {
 		wg.Go(func() {
 			for i := range next {
 				tok := fmt.Sprintf("%s-%03d", run, i)
-				m := raw(fmt.Sprintf("Messaggio %d.\n", i), "From: "+alice.Address, "To: "+rcpts[0], "Cc: "+rcpts[1],
-					"Subject: PEC "+tok, "Message-ID: <"+tok+"@client.example>", "X-TipoRicevuta: sintetica")
-				err := sub.Send(alice.Address, rcpts, m)
+				hdr := []string{"From: " + sender, "To: " + rcpts[0], "Subject: PEC " + tok,
+					"Message-ID: <" + tok + "@client.example>", "X-TipoRicevuta: sintetica"}
+				if len(rcpts) > 1 {
+					hdr = append(hdr, "Cc: "+strings.Join(rcpts[1:], ", "))
+				}
+				m := raw(fmt.Sprintf("Messaggio %d.\n", i), hdr...)
+				sub := subs[(w+i)%len(subs)]
+				err := sub.Send(sender, rcpts, m)
 				if err != nil { // a fault hit this submission: retry as a client does
 					retried.Add(1)
-					err = retrySend(sub, alice.Address, rcpts, m, 3*time.Minute)
+					err = retryAcross(subs, (w+i+1)%len(subs), sender, rcpts, m, 3*time.Minute)
 				}
 				if err != nil {
 					t.Logf("%s never answered 250: %v", tok, err)

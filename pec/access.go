@@ -88,7 +88,7 @@ func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error
 		if res, err, done := e.replay(ctx, sub, prev); done {
 			return res, err
 		}
-		key = "" // an expired attempt: a new transaction, not found again by this key
+		key = "" // a record this code cannot replay: a new transaction, not found again by this key
 	}
 	return e.submit(ctx, sub, key, nil)
 }
@@ -210,8 +210,17 @@ func (e *Engine) decided(ctx context.Context, sub *Submission, key string) (*Sub
 
 // replay answers a retry as its first attempt was answered (confirm.go): the same refusal
 // with no second avviso; the same busta and confirmation while the first is unconfirmed; a
-// discard once the first busta is queued. done is false for an expired attempt: that
-// transaction is over (its log says the busta was never queued) and the retry is new.
+// discard once the first busta is queued.
+//
+// An expired attempt is unconfirmed too: its expiry only says that no confirmation came
+// within confirm.expiry, not that Postfix does not hold the busta. A node whose Postfix was
+// down longer than that (killed, or the machine lost) still holds it and delivers it, and
+// its confirmation when it comes back (Store.Confirm releases it late). Were the retry a new
+// transaction, that late copy would make two bustas and two accettazioni of one submission
+// (RFC 6109 §4: one receipt per event). So the retry gets the same busta and confirmation:
+// whichever copy Postfix queues first releases the accettazione, once; the log keeps its
+// non-accodato event, followed by the late release. done is false only for a state this
+// code does not know.
 func (e *Engine) replay(ctx context.Context, sub *Submission, h *store.Held) (res *Submitted, err error, done bool) {
 	o, err := decodeOutcome(h.Outcome)
 	if err != nil {
@@ -226,7 +235,7 @@ func (e *Engine) replay(ctx context.Context, sub *Submission, h *store.Held) (re
 		return nil, &Refused{Kind: k, Identificativo: h.Identificativo, Reason: o.Refused.Reason, Virus: o.Refused.Virus}, true
 	case store.HeldReleased:
 		return &Submitted{Identificativo: h.Identificativo, Time: o.Ref, Discard: true, Retry: true}, nil, true
-	case store.HeldWaiting:
+	case store.HeldWaiting, store.HeldExpired:
 		res, err := e.submit(ctx, sub, h.Key, h)
 		return res, err, true
 	}

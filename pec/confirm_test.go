@@ -106,8 +106,10 @@ func TestSubmitRefusalRetried(t *testing.T) {
 	}
 }
 
-// A held step never confirmed expires with a non-accodato event and no accettazione; a retry
-// afterwards is a new transaction.
+// A held step never confirmed expires with a non-accodato event and no accettazione. A retry
+// afterwards gets the same busta and confirmation: the first copy may still be in a Postfix
+// that was down past the expiry, and whichever copy is confirmed first (late) releases the one
+// accettazione; the other confirmation changes nothing.
 func TestSubmitUnconfirmedExpires(t *testing.T) {
 	f := newFixture(t, pec.Limits{})
 	first, err := f.ap.Submit(context.Background(), submission(good))
@@ -126,8 +128,29 @@ func TestSubmitUnconfirmedExpires(t *testing.T) {
 		t.Fatalf("%d outbox items after expiry", n)
 	}
 	again, err := f.ap.Submit(context.Background(), submission(good))
-	if err != nil || again.Identificativo == first.Identificativo || again.Discard {
-		t.Fatalf("retry after expiry: %+v %v", again, err)
+	if err != nil {
+		t.Fatalf("retry after expiry: %v", err)
+	}
+	if again.Identificativo != first.Identificativo || again.Confirm != first.Confirm || again.Discard || !again.Retry {
+		t.Fatalf("retry after expiry: identificativo %s confirm %s retry %v discard %v; first %s %s",
+			again.Identificativo, again.Confirm, again.Retry, again.Discard, first.Identificativo, first.Confirm)
+	}
+	f.confirm(t, again) // the retry's copy
+	f.confirm(t, first) // the first copy, from the Postfix that came back
+	items := f.outbox(t)
+	if len(items) != 1 || items[0].Kind != "accettazione" || items[0].Identificativo != first.Identificativo {
+		t.Fatalf("outbox after both confirmations: %+v, want one accettazione", items)
+	}
+	n := map[store.EventKind]int{}
+	for _, e := range f.events(t) {
+		n[e.Kind]++
+	}
+	if n[store.KindNonAccodato] != 1 || n[store.KindAccettazione] != 1 || n[store.KindBustaTrasporto] != 1 {
+		t.Fatalf("events %v", n)
+	}
+	third, err := f.ap.Submit(context.Background(), submission(good))
+	if err != nil || !third.Discard || third.Identificativo != first.Identificativo {
+		t.Fatalf("retry once released: %+v %v", third, err)
 	}
 }
 

@@ -42,7 +42,7 @@ func (r *reception) busta(ctx context.Context) (*Received, error) {
 		if res, done := r.replay(prev); done {
 			return res, nil
 		}
-		key = "" // an expired attempt: a new transaction, not found again by this key
+		key = "" // a record this code cannot replay: a new transaction, not found again by this key
 	}
 	start := time.Now()
 	virus, err := e.deps.Scanner.Scan(ctx, bytes.NewReader(r.raw))
@@ -165,12 +165,19 @@ func (r *reception) infected(ctx context.Context, key, virus string) (*Received,
 
 // replay answers a retried busta as its first transaction was answered: the same confirmation
 // while it is unconfirmed (Postfix may not have queued the first copy), a discard once it is
-// queued or after a virus. done is false for an expired attempt: that transaction is over (its
-// log says the busta was never queued) and the retry is new.
+// queued or after a virus.
+//
+// An expired attempt is unconfirmed too (see Engine.replay): the node that took the first
+// copy may hold it in a Postfix that was down past confirm.expiry, while the sending MTA
+// retried through our other MX. A new transaction would then give two prese in carico for
+// one busta (RFC 6109 §3.2.1, §4: one receipt per event) once the first copy's late
+// confirmation comes; the same confirmation gives one, released by whichever copy Postfix
+// queues first (the delivery point stores the busta once per mailbox, by Message-ID). done is
+// false only for a state this code does not know.
 func (r *reception) replay(h *store.Held) (*Received, bool) {
 	res := &Received{Kind: KindBusta, Identificativo: h.Identificativo, Retry: true, Timings: r.tm}
 	switch h.State {
-	case store.HeldWaiting:
+	case store.HeldWaiting, store.HeldExpired:
 		res.Outcome, res.Confirm = OutcomeAccepted, r.e.ConfirmAddress(h.Token)
 	case store.HeldReleased:
 		res.Outcome, res.Discard = OutcomeDuplicate, true

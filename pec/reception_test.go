@@ -107,7 +107,9 @@ func TestReceiveBustaTakesChargeOnce(t *testing.T) {
 }
 
 // A held presa in carico whose busta Postfix never queued expires with a log event and nothing
-// attested; a retry after that is a new transaction.
+// attested. The sending MTA's retry after that (through our other MX node, say) gets the same
+// confirmation: the first copy may be in a Postfix that was down past the expiry, and the
+// busta must get one presa in carico whichever copy is confirmed, however late.
 func TestReceiveBustaNeverQueued(t *testing.T) {
 	fx := newRxFix(t, pec.PolicyAnomaly)
 	raw, _ := fx.busta(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
@@ -122,8 +124,22 @@ func TestReceiveBustaNeverQueued(t *testing.T) {
 		t.Fatalf("events %s", k)
 	}
 	again, err := fx.receive(t, fx.eng, raw, "alice@pec-a.test", "bruno@pec-b.test")
-	if err != nil || again.Retry || again.Confirm == "" || again.Confirm == res.Confirm {
-		t.Fatalf("after expiry: %+v %v", again, err)
+	if err != nil || !again.Retry || again.Confirm != res.Confirm || again.Discard {
+		t.Fatalf("after expiry: %+v %v (first %s)", again, err, res.Confirm)
+	}
+	for _, c := range []string{again.Confirm, res.Confirm} { // the retry's copy, then the late first one
+		if _, err := fx.eng.Confirm(context.Background(), c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if items := fx.outbox(t); len(items) != 1 || items[0].Kind != "presa-in-carico" {
+		t.Fatalf("outbox after both confirmations: %+v, want one presa in carico", items)
+	}
+	if k := kinds(fx.events(t)); strings.Count(k, "presa-in-carico") != 1 || !strings.HasPrefix(k, "non-accodato") {
+		t.Fatalf("events %s", k)
+	}
+	if third, err := fx.receive(t, fx.eng, raw, "alice@pec-a.test", "bruno@pec-b.test"); err != nil || !third.Discard {
+		t.Fatalf("retry once released: %+v %v", third, err)
 	}
 }
 

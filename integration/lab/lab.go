@@ -26,6 +26,8 @@ type Lab struct {
 	Clamd     Clamd       `json:"clamd"`
 	SoftHSM   SoftHSM     `json:"softhsm"`
 	Wiring    string      `json:"wiring"` // "plain" or "pec"
+	Store     string      `json:"store"`  // PEC_STORE: "sqlite" or "postgres" (provider A's store)
+	ANodes    int         `json:"a_nodes"`
 	TSA       TSA         `json:"tsa"`
 }
 
@@ -123,6 +125,33 @@ type Provider struct {
 
 	// Logs maps a component ("postfix", "dovecot", "pec-milter", "pec-lmtpd") to its log file.
 	Logs map[string]string `json:"logs,omitempty"`
+
+	// Nodes are the provider's nodes, itself first, with the PEC wiring (PEC_A_NODES=2 gives A a
+	// second one, lab-nodes.sh); empty otherwise.
+	Nodes []*Node `json:"nodes,omitempty"`
+}
+
+// Node is one node of a PEC provider: its own Postfix instance, pec-milter and pec-lmtpd on
+// its own address, sharing the provider's store, Dovecot, token and certificate.
+type Node struct {
+	ID      string `json:"id"`   // "a", "a2": its directory under Base
+	Name    string `json:"name"` // node: of its pec.yaml ("" for a provider's only node)
+	IP      string `json:"ip"`
+	RunDir  string `json:"run_dir"` // sockets and PID files (pec-milter.pid, pec-lmtpd.pid)
+	Postfix struct {
+		ConfigDir  string `json:"config_dir"`
+		MX         string `json:"mx"`
+		Submission string `json:"submission"`
+		Reinject   string `json:"reinject"`
+		Maillog    string `json:"maillog"`
+		TLSCert    string `json:"tls_cert"` // the node's own self-signed certificate (CN mx.<domain>)
+	} `json:"postfix"`
+	MilterSocket string            `json:"milter_socket"`
+	LMTPD        string            `json:"lmtpd"`
+	Metrics      string            `json:"metrics"`       // http://ip:9100 of pec-milter (/metrics, /readyz)
+	LMTPDMetrics string            `json:"lmtpd_metrics"` // http://ip:9101 of pec-lmtpd
+	ConfigFile   string            `json:"config_file"`
+	Logs         map[string]string `json:"logs"`
 }
 
 // User is a mailbox with its password (SASL on submission, IMAP login).

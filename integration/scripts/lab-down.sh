@@ -22,6 +22,7 @@ if [ -d "$BASE/sysadmin-c" ]; then
 fi
 rm -f "$BASE/lab.json"
 for id in "${ALL_IDS[@]}"; do postfix_stop "$id" & done
+for id in "${KNOWN_NODES[@]}"; do node_stop "$id" & done
 for id in "${PEC_IDS[@]}"; do
 	pec_process_stop "$id" pec-milter
 	pec_process_stop "$id" pec-lmtpd
@@ -35,7 +36,7 @@ tsa_stop
 pg_stop
 
 # Postfix's master exits asynchronously after "postfix stop"; wait for its PID file to go.
-for id in "${ALL_IDS[@]}"; do
+for id in "${ALL_IDS[@]}" "${KNOWN_NODES[@]}"; do
 	for _ in $(seq 1 100); do
 		pid_alive "$BASE/$id/postfix/spool/pid/master.pid" || break
 		sleep 0.1

@@ -145,18 +145,24 @@ dovecot_stop() {
 # re-run converges), lab base settings first, then the postfix-conf snippets.
 postfix_configure() {
 	local id=$1 delivery=$2 milter=$3 d=$BASE/$1/postfix ip=${P_IP[$1]} dom=${P_DOMAIN[$1]}
-	local etc=$d/etc stage=$d/etc.stage routes="" other f
+	local etc=$d/etc stage=$d/etc.stage routes="" maps="" other f m
 	mkdir -p "$etc" "$d/spool" "$d/data"
 	rm -rf "$stage" && mkdir -p "$stage"
+	# Every other mail system, at its MX; one with several nodes through mx_routes (lab-nodes.sh).
 	for other in "${ALL_IDS[@]}"; do
-		[ "$other" = "$id" ] && continue
+		[ "$other" = "$(prov "$id")" ] && continue
+		m=$(mx_routes "$other")
+		if [ -n "$m" ]; then
+			maps+="$m "
+			continue
+		fi
 		for x in $(all_domains "$other"); do routes+="${routes:+, }$x=smtp:[${P_IP[$other]}]:25"; done
 	done
 	# Warm runs: when nothing that goes into the configuration changed since the last good one,
 	# keep it (postconf and postfix check are slow on a loaded machine).
 	local fp
 	fp=$(cat "$PFCONF"/main.cf.pec "$PFCONF"/master.cf.pec \
-		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$routes|$BASE|$ip" | sha256sum)
+		/etc/postfix/master.cf "${BASH_SOURCE[0]}" - <<<"$id|$delivery|$milter|$maps|$routes|$BASE|$ip" | sha256sum)
 	POSTFIX_CHANGED[$id]=0
 	echo 0 >"$d/.changed"
 	# The fingerprint covers the generated files too, so a hand edit is undone by the next run.
@@ -178,7 +184,7 @@ postfix_configure() {
 		"relay_domains =" "inet_interfaces = $ip" "inet_protocols = ipv4" \
 		"smtp_bind_address = $ip" "mynetworks = 127.0.0.1/32 $ip/32" \
 		"smtp_dns_support_level = disabled" \
-		"transport_maps = inline:{ $routes }" \
+		"transport_maps = $maps inline:{ $routes }" \
 		"smtpd_tls_cert_file = $BASE/$id/tls/cert.pem" "smtpd_tls_key_file = $BASE/$id/tls/key.pem" \
 		"smtpd_tls_security_level = may" "smtpd_tls_loglevel = 1" "smtpd_tls_received_header = yes" \
 		"smtp_tls_security_level = may" "smtp_tls_loglevel = 1" \
@@ -194,9 +200,9 @@ postfix_configure() {
 	fi
 	render "$PFCONF/main.cf.pec" "$stage/main.cf.pec" \
 		PEC_MILTER="$milter" PEC_DOMAINS="$(all_domains "$id")" DELIVERY_TRANSPORT="$delivery" PEC_LOOP_TABLE="$loop" \
-		DOVECOT_AUTH_SOCKET="$BASE/$id/dovecot/run/auth-postfix" \
+		DOVECOT_AUTH_SOCKET="$BASE/$(prov "$id")/dovecot/run/auth-postfix" \
 		CONFIRM_DOMAIN=confirm.pec.invalid CONFIRM_SOCKET="$BASE/$id/run/confirm.sock" \
-		SITE_TRANSPORT_MAPS="inline:{ $routes }"
+		SITE_TRANSPORT_MAPS="$maps inline:{ $routes }"
 	render "$PFCONF/master.cf.pec" "$stage/master.cf.pec" \
 		MX_SERVICE=smtp SUBMISSION_SERVICE=submission LOOP_SERVICE="$ip:10027" \
 		SUBMISSION_CLEANUP="$([ "$id" = o ] && echo cleanup || echo pec-cleanup)"

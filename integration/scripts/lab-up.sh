@@ -9,6 +9,9 @@
 #                          streaming standby, $PEC_LAB/pg) and keep provider A's store there.
 #   PEC_LAB_PPROF=true     serve /debug/pprof/ on the PEC processes' metrics listeners
 #                          (metrics.pprof) for profiling under load; default false.
+#   PEC_A_NODES=1|2        2: provider A runs a second node a2 on .11 (its own Postfix, pec-milter,
+#                          pec-lmtpd) sharing A's PostgreSQL, Dovecot and token (lab-nodes.sh);
+#                          needs PEC_STORE=postgres and the pec wiring.
 #   PEC_MILTER_BIN, PEC_LMTPD_BIN, PEC_PECCTL_BIN  other binaries than bin/pec-milter,
 #                          bin/pec-lmtpd, bin/pecctl (pecctl serves the lab TSA on :3180; without
 #                          it there is no TSA and pec.yaml has no seal: section)
@@ -63,6 +66,13 @@ pec)
 	;;
 *) die "PEC_WIRING must be plain or pec, not $PEC_WIRING" ;;
 esac
+if [ ${#NODE_IDS[@]} -gt 0 ]; then
+	[ "${PEC_STORE:-sqlite}" = postgres ] || die "PEC_A_NODES=$A_NODES: the nodes share one store, so PEC_STORE=postgres"
+	[ "$PEC_WIRING" = pec ] && [ "$USE_LMTPD" = 1 ] || die "PEC_A_NODES=$A_NODES needs the pec wiring with $LMTPD_BIN"
+fi
+# Every Postfix instance (mail systems, then extra nodes) and every PEC node.
+MAIL_IDS=("${ALL_IDS[@]}" "${NODE_IDS[@]}")
+PEC_NODES=("${PEC_IDS[@]}" "${NODE_IDS[@]}")
 
 # ---- secrets: generated once, kept across re-runs --------------------------------------------
 secrets_init
@@ -78,7 +88,7 @@ secret_ensure LDAP_PW pw
 
 mark secrets
 # ---- loopback aliases --------------------------------------------------------------------------
-for id in "${ALL_IDS[@]}"; do ensure_alias "${P_IP[$id]}" "$BASE/aliases-added"; done
+for id in "${MAIL_IDS[@]}"; do ensure_alias "${P_IP[$id]}" "$BASE/aliases-added"; done
 [ "$SVC_IP" = 127.0.0.1 ] || ensure_alias "$SVC_IP" "$BASE/aliases-added"
 export SLAPD_HOST=$SVC_IP CLAMD_HOST=$SVC_IP
 
@@ -119,16 +129,18 @@ for id in "${ALL_IDS[@]}"; do
 	dovecot_configure "$id"
 	dovecot_start "$id"
 done
+for id in "${NODE_IDS[@]}"; do mail_tls "$id"; done
 mark dovecot
 case ${PEC_STORE:-sqlite} in
 postgres) need psql && pg_start ;;
 sqlite) ;;
 *) die "PEC_STORE must be sqlite or postgres, not $PEC_STORE" ;;
 esac
-for id in "${PEC_IDS[@]}"; do write_pec_yaml "$id"; done
+for id in "${PEC_NODES[@]}"; do write_pec_yaml "$id"; done
+nodes_stop_unused
 
 declare -A PF_JOBS=()
-for id in "${ALL_IDS[@]}"; do
+for id in "${MAIL_IDS[@]}"; do
 	mkdir -p "$BASE/$id/postfix"
 	ip=${P_IP[$id]}
 	milter="" delivery="lmtp:unix:$BASE/$id/dovecot/run/lmtp"
@@ -141,12 +153,12 @@ for id in "${ALL_IDS[@]}"; do
 	postfix_configure "$id" "$delivery" "$milter" >"$BASE/$id/postfix-config.log" 2>&1 &
 	PF_JOBS[$id]=$!
 done
-for id in "${ALL_IDS[@]}"; do
+for id in "${MAIL_IDS[@]}"; do
 	wait "${PF_JOBS[$id]}" || { cat "$BASE/$id/postfix-config.log" >&2; die "configuring postfix-$id failed"; }
 done
 
 mark postfix-config
-for id in "${PEC_IDS[@]}"; do
+for id in "${PEC_NODES[@]}"; do
 	if [ "$PEC_WIRING" = pec ]; then
 		pec_process_start "$id" pec-milter "$MILTER_BIN"
 		if [ "$USE_LMTPD" = 1 ]; then pec_process_start "$id" pec-lmtpd "$LMTPD_BIN"; else pec_process_stop "$id" pec-lmtpd; fi
@@ -155,8 +167,8 @@ for id in "${PEC_IDS[@]}"; do
 		pec_process_stop "$id" pec-lmtpd
 	fi
 done
-for id in "${ALL_IDS[@]}"; do postfix_start "$id" & PF_JOBS[$id]=$!; done
-for id in "${ALL_IDS[@]}"; do wait "${PF_JOBS[$id]}" || die "postfix-$id did not start"; done
+for id in "${MAIL_IDS[@]}"; do postfix_start "$id" & PF_JOBS[$id]=$!; done
+for id in "${MAIL_IDS[@]}"; do wait "${PF_JOBS[$id]}" || die "postfix-$id did not start"; done
 
 mark start
 # ---- wait for every listener -------------------------------------------------------------------
@@ -164,16 +176,18 @@ wait "$CLAMD_JOB" || die "clamd did not start"
 fail=0
 wait_tcp slapd "$SVC_IP" "$LDAP_PORT" "$BASE/ldap/slapd.log" || fail=1
 [ "$USE_TSA" = 1 ] && { wait_tcp tsa "$SVC_IP" "$TSA_PORT" "$BASE/tsa/tsa.log" || fail=1; }
-for id in "${ALL_IDS[@]}"; do
-	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$id/dovecot/dovecot.log
+for id in "${MAIL_IDS[@]}"; do
+	ip=${P_IP[$id]} pflog=$BASE/$id/postfix/maillog dlog=$BASE/$(prov "$id")/dovecot/dovecot.log
 	wait_tcp "postfix-$id MX" "$ip" 25 "$pflog" || fail=1
 	wait_tcp "postfix-$id submission" "$ip" 587 "$pflog" || fail=1
 	is_pec "$id" && { wait_unix "postfix-$id reinjection" "$(reinject_socket "$id")" "" "$pflog" || fail=1; }
 	[ "$PEC_WIRING" = pec ] && is_pec "$id" && { wait_tcp "postfix-$id same-provider listener" "$ip" 10027 "$pflog" || fail=1; }
-	wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
-	wait_unix "dovecot-$id LMTP" "$BASE/$id/dovecot/run/lmtp" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
-	wait_tcp "dovecot-$id doveadm" "$ip" "$DOVEADM_PORT" "$dlog" || fail=1
-	wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
+	if [ "$(prov "$id")" = "$id" ]; then # an extra node uses its provider's Dovecot
+		wait_tcp "dovecot-$id IMAP" "$ip" 143 "$dlog" || fail=1
+		wait_unix "dovecot-$id LMTP" "$BASE/$id/dovecot/run/lmtp" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
+		wait_tcp "dovecot-$id doveadm" "$ip" "$DOVEADM_PORT" "$dlog" || fail=1
+		wait_unix "dovecot-$id auth" "$BASE/$id/dovecot/run/auth-postfix" "$BASE/$id/dovecot/run/master.pid" "$dlog" || fail=1
+	fi
 	if [ "$PEC_WIRING" = pec ] && is_pec "$id"; then
 		wait_ready "pec-milter-$id" "http://$ip:9100/readyz" "$BASE/$id/run/pec-milter.pid" "$BASE/$id/logs/pec-milter.log" || fail=1
 		[ "$USE_LMTPD" = 1 ] && { wait_ready "pec-lmtpd-$id" "http://$ip:$LMTPD_METRICS_PORT/readyz" "$BASE/$id/run/pec-lmtpd.pid" "$BASE/$id/logs/pec-lmtpd.log" || fail=1; }
