@@ -129,6 +129,9 @@ func checkUnits(t *testing.T, dir string) {
 	}
 }
 
+// cDomain is provider C's PEC domain (sysadmin-install.sh).
+const cDomain = "pec-c.test"
+
 // installC runs sysadmin-install.sh for provider C on the lab's .40 address, routes A's mail
 // for pec-c.test to it, and waits until A's pec-milter and pec-lmtpd have loaded C's record
 // from the index. Cleanup takes C down and waits until A has dropped the record again.
@@ -137,39 +140,32 @@ func installC(t *testing.T, l *lab.Lab, a *lab.Provider) *lab.Provider {
 	start := time.Now()
 	dir := filepath.Join(l.Base, "sysadmin-c")
 	ip := a.IP[:strings.LastIndex(a.IP, ".")] + ".40"
-	script := filepath.Join(lab.ScriptsDir(), "sysadmin-install.sh")
-	down := func() {
-		out, err := exec.Command(script, "down", dir).CombinedOutput()
-		if err != nil {
-			t.Errorf("sysadmin-install.sh down: %v\n%s", err, out)
-		} else if len(out) > 0 {
-			t.Logf("sysadmin-install.sh down:\n%s", out)
-		}
-		if t.Failed() {
-			t.Logf("C's configuration and logs are kept in %s (removed by the next run)", dir)
-			return
-		}
-		os.RemoveAll(dir)
-	}
-	down() // what an interrupted run left
-	bin := t.TempDir()
-	const cmd = "github.com/gestore-pec/gestore/cmd/"
-	for _, p := range goBinaries(t, cmd+"pec-milter", cmd+"pec-lmtpd", cmd+"pecctl") {
-		if err := os.Symlink(p, filepath.Join(bin, filepath.Base(p))); err != nil {
-			t.Fatal(err)
-		}
-	}
+	sysadminDown(t, dir, false) // what an interrupted run left
+	bin := sysadminBin(t)
 	t.Logf("%.1fs: programs built", time.Since(start).Seconds())
 	logs := []string{a.Logs["pec-milter"], a.Logs["pec-lmtpd"]}
 	mark := logSizes(t, logs)
+	trusted := false
 	t.Cleanup(func() {
 		start := time.Now()
 		mark := logSizes(t, logs)
-		down()
-		waitIndexChanged(t, logs, mark, "removed")
-		t.Logf("%.1fs: C is down, its record out of A's index", time.Since(start).Seconds())
+		sysadminDown(t, dir, t.Failed())
+		if trusted {
+			waitIndexChanged(t, logs, mark, "removed")
+			t.Logf("%.1fs: C is down, its record out of A's index", time.Since(start).Seconds())
+		}
 	})
-	out, err := exec.Command(script, "up", dir, ip, bin).CombinedOutput()
+	// A's route to C first: Postfix's reload is asynchronous, and nothing goes there before
+	// A trusts C.
+	if err := confirmRoutes.add(a, cDomain, "smtp:["+ip+"]:25"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := confirmRoutes.remove(a, cDomain); err != nil {
+			t.Error(err)
+		}
+	})
+	out, err := exec.Command(sysadminScript(), "up", dir, ip, bin).CombinedOutput()
 	t.Logf("sysadmin-install.sh up:\n%s", out)
 	if err != nil {
 		t.Fatalf("sysadmin-install.sh up: %v", err)
@@ -178,17 +174,47 @@ func installC(t *testing.T, l *lab.Lab, a *lab.Provider) *lab.Provider {
 	if b, err := os.ReadFile(filepath.Join(dir, "provider.json")); err != nil || json.Unmarshal(b, &c) != nil {
 		t.Fatalf("provider.json of C: %v", err)
 	}
-	if err := confirmRoutes.add(a, c.Domain, "smtp:["+c.IP+"]:25"); err != nil {
-		t.Fatal(err)
+	if c.Domain != cDomain || c.IP != ip {
+		t.Fatalf("provider.json: C is %s on %s, want %s on %s", c.Domain, c.IP, cDomain, ip)
 	}
-	t.Cleanup(func() {
-		if err := confirmRoutes.remove(a, c.Domain); err != nil {
-			t.Error(err)
-		}
-	})
 	waitIndexChanged(t, logs, mark, "added")
+	trusted = true
 	t.Logf("%.1fs: C is installed, A's pec-milter and pec-lmtpd trust it", time.Since(start).Seconds())
 	return &c
+}
+
+func sysadminScript() string { return filepath.Join(lab.ScriptsDir(), "sysadmin-install.sh") }
+
+// sysadminDown stops C and removes its directory, unless keep (a failed test: its
+// configuration and logs are evidence; the next run removes them).
+func sysadminDown(t *testing.T, dir string, keep bool) {
+	t.Helper()
+	out, err := exec.Command(sysadminScript(), "down", dir).CombinedOutput()
+	if err != nil {
+		t.Errorf("sysadmin-install.sh down: %v\n%s", err, out)
+	} else if len(out) > 0 {
+		t.Logf("sysadmin-install.sh down:\n%s", out)
+	}
+	if keep {
+		t.Logf("C's configuration and logs are kept in %s", dir)
+		return
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Error(err)
+	}
+}
+
+// sysadminBin is the README's "bin/": a directory with pec-milter, pec-lmtpd and pecctl.
+func sysadminBin(t *testing.T) string {
+	t.Helper()
+	bin := t.TempDir()
+	const cmd = "github.com/gestore-pec/gestore/cmd/"
+	for _, p := range goBinaries(t, cmd+"pec-milter", cmd+"pec-lmtpd", cmd+"pecctl") {
+		if err := os.Symlink(p, filepath.Join(bin, filepath.Base(p))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return bin
 }
 
 // logSizes is where each log ends now.
