@@ -42,12 +42,21 @@ func TestScenarios(t *testing.T) {
 			found: map[string]map[string]int{}, seen: map[string]map[uint32]bool{}}
 		all = append(all, s)
 		if sc.notRun == "" {
-			t0 := time.Now()
-			sc.send(s)
-			if d := time.Since(t0); d > 3*time.Second {
-				t.Logf("%s: sent in %v", sc.name, d.Round(100*time.Millisecond))
-			}
 			scs = append(scs, s)
+		}
+	}
+	// The early ones first: their private daemons start, and their deadlines run, while the
+	// others are sent.
+	for _, early := range []int{2, 1, 0} {
+		for _, s := range scs {
+			if s.early != early {
+				continue
+			}
+			t0 := time.Now()
+			s.send(s)
+			if d := time.Since(t0); d > 3*time.Second {
+				t.Logf("%s: sent in %v", s.name, d.Round(100*time.Millisecond))
+			}
 		}
 	}
 	sent := time.Now()
@@ -167,6 +176,9 @@ func (su *suite) checkLog(s *scen) {
 			continue
 		}
 		got := eventKinds(out, lw.bySubject)
+		if !lw.bySubject {
+			checkStates(s, lw, out)
+		}
 		if lw.none && len(got) != 0 {
 			s.fail("%s of %s: events %v, want none", strings.Join(cmd[1:3], " "), filepath.Base(filepath.Dir(lw.cfg)), got)
 		}
@@ -174,6 +186,29 @@ func (su *suite) checkLog(s *scen) {
 			if got[k] == 0 {
 				s.fail("%s of %s: no %s event (events: %v)", strings.Join(cmd[1:3], " "), filepath.Base(filepath.Dir(lw.cfg)), k, got)
 			}
+		}
+	}
+}
+
+// checkStates compares the recipients' states in pecctl trace --json output with lw.states.
+func checkStates(s *scen, lw logWant, out []byte) {
+	var st struct {
+		Recipients []struct{ Address, Type, State string }
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		s.fail("pecctl trace --json: %v", err)
+		return
+	}
+	got := map[string]store.State{}
+	for _, r := range st.Recipients {
+		got[strings.ToLower(r.Address)] = store.State(r.State)
+		if r.Type == string(store.External) && r.State == "" {
+			got[strings.ToLower(r.Address)] = "esterno"
+		}
+	}
+	for rcpt, want := range lw.states {
+		if g := got[strings.ToLower(rcpt)]; g != want {
+			s.fail("pecctl trace of %s at %s: %s is %q, want %q", s.id, filepath.Base(filepath.Dir(lw.cfg)), rcpt, g, want)
 		}
 	}
 }

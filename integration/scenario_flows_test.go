@@ -38,6 +38,7 @@ func flowScenarios() []scenario {
 			s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 			s.logged(s.a.ConfigFile, senderDelivered...)
 			s.logged(s.b.ConfigFile, receiverTook...)
+			s.tracked(s.a.ConfigFile, map[string]store.State{bruno: store.StateDelivered})
 		}},
 		{name: "same provider", rule: "§2.3", send: func(s *scen) {
 			anna := s.addr("anna")
@@ -46,6 +47,7 @@ func flowScenarios() []scenario {
 			s.expect(anna, label(pec.KindBusta, ""))
 			s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 			s.logged(s.a.ConfigFile, append(senderDelivered, receiverTook...)...)
+			s.tracked(s.a.ConfigFile, map[string]store.State{anna: store.StateDelivered})
 		}},
 		{name: "PEC to ordinary", rule: "§2.4", send: func(s *scen) {
 			oscar := s.addr("oscar")
@@ -53,12 +55,14 @@ func flowScenarios() []scenario {
 			s.expect(s.addr("alice"), label(pec.KindAccettazione, ""))
 			s.expect(oscar, label(pec.KindBusta, ""))
 			s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindBustaTrasporto)
+			s.tracked(s.a.ConfigFile, map[string]store.State{oscar: "esterno"})
 		}},
 		{name: "PEC to ordinary, bounced", rule: "§2.4 (the external MTA's DSN comes back as an anomaly)", send: func(s *scen) {
 			nobody := "nessuno-" + strings.ToLower(s.token[len(s.token)-8:]) + "@" + s.o.Domain
 			s.mustSubmit("alice", []string{nobody}, s.original("alice", []string{nobody}, nil))
 			s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindAnomalia, ""))
 			s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindBustaTrasporto)
+			s.tracked(s.a.ConfigFile, map[string]store.State{nobody: "esterno"})
 		}},
 		{name: "ordinary mail in, anomaly policy", rule: "§2.5", send: func(s *scen) {
 			oscar, bruno := s.user("oscar"), s.addr("bruno")
@@ -69,7 +73,7 @@ func flowScenarios() []scenario {
 			s.expect(bruno, label(pec.KindAnomalia, ""))
 			s.loggedSubject(s.b.ConfigFile, store.KindBustaAnomalia)
 		}},
-		{name: "ordinary mail in, refuse policy", rule: "§2.5 (policy reject)", send: (*scen).refusePolicy},
+		{name: "ordinary mail in, refuse policy", rule: "§2.5 (policy reject)", send: (*scen).refusePolicy, early: 1},
 		{name: "mixed To/Cc, completa", rule: "§2.6", send: func(s *scen) { s.mixed("", pec.KindConsegnaCompleta, pec.KindConsegnaSintetica) }},
 		{name: "mixed To/Cc, breve", rule: "§2.6, §4.3", send: func(s *scen) {
 			s.mixed("breve", pec.KindConsegnaBreve, pec.KindConsegnaSintetica)
@@ -98,6 +102,8 @@ func (s *scen) mixed(tipo string, toKind, ccKind pec.Kind) {
 	s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""), label(pec.KindPresaInCarico, "")) // B's and A's own
 	s.logged(s.a.ConfigFile, append(senderDelivered, receiverTook...)...)
 	s.logged(s.b.ConfigFile, receiverTook...)
+	s.tracked(s.a.ConfigFile, map[string]store.State{bruno: store.StateDelivered, bianca: store.StateDelivered,
+		anna: store.StateDelivered, oscar: "esterno"})
 }
 
 // original is a client's message from user name to to and cc, with the scenario's token in

@@ -3,11 +3,12 @@
 package integration
 
 // The scenarios that need a configuration the shared lab does not have: short tracking
-// deadlines and a small hard size limit (one private access point of A for both), and the
-// policy that refuses ordinary mail (a private reception point of B). They reuse the private
-// daemons of the access point and reception point tests (startPrivateAPWith, startPrivateRX):
-// a pec-milter with its own store, tokens and clamd behind a temporary copy of the real
-// Postfix listener, so the shared lab is not reconfigured.
+// deadlines, a small hard size limit and the policy that refuses ordinary mail (one private
+// pec-milter of A for the three, behind temporary copies of A's real submission and MX
+// listeners), and a delivery point that does not serve one of its provider's domains (a
+// private pec-lmtpd). They reuse the private daemons of the access point, tracking and
+// delivery tests (startPrivateAPWith, privateMX, startPrivateDPWith): their own store, tokens
+// and clamd, so the shared lab is not reconfigured.
 
 import (
 	"strings"
@@ -17,12 +18,13 @@ import (
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
-// The private access point's settings: the 12 h / 22 h / 24 h deadlines of pec-spec.md §6.3
-// as 6 s / 10 s / 14 s, swept every second, and a hard size limit of 2 MB (RFC 6109 §3.1.2;
-// the lab's is 100 MB, which would take minutes to send here).
+// The private pec-milter's settings: the 12 h / 22 h / 24 h deadlines of pec-spec.md §6.3 as
+// 6 s / 10 s / 14 s, swept every second; a hard size limit of 2 MB (RFC 6109 §3.1.2; the
+// lab's is 100 MB, which would take minutes to send here); ordinary mail refused at its MX.
 func scenarioAPConfig(y map[string]any) {
 	y["tracking"] = map[string]any{"first": "6s", "final_from": "10s", "final": "14s", "sweep_every": "1s"}
 	y["limits"] = map[string]any{"max_recipients": 500, "max_size_times_recipients": "30MB", "hard_max_size": "2MB"}
+	y["policy"] = map[string]any{"ordinary_mail": "reject"}
 }
 
 const scenarioHardMax = 2 * 1000 * 1000
@@ -35,16 +37,25 @@ func (su *suite) privateAP() *privateAP {
 	return su.ap
 }
 
-// refusePolicy: under policy.ordinary_mail reject, B's reception point refuses ordinary mail at
+// privateMX is a temporary copy of A's MX listener calling the private pec-milter (its
+// reception point), started on first use.
+func (su *suite) privateMX() string {
+	if su.mx == "" {
+		su.mx = privateMX(su.t, su.a, su.privateAP())
+	}
+	return su.mx
+}
+
+// refusePolicy: under policy.ordinary_mail reject, the reception point refuses ordinary mail at
 // SMTP (550 5.7.1, the reason in the reply) instead of wrapping it, and logs it (pec-spec.md
-// §2.5): O's MTA keeps the message and tells its sender; nothing reaches B's mailbox.
+// §2.5): O's MTA keeps the message and tells its sender; nothing reaches the PEC mailbox.
 func (s *scen) refusePolicy() {
-	p := startPrivateRXWith(s.t, s.l, s.b, func(y map[string]any) { y["policy"] = map[string]any{"ordinary_mail": "reject"} })
-	oscar, bruno := s.addr("oscar"), s.addr("bruno")
-	msg := mailtest.Message(oscar, []string{bruno}, "ciao "+s.token, "Posta ordinaria.\n")
+	mx := s.privateMX()
+	oscar, alice := s.addr("oscar"), s.addr("alice")
+	msg := mailtest.Message(oscar, []string{alice}, "ciao "+s.token, "Posta ordinaria.\n")
 	// As O's MTA delivers it: from O's address, no AUTH.
-	s.refused(inject(p.Addr, s.o, heloToken("scen"), oscar, []string{bruno}, msg), 550, "5.7.1")
-	s.loggedSubject(p.cfg, store.KindAnomalia)
+	s.refused(inject(mx, s.o, heloToken("scen"), oscar, []string{alice}, msg), 550, "5.7.1")
+	s.loggedSubject(s.privateAP().cfg, store.KindAnomalia)
 }
 
 // farOverSize: above the hard limit the access point answers 552 5.3.4 and produces nothing,
@@ -69,6 +80,7 @@ func (s *scen) notices() {
 	}
 	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindPreavviso12h, r), label(pec.KindPreavviso24h, r))
 	s.logged(p.cfg, store.KindAccettazione, store.KindBustaTrasporto, store.KindPreavviso12h, store.KindMancataConsegna24h)
+	s.tracked(p.cfg, map[string]store.State{r: store.StateNotified24})
 }
 
 // unknownDomain: a busta for a domain the providers index gives A (pec-a2.test) reaches a
@@ -95,4 +107,5 @@ func (s *scen) unknownDomain() {
 	s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 	s.logged(p.cfg, store.KindMancataConsegna)
 	s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindPresaInCarico, store.KindRicezioneRicevuta)
+	s.tracked(s.a.ConfigFile, map[string]store.State{rcpt: store.StateFailed})
 }

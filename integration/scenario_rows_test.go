@@ -47,7 +47,7 @@ func rowScenarios() []scenario {
 			s.formalBody(550, "supera il limite", body, []string{s.addr("bruno"), s.addr("bianca")},
 				"From: "+s.addr("alice"), "To: "+s.addr("bruno")+", "+s.addr("bianca"))
 		}},
-		{name: "far over the size limit", rule: "§7.4 SMTP 552 only", send: (*scen).farOverSize},
+		{name: "far over the size limit", rule: "§7.4 SMTP 552 only", send: (*scen).farOverSize, early: 1},
 		{name: "virus at submission", rule: "§7.4 non-accettazione virus", send: func(s *scen) {
 			bruno := s.addr("bruno")
 			msg := raw(virusBody, append([]string{"From: " + s.addr("alice"), "To: " + bruno, "Subject: PEC " + s.token}, virusHeader...)...)
@@ -64,6 +64,7 @@ func rowScenarios() []scenario {
 			s.expect(bianca, label(pec.KindBusta, ""))
 			s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 			s.logged(s.b.ConfigFile, store.KindRicezioneBusta, store.KindPresaInCarico)
+			s.tracked(s.a.ConfigFile, map[string]store.State{bruno: store.StateDelivered, bianca: store.StateDelivered})
 		}},
 		{name: "virus inside a valid busta", rule: "§7.4 rilevazione virus + mancata consegna per virus", send: (*scen).virusInBusta},
 		{name: "unsigned PEC message", rule: "§7.4 anomaly (unsigned)", send: func(s *scen) {
@@ -97,7 +98,7 @@ func rowScenarios() []scenario {
 		{name: "unknown mailbox", rule: "§7.4 mancata consegna no-dest", send: func(s *scen) {
 			s.failedDelivery("nessuno-"+strings.ToLower(s.token[len(s.token)-8:])+"@"+s.b.Domain, "no-dest")
 		}},
-		{name: "unknown domain", rule: "§7.4 mancata consegna no-dominio", send: (*scen).unknownDomain},
+		{name: "unknown domain", rule: "§7.4 mancata consegna no-dominio", send: (*scen).unknownDomain, early: 1},
 		{name: "mailbox full", rule: "§7.4 mancata consegna altro", send: func(s *scen) { s.failedDelivery(s.addr("piena"), "altro") }},
 		{name: "delivered", rule: "§7.4 avvenuta consegna", send: func(s *scen) {
 			bianca := s.addr("bianca")
@@ -107,8 +108,9 @@ func rowScenarios() []scenario {
 			s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 			s.logged(s.b.ConfigFile, store.KindConsegna)
 			s.logged(s.a.ConfigFile, store.KindRicezioneRicevuta, store.KindConsegnaRicevuta)
+			s.tracked(s.a.ConfigFile, map[string]store.State{bianca: store.StateDelivered})
 		}},
-		{name: "12 h and 24 h notices", rule: "§7.4 preavviso 12 h, avviso 24 h (short deadlines)", send: (*scen).notices},
+		{name: "12 h and 24 h notices", rule: "§7.4 preavviso 12 h, avviso 24 h (short deadlines)", send: (*scen).notices, early: 2},
 		{name: "DSN in", rule: "§7.4 anomaly (DSN from a non-PEC MTA)", send: func(s *scen) {
 			s.anomalyAt(s.b, "", raw("--r\nContent-Type: text/plain\n\nDelivery failed.\n--r\nContent-Type: message/delivery-status\n\n"+
 				"Reporting-MTA: dns; mx.posta.test\n\nFinal-Recipient: rfc822; nobody@posta.test\nAction: failed\nStatus: 5.1.1\n--r--\n",
@@ -152,6 +154,7 @@ func (s *scen) failedDelivery(rcpt, errore string) {
 	s.expect(s.addr("ricevute@A"), label(pec.KindPresaInCarico, ""))
 	s.logged(s.b.ConfigFile, store.KindPresaInCarico, store.KindMancataConsegna)
 	s.logged(s.a.ConfigFile, store.KindRicezioneRicevuta)
+	s.tracked(s.a.ConfigFile, map[string]store.State{rcpt: store.StateFailed})
 }
 
 // virusInBusta: an EICAR inside a busta signed by A (made here: A's own antivirus would refuse
@@ -180,6 +183,7 @@ func (s *scen) virusInBusta() {
 	s.logged(s.b.ConfigFile, store.KindRilevazioneVirus)
 	s.logged(s.a.ConfigFile, store.KindRicezioneRicevuta, store.KindMancataConsegnaVirus)
 	s.quarantined(s.b.ConfigFile)
+	s.tracked(s.a.ConfigFile, map[string]store.State{bruno: store.StateFailed, bianca: store.StateFailed})
 }
 
 // headerAddr is the first address of a header field of msg.

@@ -42,6 +42,7 @@ type scenario struct {
 	name   string
 	rule   string      // the flow or row of pec-spec.md it proves
 	notRun string      // why it cannot be produced through the real stack ("" = it runs)
+	early  int         // sent before the others, higher first: it starts private daemons, or waits for deadlines
 	send   func(*scen) // sends and declares the expectations (s.expect, s.logged)
 }
 
@@ -76,6 +77,9 @@ type logWant struct {
 	kinds     []store.EventKind // events that must be there
 	bySubject bool              // not a transaction (anomaly, refusal): pecctl log search -subject token
 	none      bool              // with bySubject: no event at all
+	// states: recipient -> tracking state at the sender's provider (store.State), or
+	// "esterno" for an ordinary recipient, never tracked (pec-spec.md §2.4).
+	states map[string]store.State
 }
 
 // fail records a failure of the scenario (safe from any goroutine).
@@ -99,6 +103,12 @@ func (s *scen) expect(box string, labels ...string) {
 // logged declares events cfg's legal log must hold about the scenario's transaction.
 func (s *scen) logged(cfg string, kinds ...store.EventKind) {
 	s.logs = append(s.logs, logWant{cfg: cfg, kinds: kinds})
+}
+
+// tracked declares the state of each recipient that pecctl trace of the scenario's
+// transaction must show at the sender's provider (configuration cfg).
+func (s *scen) tracked(cfg string, states map[string]store.State) {
+	s.logs = append(s.logs, logWant{cfg: cfg, states: states})
 }
 
 // loggedSubject declares events about a message that is not a PEC transaction, found by the
@@ -236,7 +246,8 @@ type suite struct {
 	users   map[string]lab.User // "alice", "ricevute@A", ... (see newSuite)
 	boxes   []*watched
 	pecctl  string
-	ap      *privateAP // the private access point of A, started by the first scenario that needs it
+	ap      *privateAP // the private pec-milter of A, started by the first scenario that needs it
+	mx      string     // its MX listener
 }
 
 // watched is a mailbox the suite reads, from the UID it had when the suite started.
