@@ -26,11 +26,13 @@ show_log() {
 	fi
 }
 
-# pid_alive PIDFILE: true when the PID file names a live process.
+# pid_alive PIDFILE: true when the PID file names a live process. Postfix pads the PID in its
+# master.pid with spaces.
 pid_alive() {
 	local pid
 	[ -s "$1" ] || return 1
 	pid=$(head -n1 "$1" 2>/dev/null) || return 1
+	pid=${pid//[[:space:]]/}
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
 	kill -0 "$pid" 2>/dev/null
 }
