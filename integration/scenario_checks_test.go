@@ -176,6 +176,9 @@ func (su *suite) checkLog(s *scen) {
 			continue
 		}
 		got := eventKinds(out, lw.bySubject)
+		if lw.match != "" && !bytes.Contains(out, []byte(lw.match)) {
+			s.fail("%s of %s: no event with %s:\n%s", strings.Join(cmd[1:3], " "), filepath.Base(filepath.Dir(lw.cfg)), lw.match, out)
+		}
 		if !lw.bySubject {
 			checkStates(s, lw, out)
 		}

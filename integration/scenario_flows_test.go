@@ -71,9 +71,20 @@ func flowScenarios() []scenario {
 				s.fail("O's submission: %v", err)
 			}
 			s.expect(bruno, label(pec.KindAnomalia, ""))
-			s.loggedSubject(s.b.ConfigFile, store.KindBustaAnomalia)
+			s.loggedWhy(s.b.ConfigFile, store.KindBustaAnomalia, `"error_detail":"ordinary:`)
 		}},
 		{name: "ordinary mail in, refuse policy", rule: "§2.5 (policy reject)", send: (*scen).refusePolicy, early: 1},
+		{name: "ordinary mail in with a virus", rule: "§2.5 (antivirus mandatory; refused as on the Internet)", send: func(s *scen) {
+			oscar, bruno := s.user("oscar"), s.addr("bruno")
+			msg := raw(virusBody, append([]string{"From: " + oscar.Address, "To: " + bruno, "Subject: ciao " + s.token}, virusHeader...)...)
+			if err := tlsSubmission(s.t, s.o, oscar).Send(oscar.Address, []string{bruno}, msg); err != nil {
+				s.fail("O's submission: %v", err)
+			}
+			// B refuses it at SMTP (554 5.7.1), so O's MTA returns it to its sender: the DSN
+			// quotes the message's header, token included. No PEC notice to anybody.
+			s.expect(oscar.Address, label(pec.KindOrdinary, ""))
+			s.loggedWhy(s.b.ConfigFile, store.KindAnomalia, `"virus":"PEC.Test.EICAR`)
+		}},
 		{name: "mixed To/Cc, completa", rule: "§2.6", send: func(s *scen) { s.mixed("", pec.KindConsegnaCompleta, pec.KindConsegnaSintetica) }},
 		{name: "mixed To/Cc, breve", rule: "§2.6, §4.3", send: func(s *scen) {
 			s.mixed("breve", pec.KindConsegnaBreve, pec.KindConsegnaSintetica)

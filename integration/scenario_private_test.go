@@ -55,7 +55,7 @@ func (s *scen) refusePolicy() {
 	msg := mailtest.Message(oscar, []string{alice}, "ciao "+s.token, "Posta ordinaria.\n")
 	// As O's MTA delivers it: from O's address, no AUTH.
 	s.refused(inject(mx, s.o, heloToken("scen"), oscar, []string{alice}, msg), 550, "5.7.1")
-	s.loggedSubject(s.privateAP().cfg, store.KindAnomalia)
+	s.loggedWhy(s.privateAP().cfg, store.KindAnomalia, `"error_detail":"ordinary:`)
 }
 
 // farOverSize: above the hard limit the access point answers 552 5.3.4 and produces nothing,

@@ -68,32 +68,43 @@ func rowScenarios() []scenario {
 		}},
 		{name: "virus inside a valid busta", rule: "§7.4 rilevazione virus + mancata consegna per virus", send: (*scen).virusInBusta},
 		{name: "unsigned PEC message", rule: "§7.4 anomaly (unsigned)", send: func(s *scen) {
-			s.anomalyAt(s.b, s.a.ServiceAddress, raw("consegnato\n", "From: "+s.a.ServiceAddress, "To: "+s.addr("bianca"),
+			s.anomalyAt(s.b, "pec-headers-unsigned", s.a.ServiceAddress, raw("consegnato\n", "From: "+s.a.ServiceAddress, "To: "+s.addr("bianca"),
 				"Subject: POSTA CERTIFICATA: PEC "+s.token, "X-Trasporto: posta-certificata"))
 		}},
 		{name: "signer not in the index", rule: "§7.4 anomaly (forged: signed by someone not listed)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, signerBuilder(s.t, s.l, "f"), s.addr("alice"), []string{s.addr("bianca")}, s.token, "falso\n")
-			s.anomalyAt(s.b, s.addr("alice"), m.Raw)
+			s.anomalyAt(s.b, "signer-unlisted", s.addr("alice"), m.Raw)
 		}},
 		{name: "signer revoked", rule: "§7.4 anomaly (forged: certificate revoked)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, signerBuilder(s.t, s.l, "r"), "rita@pec-r.test", []string{s.addr("bianca")}, s.token, "revocato\n")
-			s.anomalyAt(s.b, "rita@pec-r.test", m.Raw)
+			s.anomalyAt(s.b, "revoked", "rita@pec-r.test", m.Raw)
 		}},
 		{name: "malformed busta", rule: "§7.4 anomaly (signed by a listed provider, not formally valid)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, providerBuilder(s.t, s.l, s.a), s.addr("alice"), []string{s.addr("bianca")}, s.token, "malformata\n")
-			// The header says receipt, the signed daticert says busta (pec-spec.md §7.2 5).
-			s.anomalyAt(s.b, s.addr("alice"), []byte(strings.Replace(string(m.Raw), "X-Trasporto: posta-certificata", "X-Ricevuta: accettazione", 1)))
+			// The header says receipt, the signed daticert says busta (pec-spec.md §7.2 5): the
+			// first check to fail is the subject prefix of the kind the header claims.
+			s.anomalyAt(s.b, "subject-prefix", s.addr("alice"), []byte(strings.Replace(string(m.Raw), "X-Trasporto: posta-certificata", "X-Ricevuta: accettazione", 1)))
 		}},
 		{name: "tampered busta", rule: "§7.4 anomaly (one byte changed after signing)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, providerBuilder(s.t, s.l, s.a), s.addr("alice"), []string{s.addr("bianca")}, s.token, "Testo genuino.\n")
 			raw := []byte(string(m.Raw))
 			i := strings.Index(string(raw), "Testo genuino.")
 			raw[i+6] = 'G'
-			s.anomalyAt(s.b, s.addr("alice"), raw)
+			s.anomalyAt(s.b, "signature", s.addr("alice"), raw)
 		}},
 		{name: "forged receipt", rule: "§7.4 anomaly (unsigned X-Ricevuta to a sender)", send: func(s *scen) {
-			s.anomalyAt(s.a, s.b.ServiceAddress, raw("consegnato\n", "From: "+s.b.ServiceAddress, "To: "+s.addr("alice"),
+			s.anomalyAt(s.a, "pec-headers-unsigned", s.b.ServiceAddress, raw("consegnato\n", "From: "+s.b.ServiceAddress, "To: "+s.addr("alice"),
 				"Subject: CONSEGNA: PEC "+s.token, "X-Ricevuta: avvenuta-consegna"))
+		}},
+		{name: "receipt signed for another provider's domain", rule: "§7.4 anomaly (forged: From not managed by the signer, RFC 6109 §7)", send: func(s *scen) {
+			_, tx := bustaOf(s.t, providerBuilder(s.t, s.l, s.a), s.addr("alice"), []string{s.addr("bruno")}, s.token, "x\n")
+			m, err := providerBuilder(s.t, s.l, s.b).Accettazione(pec.NewTimeRef(time.Now(), pec.Rome()), tx)
+			if err != nil {
+				s.t.Fatal(err)
+			}
+			// B's genuine signature on an accettazione claiming to come from A's service address
+			// (the From is outside the signed entity).
+			s.anomalyAt(s.a, "from-domain-unmanaged", s.a.ServiceAddress, withField(m.Raw, "From", s.a.ServiceAddress))
 		}},
 		{name: "unknown mailbox", rule: "§7.4 mancata consegna no-dest", send: func(s *scen) {
 			s.failedDelivery("nessuno-"+strings.ToLower(s.token[len(s.token)-8:])+"@"+s.b.Domain, "no-dest")
@@ -112,7 +123,7 @@ func rowScenarios() []scenario {
 		}},
 		{name: "12 h and 24 h notices", rule: "§7.4 preavviso 12 h, avviso 24 h (short deadlines)", send: (*scen).notices, early: 2},
 		{name: "DSN in", rule: "§7.4 anomaly (DSN from a non-PEC MTA)", send: func(s *scen) {
-			s.anomalyAt(s.b, "", raw("--r\nContent-Type: text/plain\n\nDelivery failed.\n--r\nContent-Type: message/delivery-status\n\n"+
+			s.anomalyAt(s.b, "dsn", "", raw("--r\nContent-Type: text/plain\n\nDelivery failed.\n--r\nContent-Type: message/delivery-status\n\n"+
 				"Reporting-MTA: dns; mx.posta.test\n\nFinal-Recipient: rfc822; nobody@posta.test\nAction: failed\nStatus: 5.1.1\n--r--\n",
 				"From: MAILER-DAEMON@posta.test", "To: "+s.addr("bianca"), "Subject: Undelivered Mail Returned to Sender "+s.token,
 				"MIME-Version: 1.0", "Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\""))
@@ -135,14 +146,14 @@ func (s *scen) formalBody(code int, text, body string, rcpts []string, hdr ...st
 
 // anomalyAt injects msg at provider p's MX from O (the Internet) with envelope sender from, to
 // the To: of msg: it reaches that mailbox as a busta di anomalia signed by p (pec-spec.md §2.5,
-// §7.2), logged by p.
-func (s *scen) anomalyAt(p *lab.Provider, from string, msg []byte) {
+// §7.2), logged by p with the reason (the code of the check that failed).
+func (s *scen) anomalyAt(p *lab.Provider, reason, from string, msg []byte) {
 	to := headerAddr(msg, "To")
 	if err := inject(p.Postfix.MX, s.o, heloToken("scen"), from, []string{to}, msg); err != nil {
 		s.fail("injection at %s's MX: %v", p.ID, err)
 	}
 	s.expect(to, label(pec.KindAnomalia, ""))
-	s.loggedSubject(p.ConfigFile, store.KindBustaAnomalia)
+	s.loggedWhy(p.ConfigFile, store.KindBustaAnomalia, `"error_detail":"`+reason+`:`)
 }
 
 // failedDelivery sends alice's PEC to rcpt at B, whose delivery point cannot store it: one
@@ -198,4 +209,23 @@ func headerAddr(msg []byte, field string) string {
 		}
 	}
 	return ""
+}
+
+// withField replaces the value of the top-level header field name of msg.
+func withField(msg []byte, name, value string) []byte {
+	hdr, body, err := pec.SplitHeader(msg)
+	if err != nil {
+		return msg
+	}
+	var b strings.Builder
+	for _, f := range hdr {
+		if strings.EqualFold(f.Name, name) {
+			b.WriteString(f.Name + ": " + value + "\r\n")
+			continue
+		}
+		b.Write(f.Raw)
+	}
+	b.WriteString("\r\n")
+	b.Write(body)
+	return []byte(b.String())
 }

@@ -77,6 +77,7 @@ type logWant struct {
 	kinds     []store.EventKind // events that must be there
 	bySubject bool              // not a transaction (anomaly, refusal): pecctl log search -subject token
 	none      bool              // with bySubject: no event at all
+	match     string            // with bySubject: text one event's JSON line must hold (the reason, the virus)
 	// states: recipient -> tracking state at the sender's provider (store.State), or
 	// "esterno" for an ordinary recipient, never tracked (pec-spec.md §2.4).
 	states map[string]store.State
@@ -111,10 +112,11 @@ func (s *scen) tracked(cfg string, states map[string]store.State) {
 	s.logs = append(s.logs, logWant{cfg: cfg, states: states})
 }
 
-// loggedSubject declares events about a message that is not a PEC transaction, found by the
-// scenario's token in the subject.
-func (s *scen) loggedSubject(cfg string, kinds ...store.EventKind) {
-	s.logs = append(s.logs, logWant{cfg: cfg, kinds: kinds, bySubject: true})
+// loggedWhy declares an event about a message that is not a PEC transaction (found by the
+// scenario's token in the subject, with pecctl log search) whose JSON line must hold match:
+// the reason (`"error_detail":"dsn:`) or the virus.
+func (s *scen) loggedWhy(cfg string, kind store.EventKind, match string) {
+	s.logs = append(s.logs, logWant{cfg: cfg, kinds: []store.EventKind{kind}, bySubject: true, match: match})
 }
 
 // quarantined declares that provider cfg's store must keep the infected message of the
