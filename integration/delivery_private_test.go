@@ -68,13 +68,6 @@ var bRoutes = &routes{byDomain: map[string]string{}}
 // startPrivateDP starts the private Dovecot and pec-lmtpd and routes rcpts to them.
 func startPrivateDP(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string) *privateDP {
 	t.Helper()
-	return startPrivateDPWith(t, l, b, rcpts, nil)
-}
-
-// startPrivateDPWith is startPrivateDP with edit applied to the private pec.yaml before
-// pec-lmtpd starts.
-func startPrivateDPWith(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string, edit func(y map[string]any)) *privateDP {
-	t.Helper()
 	tag := mailtest.Token("dx")[3:11]
 	p := &privateDP{tag: tag, dir: filepath.Join(l.Base, b.ID, "dx-"+tag)}
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
@@ -89,7 +82,7 @@ func startPrivateDPWith(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []strin
 		os.RemoveAll(p.dir)
 	})
 	p.startDovecotFirst(t, b, tag)
-	p.configureLMTPD(t, l, b, edit)
+	p.configureLMTPD(t, l, b, nil)
 	p.Start(t)
 	t.Cleanup(func() {
 		p.Kill()
@@ -220,7 +213,7 @@ func (p *privateDP) SignalDovecot(t *testing.T, sig syscall.Signal) {
 }
 
 // configureLMTPD writes the private pec.yaml (B's, with the private store, listener, Dovecot,
-// metrics, node name, and no seal) and copies the tokens.
+// metrics, node name, and no seal; then edit's changes, when given) and copies the tokens.
 func (p *privateDP) configureLMTPD(t *testing.T, l *lab.Lab, b *lab.Provider, edit func(y map[string]any)) {
 	t.Helper()
 	raw, err := os.ReadFile(b.ConfigFile)

@@ -7,11 +7,14 @@ package integration
 // pec-milter of A for the three, behind temporary copies of A's real submission and MX
 // listeners), and a delivery point that does not serve one of its provider's domains (a
 // private pec-lmtpd). They reuse the private daemons of the access point, tracking and
-// delivery tests (startPrivateAPWith, privateMX, startPrivateDPWith): their own store, tokens
-// and clamd, so the shared lab is not reconfigured.
+// delivery tests (startPrivateAPWith, privateMX, privateDP): their own store, tokens and
+// clamd, so the shared lab is not reconfigured.
 
 import (
+	"os"
 	"strings"
+
+	"gopkg.in/yaml.v3"
 
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -19,10 +22,11 @@ import (
 )
 
 // The private pec-milter's settings: the 12 h / 22 h / 24 h deadlines of pec-spec.md §6.3 as
-// 6 s / 10 s / 14 s, swept every second; a hard size limit of 2 MB (RFC 6109 §3.1.2; the
+// 10 s / 20 s / 25 s, swept every 2 s (wide enough for a loaded machine; the scenario is sent
+// first, so its deadlines run while the others are sent); a hard size limit of 2 MB (RFC 6109 §3.1.2; the
 // lab's is 100 MB, which would take minutes to send here); ordinary mail refused at its MX.
 func scenarioAPConfig(y map[string]any) {
-	y["tracking"] = map[string]any{"first": "6s", "final_from": "10s", "final": "14s", "sweep_every": "1s"}
+	y["tracking"] = map[string]any{"first": "10s", "final_from": "20s", "final": "25s", "sweep_every": "2s"}
 	y["limits"] = map[string]any{"max_recipients": 500, "max_size_times_recipients": "30MB", "hard_max_size": "2MB"}
 	y["policy"] = map[string]any{"ordinary_mail": "reject"}
 }
@@ -54,7 +58,7 @@ func (s *scen) refusePolicy() {
 	oscar, alice := s.addr("oscar"), s.addr("alice")
 	msg := mailtest.Message(oscar, []string{alice}, "ciao "+s.token, "Posta ordinaria.\n")
 	// As O's MTA delivers it: from O's address, no AUTH.
-	s.refused(inject(mx, s.o, heloToken("scen"), oscar, []string{alice}, msg), 550, "5.7.1")
+	s.refused(retryLost(s, func() error { return inject(mx, s.o, heloToken("scen"), oscar, []string{alice}, msg) }), 550, "5.7.1")
 	s.loggedWhy(s.privateAP().cfg, store.KindAnomalia, `"error_detail":"ordinary:`)
 }
 
@@ -64,7 +68,7 @@ func (s *scen) farOverSize() {
 	p, bruno := s.privateAP(), s.addr("bruno")
 	body := strings.Repeat(strings.Repeat("y", 76)+"\n", scenarioHardMax/78+1000)
 	msg := raw(body, "From: "+s.addr("alice"), "To: "+bruno, "Subject: PEC "+s.token)
-	s.refused(p.submission.Send(s.addr("alice"), []string{bruno}, msg), 552, "5.3.4")
+	s.refused(retryLost(s, func() error { return p.submission.Send(s.addr("alice"), []string{bruno}, msg) }), 552, "5.3.4")
 	s.noLog(p.cfg)
 }
 
@@ -75,7 +79,8 @@ func (s *scen) notices() {
 	p := s.privateAP()
 	r := strings.ToLower(s.token) + "@" + s.b.Domain
 	unreachable(s.t, s.a, r)
-	if err := p.submission.Send(s.addr("alice"), []string{r}, s.original("alice", []string{r}, nil)); err != nil {
+	msg := s.original("alice", []string{r}, nil)
+	if err := retryLost(s, func() error { return p.submission.Send(s.addr("alice"), []string{r}, msg) }); err != nil {
 		s.fail("submission: %v", err)
 	}
 	s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindPreavviso12h, r), label(pec.KindPreavviso24h, r))
@@ -89,7 +94,7 @@ func (s *scen) notices() {
 // answers with an avviso di mancata consegna, errore no-dominio (pec-spec.md §7.4, INFERENCE),
 // after A's reception point took the busta in charge.
 func (s *scen) unknownDomain() {
-	p := startPrivateDPWith(s.t, s.l, s.a, nil, func(y map[string]any) {
+	p := s.privateLMTPD(func(y map[string]any) {
 		y["provider"].(map[string]any)["domains"] = []string{s.a.Domain} // not pec-a2.test
 		delete(y["signer"].(map[string]any), "keys")                     // nor its key
 	})
@@ -108,4 +113,41 @@ func (s *scen) unknownDomain() {
 	s.logged(p.cfg, store.KindMancataConsegna)
 	s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindPresaInCarico, store.KindRicezioneRicevuta)
 	s.tracked(s.a.ConfigFile, map[string]store.State{rcpt: store.StateFailed})
+}
+
+// privateLMTPD starts a pec-lmtpd of A with its own store, tokens and listener (the delivery
+// tests' privateDP, configured by configureLMTPD and then edit) in front of the lab's own
+// Dovecot of A: cheaper than startPrivateDP's private Dovecot, for a scenario that needs
+// another configuration of the delivery point, not another mailbox store.
+func (s *scen) privateLMTPD(edit func(y map[string]any)) *privateDP {
+	t := s.t
+	var labCfg struct {
+		LMTP struct {
+			Dovecot string         `yaml:"dovecot"`
+			Doveadm map[string]any `yaml:"doveadm"`
+		} `yaml:"lmtp"`
+	}
+	raw, err := os.ReadFile(s.a.ConfigFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(raw, &labCfg); err != nil {
+		t.Fatal(err)
+	}
+	p := &privateDP{dir: t.TempDir()}
+	p.configureLMTPD(t, s.l, s.a, func(y map[string]any) {
+		lm := y["lmtp"].(map[string]any)
+		lm["dovecot"], lm["doveadm"] = labCfg.LMTP.Dovecot, labCfg.LMTP.Doveadm
+		edit(y)
+	})
+	p.Start(t)
+	t.Cleanup(func() {
+		p.Kill()
+		p.log.Close()
+		if t.Failed() {
+			data, _ := os.ReadFile(p.logFile)
+			t.Logf("private pec-lmtpd log (tail):\n%s", tail(data, 4000))
+		}
+	})
+	return p
 }

@@ -149,7 +149,7 @@ func (s *scen) formalBody(code int, text, body string, rcpts []string, hdr ...st
 // §7.2), logged by p with the reason (the code of the check that failed).
 func (s *scen) anomalyAt(p *lab.Provider, reason, from string, msg []byte) {
 	to := headerAddr(msg, "To")
-	if err := inject(p.Postfix.MX, s.o, heloToken("scen"), from, []string{to}, msg); err != nil {
+	if err := retryLost(s, func() error { return inject(p.Postfix.MX, s.o, heloToken("scen"), from, []string{to}, msg) }); err != nil {
 		s.fail("injection at %s's MX: %v", p.ID, err)
 	}
 	s.expect(to, label(pec.KindAnomalia, ""))
@@ -185,7 +185,7 @@ func (s *scen) virusInBusta() {
 	if err := openStore(s.t, s.a.ConfigFile).Commit(context.Background(), tb); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := inject(s.b.Postfix.MX, s.a, "mx."+s.a.Domain, alice, rcpts, m.Raw); err != nil {
+	if err := retryLost(s, func() error { return inject(s.b.Postfix.MX, s.a, "mx."+s.a.Domain, alice, rcpts, m.Raw) }); err != nil {
 		s.fail("an infected busta is accepted and not delivered, not refused: %v", err)
 	}
 	s.id = tx.ID
