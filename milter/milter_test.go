@@ -539,9 +539,15 @@ func TestMemoryBudget(t *testing.T) {
 		t.Fatalf("body 1: %v %v", act, err)
 	}
 
-	h.srv.mu.Lock()
-	held := h.srv.buffered
-	h.srv.mu.Unlock()
+	// Body chunks get no reply (OptNoBodyReply): the chunk is taken when the server gets to
+	// it, so wait for it to be accounted.
+	var held int64
+	for deadline := time.Now().Add(10 * time.Second); held < int64(len(msg)) && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		h.srv.mu.Lock()
+		held = h.srv.buffered
+		h.srv.mu.Unlock()
+	}
 	if held < int64(len(msg)) || held > int64(len(msg))+4096+int64(len(msg))/4 {
 		t.Errorf("session 1 accounts %d bytes for a %d-byte message", held, len(msg))
 	}
@@ -690,5 +696,66 @@ func TestLoginComesFromAuthAuthen(t *testing.T) {
 	send(t, s, macros, trx{login: "alice", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})
 	if sub := h.eng.last(t); sub.Login != "alice" || sub.MailFrom != "alice@pec-a.test" {
 		t.Fatalf("login %q mail from %q", sub.Login, sub.MailFrom)
+	}
+}
+
+// Postfix waits for a reply only where the milter decides something: MAIL FROM (an unknown
+// role) and end-of-message. Every other event is sent without a reply, or not at all (issue
+// 19: each reply is a round trip, one per 64 KiB body chunk).
+func TestOnlyMailAndEndOfMessageReplies(t *testing.T) {
+	h := start(t, Config{}, accepted)
+	s, _ := h.session(t, RoleAccess)
+	for _, o := range []milter.OptProtocol{milter.OptNoConnReply, milter.OptNoRcptReply, milter.OptNoHeaderReply,
+		milter.OptNoEOHReply, milter.OptNoBodyReply, milter.OptNoData, milter.OptNoHelo, milter.OptNoUnknown} {
+		if !s.ProtocolOption(o) {
+			t.Errorf("%v not negotiated", o)
+		}
+	}
+	if s.ProtocolOption(milter.OptNoMailReply) {
+		t.Error("MAIL FROM without a reply: an unknown role could not be refused there")
+	}
+}
+
+// A message that passes limits.hard_max_size is refused only at end-of-message (body chunks
+// get no reply), but its bytes leave the memory budget as soon as it passes the limit.
+func TestTooLargeReleasesBudgetBeforeEnd(t *testing.T) {
+	h := start(t, Config{MaxSize: 2048}, accepted)
+	s, macros := h.session(t, RoleAccess)
+	macros.Set(milter.MacroAuthAuthen, "alice@pec-a.test")
+	if _, err := s.Mail("<alice@pec-a.test>", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rcpt("<bruno@pec-b.test>", ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DataStart(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HeaderField("Subject", " x", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.HeaderEnd(); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if _, err := s.BodyChunk([]byte(strings.Repeat("0123456789abcdef\r\n", 60))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := s.BodyChunk([]byte("x\r\n")); err != nil { // the last chunk before the check below
+		t.Fatal(err)
+	}
+	var held int64 = -1
+	for deadline := time.Now().Add(10 * time.Second); held != 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+		h.srv.mu.Lock()
+		held = h.srv.buffered
+		h.srv.mu.Unlock()
+	}
+	if held != 0 {
+		t.Fatalf("%d bytes still held by a message over the limit", held)
+	}
+	if _, act, err := s.End(); err != nil || act.SMTPCode != 552 {
+		t.Fatalf("end: %v %v", act, err)
 	}
 }

@@ -128,9 +128,14 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		// commands for up to smtpd_timeout (300s); a connection silent for much longer
 		// than that is dead and its goroutine is reclaimed.
 		milter.WithReadTimeout(15*time.Minute),
-		// Header values exactly as received (no swallowed space); no unknown-command events;
-		// no replies to individual headers (nothing to decide before end-of-message).
-		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown|milter.OptNoHeaderReply|milter.OptNoHelo),
+		// Header values exactly as received (no swallowed space); no unknown-command, HELO or
+		// DATA events; and no reply to any event but MAIL FROM (where an unknown role is
+		// refused) and end-of-message: nothing else is decided before end-of-message, and
+		// every reply is a round trip Postfix waits for (issue 19: one per 64 KiB body chunk,
+		// 160 for a 10 MB message). Without replies to body chunks a message over the size
+		// limit or the memory budget is refused at end-of-message (session.go).
+		milter.WithProtocols(milter.OptHeaderLeadingSpace|milter.OptNoUnknown|milter.OptNoHelo|milter.OptNoData|
+			milter.OptNoConnReply|milter.OptNoRcptReply|milter.OptNoHeaderReply|milter.OptNoEOHReply|milter.OptNoBodyReply),
 		milter.WithMacroRequest(milter.StageConnect, []milter.MacroName{milter.MacroDaemonName}),
 		milter.WithMacroRequest(milter.StageMail, []milter.MacroName{milter.MacroAuthAuthen}),
 		milter.WithMacroRequest(milter.StageEOM, []milter.MacroName{milter.MacroQueueId}),

@@ -140,7 +140,7 @@ func (x *session) hold(n int) bool {
 	}
 	if !x.s.reserve(int64(want) - x.held) {
 		x.overBudget = true
-		x.buf = nil
+		x.drop()
 		return false
 	}
 	nb := make([]byte, len(x.buf), want)
@@ -157,22 +157,14 @@ func (x *session) Headers(_ milter.Modifier) (*milter.Response, error) {
 	return milter.RespContinue, nil
 }
 
-func (x *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
-	if !x.collecting() {
-		if m.Protocol()&milter.OptSkip != 0 {
-			return milter.RespSkip, nil
-		}
-		return milter.RespContinue, nil
-	}
-	if !x.tooLarge && x.hold(len(chunk)) {
+// BodyChunk collects the body. Body chunks get no reply (OptNoBodyReply, server.go): a
+// message over limits.hard_max_size or the memory budget stops being held here and is refused
+// at end-of-message (EndOfMessage), which Postfix sends only once it has the whole message
+// anyway.
+func (x *session) BodyChunk(chunk []byte, _ milter.Modifier) (*milter.Response, error) {
+	if x.collecting() && !x.tooLarge && x.hold(len(chunk)) {
 		x.buf = append(x.buf, chunk...)
 		x.checkSize()
-	}
-	if x.tooLarge {
-		return x.refuseTooLarge(m)
-	}
-	if x.overBudget {
-		return x.refuseBusy(m)
 	}
 	return milter.RespContinue, nil
 }
@@ -191,7 +183,17 @@ func (x *session) refuseBusy(m milter.Modifier) (*milter.Response, error) {
 func (x *session) checkSize() {
 	if int64(len(x.buf)) > x.s.cfg.MaxSize {
 		x.tooLarge = true
-		x.buf = nil
+		x.drop()
+	}
+}
+
+// drop lets go of a message that will be refused at end-of-message (too large, over the
+// budget): its bytes and their place in the budget, at once rather than at its end.
+func (x *session) drop() {
+	x.buf = nil
+	if x.held > 0 {
+		x.s.release(x.held)
+		x.held = 0
 	}
 }
 
