@@ -35,6 +35,7 @@ func TestSysadminInstall(t *testing.T) {
 	l, a, _, _ := pecLab(t)
 	c := installC(t, l, a)
 	checkUnits(t, filepath.Join(l.Base, "sysadmin-c"))
+	checkSiteValues(t, l, filepath.Join(l.Base, "sysadmin-c", "etc", "gestore", "pec.yaml"))
 	t.Run("flows", func(t *testing.T) {
 		t.Run("C to A", func(t *testing.T) {
 			t.Parallel()
@@ -87,6 +88,22 @@ func coreFlow(t *testing.T, l *lab.Lab, p *lab.Provider, u lab.User, q *lab.Prov
 // checkUnits checks what postfix-conf/systemd/ promises once the daemons run as the README
 // starts them: both run as user pec, and their sockets in the RuntimeDirectory (0751, pec)
 // are 0660 with group postfix, so that only Postfix's processes reach them.
+// checkSiteValues: the installed pec.yaml names the site's outside services as step 0 set them.
+// The pecyaml step's own rewrites (local listeners to LOCAL_ADDR) once rewrote a site value
+// too when the index, clamd or the TSA listened on 127.0.0.1, as the default lab's do.
+func checkSiteValues(t *testing.T, l *lab.Lab, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{l.LDAP.URL + "/" + l.LDAP.BaseDN, l.Clamd.Addr, l.TSA.URL} {
+		if !bytes.Contains(b, []byte(`"`+v+`"`)) {
+			t.Errorf("%s: the site's %q is not in it as step 0 set it", path, v)
+		}
+	}
+}
+
 func checkUnits(t *testing.T, dir string) {
 	t.Helper()
 	pec, err := osuser.Lookup("pec")
