@@ -151,7 +151,7 @@ func pgPair(t *testing.T) (primary, standby *pgtest.Cluster, dsn string) {
 // node a1 is killed with SIGKILL twice mid-load and restarted while a2 carries on. Every
 // submission that got its 250 has one accettazione and one busta, its events are in the log
 // once, no message is accepted twice, and the log is numbered 1..N. (Two pec-milter nodes
-// on one Postfix instance: a second Postfix instance for A is not in the lab yet.)
+// on one Postfix instance; TestTwoNodesOfA runs two whole nodes, each with its own Postfix.)
 func TestTwoNodesSharePostgres(t *testing.T) {
 	l, a, _, o := pecLab(t)
 	_, _, dsn := pgPair(t)
