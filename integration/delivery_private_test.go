@@ -61,10 +61,6 @@ func freePort(t *testing.T, host string) string {
 
 func port(hostport string) string { _, p, _ := net.SplitHostPort(hostport); return p }
 
-// bRoutes routes the private delivery points' recipients through B's transport_maps (one
-// table for the tests running at once, as confirmRoutes does for A).
-var bRoutes = &routes{byDomain: map[string]string{}}
-
 // startPrivateDP starts the private Dovecot and pec-lmtpd and routes rcpts to them.
 func startPrivateDP(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string) *privateDP {
 	t.Helper()
@@ -93,13 +89,13 @@ func startPrivateDP(t *testing.T, l *lab.Lab, b *lab.Provider, rcpts []string) *
 		}
 	})
 	for _, r := range rcpts {
-		if err := bRoutes.add(b, r, "lmtp:inet:"+p.listen); err != nil {
+		if err := routesOf(b).add(b, r, "lmtp:inet:"+p.listen); err != nil {
 			t.Fatal(err)
 		}
 	}
 	t.Cleanup(func() {
 		for _, r := range rcpts {
-			if err := bRoutes.remove(b, r); err != nil {
+			if err := routesOf(b).remove(b, r); err != nil {
 				t.Errorf("restoring transport_maps: %v", err)
 			}
 		}

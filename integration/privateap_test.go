@@ -173,11 +173,11 @@ func startPrivateAPWith(t *testing.T, l *lab.Lab, a *lab.Provider, opt apOptions
 		}
 	})
 
-	if err := confirmRoutes.add(a, confirmDomain, "lmtp:unix:"+confirmSock); err != nil {
+	if err := routesOf(a).add(a, confirmDomain, "lmtp:unix:"+confirmSock); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := confirmRoutes.remove(a, confirmDomain); err != nil {
+		if err := routesOf(a).remove(a, confirmDomain); err != nil {
 			t.Errorf("restoring transport_maps: %v", err)
 		}
 	})
@@ -244,10 +244,28 @@ func (p *privateAP) hook(t *testing.T, point, command string) {
 	}
 }
 
-// confirmRoutes routes the confirmation domains of the private access points running at the
-// same time (tests run in parallel) through A's transport_maps: one table of all of them,
-// rewritten under a lock, so that one test's change never drops another's route.
-var confirmRoutes = &routes{byDomain: map[string]string{}}
+// routesOf is the one table of temporary transport_maps routes of p's Postfix instance: the
+// tests running at the same time (in parallel) that route through that instance (private
+// access, reception and delivery points, unreachable peers, provider C) all add and remove
+// their entries there, rewritten under its lock, so that one test's change never drops
+// another's route. Two tables for B's instance (private delivery points, private reception
+// points) once did: each rewrote transport_maps from its own entries, and TestDeliveryFaults
+// lost its route while a private reception point started.
+func routesOf(p *lab.Provider) *routes {
+	routeTables.mu.Lock()
+	defer routeTables.mu.Unlock()
+	r := routeTables.byDir[p.Postfix.ConfigDir]
+	if r == nil {
+		r = &routes{byDomain: map[string]string{}}
+		routeTables.byDir[p.Postfix.ConfigDir] = r
+	}
+	return r
+}
+
+var routeTables = struct {
+	mu    sync.Mutex
+	byDir map[string]*routes
+}{byDir: map[string]*routes{}}
 
 type routes struct {
 	mu       sync.Mutex

@@ -17,10 +17,6 @@ import (
 	"github.com/gestore-pec/gestore/integration/mailtest"
 )
 
-// rxConfirmRoutes routes the confirmation domains of private reception points through B's
-// transport_maps (privateap_test.go's routes, for provider B).
-var rxConfirmRoutes = &routes{byDomain: map[string]string{}}
-
 // privateRX is a reception point of provider B that only the calling test uses: a pec-milter
 // with B's configuration but its own SQLite store, its own copy of the SoftHSM2 tokens, its own
 // clamd, confirmation listener and domain, behind a temporary copy of B's MX listener
@@ -64,11 +60,11 @@ func startPrivateRXWith(t *testing.T, l *lab.Lab, b *lab.Provider, override func
 	p.start(t, override)
 	t.Cleanup(func() { p.stop(t) })
 
-	if err := rxConfirmRoutes.add(b, p.confirmDomain, "lmtp:unix:"+p.confirmSock); err != nil {
+	if err := routesOf(b).add(b, p.confirmDomain, "lmtp:unix:"+p.confirmSock); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := rxConfirmRoutes.remove(b, p.confirmDomain); err != nil {
+		if err := routesOf(b).remove(b, p.confirmDomain); err != nil {
 			t.Errorf("restoring transport_maps: %v", err)
 		}
 	})

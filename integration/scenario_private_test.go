@@ -99,11 +99,11 @@ func (s *scen) unknownDomain() {
 		delete(y["signer"].(map[string]any), "keys")                     // nor its key
 	})
 	rcpt := "nessuno-" + strings.ToLower(s.token[len(s.token)-8:]) + "@pec-a2.test"
-	if err := confirmRoutes.add(s.a, rcpt, "lmtp:inet:"+p.listen); err != nil {
+	if err := routesOf(s.a).add(s.a, rcpt, "lmtp:inet:"+p.listen); err != nil {
 		s.t.Fatal(err)
 	}
 	s.t.Cleanup(func() {
-		if err := confirmRoutes.remove(s.a, rcpt); err != nil {
+		if err := routesOf(s.a).remove(s.a, rcpt); err != nil {
 			s.t.Errorf("restoring transport_maps: %v", err)
 		}
 	})

@@ -174,11 +174,11 @@ func installC(t *testing.T, l *lab.Lab, a *lab.Provider) *lab.Provider {
 	})
 	// A's route to C first: Postfix's reload is asynchronous, and nothing goes there before
 	// A trusts C.
-	if err := confirmRoutes.add(a, cDomain, "smtp:["+ip+"]:25"); err != nil {
+	if err := routesOf(a).add(a, cDomain, "smtp:["+ip+"]:25"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := confirmRoutes.remove(a, cDomain); err != nil {
+		if err := routesOf(a).remove(a, cDomain); err != nil {
 			t.Error(err)
 		}
 	})

@@ -67,11 +67,11 @@ func privateMX(t *testing.T, a *lab.Provider, p *privateAP) string {
 // test's messages for addr from A's queue at the end.
 func unreachable(t *testing.T, a *lab.Provider, addr string) {
 	t.Helper()
-	if err := confirmRoutes.add(a, addr, "smtp:[127.0.0.1]:9"); err != nil {
+	if err := routesOf(a).add(a, addr, "smtp:[127.0.0.1]:9"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := confirmRoutes.remove(a, addr); err != nil {
+		if err := routesOf(a).remove(a, addr); err != nil {
 			t.Errorf("restoring transport_maps: %v", err)
 		}
 		dropQueued(t, a, addr)
@@ -82,11 +82,11 @@ func unreachable(t *testing.T, a *lab.Provider, addr string) {
 // test runs: for the notices of rows a test inserts by the hundred.
 func discarded(t *testing.T, a *lab.Provider, addr string) {
 	t.Helper()
-	if err := confirmRoutes.add(a, addr, "discard:"); err != nil {
+	if err := routesOf(a).add(a, addr, "discard:"); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if err := confirmRoutes.remove(a, addr); err != nil {
+		if err := routesOf(a).remove(a, addr); err != nil {
 			t.Errorf("restoring transport_maps: %v", err)
 		}
 	})
