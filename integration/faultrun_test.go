@@ -226,7 +226,7 @@ func submitLoad(t *testing.T, subs []mailtest.Submission, sender string, rcpts [
 		}
 	}()
 	var wg sync.WaitGroup
-	for w := range 4 {
+	for range 4 {
 		wg.Go(func() {
 			for i := range next {
 				tok := fmt.Sprintf("%s-%03d", run, i)
@@ -236,11 +236,14 @@ func submitLoad(t *testing.T, subs []mailtest.Submission, sender string, rcpts [
 					hdr = append(hdr, "Cc: "+strings.Join(rcpts[1:], ", "))
 				}
 				m := raw(fmt.Sprintf("Messaggio %d.\n", i), hdr...)
-				sub := subs[(w+i)%len(subs)]
+				// By i alone: the paced sender hands i to the workers in turn (a channel serves
+				// its waiting receivers first in, first out), so (w+i) kept one parity and sent
+				// every message through one node when sends were quick.
+				sub := subs[i%len(subs)]
 				err := sub.Send(sender, rcpts, m)
 				if err != nil { // a fault hit this submission: retry as a client does
 					retried.Add(1)
-					err = retryAcross(subs, (w+i+1)%len(subs), sender, rcpts, m, 3*time.Minute)
+					err = retryAcross(subs, (i+1)%len(subs), sender, rcpts, m, 3*time.Minute)
 				}
 				if err != nil {
 					t.Logf("%s never answered 250: %v", tok, err)
