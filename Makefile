@@ -19,7 +19,10 @@
 #                   to A through both A MX nodes, each node killed once mid-load (SIGKILL, postfix
 #                   abort); prints the counts. make test runs its short form (60 PECs, one kill)
 #                   on the lab brought to PEC_STORE=postgres PEC_A_NODES=2 after the other tests
-#   make bench      the Go benchmarks (short)
+#   make bench      the Go benchmarks (short), then, when the lab is up, the short form of the
+#                   lab benchmarks of issue 19 (make bench-lab)
+#   make bench-lab  on the running lab: P1 end to end (PEC transactions A to B against plain
+#                   mail), P2 and P2' at the access point; BENCH_LAB_ARGS to change the counts
 #   make bench-store the store benchmarks, SQLite then PostgreSQL in one run (commits/s, search)
 #   make lab-up / lab-down
 #   make containers the Dockerfile and compose file run for real (podman): build, bring the
@@ -36,7 +39,7 @@ FUZZTIME   ?= 10s
 # integration tests share one lab; keep package parallelism modest on small machines
 TESTFLAGS  ?= -race -shuffle=on -count=1 -timeout 40m
 
-.PHONY: all build test test-lab unit integration faults nodes check fuzz fuzz-seeds bench bench-store lab-up lab-down demo clean tools containers containers-clean
+.PHONY: all build test test-lab unit integration faults nodes check fuzz fuzz-seeds bench bench-lab bench-store lab-up lab-down demo clean tools containers containers-clean
 
 all: build
 
@@ -114,6 +117,14 @@ fuzz:
 PEC_BENCH_EVENTS ?= 1000000
 bench:
 	PEC_BENCH_EVENTS=$(PEC_BENCH_EVENTS) $(GO) test -run '^$$' -bench . -benchtime 3x -benchmem ./...
+	@if [ -f $(PEC_LAB)/lab.json ]; then $(MAKE) --no-print-directory bench-lab; \
+	else echo "bench: no lab at $(PEC_LAB) (make lab-up): the lab benchmarks (make bench-lab) did not run"; fi
+
+# Issue 19's figures on the running lab, short form (the full runs: integration/bench).
+BENCH_LAB_ARGS ?= -n10k 20 -n1m 2 -n10m 2 -c 4
+bench-lab:
+	$(GO) run ./integration/bench -point e2e $(BENCH_LAB_ARGS)
+	$(GO) run ./integration/bench -point access $(BENCH_LAB_ARGS)
 
 # The stores compared on one machine in one run: commits with 1, 4 and 16 callers (with and
 # without group commit) and searches over PEC_BENCH_EVENTS events, SQLite first, then

@@ -42,15 +42,21 @@ func main() {
 	n10m := flag.Int("n10m", 10, "10 MB messages per configuration")
 	conc := flag.Int("c", 4, "concurrent SMTP sessions")
 	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole run")
-	point := flag.String("point", "access", "access (submissions at A) or reception (bustas at B's MX)")
+	n1m := flag.Int("n1m", 20, "1 MB transactions (-point e2e)")
+	rssSize := flag.Int("rss-size", 100_000_000, "message size of -point rss")
+	point := flag.String("point", "access", "access (submissions at A), reception (bustas at B's MX), e2e (P1: whole PEC transactions A to B against plain mail), rss (P6: peak memory of pec-milter for one message)")
 	flag.Parse()
 	run := run
 	switch *point {
 	case "access":
 	case "reception":
 		run = runReception
+	case "e2e":
+		run = func(n10k, _, conc int, timeout time.Duration) error { return runE2E(n10k, *n1m, conc, timeout) }
+	case "rss":
+		run = func(_, _, _ int, timeout time.Duration) error { return runRSS(*rssSize, timeout) }
 	default:
-		fmt.Fprintln(os.Stderr, "bench: -point must be access or reception")
+		fmt.Fprintln(os.Stderr, "bench: -point must be access, reception, e2e or rss")
 		os.Exit(2)
 	}
 	if err := run(*n10k, *n10m, *conc, *timeout); err != nil {
@@ -109,6 +115,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		if size.n <= 0 {
 			continue
 		}
+		var rs []result
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
 			cpu := procstat.Start(l.Base)
@@ -117,6 +124,13 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			report(r)
 			time.Sleep(settle) // the receipts of the last transactions
 			reportCPU(cpu.Stop(), r.sent)
+			rs = append(rs, r)
+		}
+		compare(rs[0], rs[1])
+		if size.bytes >= 1<<20 {
+			if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[1]); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
@@ -138,6 +152,16 @@ func reportCPU(cpu map[string]float64, sent int) {
 		fmt.Fprintf(&b, " %s %.1f", g, 1000*cpu[g]/float64(sent))
 	}
 	fmt.Printf("       CPU ms/msg: total %.1f:%s\n", 1000*total/float64(sent), b.String())
+}
+
+// compare prints P2: the milter's throughput and end-of-message p50 against the listener without it.
+func compare(plain, pec result) {
+	if plain.sent == 0 || pec.sent == 0 {
+		return
+	}
+	tp := (float64(pec.sent) / pec.wall.Seconds()) / (float64(plain.sent) / plain.wall.Seconds())
+	fmt.Printf("       P2 %s: throughput ratio %.2f (goal ≥ 0.8), end-of-message p50 %.1f× (goal ≤ 2)\n", sizeLabel(pec.size),
+		tp, float64(percentile(pec.lat, .5))/float64(percentile(plain.lat, .5)))
 }
 
 func drive(ctx context.Context, sub mailtest.Submission, from, rcpt string, size, n, conc int) result {

@@ -188,7 +188,7 @@ write_pec_yaml() {
 		  max_delay: ${PEC_LAB_MAX_DELAY:-24h}
 		reinject: {addr: "unix:$(reinject_socket "$id")"}
 		clamd: {addr: "$LAB_CLAMD_HOST:$CLAMD_PORT", timeout: 30s}
-		limits: {max_recipients: 500, max_size_times_recipients: 30MB, hard_max_size: 100MB}
+		limits: {max_recipients: 500, max_size_times_recipients: ${PEC_LAB_SIZE_X_RCPTS:-30MB}, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}
 		log: {level: info, format: json}
 		metrics: {listen: "${P_IP[$id]}:9100", pprof: ${PEC_LAB_PPROF:-false}}

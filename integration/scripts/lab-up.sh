@@ -12,6 +12,8 @@
 #   PEC_A_NODES=1|2        2: provider A runs a second node a2 on .11 (its own Postfix, pec-milter,
 #                          pec-lmtpd) sharing A's PostgreSQL, Dovecot and token (lab-nodes.sh);
 #                          needs PEC_STORE=postgres and the pec wiring.
+#   PEC_LAB_SIZE_X_RCPTS=30MB  limits.max_size_times_recipients (the P6 benchmark of one
+#                          100 MB message needs more; default 30MB).
 #   PEC_MILTER_BIN, PEC_LMTPD_BIN, PEC_PECCTL_BIN  other binaries than bin/pec-milter,
 #                          bin/pec-lmtpd, bin/pecctl (pecctl serves the lab TSA on :3180; without
 #                          it there is no TSA and pec.yaml has no seal: section)
