@@ -444,7 +444,7 @@ func TestAccessPointTemporaryFailures(t *testing.T) {
 			if !strings.Contains(se.Error(), "4.3.0") || strings.Contains(se.Error(), "/tmp") {
 				t.Errorf("reply %q", se.Error())
 			}
-			if last := p.lastFailure(t); !strings.Contains(last, tc.cause) {
+			if last, ok := p.failureCause(t, tc.cause); !ok {
 				t.Errorf("the temporary failure was not caused by %s: %s", tc.name, last)
 			}
 			tc.heal(t)

@@ -324,6 +324,22 @@ func (p *privateAP) lastFailure(t *testing.T) string {
 	return last
 }
 
+// failureCause waits (up to 40 s) for the last temporary failure in the private pec-milter's
+// log to name cause. When the milter.timeout deadline answered first (a store locked behind a
+// job's own busy wait on a loaded machine), the cause is logged when the engine's late answer
+// comes, within SQLite's busy timeout.
+func (p *privateAP) failureCause(t *testing.T, cause string) (string, bool) {
+	t.Helper()
+	deadline := time.Now().Add(40 * time.Second)
+	for {
+		last := p.lastFailure(t)
+		if strings.Contains(last, cause) || time.Now().After(deadline) || !strings.Contains(last, "milter.timeout") && !strings.Contains(last, "after the deadline") {
+			return last, strings.Contains(last, cause)
+		}
+		time.Sleep(time.Second)
+	}
+}
+
 func (p *privateAP) startClamd(t *testing.T) {
 	t.Helper()
 	p.clamd = exec.Command("clamd", "-c", p.clamdConf)

@@ -42,6 +42,14 @@ func call[T any](s *Server, m milter.Modifier, queueID string, fn func(ctx conte
 		case r := <-ch:
 			return r.res, r.err
 		case <-ctx.Done():
+			// fn's context is cancelled; its late answer still tells the operator what the
+			// deadline was waiting for (a store locked for longer than its busy timeout, a
+			// clamd or HSM that stopped answering).
+			go func() {
+				if r := <-ch; r.err != nil {
+					s.log.Warn("pec temporary failure: end-of-message answer after the deadline, dropped", "queue_id", queueID, "error", r.err)
+				}
+			}()
 			return zero, &pec.Temporary{Op: "deadline", Err: fmt.Errorf("end-of-message not decided within milter.timeout (%s)", s.cfg.Timeout)}
 		case <-t.C:
 			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
