@@ -64,6 +64,25 @@ func flowScenarios() []scenario {
 			s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindBustaTrasporto)
 			s.tracked(s.a.ConfigFile, map[string]store.State{nobody: "esterno"})
 		}},
+		{name: "PEC bounced by our own Postfix", rule: "§2.4 (the DSN our Postfix makes comes as an anomaly too)", send: func(s *scen) {
+			// A's Postfix refuses the recipient itself (an error transport, as for a domain
+			// that does not resolve): its bounce(8) DSN reaches alice past every smtpd, and the
+			// delivery point wraps it in a busta di anomalia.
+			nowhere := "nessuno@" + strings.ToLower(s.token[len(s.token)-8:]) + ".nowhere.test"
+			if err := routesOf(s.a).add(s.a, nowhere, "error:5.1.2"); err != nil {
+				s.fail("route to the error transport: %v", err)
+				return
+			}
+			s.t.Cleanup(func() {
+				if err := routesOf(s.a).remove(s.a, nowhere); err != nil {
+					s.t.Errorf("restoring transport_maps: %v", err)
+				}
+			})
+			s.mustSubmit("alice", []string{nowhere}, s.original("alice", []string{nowhere}, nil))
+			s.expect(s.addr("alice"), label(pec.KindAccettazione, ""), label(pec.KindAnomalia, ""))
+			s.logged(s.a.ConfigFile, store.KindAccettazione, store.KindBustaTrasporto)
+			s.tracked(s.a.ConfigFile, map[string]store.State{nowhere: "esterno"})
+		}},
 		{name: "ordinary mail in, anomaly policy", rule: "§2.5", send: func(s *scen) {
 			oscar, bruno := s.user("oscar"), s.addr("bruno")
 			msg := mailtest.Message(oscar.Address, []string{bruno}, "ciao "+s.token, "Posta ordinaria.\n")

@@ -187,7 +187,7 @@ func (x *deliverySession) LMTPData(r io.Reader, status smtp.StatusCollector) err
 	}
 	defer d.Abort(ctx)
 	if fw := d.Forward(); len(fw) > 0 {
-		for rcpt, res := range s.d.Mailstore.Deliver(ctx, x.from, fw, msg) {
+		for rcpt, res := range s.d.Mailstore.Deliver(ctx, x.from, fw, d.Message()) {
 			d.SetResult(rcpt, res)
 		}
 	}

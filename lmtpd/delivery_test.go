@@ -1,6 +1,7 @@
 package lmtpd
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -273,8 +274,10 @@ func TestDeliveryDovecotShutdownAfterData(t *testing.T) {
 	}
 }
 
-// Ordinary mail refused by Dovecot keeps Dovecot's status with our own text (Postfix bounces
-// it as plain mail, RFC 6109 §2.2.3); ordinary mail stored twice is stored twice (no record).
+// Ordinary mail (made on this host: a bounce of our own Postfix) reaches Dovecot inside a busta
+// di anomalia signed by us; refused by Dovecot it keeps Dovecot's status with our own text
+// (Postfix bounces it as plain mail, RFC 6109 §2.2.3); sent twice it is stored once (the
+// busta keeps the original's Message-ID, which keys the mailbox's record).
 func TestDeliveryOrdinaryMail(t *testing.T) {
 	f := newFixture(t)
 	plain := []byte("From: o@posta.test\r\nTo: bruno@pec-b.test\r\nSubject: x\r\nMessage-ID: <o1@posta.test>\r\n\r\nhi\r\n")
@@ -283,8 +286,12 @@ func TestDeliveryOrdinaryMail(t *testing.T) {
 		t.Errorf("ordinary mail to an unknown user: %q", r)
 	}
 	f.send(t, plain, "bruno@pec-b.test")
-	if n := len(f.dv.Messages("bruno@pec-b.test")); n != 2 {
-		t.Errorf("bruno holds %d copies of ordinary mail sent twice, want 2", n)
+	msgs := f.dv.Messages("bruno@pec-b.test")
+	if len(msgs) != 1 {
+		t.Fatalf("bruno holds %d copies of ordinary mail sent twice, want 1", len(msgs))
+	}
+	if c := pec.Classify(msgs[0], pec.ClassifyOptions{}); c.Kind != pec.KindAnomalia || c.Verified == nil || !bytes.Equal(c.Postacert, plain) {
+		t.Errorf("bruno's copy is %v (signature %v), want a signed busta di anomalia around the message", c.Kind, c.SigErr)
 	}
 }
 

@@ -39,8 +39,21 @@ import (
 //
 // A system message (busta, anomaly, receipt, notice) whose Message-ID the mailbox already
 // received is acknowledged and not stored again (DESIGN.md "Durability": a resend after a
-// crash must not show twice). Ordinary mail, which the reception point wraps in a busta di
-// anomalia before it reaches us, is delivered as Postfix hands it, with no record.
+// crash must not show twice).
+//
+// # Mail that never passed the reception point
+//
+// Everything arriving from outside crosses the reception point, which turns a message that is
+// not PEC into a busta di anomalia (or refuses it) before it is queued for us. What still
+// reaches a PEC mailbox unsigned was made on this host, past every smtpd: the bounces of
+// Postfix's own bounce(8) (a busta to a domain that does not resolve, or refused at RCPT by
+// an ordinary MTA: its DSN goes to our sender) and mail a local process hands to sendmail.
+// pec-spec.md §2.4 and §2.5 want such a message in the mailbox only inside a busta di anomalia
+// signed by us, so the delivery point wraps it (Delivery.Message) and logs the busta di
+// anomalia; the busta keeps the message's Message-ID (or a hash of its bytes), so the record
+// of each mailbox makes a retry after a crash store it once, as for any system message. It is
+// not scanned for viruses here: a bounce carries (part of) a message our access point scanned,
+// and a local process that can run sendmail can write the mailbox anyway.
 
 // Mailboxes tells whether a mailbox already holds the message with this Message-ID (angle
 // brackets included). Dovecot's doveadm search answers it (lmtpd); an error means no answer.
@@ -139,6 +152,7 @@ type Delivery struct {
 	c         *Classified
 	kind      Kind
 	msgID     string       // Message-ID of a system message, the key of its records; "" = none
+	wrapped   *Message     // the busta di anomalia around mail that never passed the reception point
 	tx        *Transaction // the busta's or receipt's transaction, from daticert; nil otherwise
 	busta     bool         // a busta eligible for receipts
 	why       string       // why a busta is not eligible
@@ -168,6 +182,11 @@ func (e *Engine) BeginDelivery(ctx context.Context, req *DeliveryRequest) (*Deli
 	}
 	d := &Delivery{e: e, req: req}
 	d.classify()
+	if d.kind == KindOrdinary {
+		if err := d.wrap(); err != nil {
+			return nil, err
+		}
+	}
 	for _, r := range req.Rcpts {
 		dr := &deliveryRcpt{addr: r, forward: true}
 		if d.msgID != "" {
@@ -220,6 +239,39 @@ func (d *Delivery) classify() {
 	default:
 		d.busta = true
 	}
+}
+
+// wrap builds the busta di anomalia around a message that is no PEC message (see "Mail that
+// never passed the reception point"), signed for the provider of the first recipient. A
+// failure (the signer down) is a temporary failure of the transaction; a message too large to
+// wrap is refused (552) and Postfix returns it as plain mail.
+func (d *Delivery) wrap() error {
+	code, detail := ordinaryReason(d.c)
+	orig, err := ParseOriginal(d.req.Message)
+	if err != nil {
+		orig = lenientOriginal(d.req.Message)
+	}
+	id, _ := d.e.IdentityFor(d.req.Rcpts[0])
+	ref := d.e.now()
+	m, err := d.e.builder(id).Anomalia(ref, orig, Envelope{MailFrom: d.req.MailFrom, Rcpts: d.req.Rcpts}, anomalyText(code))
+	var big *TooBigError
+	switch {
+	case errors.As(err, &big):
+		return &StatusError{Code: 552, Enhanced: "5.3.4", Text: "Message too large to be delivered to a PEC mailbox", Label: DeliveredRefused}
+	case err != nil:
+		return &Temporary{Op: "anomalia", Err: err}
+	}
+	d.wrapped, d.kind, d.msgID, d.why = m, KindAnomalia, m.MessageID, code+": "+detail
+	return nil
+}
+
+// Message is what the mailbox store is handed: the message as received, or the busta di
+// anomalia around it (see "Mail that never passed the reception point").
+func (d *Delivery) Message() []byte {
+	if d.wrapped != nil {
+		return d.wrapped.Raw
+	}
+	return d.req.Message
 }
 
 // dataTime reads a daticert data (dd/mm/yyyy, hh:mm:ss, +hhmm).

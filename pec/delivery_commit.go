@@ -120,6 +120,9 @@ func (d *Delivery) stored(r *deliveryRcpt, out *RcptOutcome, ref TimeRef, b *sto
 	out.Text, out.Outcome = "Delivered", DeliveredSilently
 	if !d.busta {
 		out.Detail = d.why
+		if d.wrapped != nil {
+			b.Log(d.anomalyEvent(ref, r.addr))
+		}
 		if d.kind.IsReceipt() && d.tx != nil && d.tx.ID != "" {
 			// The log records that a receipt or notice reached our user's mailbox.
 			ev := txEvent(ref, d.tx, d.c.Daticert.Dati.GestoreEmittente)
@@ -259,4 +262,26 @@ func failureReply(enh string) string {
 		return "Mailbox disabled"
 	}
 	return "Mailbox unavailable"
+}
+
+// anomalyEvent is the log entry of a busta di anomalia the delivery point made (see "Mail that
+// never passed the reception point"), for the mailbox rcpt that stored it: the original's
+// sender (From, else the envelope sender), subject and Message-ID, and why it is no PEC message.
+func (d *Delivery) anomalyEvent(ref TimeRef, rcpt string) store.Event {
+	h := d.c.Header
+	ev := store.Event{Time: ref.Time(), Kind: store.KindBustaAnomalia, Sender: d.req.MailFrom, QueueID: d.req.QueueID,
+		Size: int64(len(d.req.Message)), Error: "altro", ErrorDetail: d.why, About: []string{rcpt},
+		Recipients: []store.Recipient{{Addr: rcpt, Type: store.Certified}}, Generated: []string{d.wrapped.MessageID}}
+	if from, ok := h.Get("From"); ok {
+		if a, err := addrOf(from); err == nil {
+			ev.Sender = a.Address
+		}
+	}
+	if s, ok := h.Get("Subject"); ok {
+		ev.Subject = DecodeHeader(s)
+	}
+	if mid, ok := h.Get("Message-ID"); ok {
+		ev.MessageID = strings.TrimSpace(mid)
+	}
+	return ev
 }

@@ -389,7 +389,9 @@ func TestDeliveryConcurrentSameMessage(t *testing.T) {
 }
 
 // Receipts, notices and anomalies are delivered with no receipt, once per mailbox; a receipt
-// is logged as consegna-ricevuta. Ordinary mail has no record: Postfix's copies all go in.
+// is logged as consegna-ricevuta. Ordinary mail (which reaches the delivery point only when
+// made on this host: a bounce of our own Postfix) is handed to the mailbox inside a busta di
+// anomalia signed by us, once per mailbox, with one busta-anomalia event.
 func TestDeliverySystemMessages(t *testing.T) {
 	f := newDP(t)
 	m, _ := f.busta(t, "", "To: bruno@pec-b.test")
@@ -410,11 +412,25 @@ func TestDeliverySystemMessages(t *testing.T) {
 		t.Errorf("%d consegna-ricevuta events, want 1", n)
 	}
 	plain := []byte("From: o@posta.test\r\nTo: bruno@pec-b.test\r\nMessage-ID: <p@posta.test>\r\nSubject: x\r\n\r\nhi\r\n")
-	for range 2 {
+	d := f.begin(t, f.eng, plain, "bruno@pec-b.test")
+	c = pec.Classify(d.Message(), pec.ClassifyOptions{})
+	if d.Kind() != pec.KindAnomalia || c.Kind != pec.KindAnomalia || c.Verified == nil || !bytes.Equal(c.Postacert, plain) {
+		t.Errorf("ordinary mail handed to the mailbox as %v (classified %v, signature %v, original inside %v), want a signed busta di anomalia around it",
+			d.Kind(), c.Kind, c.SigErr, bytes.Equal(c.Postacert, plain))
+	}
+	if d.MessageID() != "<p@posta.test>" {
+		t.Errorf("busta di anomalia keyed by %q, want the original's Message-ID", d.MessageID())
+	}
+	d.Abort(context.Background())
+	for i := range 2 {
 		out := f.deliver(t, f.eng, plain, map[string]pec.MailboxResult{}, "bruno@pec-b.test")
-		if o := out["bruno@pec-b.test"]; o.Outcome != pec.DeliveredSilently {
-			t.Errorf("ordinary mail: %+v", o)
+		want := []string{pec.DeliveredSilently, pec.DeliveredDuplicate}[i]
+		if o := out["bruno@pec-b.test"]; o.Outcome != want {
+			t.Errorf("ordinary mail, delivery %d: %+v, want %s", i, o, want)
 		}
+	}
+	if n := f.kinds(t, store.KindBustaAnomalia)[store.KindBustaAnomalia]; n != 1 {
+		t.Errorf("%d busta-anomalia events, want 1", n)
 	}
 	out := f.deliver(t, f.eng, plain, map[string]pec.MailboxResult{"nobody@pec-b.test": {Code: 550, Enhanced: "5.1.1", Text: "User doesn't exist: nobody@pec-b.test"}}, "nobody@pec-b.test")
 	r := pec.Reply(out["nobody@pec-b.test"].Err)
