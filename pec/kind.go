@@ -59,6 +59,15 @@ type KindInfo struct {
 	// Track is the tracking input a message of this kind moves at the sender's provider: a
 	// receipt arriving from the recipient's provider, or a notice we emit ("" = none).
 	Track store.Input
+	// Own: issued by the sender's provider to its own user (the accettazione, the avvisi di
+	// non accettazione, the avviso di mancata consegna per virus, the 12 h and 24 h notices;
+	// pec-spec.md §3.2). It never leaves the provider, and our reception point has nothing
+	// to record for it (its event and any tracking transition are committed with it), so the
+	// outbox hands it to Postfix past the pec-loop listener (reinject.direct_addr): one Postfix
+	// pass and one verification fewer per transaction. Every other receipt we emit for our own
+	// users (a same-provider presa in carico or consegna) still goes through the reception
+	// point, where the sender's side records it.
+	Own bool
 }
 
 var kinds = [numKinds]KindInfo{
@@ -70,13 +79,13 @@ var kinds = [numKinds]KindInfo{
 		Prefix: "ANOMALIA MESSAGGIO: ", Postacert: PostacertRequired, LogLabel: "BustaAnomalia", Event: store.KindBustaAnomalia},
 	KindAccettazione: {Name: "accettazione", Title: "ricevuta di accettazione", Header: "X-Ricevuta", Value: "accettazione",
 		Prefix: "ACCETTAZIONE: ", Tipo: daticert.TipoAccettazione, Errore: daticert.ErroreNessuno,
-		Daticert: true, ToSender: true, LogLabel: "Accettazione", Event: store.KindAccettazione},
+		Daticert: true, ToSender: true, LogLabel: "Accettazione", Event: store.KindAccettazione, Own: true},
 	KindNonAccettazione: {Name: "non-accettazione", Title: "avviso di non accettazione", Header: "X-Ricevuta", Value: "non-accettazione",
 		Prefix: "AVVISO DI NON ACCETTAZIONE: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreAltro,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazione", Event: store.KindNonAccettazione},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazione", Event: store.KindNonAccettazione, Own: true},
 	KindNonAccettazioneVirus: {Name: "non-accettazione-virus", Title: "avviso di non accettazione per virus", Header: "X-Ricevuta", Value: "non-accettazione",
 		Prefix: "AVVISO DI NON ACCETTAZIONE PER VIRUS: ", Tipo: daticert.TipoNonAccettazione, Errore: daticert.ErroreVirus,
-		Sicurezza: true, Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazioneVirus", Event: store.KindNonAccettazioneVirus},
+		Sicurezza: true, Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "NonAccettazioneVirus", Event: store.KindNonAccettazioneVirus, Own: true},
 	KindPresaInCarico: {Name: "presa-in-carico", Title: "ricevuta di presa in carico", Header: "X-Ricevuta", Value: "presa-in-carico",
 		Prefix: "PRESA IN CARICO: ", Tipo: daticert.TipoPresaInCarico, Errore: daticert.ErroreNessuno,
 		Daticert: true, LogLabel: "PresaInCarico", Event: store.KindPresaInCarico, Track: store.InputPresaInCarico},
@@ -85,7 +94,7 @@ var kinds = [numKinds]KindInfo{
 		XMittente: true, Postacert: PostacertMustNot, Daticert: true, LogLabel: "RilevazioneVirus", Event: store.KindRilevazioneVirus, Track: store.InputMancataConsegna},
 	KindMancataConsegnaVirus: {Name: "mancata-consegna-virus", Title: "avviso di mancata consegna per virus", Header: "X-Ricevuta", Value: "errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER VIRUS: ", Tipo: daticert.TipoErroreConsegna, Errore: daticert.ErroreVirus,
-		Sicurezza: true, Daticert: true, ToSender: true, LogLabel: "MancataConsegnaVirus", Event: store.KindMancataConsegnaVirus, Track: store.InputMancataConsegna},
+		Sicurezza: true, Daticert: true, ToSender: true, LogLabel: "MancataConsegnaVirus", Event: store.KindMancataConsegnaVirus, Track: store.InputMancataConsegna, Own: true},
 	KindConsegnaCompleta: {Name: "consegna-completa", Title: "ricevuta di avvenuta consegna (completa)", Header: "X-Ricevuta", Value: "avvenuta-consegna",
 		Prefix: "CONSEGNA: ", Tipo: daticert.TipoAvvenutaConsegna, Errore: daticert.ErroreNessuno,
 		Postacert: PostacertRequired, Daticert: true, ToSender: true, LogLabel: "Consegna", Event: store.KindConsegna, Track: store.InputConsegna},
@@ -100,10 +109,10 @@ var kinds = [numKinds]KindInfo{
 		Daticert: true, ToSender: true, LogLabel: "MancataConsegna", Event: store.KindMancataConsegna, Track: store.InputMancataConsegna},
 	KindPreavviso12h: {Name: "preavviso-12h", Title: "avviso di mancata consegna per superamento dei tempi massimi (12 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna12h", Event: store.KindPreavviso12h, Track: store.InputNotice12h},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna12h", Event: store.KindPreavviso12h, Track: store.InputNotice12h, Own: true},
 	KindPreavviso24h: {Name: "preavviso-24h", Title: "avviso di mancata consegna per superamento dei tempi massimi (24 ore)", Header: "X-Ricevuta", Value: "preavviso-errore-consegna",
 		Prefix: "AVVISO DI MANCATA CONSEGNA PER SUP. TEMPO MASSIMO: ", Tipo: daticert.TipoPreavvisoErroreConsegna, Errore: daticert.ErroreNessuno,
-		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna24h", Event: store.KindMancataConsegna24h, Track: store.InputNotice24h},
+		Postacert: PostacertMustNot, Daticert: true, ToSender: true, LogLabel: "MancataConsegna24h", Event: store.KindMancataConsegna24h, Track: store.InputNotice24h, Own: true},
 }
 
 // Info returns the literal values of k.
@@ -123,6 +132,12 @@ func Kinds() []Kind {
 		out = append(out, k)
 	}
 	return out
+}
+
+// OwnKind reports whether the outbox kind name (KindInfo.Name) is one of the Own kinds.
+func OwnKind(name string) bool {
+	k, ok := KindByName(name)
+	return ok && k.Info().Own
 }
 
 // KindByName finds a kind by its Name.

@@ -209,7 +209,7 @@ postfix_configure() {
 	apply_main_snippet "$stage" "$stage/main.cf.pec"
 	postconf -c "$stage" -F '*/*/chroot = n'
 	if [ "$id" = o ]; then
-		apply_master_snippet "$stage" "$stage/master.cf.pec" "pec-reinject $ip:10027" # O is plain Internet mail
+		apply_master_snippet "$stage" "$stage/master.cf.pec" "pec-reinject pec-deliver $ip:10027" # O is plain Internet mail
 	else
 		apply_master_snippet "$stage" "$stage/master.cf.pec"
 	fi

@@ -78,6 +78,9 @@ extra_dir() { printf '%s/%s/%s' "$BASE" "$1" "$2"; }
 # reinject_socket ID: Postfix's pec-reinject service (postfix-conf/master.cf.pec), a unix
 # socket in the instance's public/ directory: reinject.addr of pec.yaml.
 reinject_socket() { printf '%s/%s/postfix/spool/public/pec-reinject' "$BASE" "$1"; }
+# deliver_socket ID: the pec-deliver service, the same listener without the pec-loop filter
+# (reinject.direct_addr): the notices the sender's provider sends its own user.
+deliver_socket() { printf '%s/%s/postfix/spool/public/pec-deliver' "$BASE" "$1"; }
 # all_domains ID: the provider's PEC domains, main first.
 all_domains() { printf '%s' "${P_DOMAIN[$1]}${P_EXTRA[$1]:+ ${P_EXTRA[$1]}}"; }
 
@@ -186,7 +189,7 @@ write_pec_yaml() {
 		  doveadm: {url: "http://${P_IP[$p]}:$DOVEADM_PORT/doveadm/v1", api_key_file: $BASE/$p/dovecot/doveadm.key}
 		  metrics_listen: "${P_IP[$id]}:$LMTPD_METRICS_PORT"
 		  max_delay: ${PEC_LAB_MAX_DELAY:-24h}
-		reinject: {addr: "unix:$(reinject_socket "$id")"}
+		reinject: {addr: "unix:$(reinject_socket "$id")", direct_addr: "unix:$(deliver_socket "$id")"}
 		clamd: {addr: "$LAB_CLAMD_HOST:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: ${PEC_LAB_SIZE_X_RCPTS:-30MB}, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}

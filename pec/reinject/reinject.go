@@ -45,7 +45,13 @@ import (
 type Config struct {
 	// Addr is Postfix's reinjection listener (required): "unix:/path", the socket of the
 	// pec-reinject service in master.cf (postfix-conf/README.md), or host:port.
-	Addr       string        `yaml:"addr"`
+	Addr string `yaml:"addr"`
+	// DirectAddr is Postfix's pec-deliver listener: the reinjection listener without the
+	// pec-loop filter, for what our own reception point has nothing to do with (the kinds
+	// Deps.Direct names: the accettazione and the other notices the sender's provider sends
+	// its own user). Empty: everything goes to Addr, which is correct, only one Postfix pass
+	// and one verification dearer for those kinds.
+	DirectAddr string        `yaml:"direct_addr"`
 	Helo       string        `yaml:"helo"`        // EHLO name; default "localhost"
 	Timeout    time.Duration `yaml:"timeout"`     // per SMTP command and for the final reply; default 60s
 	Poll       time.Duration `yaml:"poll"`        // look for other processes' items this often; default 5s
@@ -76,17 +82,29 @@ type Deps struct {
 	// "pec-milter/<node>". Default: "<program>/<host name>".
 	Owner string
 	Now   func() time.Time // default time.Now: Mark times, backoff, the lease guard
+	// Direct reports the outbox kinds (store.OutboxItem.Kind) sent to Config.DirectAddr
+	// (pec.OwnKind); nil: none.
+	Direct func(kind string) bool
 }
 
 // Drainer sends outbox items. Run it in one goroutine per process.
 type Drainer struct {
-	mu    sync.Mutex // one pass at a time: a second pass would take back the first's claims
-	cfg   Config
-	st    Outbox
-	log   *slog.Logger
-	owner string
-	now   func() time.Time
-	m     metrics
+	mu     sync.Mutex // one pass at a time: a second pass would take back the first's claims
+	cfg    Config
+	st     Outbox
+	log    *slog.Logger
+	owner  string
+	now    func() time.Time
+	direct func(kind string) bool
+	m      metrics
+}
+
+// addr is the listener an item goes to.
+func (d *Drainer) addr(it *store.OutboxItem) string {
+	if d.cfg.DirectAddr != "" && d.direct != nil && d.direct(it.Kind) {
+		return d.cfg.DirectAddr
+	}
+	return d.cfg.Addr
 }
 
 type metrics struct {
@@ -102,6 +120,11 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 	}
 	if _, _, err := dialAddr(cfg.Addr); err != nil {
 		return nil, err
+	}
+	if cfg.DirectAddr != "" {
+		if _, _, err := dialAddr(cfg.DirectAddr); err != nil {
+			return nil, err
+		}
 	}
 	def := func(v *time.Duration, x time.Duration, key string) error {
 		if *v == 0 {
@@ -147,7 +170,7 @@ func New(cfg Config, d Deps) (*Drainer, error) {
 	if d.Owner == "" {
 		d.Owner = defaultOwner()
 	}
-	dr := &Drainer{cfg: cfg, st: d.Store, log: d.Logger.With(slog.String("component", "reinject")), owner: d.Owner, now: d.Now}
+	dr := &Drainer{cfg: cfg, st: d.Store, log: d.Logger.With(slog.String("component", "reinject")), owner: d.Owner, now: d.Now, direct: d.Direct}
 	dr.m = metrics{
 		sent:       prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_reinject_sent_total", Help: "Generated messages accepted by Postfix."}, []string{"kind"}),
 		retried:    prometheus.NewCounterVec(prometheus.CounterOpts{Name: "pec_reinject_retries_total", Help: "Delivery attempts to Postfix that will be retried."}, []string{"kind"}),
@@ -216,14 +239,18 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	if err != nil || len(items) == 0 {
 		return 0, err
 	}
-	var c *conn
+	conns := map[string]*conn{} // one session per listener (Addr, DirectAddr)
+	down := map[string]error{}  // listeners that could not be reached in this pass
+	var dialErr error
 	defer func() {
-		if c != nil {
+		for _, c := range conns {
 			c.quit()
 		}
 	}()
 	for i := range items {
 		it := &items[i]
+		addr := d.addr(it)
+		c := conns[addr]
 		// Stop (and hand the rest back) when shutting down, or when the lease could run
 		// out during the next transaction: another drainer may then claim the item, and
 		// two drainers must never send the same item at once.
@@ -231,18 +258,23 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 			d.release(ctx, items[i:])
 			return len(items), ctx.Err()
 		}
+		if down[addr] != nil { // this listener refused a connection in this pass
+			d.retry(ctx, it, down[addr])
+			continue
+		}
 		if c == nil {
-			if c, err = d.dial(ctx); err != nil {
+			if c, err = d.dial(ctx, addr); err != nil {
 				if ctx.Err() != nil { // stopped while connecting: nothing was attempted
 					d.release(ctx, items[i:])
 					return len(items), ctx.Err()
 				}
-				// Postfix unreachable: every remaining item is retried later.
-				for j := i; j < len(items); j++ {
-					d.retry(ctx, &items[j], err)
-				}
-				return len(items), err
+				// Postfix unreachable: this item, and the rest for the same listener, are
+				// retried later; the other listener's items still go.
+				down[addr], dialErr = err, err
+				d.retry(ctx, it, err)
+				continue
 			}
+			conns[addr] = c
 			if ctx.Err() != nil {
 				d.release(ctx, items[i:])
 				return len(items), ctx.Err()
@@ -268,10 +300,10 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 		}
 		if res.err != nil { // the session may be in any state: start afresh
 			c.close()
-			c = nil
+			delete(conns, addr)
 		}
 	}
-	return len(items), nil
+	return len(items), dialErr
 }
 
 // recording returns the context for writing an outcome to the store: not cancelled by a

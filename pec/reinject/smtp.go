@@ -24,9 +24,9 @@ type conn struct {
 
 // dial connects and greets. A cancelled ctx aborts the connection attempt; once connected,
 // the session is never cut by ctx (see send).
-func (d *Drainer) dial(ctx context.Context) (*conn, error) {
+func (d *Drainer) dial(ctx context.Context, listener string) (*conn, error) {
 	dl := net.Dialer{Timeout: d.cfg.Timeout}
-	network, addr, _ := dialAddr(d.cfg.Addr) // checked by New
+	network, addr, _ := dialAddr(listener) // checked by New
 	nc, err := dl.DialContext(ctx, network, addr)
 	if err != nil {
 		return nil, err

@@ -68,6 +68,17 @@ func (c *Config) validateReinject() error {
 	if network != "unix" {
 		return bad("reinject.addr", "%q: want unix:/path of Postfix's pec-reinject socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", a)
 	}
+	// reinject.direct_addr (optional): the pec-deliver service, the same listener without the
+	// pec-loop filter; the same rule.
+	if d := c.Reinject.DirectAddr; d != "" {
+		network, _, err := ParseListen(d)
+		if err != nil {
+			return bad("reinject.direct_addr", "%v", err)
+		}
+		if network != "unix" {
+			return bad("reinject.direct_addr", "%q: want unix:/path of Postfix's pec-deliver socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", d)
+		}
+	}
 	return nil
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/reinject"
 )
 
@@ -87,7 +88,7 @@ type background struct {
 // startBackground starts the background work. It outlives the services' shutdown, so that
 // receipts committed by the last transactions are sent before exit when Postfix is reachable.
 func (d *Daemon) startBackground(jobs []Job) (*background, error) {
-	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner})
+	drainer, err := reinject.New(d.Cfg.Reinject, reinject.Deps{Store: d.Store, Logger: d.Log, Registerer: d.Reg, Owner: d.Owner, Direct: pec.OwnKind})
 	if err != nil {
 		return nil, err
 	}

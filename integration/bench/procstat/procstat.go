@@ -21,6 +21,10 @@ import (
 // Interval is the sampling period.
 const Interval = 200 * time.Millisecond
 
+// Detail splits the postfix and dovecot groups by daemon ("postfix/smtpd", "postfix/cleanup",
+// "dovecot/lmtp"...); the bench sets it from PEC_BENCH_CPU_DETAIL=1.
+var Detail = os.Getenv("PEC_BENCH_CPU_DETAIL") == "1"
+
 // clockTick is USER_HZ, the unit of /proc/<pid>/stat times on Linux.
 const clockTick = 100
 
@@ -173,8 +177,14 @@ func program(st stat) string {
 		st.comm == "clamd", st.comm == "slapd", st.comm == "dovecot":
 		return st.comm
 	case strings.Contains(st.cmd, "/usr/lib/postfix/"), st.comm == "master":
+		if Detail {
+			return "postfix/" + st.comm
+		}
 		return "postfix"
 	case strings.Contains(st.cmd, "dovecot"):
+		if Detail {
+			return "dovecot/" + st.comm
+		}
 		return "dovecot"
 	}
 	return ""
