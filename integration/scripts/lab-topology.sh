@@ -189,7 +189,7 @@ write_pec_yaml() {
 		  doveadm: {url: "http://${P_IP[$p]}:$DOVEADM_PORT/doveadm/v1", api_key_file: $BASE/$p/dovecot/doveadm.key}
 		  metrics_listen: "${P_IP[$id]}:$LMTPD_METRICS_PORT"
 		  max_delay: ${PEC_LAB_MAX_DELAY:-24h}
-		reinject: {addr: "unix:$(reinject_socket "$id")", direct_addr: "unix:$(deliver_socket "$id")"}
+		reinject: {addr: "unix:$(reinject_socket "$id")"$( [ "${PEC_LAB_DIRECT:-true}" = true ] && printf ', direct_addr: "unix:%s"' "$(deliver_socket "$id")")}
 		clamd: {addr: "$LAB_CLAMD_HOST:$CLAMD_PORT", timeout: 30s}
 		limits: {max_recipients: 500, max_size_times_recipients: ${PEC_LAB_SIZE_X_RCPTS:-30MB}, hard_max_size: 100MB}
 		policy: {ordinary_mail: anomaly}

@@ -8,6 +8,8 @@
 #   PEC_STORE=sqlite|postgres  postgres: start PostgreSQL (a primary and its synchronous
 #                          streaming standby, $PEC_LAB/pg) and keep provider A's store there.
 #   PEC_LAB_PPROF=true     serve /debug/pprof/ on the PEC processes' metrics listeners
+#   PEC_LAB_DIRECT=false   no reinject.direct_addr: our own notices go through pec-loop too
+#                          (issue 19's A/B of the pec-deliver listener)
 #                          (metrics.pprof) for profiling under load; default false.
 #   PEC_A_NODES=1|2        2: provider A runs a second node a2 on .11 (its own Postfix, pec-milter,
 #                          pec-lmtpd) sharing A's PostgreSQL, Dovecot and token (lab-nodes.sh);

@@ -168,6 +168,9 @@ func group(pid int, all map[int]stat, roots map[int]bool) string {
 	if name == "" {
 		return "other"
 	}
+	if name == "postfix/master" && all[pid].comm != "master" {
+		return "postfix/" + all[pid].comm // a daemon master started (its command line is short)
+	}
 	return name
 }
 
