@@ -9,7 +9,13 @@ package integration
 
 import (
 	"errors"
+	"fmt"
+	"io"
+	"net"
 	"strings"
+	"testing"
+
+	"github.com/emersion/go-smtp"
 
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -65,11 +71,11 @@ func flowScenarios() []scenario {
 			s.tracked(s.a.ConfigFile, map[string]store.State{nobody: "esterno"})
 		}},
 		{name: "PEC bounced by our own Postfix", rule: "§2.4 (the DSN our Postfix makes comes as an anomaly too)", send: func(s *scen) {
-			// A's Postfix refuses the recipient itself (an error transport, as for a domain
-			// that does not resolve): its bounce(8) DSN reaches alice past every smtpd, and the
-			// delivery point wraps it in a busta di anomalia.
+			// An ordinary MTA refuses the recipient at RCPT, so A's Postfix makes the DSN
+			// itself (as for a domain that does not resolve): its bounce(8) reaches alice past
+			// every smtpd, and the delivery point wraps it in a busta di anomalia.
 			nowhere := "nessuno@" + strings.ToLower(s.token[len(s.token)-8:]) + ".nowhere.test"
-			if err := routesOf(s.a).add(s.a, nowhere, "error:5.1.2"); err != nil {
+			if err := routesOf(s.a).add(s.a, nowhere, refusingMX(s.t)); err != nil {
 				s.fail("route to the error transport: %v", err)
 				return
 			}
@@ -180,3 +186,28 @@ func (s *scen) refused(err error, code int, text string) {
 		s.fail("SMTP: %v; want DATA refused with %d naming %q", err, code, text)
 	}
 }
+
+// refusingMX starts an SMTP server on 127.0.0.1 that refuses every recipient (550 5.1.1) and
+// returns the transport_maps next hop that reaches it.
+func refusingMX(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return refusingSession{}, nil }))
+	srv.Domain = "mx.nowhere.test"
+	go func() { _ = srv.Serve(l) }()
+	t.Cleanup(func() { srv.Close() })
+	a := l.Addr().(*net.TCPAddr)
+	return fmt.Sprintf("smtp:[%s]:%d", a.IP, a.Port)
+}
+
+type refusingSession struct{}
+
+func (refusingSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (refusingSession) Rcpt(string, *smtp.RcptOptions) error {
+	return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "No such user here"}
+}
+func (refusingSession) Data(io.Reader) error { return errors.New("no recipients") }
+func (refusingSession) Reset()               {}
+func (refusingSession) Logout() error        { return nil }
