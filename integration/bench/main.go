@@ -141,9 +141,9 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 const settle = 3 * time.Second
 
 // reportCPU prints the CPU time of the lab's processes per message sent (procstat).
-func reportCPU(cpu map[string]float64, sent int) {
+func reportCPU(cpu map[string]float64, sent int) float64 {
 	if sent == 0 {
-		return
+		return 0
 	}
 	var b strings.Builder
 	total := 0.0
@@ -152,6 +152,7 @@ func reportCPU(cpu map[string]float64, sent int) {
 		fmt.Fprintf(&b, " %s %.1f", g, 1000*cpu[g]/float64(sent))
 	}
 	fmt.Printf("       CPU ms/msg: total %.1f:%s\n", 1000*total/float64(sent), b.String())
+	return 1000 * total / float64(sent)
 }
 
 // compare prints P2: the milter's throughput and end-of-message p50 against the listener without it.
