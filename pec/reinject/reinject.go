@@ -99,6 +99,36 @@ type Drainer struct {
 	m      metrics
 }
 
+// session returns the open session with the listener of it, dialling it when needed. A
+// listener that could not be reached in this pass is not dialled again. When the direct
+// listener cannot be reached (say, the pec-deliver entry is missing from master.cf) the item
+// goes to Addr instead: pec-deliver only saves a Postfix pass, and its absence must not hold
+// back an accettazione.
+func (d *Drainer) session(ctx context.Context, conns map[string]*conn, down map[string]error, it *store.OutboxItem) (*conn, string, error) {
+	addr := d.addr(it)
+	if addr != d.cfg.Addr && down[addr] != nil {
+		addr = d.cfg.Addr
+	}
+	if c := conns[addr]; c != nil {
+		return c, addr, nil
+	}
+	if err := down[addr]; err != nil {
+		return nil, addr, err
+	}
+	c, err := d.dial(ctx, addr)
+	if err == nil {
+		conns[addr] = c
+		return c, addr, nil
+	}
+	down[addr] = err
+	if addr != d.cfg.Addr && ctx.Err() == nil {
+		d.log.Warn("reinject.direct_addr unreachable: sending through reinject.addr (one Postfix pass more); check the pec-deliver entry of master.cf",
+			slog.String("direct_addr", addr), slog.Any("err", err))
+		return d.session(ctx, conns, down, it)
+	}
+	return nil, addr, err
+}
+
 // addr is the listener an item goes to.
 func (d *Drainer) addr(it *store.OutboxItem) string {
 	if d.cfg.DirectAddr != "" && d.direct != nil && d.direct(it.Kind) {
@@ -249,8 +279,6 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 	}()
 	for i := range items {
 		it := &items[i]
-		addr := d.addr(it)
-		c := conns[addr]
 		// Stop (and hand the rest back) when shutting down, or when the lease could run
 		// out during the next transaction: another drainer may then claim the item, and
 		// two drainers must never send the same item at once.
@@ -258,27 +286,17 @@ func (d *Drainer) DrainOnce(ctx context.Context) (int, error) {
 			d.release(ctx, items[i:])
 			return len(items), ctx.Err()
 		}
-		if down[addr] != nil { // this listener refused a connection in this pass
-			d.retry(ctx, it, down[addr])
-			continue
+		c, addr, err := d.session(ctx, conns, down, it)
+		if ctx.Err() != nil { // stopped while connecting: nothing was attempted
+			d.release(ctx, items[i:])
+			return len(items), ctx.Err()
 		}
-		if c == nil {
-			if c, err = d.dial(ctx, addr); err != nil {
-				if ctx.Err() != nil { // stopped while connecting: nothing was attempted
-					d.release(ctx, items[i:])
-					return len(items), ctx.Err()
-				}
-				// Postfix unreachable: this item, and the rest for the same listener, are
-				// retried later; the other listener's items still go.
-				down[addr], dialErr = err, err
-				d.retry(ctx, it, err)
-				continue
-			}
-			conns[addr] = c
-			if ctx.Err() != nil {
-				d.release(ctx, items[i:])
-				return len(items), ctx.Err()
-			}
+		if err != nil {
+			// Postfix unreachable: this item, and the rest for the same listener, are retried
+			// later.
+			dialErr = err
+			d.retry(ctx, it, err)
+			continue
 		}
 		res := c.send(ctx, it)
 		switch {
