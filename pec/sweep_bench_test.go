@@ -38,6 +38,7 @@ func BenchmarkSweep(b *testing.B) {
 	kr := hsmtest.New(b, provider.Name, "pec-a.test")
 	cl := clamdtest.New(b)
 	sc, _ := clamd.New(clamd.Config{Addr: cl.Addr()})
+	b.ResetTimer() // building the database (first run only) is not the sweep
 	for i := 0; i < b.N; i++ {
 		b.StopTimer()
 		db := filepath.Join(b.TempDir(), "pec.db")
