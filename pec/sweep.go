@@ -42,56 +42,108 @@ const sweepPage = 256
 
 // Sweep sends every notice due now. It stops at the first store failure (the next sweep
 // resumes) and returns what it did; a row whose notice cannot be built is counted and skipped.
+//
+// Pages are pipelined: while one page is committed, the next is read and its notices are
+// built and signed (the signatures are most of a sweep's CPU; the read and the commit are the
+// store's), so at most two pages are in flight. The rows of the page being committed are left
+// out of the next read, whether or not their commit has landed yet.
 func (e *Engine) Sweep(ctx context.Context) (Swept, error) {
 	start := time.Now()
 	var sw Swept
 	skip := map[string]bool{} // rows that failed in this sweep: not retried until the next
+	var prev *noticePage      // built, being committed
+	finish := func(err error) (Swept, error) {
+		if prev != nil {
+			if f := sw.count(ctx, prev.wait(), skip); err == nil {
+				err = f
+			}
+		}
+		sw.Duration = time.Since(start)
+		return sw, err
+	}
 	for {
-		limit := sweepPage + len(skip)
-		rows, err := e.deps.Store.DueTracking(ctx, e.deps.Clock.Now(), limit)
+		todo, more, err := e.duePage(ctx, skip, prev)
 		if err != nil {
-			sw.Duration = time.Since(start)
-			return sw, &Temporary{Op: "sweep", Err: err}
+			return finish(&Temporary{Op: "sweep", Err: err})
 		}
-		var todo []*store.Tracking
-		for i := range rows {
-			if !skip[sweepKey(&rows[i])] {
-				todo = append(todo, &rows[i])
+		cur := e.notices(todo) // signed while prev is committed
+		if prev != nil {
+			fatal := sw.count(ctx, prev.wait(), skip)
+			prev = nil
+			if fatal != nil {
+				return finish(fatal)
 			}
 		}
-		errs := e.notices(ctx, todo)
-		var fatal error
-		for i, r := range todo {
-			switch err := errs[i]; {
-			case err == nil && r.Due == store.InputNotice12h:
-				sw.Notice12++
-			case err == nil:
-				sw.Notice24++
-			case errors.Is(err, store.ErrConflict):
-				sw.Superseded++
-			default:
-				sw.Failed++
-				skip[sweepKey(r)] = true
-				var tmp *store.Temporary
-				if fatal == nil && (errors.As(err, &tmp) || ctx.Err() != nil) {
-					fatal = err
-				}
-			}
+		if len(todo) == 0 {
+			return finish(nil)
 		}
-		if fatal != nil || len(todo) == 0 || len(rows) < limit {
-			sw.Duration = time.Since(start)
-			return sw, fatal
+		cur.commit(ctx, e.deps.Store)
+		prev = cur
+		if !more {
+			return finish(nil)
 		}
 	}
 }
 
-// notices signs the notices of a page in parallel (the signature is most of their cost; the
-// HSM has a session pool), then commits them in one transaction: one fsync per page. When a
-// receipt moved one of the rows meanwhile the page's commit conflicts and each notice is
-// committed on its own, so only the superseded one is dropped. It returns each row's error.
-func (e *Engine) notices(ctx context.Context, todo []*store.Tracking) []error {
-	batches := make([]*store.Batch, len(todo))
-	errs := make([]error, len(todo))
+// duePage reads the next page of due rows, without those that failed in this sweep (skip)
+// and those of the page being committed (inflight). more is false when no row is left after it.
+func (e *Engine) duePage(ctx context.Context, skip map[string]bool, inflight *noticePage) ([]*store.Tracking, bool, error) {
+	busy := map[string]bool{}
+	if inflight != nil {
+		for _, r := range inflight.todo {
+			busy[sweepKey(r)] = true
+		}
+	}
+	limit := sweepPage + len(skip) + len(busy)
+	rows, err := e.deps.Store.DueTracking(ctx, e.deps.Clock.Now(), limit)
+	if err != nil {
+		return nil, false, err
+	}
+	var todo []*store.Tracking
+	for i := range rows {
+		if k := sweepKey(&rows[i]); !skip[k] && !busy[k] {
+			todo = append(todo, &rows[i])
+		}
+	}
+	return todo, len(rows) == limit, nil
+}
+
+// count adds a committed page's outcome to sw and marks its failed rows in skip; it returns
+// the first failure that should stop the sweep (the store, or the sweep's context).
+func (sw *Swept) count(ctx context.Context, p *noticePage, skip map[string]bool) error {
+	var fatal error
+	for i, r := range p.todo {
+		switch err := p.errs[i]; {
+		case err == nil && r.Due == store.InputNotice12h:
+			sw.Notice12++
+		case err == nil:
+			sw.Notice24++
+		case errors.Is(err, store.ErrConflict):
+			sw.Superseded++
+		default:
+			sw.Failed++
+			skip[sweepKey(r)] = true
+			var tmp *store.Temporary
+			if fatal == nil && (errors.As(err, &tmp) || ctx.Err() != nil) {
+				fatal = err
+			}
+		}
+	}
+	return fatal
+}
+
+// noticePage is one page of notices: built, then committed in the background.
+type noticePage struct {
+	todo    []*store.Tracking
+	batches []*store.Batch
+	errs    []error
+	done    chan struct{}
+}
+
+// notices builds and signs the notices of a page in parallel (the signature is most of their
+// cost; the HSM has a session pool).
+func (e *Engine) notices(todo []*store.Tracking) *noticePage {
+	p := &noticePage{todo: todo, batches: make([]*store.Batch, len(todo)), errs: make([]error, len(todo)), done: make(chan struct{})}
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, sweepWorkers)
 	for i, r := range todo {
@@ -99,29 +151,44 @@ func (e *Engine) notices(ctx context.Context, todo []*store.Tracking) []error {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			batches[i], errs[i] = e.notice(r)
+			p.batches[i], p.errs[i] = e.notice(r)
 		}()
 	}
 	wg.Wait()
-	page := &store.Batch{}
-	for i := range todo {
-		if errs[i] == nil {
-			page.Events = append(page.Events, batches[i].Events...)
-			page.Outbox = append(page.Outbox, batches[i].Outbox...)
-			page.Transitions = append(page.Transitions, batches[i].Transitions...)
+	return p
+}
+
+// commit starts committing the page's notices in one transaction: one fsync per page. When a
+// receipt moved one of the rows meanwhile the page's commit conflicts and each notice is
+// committed on its own, so only the superseded one is dropped. wait returns when it is done.
+func (p *noticePage) commit(ctx context.Context, st Store) {
+	go func() {
+		defer close(p.done)
+		page := &store.Batch{}
+		for i := range p.todo {
+			if p.errs[i] == nil {
+				page.Events = append(page.Events, p.batches[i].Events...)
+				page.Outbox = append(page.Outbox, p.batches[i].Outbox...)
+				page.Transitions = append(page.Transitions, p.batches[i].Transitions...)
+			}
 		}
-	}
-	err := e.deps.Store.Commit(ctx, page)
-	for i := range todo {
-		switch {
-		case errs[i] != nil:
-		case errors.Is(err, store.ErrConflict):
-			errs[i] = e.deps.Store.Commit(ctx, batches[i])
-		default:
-			errs[i] = err
+		err := st.Commit(ctx, page)
+		for i := range p.todo {
+			switch {
+			case p.errs[i] != nil:
+			case errors.Is(err, store.ErrConflict):
+				p.errs[i] = st.Commit(ctx, p.batches[i])
+			default:
+				p.errs[i] = err
+			}
 		}
-	}
-	return errs
+	}()
+}
+
+// wait waits for the page's commit and returns the page.
+func (p *noticePage) wait() *noticePage {
+	<-p.done
+	return p
 }
 
 // sweepWorkers is how many notices of a page are built at once.

@@ -2,10 +2,13 @@ package pec_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/daticert"
 	"github.com/gestore-pec/gestore/pec/store"
 )
 
@@ -112,5 +115,75 @@ func TestSweepSupersededByReceipt(t *testing.T) {
 	sw := f.sweep(t)
 	if sw.Superseded != 1 || sw.Notice12 != 0 || len(f.notices(t)) != 0 {
 		t.Fatalf("swept %+v, notices %d", sw, len(f.notices(t)))
+	}
+}
+
+// Pages are pipelined (the next one is read and signed while one commits): over 600 due rows,
+// three pages, every row gets its notice once. A store that fails at the third page's commit
+// stops the sweep with a temporary failure after two pages; the next sweep sends the rest, and
+// nothing twice.
+func TestSweepPages(t *testing.T) {
+	f := newFixture(t, pec.Limits{})
+	const n = 600
+	b := &store.Batch{}
+	for i := range n {
+		id := fmt.Sprintf("20261122.sweep.%04d@pec-a.test", i)
+		d := &daticert.Postacert{Tipo: daticert.TipoPostaCertificata, Errore: daticert.ErroreNessuno}
+		d.Intestazione.Mittente, d.Intestazione.Risposte = "alice@pec-a.test", "alice@pec-a.test"
+		d.Intestazione.Destinatari = []daticert.Destinatario{{Tipo: daticert.Certificato, Addr: "bruno@pec-b.test"}}
+		d.Intestazione.Oggetto = daticert.Subject("pagine")
+		d.Dati = daticert.Dati{GestoreEmittente: provider.Name, Data: daticert.Data{Zona: "+0100", Giorno: "22/11/2026", Ora: "10:00:00"},
+			Identificativo: id, Msgid: "<p@x>", Ricevuta: daticert.Completa}
+		b.Track(store.TrackInsert{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: f.now,
+			Sender: "alice@pec-a.test", Subject: "pagine", Data: daticert.Marshal(d)})
+	}
+	if err := f.st.Memory.Commit(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	f.now = f.now.Add(12*time.Hour + time.Second)
+	commits := 0
+	var hook func()
+	hook = func() {
+		if commits++; commits == 2 {
+			f.st.broken = true // from the third commit on
+			return
+		}
+		f.st.beforeCommit = hook
+	}
+	f.st.beforeCommit = hook
+	sw, err := f.ap.Sweep(context.Background())
+	var tmp *store.Temporary
+	if !errors.As(err, &tmp) || sw.Notice12 != 512 || sw.Failed != n-512 {
+		t.Fatalf("sweep with the store failing at the third page: %+v, %v; want 512 notices, %d failed and a temporary failure", sw, err, n-512)
+	}
+	f.st.broken, f.st.beforeCommit = false, nil
+	if sw = f.sweep(t); sw.Notice12 != n-512 || sw.Failed != 0 {
+		t.Fatalf("second sweep: %+v, want %d notices", sw, n-512)
+	}
+	if sw = f.sweep(t); sw.Notice12 != 0 {
+		t.Fatalf("third sweep: %+v, want nothing left", sw)
+	}
+	seen := map[string]int{}
+	for {
+		items := f.outbox(t)
+		if len(items) == 0 {
+			break
+		}
+		for _, it := range items {
+			if it.Kind == "preavviso-12h" {
+				seen[it.Identificativo]++
+			}
+			if err := f.st.MarkOutbox(context.Background(), it.ID, "t", store.Mark{State: store.OutboxSent, At: f.now}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for id, c := range seen {
+		if c != 1 {
+			t.Errorf("%s: %d notices", id, c)
+		}
+	}
+	if len(seen) != n {
+		t.Errorf("%d rows got a notice, want %d", len(seen), n)
 	}
 }
