@@ -28,9 +28,11 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mattn/go-sqlite3"
@@ -141,7 +143,7 @@ func Open(path string, d Deps) (*Store, error) {
 	w.SetMaxIdleConns(1)
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
-	if err := migrate(context.Background(), w); err != nil {
+	if err := migrateRetrying(w); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store.dsn: opening %s: %w", path, err)
 	}
@@ -171,6 +173,31 @@ func Open(path string, d Deps) (*Store, error) {
 	}
 	go s.writer()
 	return s, nil
+}
+
+// migrateRetrying runs migrate, again while SQLite answers busy, within BusyTimeout. Two
+// processes opening a new file at once (pec-milter and pec-lmtpd started together on a fresh
+// install) race to put it in WAL mode and create the schema; the loser can get "database is
+// locked" at once, from a lock SQLite does not wait on with the busy handler. migrate runs in
+// one transaction and is idempotent, so running it again is safe.
+func migrateRetrying(w *sql.DB) error {
+	deadline := time.Now().Add(BusyTimeout)
+	for {
+		err := migrate(context.Background(), w)
+		if err == nil || !busy(err) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(20*time.Millisecond + time.Duration(rand.IntN(30))*time.Millisecond)
+	}
+}
+
+// busy reports whether err is SQLite's SQLITE_BUSY or SQLITE_LOCKED.
+func busy(err error) bool {
+	var se sqlite3.Error
+	if errors.As(err, &se) {
+		return se.Code == sqlite3.ErrBusy || se.Code == sqlite3.ErrLocked
+	}
+	return strings.Contains(err.Error(), "database is locked")
 }
 
 // Close stops the writer and closes the database.
