@@ -42,10 +42,12 @@ type nodeCounts struct {
 }
 
 var (
-	qidField   = `([0-9A-F]{6,}): `
-	subRe      = regexp.MustCompile(`postfix/submission/smtpd\[\d+\]: ` + qidField + `client=`)
-	mxRe       = regexp.MustCompile(`postfix/mx/smtpd\[\d+\]: ` + qidField + `client=\S*\[([0-9.]+)\]`)
-	reinjRe    = regexp.MustCompile(`postfix/reinject/smtpd\[\d+\]: ` + qidField + `client=`)
+	qidField = `([0-9A-F]{6,}): `
+	subRe    = regexp.MustCompile(`postfix/submission/smtpd\[\d+\]: ` + qidField + `client=`)
+	mxRe     = regexp.MustCompile(`postfix/mx/smtpd\[\d+\]: ` + qidField + `client=\S*\[([0-9.]+)\]`)
+	// Both reinjection listeners: pec-reinject, and pec-deliver for our own notices (the
+	// accettazione among them).
+	reinjRe    = regexp.MustCompile(`postfix/(?:reinject|deliver)/smtpd\[\d+\]: ` + qidField + `client=`)
 	msgIDRe    = regexp.MustCompile(`/cleanup\[\d+\]: ` + qidField + `message-id=(<[^>]*>)`)
 	lmtpSentRe = regexp.MustCompile(`postfix/lmtp\[\d+\]: [0-9A-F]+: to=<[^>]*>, relay=[^\[]*\[([^\]]+/lmtp\.sock)\].* status=sent`)
 )
