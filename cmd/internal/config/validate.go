@@ -57,26 +57,24 @@ func (cf *Confirm) validate() error {
 // reachable by root, the postfix user and group postdrop only (postfix-conf/README.md). A TCP
 // listener would let any local process inject unsigned mail into PEC mailboxes.
 func (c *Config) validateReinject() error {
-	a := c.Reinject.Addr
-	if a == "" {
+	if c.Reinject.Addr == "" {
 		return bad("reinject.addr", "required (unix:/path of Postfix's pec-reinject socket, e.g. unix:/var/spool/postfix/public/pec-reinject)")
 	}
-	network, _, err := ParseListen(a)
-	if err != nil {
-		return bad("reinject.addr", "%v", err)
-	}
-	if network != "unix" {
-		return bad("reinject.addr", "%q: want unix:/path of Postfix's pec-reinject socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", a)
-	}
-	// reinject.direct_addr (optional): the pec-deliver service, the same listener without the
-	// pec-loop filter; the same rule.
-	if d := c.Reinject.DirectAddr; d != "" {
-		network, _, err := ParseListen(d)
+	// reinject.direct_addr (optional) is the pec-deliver service, the same listener without
+	// the pec-loop filter: the same rule.
+	for _, l := range []struct{ key, val, service string }{
+		{"reinject.addr", c.Reinject.Addr, "pec-reinject"},
+		{"reinject.direct_addr", c.Reinject.DirectAddr, "pec-deliver"},
+	} {
+		if l.val == "" {
+			continue
+		}
+		network, _, err := ParseListen(l.val)
 		if err != nil {
-			return bad("reinject.direct_addr", "%v", err)
+			return bad(l.key, "%v", err)
 		}
 		if network != "unix" {
-			return bad("reinject.direct_addr", "%q: want unix:/path of Postfix's pec-deliver socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", d)
+			return bad(l.key, "%q: want unix:/path of Postfix's %s socket; a TCP reinjection listener lets any local process inject into PEC mailboxes", l.val, l.service)
 		}
 	}
 	return nil
