@@ -268,20 +268,8 @@ func failureReply(enh string) string {
 // never passed the reception point"), for the mailbox rcpt that stored it: the original's
 // sender (From, else the envelope sender), subject and Message-ID, and why it is no PEC message.
 func (d *Delivery) anomalyEvent(ref TimeRef, rcpt string) store.Event {
-	h := d.c.Header
-	ev := store.Event{Time: ref.Time(), Kind: store.KindBustaAnomalia, Sender: d.req.MailFrom, QueueID: d.req.QueueID,
-		Size: int64(len(d.req.Message)), Error: "altro", ErrorDetail: d.why, About: []string{rcpt},
-		Recipients: []store.Recipient{{Addr: rcpt, Type: store.Certified}}, Generated: []string{d.wrapped.MessageID}}
-	if from, ok := h.Get("From"); ok {
-		if a, err := addrOf(from); err == nil {
-			ev.Sender = a.Address
-		}
-	}
-	if s, ok := h.Get("Subject"); ok {
-		ev.Subject = DecodeHeader(s)
-	}
-	if mid, ok := h.Get("Message-ID"); ok {
-		ev.MessageID = strings.TrimSpace(mid)
-	}
+	ev := uncertifiedEvent(ref, d.c.Header, d.req.MailFrom, d.req.QueueID, len(d.req.Message), d.why)
+	ev.Kind, ev.About, ev.Generated = store.KindBustaAnomalia, []string{rcpt}, []string{d.wrapped.MessageID}
+	ev.Recipients = []store.Recipient{{Addr: rcpt, Type: store.Certified}}
 	return ev
 }

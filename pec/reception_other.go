@@ -119,25 +119,31 @@ func (r *reception) refuse(ctx context.Context, ev store.Event, rej *Rejected) e
 // (From, else the envelope sender), our recipients, subject, Message-ID and the reason.
 // Nothing it carries is certified, so it has no identificativo.
 func (r *reception) anomalyEvent(ref TimeRef) store.Event {
-	h := r.v.c.Header
-	ev := store.Event{Time: ref.Time(), Sender: r.in.MailFrom, QueueID: r.in.QueueID, Size: int64(len(r.raw)),
-		ErrorDetail: r.v.reason + ": " + r.v.detail, Error: "altro"}
+	ev := uncertifiedEvent(ref, r.v.c.Header, r.in.MailFrom, r.in.QueueID, len(r.raw), r.v.reason+": "+r.v.detail)
+	for _, l := range r.local {
+		ev.Recipients = append(ev.Recipients, store.Recipient{Addr: l, Type: store.Certified})
+	}
+	if r.v.trust != nil && r.v.trust.Provider != nil {
+		ev.Gestore = r.v.trust.Provider.Name
+	}
+	return ev
+}
+
+// uncertifiedEvent is the part of the log entry of a message that is no PEC message that its
+// own header gives (the reception point's and the delivery point's busta di anomalia): sender
+// (From, else mailFrom), subject, Message-ID, with the queue id, size and why (errore altro).
+func uncertifiedEvent(ref TimeRef, h Header, mailFrom, queueID string, size int, why string) store.Event {
+	ev := store.Event{Time: ref.Time(), Sender: mailFrom, QueueID: queueID, Size: int64(size), ErrorDetail: why, Error: "altro"}
 	if from, ok := h.Get("From"); ok {
 		if a, err := addrOf(from); err == nil {
 			ev.Sender = a.Address
 		}
-	}
-	for _, l := range r.local {
-		ev.Recipients = append(ev.Recipients, store.Recipient{Addr: l, Type: store.Certified})
 	}
 	if s, ok := h.Get("Subject"); ok {
 		ev.Subject = DecodeHeader(s)
 	}
 	if mid, ok := h.Get("Message-ID"); ok {
 		ev.MessageID = strings.TrimSpace(mid)
-	}
-	if r.v.trust != nil && r.v.trust.Provider != nil {
-		ev.Gestore = r.v.trust.Provider.Name
 	}
 	return ev
 }
