@@ -115,7 +115,7 @@ func (f *fixture) busta(t *testing.T, hdr ...string) []byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append([]byte("Received: from mx.pec-a.test by mx.pec-b.test (Postfix) with ESMTPS id 4XyZ12 for <x>; now\r\n"), m.Raw...)
+	return append([]byte("Received: from mx.pec-a.test by mx.pec-b.test (Postfix) with ESMTPS id 4XyZ12 for <x>; now\r\n"), m.Bytes()...)
 }
 
 // send plays Postfix's LMTP client: one transaction, the reply of each recipient ("" for 2xx).

@@ -85,7 +85,7 @@ func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted,
 
 // handBack replaces the message with the busta and adds the confirmation recipient, with
 // NOTIFY=NEVER so that its delivery status never produces a DSN to the sender (pec/confirm.go).
-func handBack(m milter.Modifier, fields []fieldRef, busta []byte, confirm string) error {
+func handBack(m milter.Modifier, fields []fieldRef, busta [][]byte, confirm string) error {
 	if err := replaceMessage(m, fields, busta); err != nil {
 		return err
 	}
@@ -95,9 +95,10 @@ func handBack(m milter.Modifier, fields []fieldRef, busta []byte, confirm string
 // replaceMessage turns the queued message into the busta: every original header field is
 // deleted (last first, so the indexes of the earlier ones stay valid whether or not the MTA
 // renumbers after a deletion), the busta's fields are appended in order, and the body is
-// replaced. The envelope is not touched (RFC 6109 §3.1.5).
-func replaceMessage(m milter.Modifier, fields []fieldRef, busta []byte) error {
-	hdr, body, err := pec.SplitHeader(busta)
+// replaced, part after part (the original message inside is not copied). The envelope is not
+// touched (RFC 6109 §3.1.5).
+func replaceMessage(m milter.Modifier, fields []fieldRef, busta [][]byte) error {
+	hdr, body, err := pec.SplitParts(busta)
 	if err != nil {
 		return fmt.Errorf("busta: %w", err)
 	}
@@ -114,7 +115,7 @@ func replaceMessage(m milter.Modifier, fields []fieldRef, busta []byte) error {
 			return err
 		}
 	}
-	return m.ReplaceBody(bytes.NewReader(body))
+	return m.ReplaceBody(body)
 }
 
 func (x *session) logFailure(log *slog.Logger, outcome string, err error, size int, d time.Duration) {

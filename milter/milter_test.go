@@ -209,8 +209,12 @@ const busta = "Received: from client.example by mx.pec-a.test\r\n" +
 	"\r\n" +
 	"--b1\r\nsigned part\r\n--b1--\r\n"
 
+// accepted returns the busta in three parts, as the builder does (the original message in
+// the middle): the body Postfix gets is their concatenation.
 func accepted(_ context.Context, s *pec.Submission) (*pec.Submitted, error) {
-	return &pec.Submitted{Identificativo: "id-1@pec-a.test", Busta: []byte(busta), Confirm: "tok1@confirm.pec.invalid"}, nil
+	cut := strings.Index(busta, "signed") + 3
+	parts := [][]byte{[]byte(busta[:cut]), []byte(busta[cut : cut+8]), []byte(busta[cut+8:])}
+	return &pec.Submitted{Identificativo: "id-1@pec-a.test", Busta: parts, Confirm: "tok1@confirm.pec.invalid"}, nil
 }
 
 func TestAcceptedReplacesMessage(t *testing.T) {

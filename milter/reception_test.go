@@ -100,7 +100,7 @@ func TestReceptionBusta(t *testing.T) {
 func TestReceptionAnomalyReplaces(t *testing.T) {
 	anomaly := "Received: from mx\r\nSubject: ANOMALIA MESSAGGIO: x\r\nX-Trasporto: errore\r\n\r\nbody of the anomaly\r\n"
 	h := startRx(t, func(context.Context, *pec.Incoming) (*pec.Received, error) {
-		return &pec.Received{Class: pec.ClassOrdinary, Outcome: pec.OutcomeAnomaly, Reason: "ordinary", Replace: []byte(anomaly)}, nil
+		return &pec.Received{Class: pec.ClassOrdinary, Outcome: pec.OutcomeAnomaly, Reason: "ordinary", Replace: [][]byte{[]byte(anomaly)}}, nil
 	})
 	s, macros := h.session(t, RoleReception)
 	r := send(t, s, macros, trx{from: "oscar@posta.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)})

@@ -33,7 +33,7 @@ type Submission struct {
 type Submitted struct {
 	Identificativo string
 	Time           time.Time // the time reference of the busta and the accettazione
-	Busta          []byte    // the signed busta di trasporto, CRLF
+	Busta          [][]byte  // the signed busta di trasporto, CRLF, in parts (Message.Parts)
 	Confirm        string    // the confirmation recipient
 	Discard        bool
 	Retry          bool     // a retry of an earlier attempt (same identificativo)
@@ -345,7 +345,7 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	if err != nil {
 		return nil, err
 	}
-	res := &Submitted{Identificativo: s.tx.ID, Time: s.ref.Time(), Busta: busta.Raw}
+	res := &Submitted{Identificativo: s.tx.ID, Time: s.ref.Time(), Busta: busta.Parts}
 	for _, r := range s.tx.Recipients {
 		if r.Type == daticert.Certificato {
 			res.Certified = append(res.Certified, r.Addr)

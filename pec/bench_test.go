@@ -66,7 +66,7 @@ func BenchmarkClassify(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		msg := m.Raw
+		msg := m.Bytes()
 		b.Run(sizeName(size), func(b *testing.B) {
 			b.ReportAllocs()
 			b.SetBytes(int64(len(msg)))

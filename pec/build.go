@@ -55,11 +55,42 @@ type Builder struct {
 type Message struct {
 	Kind      Kind
 	MessageID string // with angle brackets
-	Raw       []byte
-	Daticert  *daticert.Postacert // nil for the busta di anomalia
-	From      string              // envelope sender: the service address for receipts, the original sender for the buste
-	To        []string            // envelope recipients of a receipt (nil for the buste: their envelope is the original's)
-	Rcpt      string              // the recipient a per-recipient message is about, "" otherwise
+	// Parts is the message (RFC 5322, CRLF) as slices to be written in order: the header
+	// and the framing in the first, then, in a busta or a busta di anomalia, the original
+	// message where it already was, shared and not copied (issue 19, P6: a 100 MB message is
+	// held once, not three times). Bytes joins them; WriteTo writes them.
+	Parts    [][]byte
+	Daticert *daticert.Postacert // nil for the busta di anomalia
+	From     string              // envelope sender: the service address for receipts, the original sender for the buste
+	To       []string            // envelope recipients of a receipt (nil for the buste: their envelope is the original's)
+	Rcpt     string              // the recipient a per-recipient message is about, "" otherwise
+}
+
+// Bytes is the whole message in one slice: the only part itself, or a copy of the parts
+// joined (for the outbox and the tests; Postfix gets the parts one after the other).
+func (m *Message) Bytes() []byte {
+	if len(m.Parts) == 1 {
+		return m.Parts[0]
+	}
+	return bytes.Join(m.Parts, nil)
+}
+
+// Len is the size of the message in bytes.
+func (m *Message) Len() int {
+	n := 0
+	for _, p := range m.Parts {
+		n += len(p)
+	}
+	return n
+}
+
+// Reader reads the message, part after part.
+func (m *Message) Reader() io.Reader {
+	r := make([]io.Reader, len(m.Parts))
+	for i, p := range m.Parts {
+		r[i] = bytes.NewReader(p)
+	}
+	return io.MultiReader(r...)
 }
 
 // Recipient is one To/Cc recipient with its type in the index.
@@ -200,8 +231,9 @@ type content struct {
 var ErrBoundary = errors.New("pec: MIME boundary occurs in the attached message")
 
 // entity builds the multipart/mixed entity: readable text (or multipart/alternative),
-// daticert.xml, postacert.eml, in Aruba's order (pec-spec.md §4.1).
-func (c *content) entity(base string, o *Options) ([]byte, error) {
+// daticert.xml, postacert.eml, in Aruba's order (pec-spec.md §4.1), as segments that share
+// the original message's bytes.
+func (c *content) entity(base string, o *Options) ([][]byte, error) {
 	title, paras := readable(c.text)
 	text := textEntity("plain", plainText(title, paras))
 	if o.HTML {
@@ -218,12 +250,13 @@ func (c *content) entity(base string, o *Options) ([]byte, error) {
 	}
 	cte := ""
 	if c.postacert != nil {
-		mb := []byte("--" + base + ".m")
+		// RFC 2046 §5.1.1: the delimiter must not occur in the part, also across the joints
+		// of its segments; the part is read as if preceded by the CRLF the delimiter begins with.
+		if smime.SegmentsContain(append([][]byte{[]byte("\r\n")}, c.postacert...), []byte("\r\n--"+base+".m")) {
+			return nil, ErrBoundary
+		}
 		enc := "7bit"
 		for _, seg := range c.postacert {
-			if bytes.Contains(seg, mb) {
-				return nil, ErrBoundary
-			}
 			if e := transferEncoding(seg); e == "binary" || (e == "8bit" && enc == "7bit") {
 				enc = e
 			}
@@ -240,11 +273,16 @@ func (c *content) entity(base string, o *Options) ([]byte, error) {
 	// RFC 6109 §4.3 / issue 12 item 13: the signed entity carries its own MIME-Version, as
 	// Aruba's do, so that it is a complete MIME entity once extracted (openssl smime -verify
 	// -out, clients saving the signed part).
-	return append([]byte("MIME-Version: 1.0\r\n"), multipart("mixed", base+".m", cte, parts...)...), nil
+	var w segments
+	w.str("MIME-Version: 1.0\r\n")
+	w.multipart("mixed", base+".m", cte, parts...)
+	return w.done(), nil
 }
 
-// assemble signs the entity and writes the message: hdr, MIME-Version, Content-Type, body.
-func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error) {
+// assemble signs the entity and returns the message's parts: hdr, MIME-Version,
+// Content-Type and the multipart/signed framing in the first, the entity's segments, the
+// signature part last.
+func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([][]byte, error) {
 	p, s, o := bd.ID, bd.Keys, bd.Opt
 	base, err := o.boundary()
 	if err != nil {
@@ -259,7 +297,10 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error
 		return nil, fmt.Errorf("pec: signer for %s: %w", p.Domain, err)
 	}
 	if o.MaxSize > 0 && (c.kind == KindBusta || c.kind == KindAnomalia) {
-		est := int64(len(ent)) + signatureEstimate(chain) + 256
+		est := signatureEstimate(chain) + 256
+		for _, seg := range ent {
+			est += int64(len(seg))
+		}
 		for _, f := range hdr {
 			est += int64(len(f.Raw))
 		}
@@ -267,14 +308,14 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error
 			return nil, &TooBigError{Kind: c.kind, Estimate: est, Limit: o.MaxSize}
 		}
 	}
-	// SignParts leaves the entity where it is: the message is written as head + entity + tail,
-	// one copy of a (possibly 30 MB) original fewer than smime.Sign.
-	ct, head, tail, err := smime.SignParts(ent, key, chain, smime.SignOptions{Hash: o.Hash, Boundary: base + ".s", SigningTime: ref.Time(), Rand: o.Rand})
+	// The entity stays where it is: the message is the header and head, the entity's
+	// segments, then tail; a (possibly 100 MB) original is not copied.
+	ct, head, tail, err := smime.SignSegments(ent, key, chain, smime.SignOptions{Hash: o.Hash, Boundary: base + ".s", SigningTime: ref.Time(), Rand: o.Rand})
 	if err != nil {
 		return nil, fmt.Errorf("pec: sign %s: %w", c.kind, err)
 	}
 	var b bytes.Buffer
-	n := len(head) + len(ent) + len(tail) + 1024
+	n := len(head) + 1024
 	for _, f := range hdr {
 		n += len(f.Raw)
 	}
@@ -290,9 +331,19 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([]byte, error
 	}
 	b.WriteString("\r\n")
 	b.Write(head)
-	b.Write(ent)
-	b.Write(tail)
-	return b.Bytes(), nil
+	// The small segments of the entity (the text, daticert.xml, the delimiters) join the
+	// first part and the last: a receipt is one slice, a busta three or four.
+	first, last := b.Bytes(), tail
+	for len(ent) > 0 && len(ent[0]) < bigSegment {
+		first, ent = append(first, ent[0]...), ent[1:]
+	}
+	for len(ent) > 0 && len(ent[len(ent)-1]) < bigSegment {
+		last, ent = append(append([]byte(nil), ent[len(ent)-1]...), last...), ent[:len(ent)-1]
+	}
+	if len(ent) == 0 {
+		return [][]byte{append(first, last...)}, nil
+	}
+	return append(append([][]byte{first}, ent...), last), nil
 }
 
 // daticertFor fills the daticert common to every message of a transaction.

@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func (f *fix) build(t testing.TB, k Kind, o Options) []byte {
 	if err != nil {
 		t.Fatalf("%s: %v", k, err)
 	}
-	return m.Raw
+	return m.Bytes()
 }
 
 func opensslVerify(t *testing.T, ca []byte, msg []byte) {
@@ -175,4 +176,37 @@ func TestBustaPostacertByteExact8bit(t *testing.T) {
 	if string(want) != exp {
 		t.Fatalf("postacert:\n%q\nwant\n%q", want, exp)
 	}
+}
+
+// TestBustaSharesOriginal (issue 19, P6): the busta of a large message holds the original's
+// body where it is, not a copy (one part is the very slice), its parts joined are the message
+// openssl verifies, and building it allocates a small fraction of the message.
+func TestBustaSharesOriginal(t *testing.T) {
+	f := newFix(t, time.Now())
+	orig, err := ParseOriginal(benchOriginal(4 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx := NewTransaction(f.tx.ID, orig, []Recipient{{Addr: "bruno@pec-b.test"}})
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	m, err := (&Builder{ID: f.p, Keys: f.kr}).Busta(f.ref, tx, orig)
+	runtime.ReadMemStats(&after)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := false
+	for _, p := range m.Parts {
+		shared = shared || (len(p) == len(orig.Body) && &p[0] == &orig.Body[0])
+	}
+	if !shared {
+		t.Errorf("no part of the busta is the original's body (%d parts)", len(m.Parts))
+	}
+	if got := after.TotalAlloc - before.TotalAlloc; got > uint64(len(orig.Raw))/4 {
+		t.Errorf("building the busta of a %d-byte message allocated %d bytes", len(orig.Raw), got)
+	}
+	if m.Len() != len(m.Bytes()) {
+		t.Errorf("Len %d, Bytes %d", m.Len(), len(m.Bytes()))
+	}
+	opensslVerify(t, f.kr.CA.PEM(), m.Bytes())
 }

@@ -114,11 +114,11 @@ func (bd *Builder) Busta(ref TimeRef, tx *Transaction, orig *Original) (*Message
 		postacert: [][]byte{postacertHeader(orig, tx.ID), orig.Body},
 	}
 	c.daticert.Dati.Ricevuta = tx.Receipt
-	raw, err := bd.assemble(ref, hdr, c)
+	parts, err := bd.assemble(ref, hdr, c)
 	if err != nil {
 		return nil, err
 	}
-	return &Message{Kind: KindBusta, MessageID: "<" + tx.ID + ">", Raw: raw, Daticert: c.daticert, From: tx.Sender}, nil
+	return &Message{Kind: KindBusta, MessageID: "<" + tx.ID + ">", Parts: parts, Daticert: c.daticert, From: tx.Sender}, nil
 }
 
 // Anomalia wraps a received message that is not a valid PEC message into a busta di
@@ -169,11 +169,11 @@ func (bd *Builder) Anomalia(ref TimeRef, orig *Original, env Envelope, reason st
 			detail: oneLine(reason)},
 		postacert: [][]byte{orig.Raw},
 	}
-	raw, err := bd.assemble(ref, hdr, c)
+	parts, err := bd.assemble(ref, hdr, c)
 	if err != nil {
 		return nil, err
 	}
-	return &Message{Kind: KindAnomalia, MessageID: msgID, Raw: raw, From: env.MailFrom}, nil
+	return &Message{Kind: KindAnomalia, MessageID: msgID, Parts: parts, From: env.MailFrom}, nil
 }
 
 func hashHex(b []byte) string {

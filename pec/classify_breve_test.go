@@ -30,7 +30,7 @@ func TestClassifyBreveWithoutAttachments(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c := Classify(m.Raw, ClassifyOptions{})
+		c := Classify(m.Bytes(), ClassifyOptions{})
 		if m.Kind != tc.want || c.Kind != tc.want || !c.Conforms() {
 			t.Errorf("%s requested: built %v, classified %v, deviations %+v", tc.receipt, m.Kind, c.Kind, c.Deviations)
 		}
@@ -46,7 +46,7 @@ func TestClassifyBreveWithoutAttachments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := Classify(m.Raw, ClassifyOptions{})
+	c := Classify(m.Bytes(), ClassifyOptions{})
 	found := false
 	for _, dv := range c.Deviations {
 		found = found || dv.Code == "consegna-content"

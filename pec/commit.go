@@ -44,7 +44,7 @@ func emit(b *store.Batch, m *Message, ev store.Event, created time.Time) {
 	b.Log(ev)
 	if len(m.To) > 0 {
 		b.Send(store.OutboxItem{MessageID: m.MessageID, Kind: info.Name, Identificativo: ev.Identificativo,
-			From: m.From, Rcpts: m.To, Raw: m.Raw, Created: created})
+			From: m.From, Rcpts: m.To, Raw: m.Bytes(), Created: created})
 	}
 	if info.Track.IsNotice() && m.Rcpt != "" {
 		b.Apply(store.Transition{Identificativo: ev.Identificativo, Recipient: m.Rcpt, Input: info.Track, At: created})

@@ -65,7 +65,7 @@ func TestSubmitRetryIsIdempotent(t *testing.T) {
 	if second.Identificativo != first.Identificativo || second.Confirm != first.Confirm || !second.Retry || len(second.Busta) == 0 {
 		t.Fatalf("retry before confirmation: %+v, first %s %s", second, first.Identificativo, first.Confirm)
 	}
-	c := classify(t, second.Busta, f.kr.CA)
+	c := classify(t, bytes.Join(second.Busta, nil), f.kr.CA)
 	if c.Daticert.Dati.Identificativo != first.Identificativo {
 		t.Fatalf("rebuilt busta identificativo %s", c.Daticert.Dati.Identificativo)
 	}

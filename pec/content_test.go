@@ -86,11 +86,11 @@ func TestContentMacroFlagged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := classify(t, res.Busta, f.kr.CA)
+	c := classify(t, bytes.Join(res.Busta, nil), f.kr.CA)
 	if v, _ := c.Header.Get(inspect.HeaderMacro); strings.TrimSpace(v) != inspect.MacroPresent {
 		t.Errorf("%s = %q", inspect.HeaderMacro, v)
 	}
-	if !bytes.Contains(res.Busta, []byte("Avviso del gestore")) {
+	if !bytes.Contains(bytes.Join(res.Busta, nil), []byte("Avviso del gestore")) {
 		t.Error("no courtesy note in the busta's text")
 	}
 	f.confirm(t, res)
@@ -106,7 +106,7 @@ func TestContentMacroFlagged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if bytes.Contains(clean.Busta, []byte("X-PEC-")) {
+	if bytes.Contains(bytes.Join(clean.Busta, nil), []byte("X-PEC-")) {
 		t.Error("a clean message was flagged")
 	}
 }

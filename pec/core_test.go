@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha1"
 	"encoding/hex"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -223,7 +224,7 @@ func TestConsegnaToCcRule(t *testing.T) {
 	if err != nil || m.Kind != KindConsegnaSintetica {
 		t.Fatalf("%v %v", m, err)
 	}
-	c := Classify(m.Raw, ClassifyOptions{})
+	c := Classify(m.Bytes(), ClassifyOptions{})
 	if c.Kind != KindConsegnaSintetica || c.Daticert.Dati.Ricevuta != daticert.Completa || !c.Conforms() {
 		t.Fatalf("%s %+v", c.Kind, c.Deviations)
 	}
@@ -273,5 +274,33 @@ func TestCharsets(t *testing.T) {
 		if got != c.want {
 			t.Errorf("%s: %q, want %q", c.header, got, c.want)
 		}
+	}
+}
+
+// TestSplitParts: the header of a message in parts is read from the first part, or from the
+// parts joined when it runs past it; the body reads on across the parts either way.
+func TestSplitParts(t *testing.T) {
+	msg := "Subject: prova\r\nX-Lunga: uno\r\n due\r\n\r\ncorpo\r\naltro\r\n"
+	for _, cut := range [][]int{{len(msg)}, {20, 40}, {33, 38}, {40, 41, 42}, {5, 10}} {
+		var parts [][]byte
+		prev := 0
+		for _, c := range cut {
+			parts = append(parts, []byte(msg[prev:c]))
+			prev = c
+		}
+		if prev < len(msg) {
+			parts = append(parts, []byte(msg[prev:]))
+		}
+		h, body, err := SplitParts(parts)
+		if err != nil {
+			t.Fatalf("%v: %v", cut, err)
+		}
+		b, _ := io.ReadAll(body)
+		if len(h) != 2 || string(h[1].Raw) != "X-Lunga: uno\r\n due\r\n" || string(b) != "corpo\r\naltro\r\n" {
+			t.Errorf("%v: header %q, body %q", cut, h, b)
+		}
+	}
+	if _, _, err := SplitParts(nil); err == nil {
+		t.Error("no parts: no error")
 	}
 }

@@ -269,7 +269,7 @@ func (d *Delivery) wrap() error {
 // anomalia around it (see "Mail that never passed the reception point").
 func (d *Delivery) Message() []byte {
 	if d.wrapped != nil {
-		return d.wrapped.Raw
+		return d.wrapped.Bytes()
 	}
 	return d.req.Message
 }

@@ -108,7 +108,7 @@ func (f *dpFixture) busta(t *testing.T, receipt string, hdr ...string) ([]byte, 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return append([]byte("Received: from mx.pec-a.test by mx.pec-b.test with ESMTPS id 4XyZ\r\n"), m.Raw...), id
+	return append([]byte("Received: from mx.pec-a.test by mx.pec-b.test with ESMTPS id 4XyZ\r\n"), m.Bytes()...), id
 }
 
 func (f *dpFixture) begin(t *testing.T, e *pec.Engine, m []byte, rcpts ...string) *pec.Delivery {
@@ -402,7 +402,7 @@ func TestDeliverySystemMessages(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 2 {
-		out := f.deliver(t, f.eng, acc.Raw, nil, "alice@pec-b.test")
+		out := f.deliver(t, f.eng, acc.Bytes(), nil, "alice@pec-b.test")
 		want := []string{pec.DeliveredSilently, pec.DeliveredDuplicate}[i]
 		if o := out["alice@pec-b.test"]; o.Outcome != want || o.Receipt != pec.KindOrdinary {
 			t.Errorf("receipt delivery %d: %+v, want %s", i, o, want)

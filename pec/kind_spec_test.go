@@ -273,7 +273,7 @@ func TestBuiltKindsMatchSpecLiterals(t *testing.T) {
 		if m.Kind.String() != name {
 			t.Errorf("%s: built as %s", name, m.Kind)
 		}
-		d := dissect(t, name, m.Raw)
+		d := dissect(t, name, m.Bytes())
 		checkRow(t, name, d, row, "alice@pec-a.test")
 		from, err := mail.ParseAddress(d.header.Get("From"))
 		wantName, wantAddr := specFrom(name, "posta-certificata@pec-a.test", "alice@pec-a.test")

@@ -101,32 +101,60 @@ func base64Lines(dst *bytes.Buffer, b []byte) {
 }
 
 // multipart writes a multipart entity of the given subtype; each part is a complete entity
-// (header fields, empty line, body) given as segments written one after the other, so large
-// bodies are copied once. cte is "" or the Content-Transfer-Encoding of the container (8bit
-// when a part is 8bit, RFC 2045 §6.4).
+// (header fields, empty line, body) given as segments written one after the other. cte is ""
+// or the Content-Transfer-Encoding of the container (8bit when a part is 8bit, RFC 2045 §6.4).
 func multipart(subtype, boundary, cte string, parts ...[][]byte) []byte {
-	var b bytes.Buffer
-	n := 256 + len(boundary)*(len(parts)+1)
-	for _, p := range parts {
-		for _, seg := range p {
-			n += len(seg)
-		}
-		n += 8
+	var w segments
+	w.multipart(subtype, boundary, cte, parts...)
+	return bytes.Join(w.done(), nil)
+}
+
+// segments writes an entity as a list of byte slices to be written in order: small pieces
+// (header fields, delimiters) are gathered in one buffer, large ones (the original message in
+// a busta) are referenced, not copied (issue 19, P6: a 100 MB message is held once).
+type segments struct {
+	out [][]byte
+	cur []byte
+}
+
+// bigSegment is the size from which a slice is referenced rather than copied.
+const bigSegment = 32 << 10
+
+func (w *segments) write(b []byte) {
+	if len(b) < bigSegment {
+		w.cur = append(w.cur, b...)
+		return
 	}
-	b.Grow(n)
-	b.WriteString("Content-Type: multipart/" + subtype + ";\r\n boundary=\"" + boundary + "\"\r\n")
+	if len(w.cur) > 0 {
+		w.out, w.cur = append(w.out, w.cur), nil
+	}
+	w.out = append(w.out, b)
+}
+
+func (w *segments) str(s string) { w.cur = append(w.cur, s...) }
+
+// done returns the segments; w is not used after.
+func (w *segments) done() [][]byte {
+	if len(w.cur) > 0 || len(w.out) == 0 {
+		w.out = append(w.out, w.cur)
+	}
+	return w.out
+}
+
+// multipart writes a multipart entity (see multipart above).
+func (w *segments) multipart(subtype, boundary, cte string, parts ...[][]byte) {
+	w.str("Content-Type: multipart/" + subtype + ";\r\n boundary=\"" + boundary + "\"\r\n")
 	if cte != "" {
-		b.WriteString("Content-Transfer-Encoding: " + cte + "\r\n")
+		w.str("Content-Transfer-Encoding: " + cte + "\r\n")
 	}
-	b.WriteString("\r\nThis is a multi-part message in MIME format.\r\n")
+	w.str("\r\nThis is a multi-part message in MIME format.\r\n")
 	for _, p := range parts {
-		b.WriteString("\r\n--" + boundary + "\r\n")
+		w.str("\r\n--" + boundary + "\r\n")
 		for _, seg := range p {
-			b.Write(seg)
+			w.write(seg)
 		}
 	}
-	b.WriteString("\r\n--" + boundary + "--\r\n")
-	return b.Bytes()
+	w.str("\r\n--" + boundary + "--\r\n")
 }
 
 // transferEncoding picks the Content-Transfer-Encoding of a message/rfc822 part: only 7bit,

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"mime"
 	"net/mail"
 	"strings"
@@ -148,6 +149,28 @@ func SplitHeader(msg []byte) (Header, []byte, error) {
 		h = append(h, Field{Name: name, Raw: raw})
 	}
 	return h, nil, nil
+}
+
+// SplitParts is SplitHeader for a message in parts (Message.Parts): the header fields and a
+// reader of the body that reads the parts where they are. The header normally ends in the
+// first part (the builder puts it there); when it does not, the parts are joined first.
+func SplitParts(parts [][]byte) (Header, io.Reader, error) {
+	if len(parts) == 0 {
+		return nil, nil, fmt.Errorf("%w: empty message", ErrMalformed)
+	}
+	first := parts[0]
+	if len(parts) > 1 && !bytes.HasPrefix(first, []byte("\r\n")) && !bytes.Contains(first, []byte("\r\n\r\n")) {
+		first, parts = bytes.Join(parts, nil), parts[:1]
+	}
+	h, body, err := SplitHeader(first)
+	if err != nil {
+		return nil, nil, err
+	}
+	r := []io.Reader{bytes.NewReader(body)}
+	for _, p := range parts[1:] {
+		r = append(r, bytes.NewReader(p))
+	}
+	return h, io.MultiReader(r...), nil
 }
 
 var wordDecoder = &mime.WordDecoder{CharsetReader: charsetReader}

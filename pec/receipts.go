@@ -57,11 +57,11 @@ func (bd *Builder) receipt(k Kind, ref TimeRef, tx *Transaction, to, rcpt, rcptK
 	if postacert != nil {
 		c.postacert = [][]byte{postacert}
 	}
-	raw, err := bd.assemble(ref, receiptHeader(k, p, ref, tx, to, rcptKey), c)
+	parts, err := bd.assemble(ref, receiptHeader(k, p, ref, tx, to, rcptKey), c)
 	if err != nil {
 		return nil, err
 	}
-	return &Message{Kind: k, MessageID: ReceiptMessageID(k, tx.ID, rcptKey, p.MailDomain()), Raw: raw, Daticert: d,
+	return &Message{Kind: k, MessageID: ReceiptMessageID(k, tx.ID, rcptKey, p.MailDomain()), Parts: parts, Daticert: d,
 		From: p.ServiceAddress, To: []string{to}, Rcpt: rcpt}, nil
 }
 

@@ -74,7 +74,7 @@ type Received struct {
 	// presa in carico held in the store (confirm.go).
 	Confirm string
 	// Replace, when set, replaces the message (the busta di anomalia); the envelope stays.
-	Replace []byte
+	Replace [][]byte
 	// Discard: accept and drop (an infected busta, a retry of a busta already queued).
 	Discard bool
 	Retry   bool // a retry of an earlier transaction (same identificativo and recipients)

@@ -183,7 +183,7 @@ func (fx *rxFix) busta(t testing.TB, p *peer, sender string, rcpts ...string) ([
 	if err != nil {
 		t.Fatal(err)
 	}
-	return m.Raw, tx
+	return m.Bytes(), tx
 }
 
 func (fx *rxFix) receive(t testing.TB, e *pec.Engine, msg []byte, from string, rcpts ...string) (*pec.Received, error) {

@@ -1,6 +1,7 @@
 package pec_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
@@ -28,7 +29,7 @@ func FuzzReceive(f *testing.F) {
 	revoked, _ := fx.busta(f, fx.r, "rita@pec-r.test", "bruno@pec-b.test")
 	f.Add(revoked)
 	if m, err := fx.a.bd.Accettazione(ref(), tx); err == nil {
-		f.Add(m.Raw)
+		f.Add(m.Bytes())
 	}
 	f.Add(rxMsg("From: oscar@posta.test", "To: bruno@pec-b.test", "Subject: ciao"))
 	f.Add(rxMsg("From: x@y", "X-Ricevuta: presa-in-carico", "Content-Type: multipart/signed; boundary=z"))
@@ -67,7 +68,7 @@ func FuzzReceive(f *testing.F) {
 			if res.Outcome != pec.OutcomeAnomaly || res.Reason == "" {
 				t.Fatalf("not valid but %+v", res)
 			}
-			c := pec.Classify(res.Replace, pec.ClassifyOptions{})
+			c := pec.Classify(bytes.Join(res.Replace, nil), pec.ClassifyOptions{})
 			if c.Kind != pec.KindAnomalia || c.Verified == nil || string(c.Postacert) != string(pec.ToCRLF(msg)) {
 				t.Fatalf("anomaly: kind %v sig %v", c.Kind, c.SigErr)
 			}

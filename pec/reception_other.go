@@ -104,7 +104,7 @@ func (r *reception) other(ctx context.Context) (*Received, error) {
 		return nil, &Temporary{Op: "commit", Err: err}
 	}
 	r.tm.Commit = time.Since(start)
-	return &Received{Outcome: OutcomeAnomaly, Reason: v.reason, Detail: v.detail, Replace: m.Raw, Timings: r.tm}, nil
+	return &Received{Outcome: OutcomeAnomaly, Reason: v.reason, Detail: v.detail, Replace: m.Parts, Timings: r.tm}, nil
 }
 
 // refuse commits the log event of a refusal and returns rej.

@@ -1,6 +1,7 @@
 package pec_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strings"
@@ -156,7 +157,7 @@ func TestReceiveBustaVirus(t *testing.T) {
 	}
 	rcpts := []string{"bruno@pec-b.test", "bianca@pec-b.test"}
 	for i := range 2 {
-		res, err := fx.receive(t, fx.eng, m.Raw, "alice@pec-a.test", rcpts...)
+		res, err := fx.receive(t, fx.eng, m.Bytes(), "alice@pec-a.test", rcpts...)
 		if err != nil || !res.Discard || res.Confirm != "" || res.Virus != clamdtest.EICARName {
 			t.Fatalf("attempt %d: %+v %v", i, res, err)
 		}
@@ -184,7 +185,7 @@ func TestReceiveBustaVirus(t *testing.T) {
 		t.Errorf("rilevazioni about %v", seen)
 	}
 	q, err := fx.st.Quarantined(context.Background(), tx.ID)
-	if err != nil || len(q) != 1 || q[0].Virus != clamdtest.EICARName || string(q[0].Raw) != string(m.Raw) {
+	if err != nil || len(q) != 1 || q[0].Virus != clamdtest.EICARName || string(q[0].Raw) != string(m.Bytes()) {
 		t.Fatalf("quarantine %d %v", len(q), err)
 	}
 	if k := kinds(fx.events(t)); k != "ricezione-busta,rilevazione-virus,rilevazione-virus" {
@@ -221,7 +222,7 @@ func TestReceiveAnomalies(t *testing.T) {
 		{"signer not listed", "signer-unlisted", pec.ClassInvalid, forged},
 		{"revoked", "revoked", pec.ClassInvalid, revoked},
 		{"from not managed", "mittente-domain-unmanaged", pec.ClassInvalid, spoofed},
-		{"receipt about another's user", "recipient-domain-unmanaged", pec.ClassInvalid, pic.Raw},
+		{"receipt about another's user", "recipient-domain-unmanaged", pec.ClassInvalid, pic.Bytes()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := len(fx.events(t))
@@ -232,7 +233,7 @@ func TestReceiveAnomalies(t *testing.T) {
 			if res.Outcome != pec.OutcomeAnomaly || res.Reason != tc.reason || res.Class != tc.class || res.Confirm != "" || res.Detail == "" {
 				t.Fatalf("result %+v", res)
 			}
-			c := fx.rxVerify(t, res.Replace, pec.KindAnomalia)
+			c := fx.rxVerify(t, bytes.Join(res.Replace, nil), pec.KindAnomalia)
 			if string(c.Postacert) != string(tc.msg) {
 				t.Error("the anomaly does not carry the message as received")
 			}
@@ -310,7 +311,7 @@ func TestReceiveReceipts(t *testing.T) {
 		return ""
 	}
 	pic, _ := fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test", "bianca@pec-b.test"})
-	res, err := fx.receive(t, ea, pic.Raw, "posta-certificata@pec-b.test", "ricevute@pec-a.test")
+	res, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test")
 	if err != nil || res.Class != pec.ClassReceipt || res.Kind != pec.KindPresaInCarico || res.Replace != nil || res.Discard || res.Redirect != "" {
 		t.Fatalf("presa in carico: %+v %v", res, err)
 	}
@@ -318,12 +319,12 @@ func TestReceiveReceipts(t *testing.T) {
 		t.Errorf("after presa in carico: %s %s", state("bruno@pec-b.test"), state("bianca@pec-b.test"))
 	}
 	// Addressed to a user: redirected to the service mailbox.
-	res, err = fx.receive(t, ea, pic.Raw, "posta-certificata@pec-b.test", "alice@pec-a.test")
+	res, err = fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "alice@pec-a.test")
 	if err != nil || res.Redirect != "ricevute@pec-a.test" || strings.Join(res.Drop, ",") != "alice@pec-a.test" {
 		t.Fatalf("presa in carico to a user: %+v %v", res, err)
 	}
 	cons, _ := fx.b.bd.Consegna(ref(), tx, "bruno@pec-b.test", true, c.Postacert)
-	if res, err = fx.receive(t, ea, cons.Raw, "posta-certificata@pec-b.test", "alice@pec-a.test"); err != nil || res.Kind != pec.KindConsegnaCompleta || res.Redirect != "" {
+	if res, err = fx.receive(t, ea, cons.Bytes(), "posta-certificata@pec-b.test", "alice@pec-a.test"); err != nil || res.Kind != pec.KindConsegnaCompleta || res.Redirect != "" {
 		t.Fatalf("consegna: %+v %v", res, err)
 	}
 	if state("bruno@pec-b.test") != store.StateDelivered {
@@ -331,7 +332,7 @@ func TestReceiveReceipts(t *testing.T) {
 	}
 	rv, _ := fx.b.bd.RilevazioneVirus(ref(), tx, "ricevute@pec-a.test", "bianca@pec-b.test", "Win.Test.EICAR")
 	for range 2 {
-		if res, err = fx.receive(t, ea, rv.Raw, "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil || res.Kind != pec.KindRilevazioneVirus {
+		if res, err = fx.receive(t, ea, rv.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil || res.Kind != pec.KindRilevazioneVirus {
 			t.Fatalf("rilevazione virus: %+v %v", res, err)
 		}
 	}
@@ -511,7 +512,7 @@ func TestReceiveOwnNoticeLooped(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, m := range [][]byte{items[0].Raw, items[0].Raw, other.Raw} {
+	for _, m := range [][]byte{items[0].Raw, items[0].Raw, other.Bytes()} {
 		res, err := fx.receive(t, ea, m, "posta-certificata@pec-a.test", "alice@pec-a.test")
 		if err != nil || res.Class != pec.ClassReceipt || res.Redirect != "" || res.Discard || len(res.Drop) != 0 {
 			t.Fatalf("our notice looped through the MX: %+v %v", res, err)

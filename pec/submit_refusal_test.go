@@ -127,7 +127,7 @@ func TestSubmitLatin1AndCP1252Subjects(t *testing.T) {
 				t.Fatal(err)
 			}
 			f.confirm(t, res)
-			busta := classify(t, res.Busta, f.kr.CA)
+			busta := classify(t, bytes.Join(res.Busta, nil), f.kr.CA)
 			acc := classify(t, f.outbox(t)[0].Raw, f.kr.CA)
 			for _, c := range []*pec.Classified{busta, acc} {
 				if !c.Conforms() || *c.Daticert.Intestazione.Oggetto != tc.want {

@@ -186,7 +186,7 @@ func TestSubmitAccepted(t *testing.T) {
 	if strings.Join(res.Certified, ",") != "bruno@pec-b.test" || strings.Join(res.External, ",") != "oscar@posta.test" {
 		t.Errorf("certified %v external %v", res.Certified, res.External)
 	}
-	busta := classify(t, res.Busta, f.kr.CA)
+	busta := classify(t, bytes.Join(res.Busta, nil), f.kr.CA)
 	if busta.Kind != pec.KindBusta || !busta.Conforms() {
 		t.Fatalf("busta kind %v deviations %+v", busta.Kind, busta.Deviations)
 	}

@@ -240,7 +240,7 @@ func buildSample(k pec.Kind, p pec.Identity, s pec.Signer, now time.Time, o pec.
 	if err != nil {
 		return nil, err
 	}
-	return m.Raw, nil
+	return m.Bytes(), nil
 }
 
 func sampleMessage(k pec.Kind, bd *pec.Builder, now time.Time) (*pec.Message, error) {

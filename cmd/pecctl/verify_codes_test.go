@@ -94,7 +94,7 @@ func (f *codeFix) build(kind string) []byte {
 	if err != nil {
 		f.t.Fatalf("%s: %v", kind, err)
 	}
-	return m.Raw
+	return m.Bytes()
 }
 
 // header edits the top-level header (not signed): fn gets and returns the fields.
@@ -422,7 +422,7 @@ var codeCases = []codeCase{
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		return m.Raw, []string{"--ca", f.ca, "--index", f.index([]*x509.Certificate{f.signerCert()}, "pec-a.test")}
+		return m.Bytes(), []string{"--ca", f.ca, "--index", f.index([]*x509.Certificate{f.signerCert()}, "pec-a.test")}
 	}},
 	{"revoked", func(f *codeFix) ([]byte, []string) {
 		blk, _ := pem.Decode(f.kr.CA.KeyPEM())
@@ -485,7 +485,7 @@ var variantCases = []variantCase{
 		if err != nil {
 			f.t.Fatal(err)
 		}
-		return m.Raw, []string{"--ca", f.ca, "--index", f.index([]*x509.Certificate{f.signerCert()}, "pec-a.test")}
+		return m.Bytes(), []string{"--ca", f.ca, "--index", f.index([]*x509.Certificate{f.signerCert()}, "pec-a.test")}
 	}}, "no-domain"},
 }
 

@@ -135,7 +135,7 @@ func bustas(bd *pec.Builder, sender, rcpt string, size, n int) ([][]byte, error)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m.Raw)
+		out = append(out, m.Bytes())
 	}
 	return out, nil
 }

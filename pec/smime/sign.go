@@ -66,8 +66,16 @@ func Sign(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts S
 // SignParts is Sign without the copy of the entity: the multipart/signed body is head,
 // then entity unchanged, then tail. Callers streaming a large message (a 30 MB busta) write
 // the three slices in turn instead of building one more copy.
-// (Long on purpose: the multipart/signed framing of RFC 1847 written around the untouched entity.)
 func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, head, tail []byte, err error) {
+	return SignSegments([][]byte{entity}, signer, chain, opts)
+}
+
+// SignSegments is SignParts for an entity given as segments, the entity being their
+// concatenation (the segments may split a line anywhere): the caller that built the entity
+// around a large message it already holds (the busta around the original) signs and writes
+// it without joining it into one more copy (issue 19, P6).
+// (Long on purpose: the multipart/signed framing of RFC 1847 written around the untouched entity.)
+func SignSegments(entity [][]byte, signer crypto.Signer, chain []*x509.Certificate, opts SignOptions) (ct string, head, tail []byte, err error) {
 	if signer == nil || len(chain) == 0 || chain[0] == nil {
 		return "", nil, nil, errors.New("smime: Sign needs a signer and its certificate")
 	}
@@ -98,7 +106,8 @@ func SignParts(entity []byte, signer crypto.Signer, chain []*x509.Certificate, o
 	}
 	// RFC 2046 §5.1.1: the boundary must not occur in the encapsulated part. Reject rather
 	// than emit an ambiguous body (only an injected boundary can realistically collide).
-	if bytes.HasPrefix(entity, []byte("--"+boundary)) || bytes.Contains(entity, []byte("\r\n--"+boundary)) {
+	// The entity is read as if preceded by CRLF, so that "--boundary" at its very start counts.
+	if SegmentsContain(append([][]byte{[]byte("\r\n")}, entity...), []byte("\r\n--"+boundary)) {
 		return "", nil, nil, fmt.Errorf("smime: boundary %q occurs in the entity", boundary)
 	}
 	signingTime := opts.SigningTime
@@ -155,26 +164,73 @@ func checkSignature(pub crypto.PublicKey, h crypto.Hash, digest, sig []byte) err
 	return fmt.Errorf("unsupported public key type %T", pub)
 }
 
-// checkCanonical enforces RFC 5751 §3.1.1 canonical line ends: every LF is preceded by CR
-// and every CR is followed by LF. If each LF has its own CR before it and the counts are
-// equal, no bare CR is left; both scans are vectorised (bytes.IndexByte, bytes.Count).
-func checkCanonical(b []byte) error {
-	lf := 0
-	for i := 0; ; i++ {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			break
+// checkCanonical enforces RFC 5751 §3.1.1 canonical line ends on the concatenation of the
+// segments: every LF is preceded by CR and every CR is followed by LF. If each LF has its own
+// CR before it and the counts are equal, no bare CR is left; both scans are vectorised
+// (bytes.IndexByte, bytes.Count). A CR that ends one segment pairs with an LF that starts
+// the next.
+func checkCanonical(segs [][]byte) error {
+	lf, cr, off := 0, 0, 0
+	var last byte // the byte before the current segment
+	for _, b := range segs {
+		for i := 0; ; i++ {
+			j := bytes.IndexByte(b[i:], '\n')
+			if j < 0 {
+				break
+			}
+			i += j
+			prev := last
+			if i > 0 {
+				prev = b[i-1]
+			}
+			if prev != '\r' {
+				return fmt.Errorf("smime: entity is not in canonical CRLF form (bare LF at offset %d)", off+i)
+			}
+			lf++
 		}
-		i += j
-		if i == 0 || b[i-1] != '\r' {
-			return fmt.Errorf("smime: entity is not in canonical CRLF form (bare LF at offset %d)", i)
+		cr += bytes.Count(b, []byte{'\r'})
+		if len(b) > 0 {
+			last = b[len(b)-1]
 		}
-		lf++
+		off += len(b)
 	}
-	if cr := bytes.Count(b, []byte{'\r'}); cr != lf {
+	if cr != lf {
 		return fmt.Errorf("smime: entity is not in canonical CRLF form (%d bare CR)", cr-lf)
 	}
 	return nil
+}
+
+// SegmentsContain reports whether pat occurs in the concatenation of segs, also across the
+// joints: each segment is searched, and so is every stretch of len(pat)-1 bytes before a
+// joint followed by the first len(pat)-1 bytes after it.
+func SegmentsContain(segs [][]byte, pat []byte) bool {
+	if len(pat) == 0 {
+		return true
+	}
+	var carry []byte // the last len(pat)-1 bytes seen
+	for _, b := range segs {
+		if bytes.Contains(b, pat) {
+			return true
+		}
+		if len(carry) > 0 {
+			joint := append(append([]byte(nil), carry...), b[:min(len(b), len(pat)-1)]...)
+			if bytes.Contains(joint, pat) {
+				return true
+			}
+		}
+		carry = append(carry, b[max(0, len(b)-(len(pat)-1)):]...)
+		carry = carry[max(0, len(carry)-(len(pat)-1)):]
+	}
+	return false
+}
+
+// segmentsLen is the length of the concatenation of segs.
+func segmentsLen(segs [][]byte) int {
+	n := 0
+	for _, b := range segs {
+		n += len(b)
+	}
+	return n
 }
 
 // checkBoundary enforces RFC 2046 §5.1.1: 1 to 70 bchars, not ending in a space.

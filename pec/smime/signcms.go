@@ -74,7 +74,7 @@ func SignCMS(content []byte, signer crypto.Signer, chain []*x509.Certificate, op
 			return nil, fmt.Errorf("smime: attribute %v without values", a.Type)
 		}
 	}
-	return buildSignedData(content, signer, chain, p)
+	return buildSignedData([][]byte{content}, signer, chain, p)
 }
 
 // maxContent keeps every DER length within the four length octets appendHeader writes.
@@ -92,17 +92,17 @@ type cmsParams struct {
 	rnd         io.Reader
 }
 
-// buildSignedData returns the DER of a ContentInfo holding a SignedData over content
-// (RFC 5652 §5), the content encapsulated when p.attached. The output is built in one
+// buildSignedData returns the DER of a ContentInfo holding a SignedData over content, the
+// concatenation of its segments (RFC 5652 §5), the content encapsulated when p.attached. The output is built in one
 // allocation: a sealed day of log can be hundreds of megabytes.
 // (Long on purpose: the DER of SignedData written field by field in RFC 5652 order, in one allocation.)
-func buildSignedData(content []byte, signer crypto.Signer, chain []*x509.Certificate, p cmsParams) ([]byte, error) {
+func buildSignedData(content [][]byte, signer crypto.Signer, chain []*x509.Certificate, p cmsParams) ([]byte, error) {
 	hOID, _, ok := hashOID(p.hash)
 	if !ok || !p.hash.Available() {
 		return nil, fmt.Errorf("smime: unsupported digest %v", p.hash)
 	}
-	if uint64(len(content)) > maxContent {
-		return nil, fmt.Errorf("smime: %d bytes are too many for one SignedData", len(content))
+	if n := segmentsLen(content); uint64(n) > maxContent {
+		return nil, fmt.Errorf("smime: %d bytes are too many for one SignedData", n)
 	}
 	leaf := chain[0]
 	pub := signer.Public()
@@ -125,7 +125,9 @@ func buildSignedData(content []byte, signer crypto.Signer, chain []*x509.Certifi
 	}
 
 	d := p.hash.New()
-	d.Write(content)
+	for _, seg := range content {
+		d.Write(seg)
+	}
 	signedAttrs := signedAttributes(p, d.Sum(nil))
 	ad := p.hash.New()
 	ad.Write(signedAttrs)
@@ -160,7 +162,11 @@ func buildSignedData(content []byte, signer crypto.Signer, chain []*x509.Certifi
 	}
 	encap := tlv(tagSequence, raw(mustMarshal(p.contentType)))
 	if p.attached {
-		encap.kids = append(encap.kids, tlv(tagCtx0, tlv(tagOctetString, raw(content)))) // RFC 5652 §5.2 eContent [0] EXPLICIT
+		octets := tlv(tagOctetString)
+		for _, seg := range content {
+			octets.kids = append(octets.kids, raw(seg))
+		}
+		encap.kids = append(encap.kids, tlv(tagCtx0, octets)) // RFC 5652 §5.2 eContent [0] EXPLICIT
 	}
 	sd := tlv(tagSequence,
 		raw([]byte{tagInteger, 1, version}),

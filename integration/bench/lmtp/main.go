@@ -157,7 +157,7 @@ func bustas(bd *pec.Builder, from, rcpt, token string, size, n int, seq *int) ([
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, m.Raw)
+		out = append(out, m.Bytes())
 	}
 	return out, nil
 }
