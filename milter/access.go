@@ -35,7 +35,6 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	}
 	res, err := s.submit(m, sub)
 	s.release(work)
-	s.afterLarge(len(sub.Message))
 	if err == nil && time.Since(start) > s.cfg.Timeout {
 		// Past the deadline Postfix has given up or is about to: answer 4xx. The late result
 		// is held in the store and nothing is attested: without the busta in Postfix's queue

@@ -107,6 +107,7 @@ type trx struct {
 	login, from string
 	rcpts       []string
 	msg         []byte
+	esmtp       string // MAIL FROM parameters
 }
 
 type result struct {
@@ -150,7 +151,7 @@ func send(t *testing.T, s *milter.ClientSession, macros *milter.MacroBag, x trx)
 func trySend(s *milter.ClientSession, macros *milter.MacroBag, x trx) (result, error) {
 	macros.Set(milter.MacroAuthAuthen, x.login)
 	macros.Set(milter.MacroQueueId, "4XyZ12AbC")
-	act, err := s.Mail("<"+x.from+">", "")
+	act, err := s.Mail("<"+x.from+">", x.esmtp)
 	if err != nil {
 		return result{}, fmt.Errorf("Mail: %w", err)
 	}
@@ -761,5 +762,41 @@ func TestTooLargeReleasesBudgetBeforeEnd(t *testing.T) {
 	}
 	if _, act, err := s.End(); err != nil || act.SMTPCode != 552 {
 		t.Fatalf("end: %v %v", act, err)
+	}
+}
+
+// TestDeclaredSize: with the SIZE a client declared (RFC 1870) the body is written into one
+// buffer as it comes; declared too small, too large or not at all, the engine gets the same
+// message, and the budget comes back to zero.
+func TestDeclaredSize(t *testing.T) {
+	msg := []byte(original + strings.Repeat(strings.Repeat("y", 76)+"\r\n", 4000))
+	h := start(t, Config{MaxSize: 1 << 20}, accepted)
+	for _, esmtp := range []string{
+		"",
+		fmt.Sprintf("SIZE=%d", len(msg)),
+		fmt.Sprintf("BODY=8BITMIME size=%d", len(msg)),
+		fmt.Sprintf("SIZE=%d", len(msg)/3),
+		fmt.Sprintf("SIZE=%d", 2<<20),
+		"SIZE=-5 SIZE=x",
+	} {
+		s, macros := h.session(t, RoleAccess)
+		r := send(t, s, macros, trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: msg, esmtp: esmtp})
+		if r.act.Type != milter.ActionAccept {
+			t.Fatalf("%q: %v", esmtp, r.act)
+		}
+		if got := h.eng.last(t).Message; !bytes.Equal(got, msg) {
+			t.Errorf("%q: the engine got %d bytes, want the %d-byte message", esmtp, len(got), len(msg))
+		}
+		h.srv.mu.Lock()
+		left := h.srv.buffered
+		h.srv.mu.Unlock()
+		if left != 0 {
+			t.Errorf("%q: %d bytes still accounted", esmtp, left)
+		}
+	}
+	for args, want := range map[string]int64{"": 0, "SIZE=123": 123, "BODY=8BITMIME SIZE=9": 9, "SIZE=0": 0, "SIZE=abc": 0, "SIZE": 0} {
+		if got := declaredSize(args); got != want {
+			t.Errorf("declaredSize(%q) = %d, want %d", args, got, want)
+		}
 	}
 }

@@ -198,12 +198,12 @@ func (s *Server) reserve(n int64) bool {
 }
 
 // engineWork is how many times a message's size the engine holds besides the milter's buffer
-// while it decides (the busta, which embeds the original, and its 7-bit re-encoding when the
-// original has 8-bit parts; measured with the 100 MB case of the issue-19 benchmark).
-const engineWork = 2
+// while it decides: the 7-bit re-encoding of an original with 8-bit parts (the busta itself
+// shares the original's bytes, pec.Message.Parts; issue 19, P6).
+const engineWork = 1
 
 // afterLarge gives the memory of a large transaction back to the system, at most every few
-// seconds: Go's scavenger returns freed memory lazily, and a provider's milter that held five
+// seconds, once the transaction has let go of it (session.EndOfMessage): Go's scavenger returns freed memory lazily, and a provider's milter that held five
 // 95 MB messages at once would otherwise keep 1 GB resident long after.
 func (s *Server) afterLarge(n int) {
 	if n < 16<<20 {

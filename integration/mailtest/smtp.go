@@ -51,6 +51,9 @@ type Submission struct {
 	// Helo is the EHLO name; default client.mailtest.invalid. Postfix writes it into its
 	// Received field, where a test can find a message again without touching its content.
 	Helo string
+	// DeclareSize gives the message's size in MAIL FROM (RFC 1870 SIZE=), as mail clients
+	// do when the server offers SIZE; net/smtp alone never does.
+	DeclareSize bool
 }
 
 // StepError says which SMTP step failed. Code is the server's reply code (0 when the failure
@@ -134,7 +137,7 @@ func (s Submission) Send(from string, to []string, msg []byte) error {
 		return err
 	}
 	defer c.Close()
-	if err := c.Mail(from); err != nil {
+	if err := s.mail(c, from, len(msg)); err != nil {
 		return stepErr("MAIL", err)
 	}
 	for _, r := range to {
@@ -154,6 +157,21 @@ func (s Submission) Send(from string, to []string, msg []byte) error {
 	}
 	_ = c.Quit()
 	return nil
+}
+
+// mail says MAIL FROM, with SIZE= when s.DeclareSize.
+func (s Submission) mail(c *smtp.Client, from string, size int) error {
+	if !s.DeclareSize {
+		return c.Mail(from)
+	}
+	id, err := c.Text.Cmd("MAIL FROM:<%s> SIZE=%d", from, size)
+	if err != nil {
+		return err
+	}
+	c.Text.StartResponse(id)
+	defer c.Text.EndResponse(id)
+	_, _, err = c.Text.ReadResponse(250)
+	return err
 }
 
 // SendDroppingReply submits msg like Send but closes the connection right after the final
