@@ -53,7 +53,7 @@ func rxRejectPolicy(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provide
 		}},
 		{"forged busta", "signer-unlisted", "alice@" + a.Domain, func(tok string) []byte {
 			m, _ := bustaOf(t, signerBuilder(t, l, "f"), "alice@"+a.Domain, []string{bruno.Address}, tok, "falso\n")
-			return m.Raw
+			return m.Bytes()
 		}},
 	} {
 		tok := mailtest.Token("reject")
@@ -70,7 +70,7 @@ func rxRejectPolicy(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provide
 	}
 	tok := mailtest.Token("valid")
 	m, _ := bustaOf(t, providerBuilder(t, l, a), "alice@"+a.Domain, []string{bruno.Address}, tok, "valida\n")
-	if err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Raw); err != nil {
+	if err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Bytes()); err != nil {
 		t.Fatalf("a valid busta under policy reject: %v", err)
 	}
 	classify(t, l, waitOne(t, mailbox(b, bruno), tok), pec.KindBusta)
@@ -266,7 +266,7 @@ func rxDependencies(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provide
 			// The local copy still answers for the signers it lists.
 			tok := mailtest.Token("idx-valid")
 			m, _ := bustaOf(t, providerBuilder(t, l, a), "alice@"+a.Domain, []string{bruno.Address}, tok, "x\n")
-			if err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Raw); err != nil {
+			if err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Bytes()); err != nil {
 				t.Errorf("a listed signer while slapd is down: %v", err)
 			}
 		}, func(*testing.T) { slapd.Load(ldif) }},
@@ -278,7 +278,7 @@ func rxDependencies(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provide
 				tok := mailtest.Token("crl-probe")
 				m, _ := bustaOf(t, providerBuilder(t, l, a), "alice@"+a.Domain, []string{bruno.Address}, tok, "x\n")
 				var se *mailtest.StepError
-				err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Raw)
+				err := inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Bytes())
 				if errors.As(err, &se) && se.Code == 451 || time.Now().After(deadline) {
 					return
 				}
@@ -294,7 +294,7 @@ func rxDependencies(t *testing.T, l *lab.Lab, p *privateRX, a, b, o *lab.Provide
 			}
 			m, _ := bustaOf(t, bd, "alice@"+a.Domain, []string{bruno.Address}, tok, "dipendenze\n")
 			send := func() error {
-				return inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Raw)
+				return inject(p.Addr, a, "mx."+a.Domain, "alice@"+a.Domain, []string{bruno.Address}, m.Bytes())
 			}
 			tc.breakIt(t)
 			err := send()

@@ -151,12 +151,12 @@ func TestReceptionVirusInBusta(t *testing.T) {
 	tb := &store.Batch{}
 	for _, r := range rcpts {
 		tb.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: r, SentAt: time.Now(), Sender: alice.Address, Subject: "PEC " + token,
-			Data: pec.Classify(m.Raw, pec.ClassifyOptions{}).DaticertRaw})
+			Data: pec.Classify(m.Bytes(), pec.ClassifyOptions{}).DaticertRaw})
 	}
 	if err := ast.Commit(context.Background(), tb); err != nil {
 		t.Fatal(err)
 	}
-	if err := inject(b.Postfix.MX, a, "mx."+a.Domain, "alice@"+a.Domain, rcpts, m.Raw); err != nil {
+	if err := inject(b.Postfix.MX, a, "mx."+a.Domain, "alice@"+a.Domain, rcpts, m.Bytes()); err != nil {
 		t.Fatalf("an infected busta is accepted and discarded, not refused: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), deliveryDeadline)
@@ -201,7 +201,7 @@ func TestReceptionVirusInBusta(t *testing.T) {
 		t.Errorf("A's tracking of %s: %+v %v", tx.ID, rows, err)
 	}
 	q, err := openStore(t, b.ConfigFile).Quarantined(context.Background(), tx.ID)
-	if err != nil || len(q) != 1 || !strings.Contains(q[0].Virus, "EICAR") || !strings.Contains(string(q[0].Raw), string(m.Raw[len(m.Raw)-200:])) {
+	if err != nil || len(q) != 1 || !strings.Contains(q[0].Virus, "EICAR") || !strings.Contains(string(q[0].Raw), string(m.Bytes()[len(m.Bytes())-200:])) {
 		t.Fatalf("B's quarantine for %s: %d items, %v", tx.ID, len(q), err)
 	}
 }
@@ -241,11 +241,11 @@ func TestReceptionAnomalies(t *testing.T) {
 		}},
 		{"re-signed by a certificate not in the index", "signer-unlisted", alice.Address, func(tok string) []byte {
 			m, _ := bustaOf(t, signerBuilder(t, l, "f"), alice.Address, []string{bruno.Address}, tok, "falso\n")
-			return m.Raw
+			return m.Bytes()
 		}},
 		{"revoked certificate", "revoked", "rita@pec-r.test", func(tok string) []byte {
 			m, _ := bustaOf(t, signerBuilder(t, l, "r"), "rita@pec-r.test", []string{bruno.Address}, tok, "revocato\n")
-			return m.Raw
+			return m.Bytes()
 		}},
 		{"receipt for a domain its signer does not manage", "from-domain-unmanaged", b.ServiceAddress, func(tok string) []byte {
 			m := strings.Replace(string(acc), "From: "+a.ServiceAddress, "From: "+b.ServiceAddress, 1)

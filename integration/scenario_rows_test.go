@@ -73,21 +73,21 @@ func rowScenarios() []scenario {
 		}},
 		{name: "signer not in the index", rule: "§7.4 anomaly (forged: signed by someone not listed)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, signerBuilder(s.t, s.l, "f"), s.addr("alice"), []string{s.addr("bianca")}, s.token, "falso\n")
-			s.anomalyAt(s.b, "signer-unlisted", s.addr("alice"), m.Raw)
+			s.anomalyAt(s.b, "signer-unlisted", s.addr("alice"), m.Bytes())
 		}},
 		{name: "signer revoked", rule: "§7.4 anomaly (forged: certificate revoked)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, signerBuilder(s.t, s.l, "r"), "rita@pec-r.test", []string{s.addr("bianca")}, s.token, "revocato\n")
-			s.anomalyAt(s.b, "revoked", "rita@pec-r.test", m.Raw)
+			s.anomalyAt(s.b, "revoked", "rita@pec-r.test", m.Bytes())
 		}},
 		{name: "malformed busta", rule: "§7.4 anomaly (signed by a listed provider, not formally valid)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, providerBuilder(s.t, s.l, s.a), s.addr("alice"), []string{s.addr("bianca")}, s.token, "malformata\n")
 			// The header says receipt, the signed daticert says busta (pec-spec.md §7.2 5): the
 			// first check to fail is the subject prefix of the kind the header claims.
-			s.anomalyAt(s.b, "subject-prefix", s.addr("alice"), []byte(strings.Replace(string(m.Raw), "X-Trasporto: posta-certificata", "X-Ricevuta: accettazione", 1)))
+			s.anomalyAt(s.b, "subject-prefix", s.addr("alice"), []byte(strings.Replace(string(m.Bytes()), "X-Trasporto: posta-certificata", "X-Ricevuta: accettazione", 1)))
 		}},
 		{name: "tampered busta", rule: "§7.4 anomaly (one byte changed after signing)", send: func(s *scen) {
 			m, _ := bustaOf(s.t, providerBuilder(s.t, s.l, s.a), s.addr("alice"), []string{s.addr("bianca")}, s.token, "Testo genuino.\n")
-			raw := []byte(string(m.Raw))
+			raw := []byte(string(m.Bytes()))
 			i := strings.Index(string(raw), "Testo genuino.")
 			raw[i+6] = 'G'
 			s.anomalyAt(s.b, "signature", s.addr("alice"), raw)
@@ -104,7 +104,7 @@ func rowScenarios() []scenario {
 			}
 			// B's genuine signature on an accettazione claiming to come from A's service address
 			// (the From is outside the signed entity).
-			s.anomalyAt(s.a, "from-domain-unmanaged", s.a.ServiceAddress, withField(m.Raw, "From", s.a.ServiceAddress))
+			s.anomalyAt(s.a, "from-domain-unmanaged", s.a.ServiceAddress, withField(m.Bytes(), "From", s.a.ServiceAddress))
 		}},
 		{name: "unknown mailbox", rule: "§7.4 mancata consegna no-dest", send: func(s *scen) {
 			s.failedDelivery("nessuno-"+strings.ToLower(s.token[len(s.token)-8:])+"@"+s.b.Domain, "no-dest")
@@ -180,12 +180,12 @@ func (s *scen) virusInBusta() {
 	tb := &store.Batch{}
 	for _, r := range rcpts {
 		tb.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: r, SentAt: time.Now(), Sender: alice,
-			Subject: "PEC " + s.token, Data: pec.Classify(m.Raw, pec.ClassifyOptions{}).DaticertRaw})
+			Subject: "PEC " + s.token, Data: pec.Classify(m.Bytes(), pec.ClassifyOptions{}).DaticertRaw})
 	}
 	if err := openStore(s.t, s.a.ConfigFile).Commit(context.Background(), tb); err != nil {
 		s.t.Fatal(err)
 	}
-	if err := retryLost(s, func() error { return inject(s.b.Postfix.MX, s.a, "mx."+s.a.Domain, alice, rcpts, m.Raw) }); err != nil {
+	if err := retryLost(s, func() error { return inject(s.b.Postfix.MX, s.a, "mx."+s.a.Domain, alice, rcpts, m.Bytes()) }); err != nil {
 		s.fail("an infected busta is accepted and not delivered, not refused: %v", err)
 	}
 	s.id = tx.ID

@@ -206,7 +206,7 @@ func TestTrackingNotices(t *testing.T) {
 	send := func(m *pec.Message, rcpt string) {
 		t.Helper()
 		for range 2 { // the peer's MTA retried after a lost reply: the same bytes twice
-			if err := inject(mx, b, "mx."+b.Domain, b.ServiceAddress, []string{rcpt}, m.Raw); err != nil {
+			if err := inject(mx, b, "mx."+b.Domain, b.ServiceAddress, []string{rcpt}, m.Bytes()); err != nil {
 				t.Fatalf("receipt refused at A's MX: %v", err)
 			}
 		}
