@@ -115,9 +115,9 @@ func (s *scen) unknownDomain() {
 	s.tracked(s.a.ConfigFile, map[string]store.State{rcpt: store.StateFailed})
 }
 
-// privateLMTPD starts a pec-lmtpd of A with its own store, tokens and listener (the delivery
-// tests' privateDP, configured by configureLMTPD and then edit) in front of the lab's own
-// Dovecot of A: cheaper than startPrivateDP's private Dovecot, for a scenario that needs
+// privateLMTPD starts a pec-lmtpd of A with its own tokens and listener on A's store (the
+// delivery tests' privateDP, configured by configureLMTPD and then edit) in front of the lab's
+// own Dovecot of A: cheaper than startPrivateDP's private Dovecot, for a scenario that needs
 // another configuration of the delivery point, not another mailbox store.
 func (s *scen) privateLMTPD(edit func(y map[string]any)) *privateDP {
 	t := s.t
@@ -126,6 +126,7 @@ func (s *scen) privateLMTPD(edit func(y map[string]any)) *privateDP {
 			Dovecot string         `yaml:"dovecot"`
 			Doveadm map[string]any `yaml:"doveadm"`
 		} `yaml:"lmtp"`
+		Store map[string]any `yaml:"store"`
 	}
 	raw, err := os.ReadFile(s.a.ConfigFile)
 	if err != nil {
@@ -138,6 +139,9 @@ func (s *scen) privateLMTPD(edit func(y map[string]any)) *privateDP {
 	p.configureLMTPD(t, s.l, s.a, func(y map[string]any) {
 		lm := y["lmtp"].(map[string]any)
 		lm["dovecot"], lm["doveadm"] = labCfg.LMTP.Dovecot, labCfg.LMTP.Doveadm
+		// A's own store, as every delivery point of a provider has: the receipts it emits
+		// about A's transactions move their tracking (store.Transition.Await).
+		y["store"] = labCfg.Store
 		edit(y)
 	})
 	p.Start(t)

@@ -502,3 +502,35 @@ func commitBatch(t *testing.T, s store.Store, b *store.Batch) {
 		t.Fatal(err)
 	}
 }
+
+// A busta of our own sender (both domains are ours) delivered before Postfix confirmed it at
+// the access point, its tracking rows still held: the copy is stored, but the delivery answers
+// 4xx and emits nothing (the consegna would move no row and be lost to the tracking); the
+// retry after the confirmation finds the copy in the mailbox, emits the consegna once and
+// moves the row.
+func TestDeliveryOwnBustaBeforeConfirm(t *testing.T) {
+	f := newDP(t)
+	a := pec.Identity{Name: "Provider A S.p.A.", Domain: "pec-a.test", ServiceAddress: "posta-certificata@pec-a.test"}
+	e, err := pec.New(pec.Config{Identities: []pec.Identity{providerB, a}, Node: "mx1"},
+		pec.Deps{Keys: f.kr, Index: fakeIndex{"pec-a.test": true, "pec-b.test": true}, Scanner: f.sc, Store: f.st, Clock: f.clock, Mailboxes: f.mb})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, id := f.busta(t, "", "To: bruno@pec-b.test")
+	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredTempfail || !errors.Is(o.Err, store.ErrNotTracked) {
+		t.Fatalf("before the confirmation: %+v, want a temporary failure", o)
+	}
+	if rs := f.receipts(t); len(rs) != 0 {
+		t.Fatalf("%d receipts before the confirmation", len(rs))
+	}
+	commitBatch(t, f.st, &store.Batch{Inserts: []store.TrackInsert{{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: f.now}}})
+	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredReceipt || !o.Found {
+		t.Fatalf("retry: %+v, want the consegna of the copy already stored", o)
+	}
+	if rs := f.receipts(t); len(rs) != 1 || rs[0].Kind != pec.KindConsegnaCompleta {
+		t.Errorf("%d receipts after the retry, want one consegna", len(rs))
+	}
+	if rows, _ := f.st.Tracking(context.Background(), id); len(rows) != 1 || rows[0].State != store.StateDelivered {
+		t.Errorf("tracking: %+v", rows)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"strings"
 	"time"
 
@@ -45,8 +46,9 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	}
 	b := &store.Batch{}
 	if track != "" {
+		await := e.awaited(tx.ID, ref.Time())
 		for _, a := range about(c) {
-			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time()})
+			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time(), Await: await})
 		}
 	}
 	if track != "" || !r.signedByUs() {
@@ -73,6 +75,9 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	err := e.deps.Store.Commit(ctx, merge(b, extra))
 	if errors.Is(err, store.ErrExists) && !extra.Empty() {
 		err = e.deps.Store.Commit(ctx, b) // the avviso per virus was issued by an earlier copy
+	}
+	if errors.Is(err, store.ErrNotTracked) {
+		return nil, &Temporary{Op: "tracking", Err: fmt.Errorf("receipt about %s before Postfix confirmed its busta (its tracking rows are held): retry later: %w", tx.ID, err)}
 	}
 	if err != nil {
 		return nil, &Temporary{Op: "commit", Err: err}

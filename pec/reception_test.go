@@ -526,3 +526,45 @@ func TestReceiveOwnNoticeLooped(t *testing.T) {
 		t.Errorf("the looped notices logged %d events; they are in the log as emitted", after-before)
 	}
 }
+
+// A receipt about one of our own transactions that overtakes Postfix's confirmation of the
+// busta (its tracking rows are still held, confirm.go) is refused for now: a temporary
+// failure that commits nothing. The sending MTA's retry after the confirmation moves the
+// tracking; taken at once it would have been lost, and a false preavviso sent 12 h later.
+// A receipt about a transaction older than the confirmation window is taken as before.
+func TestReceiveReceiptBeforeConfirm(t *testing.T) {
+	fx := newRxFix(t, pec.PolicyAnomaly)
+	ea := fx.engine(t, fx.a, fx.a.bd.Keys, pec.PolicyAnomaly, nil)
+	tx, _ := fx.tx(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
+	id, err := pec.NewIdentificativo(time.Now(), "t", "pec-a.test", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx.ID = id
+	pic, _ := fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
+	_, err = fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test")
+	var tmp *pec.Temporary
+	if !errors.As(err, &tmp) || !errors.Is(err, store.ErrNotTracked) {
+		t.Fatalf("presa in carico before the confirmation: %v, want a temporary failure", err)
+	}
+	if ev := fx.events(t); len(ev) != 0 {
+		t.Errorf("events committed: %s", kinds(ev))
+	}
+	// Postfix confirms the busta: the held step inserts the rows; the retry moves them.
+	if err := fx.st.Commit(context.Background(), &store.Batch{Inserts: []store.TrackInsert{{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: time.Now()}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil {
+		t.Fatalf("retry: %v", err)
+	}
+	if rows, _ := fx.st.Tracking(context.Background(), id); len(rows) != 1 || rows[0].State != store.StateTaken {
+		t.Errorf("tracking after the retry: %+v", rows)
+	}
+	// Two hours old (past Config.ConfirmExpiry): no held step can still insert its rows.
+	old, _ := pec.NewIdentificativo(time.Now().Add(-2*time.Hour), "t", "pec-a.test", nil)
+	tx.ID = old
+	pic, _ = fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
+	if _, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil {
+		t.Fatalf("receipt about an old untracked transaction: %v", err)
+	}
+}

@@ -136,6 +136,9 @@ type Store interface {
 var (
 	// ErrConflict: a notice transition no longer applies; the whole Batch was rolled back.
 	ErrConflict = errors.New("store: tracking state changed")
+	// ErrNotTracked: a Transition with Await found no tracking row of its identificativo;
+	// the whole Batch was rolled back.
+	ErrNotTracked = errors.New("store: transaction not tracked (yet)")
 	// ErrNotFound: no such seal, item or row.
 	ErrNotFound = errors.New("store: not found")
 	// ErrExists: the day is already sealed, or a held record's Key or Token is taken.

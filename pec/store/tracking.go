@@ -166,6 +166,14 @@ type Transition struct {
 	Recipient      string
 	Input          Input
 	At             time.Time
+	// Await marks a receipt about a transaction of our own senders that the caller expects
+	// to be tracked: when the identificativo has no tracking row at all, Commit fails with
+	// ErrNotTracked (nothing committed) instead of ignoring the input. The rows are inserted
+	// when Postfix confirms the busta (the accettazione's held step), and a receipt can
+	// overtake that confirmation; ignored, it would be lost and the sweep would later send a
+	// false preavviso. Without Await (another provider's transaction), such an input is
+	// ignored as before.
+	Await bool
 }
 
 func (t *Transition) validate() error {

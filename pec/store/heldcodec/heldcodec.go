@@ -69,6 +69,7 @@ type wireTransition struct {
 	Recipient      string `json:"recipient"`
 	Input          string `json:"input"`
 	At             int64  `json:"at"`
+	Await          bool   `json:"await,omitempty"`
 }
 
 type wireOutbox struct {
@@ -112,7 +113,7 @@ func Encode(b *store.Batch) ([]byte, error) {
 	}
 	for _, t := range b.Transitions {
 		w.Transitions = append(w.Transitions, wireTransition{Identificativo: t.Identificativo, Recipient: t.Recipient,
-			Input: string(t.Input), At: ns(t.At)})
+			Input: string(t.Input), At: ns(t.At), Await: t.Await})
 	}
 	for _, o := range b.Outbox {
 		w.Outbox = append(w.Outbox, wireOutbox{MessageID: o.MessageID, Kind: o.Kind, Identificativo: o.Identificativo,
@@ -158,7 +159,7 @@ func Decode(data []byte) (store.Batch, error) {
 	}
 	for _, t := range w.Transitions {
 		b.Transitions = append(b.Transitions, store.Transition{Identificativo: t.Identificativo, Recipient: t.Recipient,
-			Input: store.Input(t.Input), At: fromNS(t.At)})
+			Input: store.Input(t.Input), At: fromNS(t.At), Await: t.Await})
 	}
 	for _, o := range w.Outbox {
 		b.Outbox = append(b.Outbox, store.OutboxItem{MessageID: o.MessageID, Kind: o.Kind, Identificativo: o.Identificativo,

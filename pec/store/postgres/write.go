@@ -125,6 +125,15 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 			if t.Input.IsNotice() {
 				return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
+			if t.Await {
+				var one int
+				switch err := tx.QueryRow(ctx, `SELECT 1 FROM tracking WHERE identificativo = $1 LIMIT 1`, t.Identificativo).Scan(&one); {
+				case isNoRows(err):
+					return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
+				case err != nil:
+					return err
+				}
+			}
 			continue // a receipt about something we do not track: ignored
 		}
 		nr, out := store.Next(*r, t.Input, t.At)

@@ -133,6 +133,15 @@ func applyTransition(tx *sql.Tx, t *store.Transition) error {
 		if t.Input.IsNotice() {
 			return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 		}
+		if t.Await {
+			var one int
+			switch err := tx.QueryRow(`SELECT 1 FROM tracking WHERE identificativo = ? LIMIT 1`, t.Identificativo).Scan(&one); {
+			case err == sql.ErrNoRows:
+				return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
+			case err != nil:
+				return err
+			}
+		}
 		return nil // a receipt about something we do not track: ignored
 	}
 	if err != nil {

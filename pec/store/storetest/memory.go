@@ -120,6 +120,9 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 			if t.Input.IsNotice() {
 				return false, fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
+			if t.Await && !m.tracks(t.Identificativo, newRows) {
+				return false, fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
+			}
 			continue // a receipt about something we do not track: ignored
 		}
 		nr, out := store.Next(r, t.Input, t.At)
@@ -448,3 +451,18 @@ func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Dura
 
 // Close implements store.Store.
 func (m *Memory) Close() error { return nil }
+
+// tracks reports whether identificativo has a tracking row, committed or in this batch.
+func (m *memState) tracks(id string, batch map[[2]string]store.Tracking) bool {
+	for k := range batch {
+		if k[0] == id {
+			return true
+		}
+	}
+	for k := range m.tracking {
+		if k[0] == id {
+			return true
+		}
+	}
+	return false
+}

@@ -226,6 +226,39 @@ func testUnknownReceipt(t *testing.T, s store.Store) {
 	}
 }
 
+// testAwaitedReceipt: a receipt about one of our transactions (Await) that overtook the
+// insert of its tracking rows (held until Postfix confirms the busta) fails the whole batch
+// with ErrNotTracked, so that the caller retries it; once the rows exist it moves its row,
+// and a receipt about a recipient the transaction does not track is still ignored.
+func testAwaitedReceipt(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	const id = "await@pec-a.test"
+	b := &store.Batch{}
+	b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
+	b.Apply(store.Transition{Identificativo: id, Recipient: trRcpt, Input: store.InputMancataConsegna, At: T0, Await: true})
+	if err := s.Commit(ctx, b); !errors.Is(err, store.ErrNotTracked) {
+		t.Fatalf("receipt before the rows: %v, want ErrNotTracked", err)
+	}
+	if n := countEvents(t, s); n != 0 {
+		t.Errorf("%d events committed with the refused receipt", n)
+	}
+	track(t, s, id, trRcpt, T0)
+	commit(t, s, b)
+	if r := row(t, s, id, trRcpt); r.State != store.StateFailed {
+		t.Errorf("state %s after the retried receipt, want %s", r.State, store.StateFailed)
+	}
+	other := &store.Batch{}
+	other.Apply(store.Transition{Identificativo: id, Recipient: "nobody@pec-b.test", Input: store.InputConsegna, At: T0, Await: true})
+	commit(t, s, other)
+	// In one batch with the insert (the rows and the receipt together) it applies at once.
+	both := &store.Batch{Inserts: []store.TrackInsert{{Identificativo: "await2@pec-a.test", Recipient: trRcpt, SentAt: T0}}}
+	both.Apply(store.Transition{Identificativo: "await2@pec-a.test", Recipient: trRcpt, Input: store.InputPresaInCarico, At: T0, Await: true})
+	commit(t, s, both)
+	if r := row(t, s, "await2@pec-a.test", trRcpt); r.State != store.StateTaken {
+		t.Errorf("state %s, want %s", r.State, store.StateTaken)
+	}
+}
+
 func testDueRows(t *testing.T, s store.Store) {
 	ctx := context.Background()
 	track(t, s, "a@pec-a.test", "r@pec-b.test", T0)                    // nothing arrives
