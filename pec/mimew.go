@@ -162,14 +162,11 @@ func (w *segments) multipart(subtype, boundary, cte string, parts ...[][]byte) {
 // 8bit requires that no MTA downgrades it: Postfix needs disable_mime_output_conversion = yes,
 // otherwise a relay to a peer without 8BITMIME re-encodes the part and breaks the signature.
 func transferEncoding(msg []byte) string {
-	cte := "7bit"
-	for _, c := range msg {
-		if c == 0 {
-			return "binary"
-		}
-		if c >= 0x80 {
-			cte = "8bit"
-		}
+	switch {
+	case bytes.IndexByte(msg, 0) >= 0:
+		return "binary"
+	case has8bit(msg):
+		return "8bit"
 	}
-	return cte
+	return "7bit"
 }

@@ -72,6 +72,24 @@ type Original struct {
 	Receipt   daticert.ReceiptType
 }
 
+// isCRLF reports whether every LF of msg follows a CR and every CR precedes an LF: each LF
+// has its CR and there are as many CRs as LFs (vectorised scans, issue 19).
+func isCRLF(msg []byte) bool {
+	lf := 0
+	for i := 0; ; i++ {
+		j := bytes.IndexByte(msg[i:], '\n')
+		if j < 0 {
+			break
+		}
+		i += j
+		if i == 0 || msg[i-1] != '\r' {
+			return false
+		}
+		lf++
+	}
+	return bytes.Count(msg, []byte{'\r'}) == lf
+}
+
 // maxHeaderLine is the RFC 5322 §2.1.1 line limit; longer lines mark a malformed message.
 const maxHeaderLine = 998
 
@@ -80,14 +98,7 @@ const maxHeaderLine = 998
 // entities must be canonical CRLF (RFC 5751 §3.1.1). msg is returned unchanged (same slice)
 // when it is already canonical.
 func ToCRLF(msg []byte) []byte {
-	canonical := true
-	for i, c := range msg {
-		if (c == '\n' && (i == 0 || msg[i-1] != '\r')) || (c == '\r' && (i+1 == len(msg) || msg[i+1] != '\n')) {
-			canonical = false
-			break
-		}
-	}
-	if canonical {
+	if isCRLF(msg) {
 		return msg
 	}
 	out := make([]byte, 0, len(msg)+len(msg)/40)

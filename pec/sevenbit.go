@@ -2,6 +2,7 @@ package pec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"mime"
 	"mime/quotedprintable"
 	"strings"
@@ -24,7 +25,17 @@ func SevenBit(msg []byte) (out []byte, changed bool) {
 	return sevenBitEntity(msg, true, 0), true
 }
 
+// has8bit reports whether b has an octet above 127, eight octets at a time (issue 19: a
+// 100 MB message is looked at several times).
 func has8bit(b []byte) bool {
+	for len(b) >= 32 {
+		w := binary.LittleEndian.Uint64(b) | binary.LittleEndian.Uint64(b[8:]) |
+			binary.LittleEndian.Uint64(b[16:]) | binary.LittleEndian.Uint64(b[24:])
+		if w&0x8080808080808080 != 0 {
+			return true
+		}
+		b = b[32:]
+	}
 	for _, c := range b {
 		if c >= 0x80 {
 			return true

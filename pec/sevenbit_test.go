@@ -106,3 +106,50 @@ func FuzzSevenBit(f *testing.F) {
 		}
 	})
 }
+
+// TestFastScans compares the word-at-a-time and vectorised scans (has8bit, transferEncoding,
+// isCRLF) with byte loops, on every length up to 80 with the interesting octet at each place.
+func TestFastScans(t *testing.T) {
+	naive8 := func(b []byte) bool {
+		for _, c := range b {
+			if c >= 0x80 {
+				return true
+			}
+		}
+		return false
+	}
+	naiveCRLF := func(b []byte) bool {
+		for i, c := range b {
+			if (c == '\n' && (i == 0 || b[i-1] != '\r')) || (c == '\r' && (i+1 == len(b) || b[i+1] != '\n')) {
+				return false
+			}
+		}
+		return true
+	}
+	for n := 0; n <= 80; n++ {
+		for at := 0; at < n; at++ {
+			for _, c := range []byte{0x80, 0xff, 0x7f, 0, '\n', '\r'} {
+				b := bytes.Repeat([]byte("a"), n)
+				for i := 10; i+1 < n; i += 12 {
+					b[i], b[i+1] = '\r', '\n'
+				}
+				b[at] = c
+				if has8bit(b) != naive8(b) {
+					t.Fatalf("has8bit(%q) = %v", b, has8bit(b))
+				}
+				want := "7bit"
+				if bytes.IndexByte(b, 0) >= 0 {
+					want = "binary"
+				} else if naive8(b) {
+					want = "8bit"
+				}
+				if got := transferEncoding(b); got != want {
+					t.Fatalf("transferEncoding(%q) = %s, want %s", b, got, want)
+				}
+				if isCRLF(b) != naiveCRLF(b) {
+					t.Fatalf("isCRLF(%q) = %v", b, isCRLF(b))
+				}
+			}
+		}
+	}
+}
