@@ -205,19 +205,15 @@ func submissionKey(login string, msg []byte) string {
 
 var crlf = []byte("\r\n")
 
-// awaited reports whether a receipt about transaction id must find it tracked before it is
-// taken (store.Transition.Await): the transaction is one of ours (its identificativo is in
-// one of our domains) and young enough (Config.ConfirmExpiry from the time in the
-// identificativo, NewIdentificativo, plus a minute of clock skew) that its tracking rows may
-// still be held, waiting for Postfix to confirm the busta. A receipt that overtakes that
-// confirmation (the busta is in Postfix's queue and already delivered, the confirmation
-// recipient not yet) is then refused for now, and the sending MTA's retry finds the rows; taken
-// at once, it would be lost and the sweep would send a false preavviso later. An older or
-// foreign identificativo is taken as before: its receipts move what is tracked, if anything.
-func (e *Engine) awaited(id string, now time.Time) bool {
-	if _, ours := e.IdentityFor(id); !ours || len(id) < 15 || id[14] != '.' {
-		return false
-	}
-	t, err := time.Parse("20060102150405", id[:14])
-	return err == nil && now.Sub(t) < e.cfg.ConfirmExpiry+time.Minute
+// awaited reports whether a receipt about transaction id is to be taken only once its
+// tracking rows exist (store.Transition.Await): the transaction is one of ours (its
+// identificativo is in one of our domains). Its rows are inserted when Postfix confirms the
+// busta, and a receipt can overtake that confirmation (the busta is queued and already
+// delivered, the confirmation recipient not yet); the store then refuses the receipt for now,
+// while a held step of the transaction still waits, and the sending MTA's retry finds the
+// rows. Taken at once, it would be lost to the tracking and the sweep would send a false
+// preavviso later. Another provider's transaction is taken as before.
+func (e *Engine) awaited(id string) bool {
+	_, ours := e.IdentityFor(id)
+	return ours
 }

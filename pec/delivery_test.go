@@ -517,13 +517,18 @@ func TestDeliveryOwnBustaBeforeConfirm(t *testing.T) {
 		t.Fatal(err)
 	}
 	m, id := f.busta(t, "", "To: bruno@pec-b.test")
+	h := store.Held{Token: "tok-await", Key: "key-await", Identificativo: id, State: store.HeldWaiting, Created: f.now, Expires: f.now.Add(time.Hour)}
+	h.OnConfirm.Track(store.TrackInsert{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: f.now})
+	commitBatch(t, f.st, &store.Batch{Holds: []store.Held{h}})
 	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredTempfail || !errors.Is(o.Err, store.ErrNotTracked) {
 		t.Fatalf("before the confirmation: %+v, want a temporary failure", o)
 	}
 	if rs := f.receipts(t); len(rs) != 0 {
 		t.Fatalf("%d receipts before the confirmation", len(rs))
 	}
-	commitBatch(t, f.st, &store.Batch{Inserts: []store.TrackInsert{{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: f.now}}})
+	if _, err := f.st.Confirm(context.Background(), h.Token, f.now); err != nil {
+		t.Fatal(err)
+	}
 	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredReceipt || !o.Found {
 		t.Fatalf("retry: %+v, want the consegna of the copy already stored", o)
 	}

@@ -46,7 +46,7 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	}
 	b := &store.Batch{}
 	if track != "" {
-		await := e.awaited(tx.ID, ref.Time())
+		await := e.awaited(tx.ID)
 		for _, a := range about(c) {
 			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time(), Await: await})
 		}
@@ -77,7 +77,7 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 		err = e.deps.Store.Commit(ctx, b) // the avviso per virus was issued by an earlier copy
 	}
 	if errors.Is(err, store.ErrNotTracked) {
-		return nil, &Temporary{Op: "tracking", Err: fmt.Errorf("receipt about %s before Postfix confirmed its busta (its tracking rows are held): retry later: %w", tx.ID, err)}
+		return nil, &Temporary{Op: "tracking", Err: fmt.Errorf("receipt about %s before Postfix confirmed its busta (its tracking rows are held until then): retry later: %w", tx.ID, err)}
 	}
 	if err != nil {
 		return nil, &Temporary{Op: "commit", Err: err}

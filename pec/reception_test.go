@@ -531,18 +531,19 @@ func TestReceiveOwnNoticeLooped(t *testing.T) {
 // busta (its tracking rows are still held, confirm.go) is refused for now: a temporary
 // failure that commits nothing. The sending MTA's retry after the confirmation moves the
 // tracking; taken at once it would have been lost, and a false preavviso sent 12 h later.
-// A receipt about a transaction older than the confirmation window is taken as before.
+// A receipt about one of our identificativi with nothing waiting is taken as before.
 func TestReceiveReceiptBeforeConfirm(t *testing.T) {
 	fx := newRxFix(t, pec.PolicyAnomaly)
 	ea := fx.engine(t, fx.a, fx.a.bd.Keys, pec.PolicyAnomaly, nil)
 	tx, _ := fx.tx(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
-	id, err := pec.NewIdentificativo(time.Now(), "t", "pec-a.test", nil)
-	if err != nil {
+	h := store.Held{Token: "tok-await", Key: "key-await", Identificativo: tx.ID, State: store.HeldWaiting,
+		Created: time.Now(), Expires: time.Now().Add(time.Hour)}
+	h.OnConfirm.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: "bruno@pec-b.test", SentAt: time.Now()})
+	if err := fx.st.Commit(context.Background(), &store.Batch{Holds: []store.Held{h}}); err != nil {
 		t.Fatal(err)
 	}
-	tx.ID = id
 	pic, _ := fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
-	_, err = fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test")
+	_, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test")
 	var tmp *pec.Temporary
 	if !errors.As(err, &tmp) || !errors.Is(err, store.ErrNotTracked) {
 		t.Fatalf("presa in carico before the confirmation: %v, want a temporary failure", err)
@@ -551,20 +552,19 @@ func TestReceiveReceiptBeforeConfirm(t *testing.T) {
 		t.Errorf("events committed: %s", kinds(ev))
 	}
 	// Postfix confirms the busta: the held step inserts the rows; the retry moves them.
-	if err := fx.st.Commit(context.Background(), &store.Batch{Inserts: []store.TrackInsert{{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: time.Now()}}}); err != nil {
+	if _, err := fx.st.Confirm(context.Background(), h.Token, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil {
 		t.Fatalf("retry: %v", err)
 	}
-	if rows, _ := fx.st.Tracking(context.Background(), id); len(rows) != 1 || rows[0].State != store.StateTaken {
+	if rows, _ := fx.st.Tracking(context.Background(), tx.ID); len(rows) != 1 || rows[0].State != store.StateTaken {
 		t.Errorf("tracking after the retry: %+v", rows)
 	}
-	// Two hours old (past Config.ConfirmExpiry): no held step can still insert its rows.
-	old, _ := pec.NewIdentificativo(time.Now().Add(-2*time.Hour), "t", "pec-a.test", nil)
-	tx.ID = old
-	pic, _ = fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
+	// Nothing waits for this one (a busta this store never held): delivered, moves nothing.
+	other, _ := fx.tx(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")
+	pic, _ = fx.b.bd.PresaInCarico(ref(), other, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
 	if _, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil {
-		t.Fatalf("receipt about an old untracked transaction: %v", err)
+		t.Fatalf("receipt about a transaction nothing waits for: %v", err)
 	}
 }

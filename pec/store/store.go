@@ -136,8 +136,8 @@ type Store interface {
 var (
 	// ErrConflict: a notice transition no longer applies; the whole Batch was rolled back.
 	ErrConflict = errors.New("store: tracking state changed")
-	// ErrNotTracked: a Transition with Await found no tracking row of its identificativo;
-	// the whole Batch was rolled back.
+	// ErrNotTracked: a Transition with Await found no tracking row of its identificativo
+	// while a held step of it waits for its confirmation; the whole Batch was rolled back.
 	ErrNotTracked = errors.New("store: transaction not tracked (yet)")
 	// ErrNotFound: no such seal, item or row.
 	ErrNotFound = errors.New("store: not found")

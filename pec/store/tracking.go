@@ -166,13 +166,14 @@ type Transition struct {
 	Recipient      string
 	Input          Input
 	At             time.Time
-	// Await marks a receipt about a transaction of our own senders that the caller expects
-	// to be tracked: when the identificativo has no tracking row at all, Commit fails with
-	// ErrNotTracked (nothing committed) instead of ignoring the input. The rows are inserted
-	// when Postfix confirms the busta (the accettazione's held step), and a receipt can
-	// overtake that confirmation; ignored, it would be lost and the sweep would later send a
-	// false preavviso. Without Await (another provider's transaction), such an input is
-	// ignored as before.
+	// Await marks a receipt about a transaction of our own senders: when its identificativo
+	// has no tracking row at all but a held step of it is still waiting for Postfix's
+	// confirmation (the accettazione's, whose release inserts the rows), Commit fails with
+	// ErrNotTracked (nothing committed) instead of ignoring the input. A receipt can overtake
+	// that confirmation (the busta is queued and delivered, the confirmation recipient not yet
+	// delivered); ignored, it would be lost to the tracking and the sweep would send a false
+	// preavviso later. With no waiting step (another provider's transaction, rows purged, a
+	// busta that was never ours) such an input is ignored as before.
 	Await bool
 }
 

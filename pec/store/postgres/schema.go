@@ -202,6 +202,10 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_done_at ON deliveries (done_at) WHERE done;
 CREATE INDEX deliveries_until ON deliveries (until) WHERE NOT done;
 `,
+	// 2: the waiting held steps by identificativo (store.Transition.Await).
+	`
+CREATE INDEX held_waiting_id ON held (identificativo) WHERE state = 'held';
+`,
 }
 
 // migrateLock is the advisory lock key under which migrations run ("pec" + 1), so that

@@ -127,10 +127,12 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 			}
 			if t.Await {
 				var one int
-				switch err := tx.QueryRow(ctx, `SELECT 1 FROM tracking WHERE identificativo = $1 LIMIT 1`, t.Identificativo).Scan(&one); {
-				case isNoRows(err):
+				// No row of the transaction, and a held step of it waits for its confirmation.
+				switch err := tx.QueryRow(ctx, `SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = $1)
+					AND EXISTS (SELECT 1 FROM held WHERE identificativo = $1 AND state = 'held')`, t.Identificativo).Scan(&one); {
+				case err == nil:
 					return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
-				case err != nil:
+				case !isNoRows(err):
 					return err
 				}
 			}

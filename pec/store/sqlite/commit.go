@@ -135,10 +135,12 @@ func applyTransition(tx *sql.Tx, t *store.Transition) error {
 		}
 		if t.Await {
 			var one int
-			switch err := tx.QueryRow(`SELECT 1 FROM tracking WHERE identificativo = ? LIMIT 1`, t.Identificativo).Scan(&one); {
-			case err == sql.ErrNoRows:
+			// No row of the transaction, and a held step of it waits for its confirmation.
+			switch err := tx.QueryRow(`SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = ?)
+				AND EXISTS (SELECT 1 FROM held WHERE identificativo = ? AND state = 'held')`, t.Identificativo, t.Identificativo).Scan(&one); {
+			case err == nil:
 				return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
-			case err != nil:
+			case err != sql.ErrNoRows:
 				return err
 			}
 		}

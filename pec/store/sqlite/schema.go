@@ -166,6 +166,10 @@ CREATE TABLE deliveries (
 CREATE INDEX deliveries_done_at ON deliveries(done_at) WHERE done = 1;
 CREATE INDEX deliveries_until ON deliveries(until) WHERE done = 0;
 `,
+	// 4: the waiting held steps by identificativo (store.Transition.Await).
+	`
+CREATE INDEX held_waiting_id ON held(identificativo) WHERE state = 'held';
+`,
 }
 
 // migrate brings the schema to the latest version inside one BEGIN IMMEDIATE transaction,

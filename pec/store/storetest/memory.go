@@ -452,7 +452,8 @@ func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Dura
 // Close implements store.Store.
 func (m *Memory) Close() error { return nil }
 
-// tracks reports whether identificativo has a tracking row, committed or in this batch.
+// tracks reports whether identificativo has a tracking row, committed or in this batch, or
+// no held step of it waiting for its confirmation (store.Transition.Await).
 func (m *memState) tracks(id string, batch map[[2]string]store.Tracking) bool {
 	for k := range batch {
 		if k[0] == id {
@@ -464,5 +465,10 @@ func (m *memState) tracks(id string, batch map[[2]string]store.Tracking) bool {
 			return true
 		}
 	}
-	return false
+	for _, h := range m.held {
+		if h.Identificativo == id && h.State == store.HeldWaiting {
+			return false
+		}
+	}
+	return true
 }

@@ -226,37 +226,37 @@ func testUnknownReceipt(t *testing.T, s store.Store) {
 	}
 }
 
-// testAwaitedReceipt: a receipt about one of our transactions (Await) that overtook the
-// insert of its tracking rows (held until Postfix confirms the busta) fails the whole batch
-// with ErrNotTracked, so that the caller retries it; once the rows exist it moves its row,
-// and a receipt about a recipient the transaction does not track is still ignored.
+// testAwaitedReceipt: a receipt about one of our transactions (Await) that overtook
+// Postfix's confirmation of its busta (a held step waits; its release inserts the tracking
+// rows) fails the whole batch with ErrNotTracked, so that the caller retries it; once the step
+// is released it moves its row. Without a waiting step (a transaction that is not ours, or
+// whose rows were purged) the receipt is ignored, and a receipt about a recipient the
+// transaction does not track is ignored too.
 func testAwaitedReceipt(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	const id = "await@pec-a.test"
-	b := &store.Batch{}
-	b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
-	b.Apply(store.Transition{Identificativo: id, Recipient: trRcpt, Input: store.InputMancataConsegna, At: T0, Await: true})
-	if err := s.Commit(ctx, b); !errors.Is(err, store.ErrNotTracked) {
-		t.Fatalf("receipt before the rows: %v, want ErrNotTracked", err)
+	h := HeldStep(90, T0)
+	hold(t, s, h)
+	receipt := func(id, rcpt string) *store.Batch {
+		b := &store.Batch{}
+		b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
+		b.Apply(store.Transition{Identificativo: id, Recipient: rcpt, Input: store.InputMancataConsegna, At: T0, Await: true})
+		return b
+	}
+	if err := s.Commit(ctx, receipt(h.Identificativo, "bruno@pec-b.test")); !errors.Is(err, store.ErrNotTracked) {
+		t.Fatalf("receipt before the confirmation: %v, want ErrNotTracked", err)
 	}
 	if n := countEvents(t, s); n != 0 {
 		t.Errorf("%d events committed with the refused receipt", n)
 	}
-	track(t, s, id, trRcpt, T0)
-	commit(t, s, b)
-	if r := row(t, s, id, trRcpt); r.State != store.StateFailed {
+	commit(t, s, receipt("nowait@pec-a.test", "bruno@pec-b.test")) // no waiting step: ignored
+	if _, err := s.Confirm(ctx, h.Token, T0); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, receipt(h.Identificativo, "bruno@pec-b.test"))
+	if r := row(t, s, h.Identificativo, "bruno@pec-b.test"); r.State != store.StateFailed {
 		t.Errorf("state %s after the retried receipt, want %s", r.State, store.StateFailed)
 	}
-	other := &store.Batch{}
-	other.Apply(store.Transition{Identificativo: id, Recipient: "nobody@pec-b.test", Input: store.InputConsegna, At: T0, Await: true})
-	commit(t, s, other)
-	// In one batch with the insert (the rows and the receipt together) it applies at once.
-	both := &store.Batch{Inserts: []store.TrackInsert{{Identificativo: "await2@pec-a.test", Recipient: trRcpt, SentAt: T0}}}
-	both.Apply(store.Transition{Identificativo: "await2@pec-a.test", Recipient: trRcpt, Input: store.InputPresaInCarico, At: T0, Await: true})
-	commit(t, s, both)
-	if r := row(t, s, "await2@pec-a.test", trRcpt); r.State != store.StateTaken {
-		t.Errorf("state %s, want %s", r.State, store.StateTaken)
-	}
+	commit(t, s, receipt(h.Identificativo, "nobody@pec-b.test"))
 }
 
 func testDueRows(t *testing.T, s store.Store) {
