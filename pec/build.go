@@ -314,6 +314,12 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([][]byte, err
 	if err != nil {
 		return nil, fmt.Errorf("pec: sign %s: %w", c.kind, err)
 	}
+	return c.parts(hdr, ct, head, ent, tail), nil
+}
+
+// parts lays the signed message out: hdr, MIME-Version, Content-Type and the multipart/signed
+// head in the first part, the entity's segments, the signature part (tail) last.
+func (c *content) parts(hdr []Field, ct string, head []byte, ent [][]byte, tail []byte) [][]byte {
 	var b bytes.Buffer
 	n := len(head) + 1024
 	for _, f := range hdr {
@@ -341,9 +347,9 @@ func (bd *Builder) assemble(ref TimeRef, hdr []Field, c *content) ([][]byte, err
 		last, ent = append(append([]byte(nil), ent[len(ent)-1]...), last...), ent[:len(ent)-1]
 	}
 	if len(ent) == 0 {
-		return [][]byte{append(first, last...)}, nil
+		return [][]byte{append(first, last...)}
 	}
-	return append(append([][]byte{first}, ent...), last), nil
+	return append(append([][]byte{first}, ent...), last)
 }
 
 // daticertFor fills the daticert common to every message of a transaction.

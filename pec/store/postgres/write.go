@@ -126,13 +126,7 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 				return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
 			if t.Await {
-				var one int
-				// No row of the transaction, and a held step of it waits for its confirmation.
-				switch err := tx.QueryRow(ctx, `SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = $1)
-					AND EXISTS (SELECT 1 FROM held WHERE identificativo = $1 AND state = 'held')`, t.Identificativo).Scan(&one); {
-				case err == nil:
-					return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
-				case !isNoRows(err):
+				if err := awaited(ctx, tx, t.Identificativo); err != nil {
 					return err
 				}
 			}
@@ -157,6 +151,21 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 			r.Identificativo, r.Recipient)
 	}
 	return nil
+}
+
+// awaited is ErrNotTracked when identificativo has no tracking row and a held step of it
+// waits for its confirmation (store.Transition.Await).
+func awaited(ctx context.Context, tx txn, id string) error {
+	var one int
+	err := tx.QueryRow(ctx, `SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = $1)
+		AND EXISTS (SELECT 1 FROM held WHERE identificativo = $1 AND state = 'held')`, id).Scan(&one)
+	switch {
+	case err == nil:
+		return fmt.Errorf("%w: %s", store.ErrNotTracked, id)
+	case isNoRows(err):
+		return nil
+	}
+	return err
 }
 
 func queueOutbox(p *pgx.Batch, o *store.OutboxItem, now interface{ UnixNano() int64 }) {
