@@ -461,7 +461,7 @@ func BenchmarkSubmit(b *testing.B) {
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				// A new Message-ID each time: the same bytes again would be a client's retry.
-				m := []byte(fmt.Sprintf("From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nSubject: bench\r\nMessage-ID: <b%d@x>\r\n\r\n", i) + body)
+				m := []byte(fmt.Sprintf("From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nSubject: bench\r\nDate: Sun, 22 Nov 2026 10:00:00 +0100\r\nMessage-ID: <b%d@x>\r\n\r\n", i) + body)
 				if _, err := f.ap.Submit(context.Background(), submission(m, "bruno@pec-b.test")); err != nil {
 					b.Fatal(err)
 				}
