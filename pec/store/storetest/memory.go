@@ -120,7 +120,7 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 			if t.Input.IsNotice() {
 				return false, fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
-			if t.Await && !m.tracks(t.Identificativo, newRows) {
+			if t.Await && m.awaited(t.Identificativo, newRows) {
 				return false, fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
 			}
 			continue // a receipt about something we do not track: ignored
@@ -452,23 +452,23 @@ func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Dura
 // Close implements store.Store.
 func (m *Memory) Close() error { return nil }
 
-// tracks reports whether identificativo has a tracking row, committed or in this batch, or
-// no held step of it waiting for its confirmation (store.Transition.Await).
-func (m *memState) tracks(id string, batch map[[2]string]store.Tracking) bool {
+// awaited reports whether identificativo has no tracking row, committed or in this batch,
+// while a held step of it waits for its confirmation (store.Transition.Await).
+func (m *memState) awaited(id string, batch map[[2]string]store.Tracking) bool {
 	for k := range batch {
 		if k[0] == id {
-			return true
+			return false
 		}
 	}
 	for k := range m.tracking {
 		if k[0] == id {
-			return true
+			return false
 		}
 	}
 	for _, h := range m.held {
 		if h.Identificativo == id && h.State == store.HeldWaiting {
-			return false
+			return true
 		}
 	}
-	return true
+	return false
 }
