@@ -65,11 +65,15 @@ wait_setup() {
 	die "setup did not finish within ${secs}s (see the setup container's log)"
 }
 
-# pidfile_alive FILE: like pid_alive, for PID files padded with spaces (Postfix's master.pid).
+# pidfile_alive FILE: like pid_alive, for PID files padded with spaces (Postfix's master.pid);
+# a zombie (dead, not yet reaped) is not alive.
 pidfile_alive() {
-	local pid
+	local pid st
 	pid=$(tr -d ' \n' <"$1" 2>/dev/null) || return 1
-	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null
+	[[ $pid =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
+	st=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" != Z ]
 }
 
 # supervise NAME=PIDFILE...: return 1 as soon as one of them is gone.

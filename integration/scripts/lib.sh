@@ -26,15 +26,27 @@ show_log() {
 	fi
 }
 
-# pid_alive PIDFILE: true when the PID file names a live process. Postfix pads the PID in its
-# master.pid with spaces.
+# pid_running PID: true when the process exists and is not a zombie. A process killed by a
+# test stays a zombie until its parent reaps it; the lab's daemons are orphans reaped by PID 1,
+# which in a CI container may be a process manager that reaps late, and `kill -0` succeeds on a
+# zombie: taken for running, a killed node was never restarted (CI run of 3b5ed90).
+pid_running() {
+	local st
+	kill -0 "$1" 2>/dev/null || return 1
+	st=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	st=${st##*) }
+	[ "${st%% *}" != Z ]
+}
+
+# pid_alive PIDFILE: true when the PID file names a running process (pid_running). Postfix
+# pads the PID in its master.pid with spaces.
 pid_alive() {
 	local pid
 	[ -s "$1" ] || return 1
 	pid=$(head -n1 "$1" 2>/dev/null) || return 1
 	pid=${pid//[[:space:]]/}
 	[[ $pid =~ ^[0-9]+$ ]] || return 1
-	kill -0 "$pid" 2>/dev/null
+	pid_running "$pid"
 }
 
 # stop_pidfile NAME PIDFILE: SIGTERM the process, wait up to 10 s, then SIGKILL. Only the PID
@@ -48,10 +60,10 @@ stop_pidfile() {
 	pid=$(head -n1 "$file")
 	kill -TERM "$pid" 2>/dev/null || true
 	for i in $(seq 1 100); do
-		kill -0 "$pid" 2>/dev/null || break
+		pid_running "$pid" || break
 		sleep 0.1
 	done
-	if kill -0 "$pid" 2>/dev/null; then
+	if pid_running "$pid"; then
 		say "lab: $name (pid $pid) ignored SIGTERM for 10 s; sending SIGKILL"
 		kill -KILL "$pid" 2>/dev/null || true
 	fi
