@@ -28,7 +28,7 @@ type Dovecot struct {
 	rtt           prometheus.Histogram
 
 	mu   sync.Mutex
-	idle []*smtp.Client
+	idle []*lmtpClient
 }
 
 // DovecotConfig configures the client.
@@ -79,13 +79,13 @@ func (dv *Dovecot) Close() error {
 	dv.idle = nil
 	dv.mu.Unlock()
 	for _, c := range idle {
-		_ = c.Quit()
+		_ = c.quit()
 	}
 	return nil
 }
 
 // get returns an idle connection, or dials a new one (LHLO included). fresh tells which.
-func (dv *Dovecot) get(ctx context.Context) (c *smtp.Client, fresh bool, err error) {
+func (dv *Dovecot) get(ctx context.Context) (c *lmtpClient, fresh bool, err error) {
 	dv.mu.Lock()
 	if n := len(dv.idle); n > 0 {
 		c = dv.idle[n-1]
@@ -100,23 +100,21 @@ func (dv *Dovecot) get(ctx context.Context) (c *smtp.Client, fresh bool, err err
 	if err != nil {
 		return nil, true, err
 	}
-	c = smtp.NewClientLMTP(conn)
-	c.CommandTimeout, c.SubmissionTimeout = dv.timeout, dv.timeout
-	if err := c.Hello(dv.hostname); err != nil {
-		c.Close()
+	if c, err = dialLMTP(conn, dv.hostname, dv.timeout); err != nil {
+		conn.Close()
 		return nil, true, err
 	}
 	return c, true, nil
 }
 
-func (dv *Dovecot) put(c *smtp.Client) {
+func (dv *Dovecot) put(c *lmtpClient) {
 	dv.mu.Lock()
 	defer dv.mu.Unlock()
 	if len(dv.idle) < dv.maxIdle {
 		dv.idle = append(dv.idle, c)
 		return
 	}
-	go c.Quit() //nolint:errcheck
+	go c.quit() //nolint:errcheck
 }
 
 // Deliver hands msg from the reverse path from to Dovecot for rcpts, and returns Dovecot's
@@ -132,11 +130,11 @@ func (dv *Dovecot) Deliver(ctx context.Context, from string, rcpts []string, msg
 	if err != nil {
 		return failAll(res, rcpts, err, false)
 	}
-	stop := context.AfterFunc(ctx, func() { c.Close() }) // a cancelled delivery breaks the connection
+	stop := context.AfterFunc(ctx, func() { c.close() }) // a cancelled delivery breaks the connection
 	defer stop()
 	var accepted []string
 	for _, r := range rcpts {
-		err := c.Rcpt(r, nil)
+		err := c.rcpt(r)
 		var se *smtp.SMTPError
 		switch {
 		case err == nil:
@@ -144,39 +142,39 @@ func (dv *Dovecot) Deliver(ctx context.Context, from string, rcpts []string, msg
 		case errors.As(err, &se):
 			res[r] = smtpResult(se)
 		default:
-			c.Close()
+			c.close()
 			return failAll(res, rcpts, err, false)
 		}
 	}
 	if len(accepted) == 0 {
-		if err := c.Reset(); err == nil && stop() {
+		if err := c.reset(); err == nil && stop() {
 			dv.put(c)
 		} else {
-			c.Close()
+			c.close()
 		}
 		return res
 	}
 	if ok := dv.data(c, accepted, msg, res); ok && stop() {
 		dv.put(c)
 	} else {
-		c.Close()
+		c.close()
 	}
 	return res
 }
 
 // mail starts a transaction: on a reused connection that turns out to be closed (Dovecot
 // drops idle LMTP connections) it dials once more, which is safe because nothing was sent.
-func (dv *Dovecot) mail(ctx context.Context, from string) (*smtp.Client, error) {
+func (dv *Dovecot) mail(ctx context.Context, from string) (*lmtpClient, error) {
 	for range 2 {
 		c, fresh, err := dv.get(ctx)
 		if err != nil {
 			return nil, err
 		}
-		err = c.Mail(from, nil)
+		err = c.mail(from)
 		if err == nil {
 			return c, nil
 		}
-		c.Close()
+		c.close()
 		var se *smtp.SMTPError
 		if fresh || errors.As(err, &se) {
 			return nil, err
@@ -187,57 +185,44 @@ func (dv *Dovecot) mail(ctx context.Context, from string) (*smtp.Client, error) 
 
 // data sends the message and reads the per-recipient answers into res; it reports whether
 // the connection can be reused.
-func (dv *Dovecot) data(c *smtp.Client, accepted []string, msg []byte, res map[string]pec.MailboxResult) bool {
-	w, err := c.Data()
+func (dv *Dovecot) data(c *lmtpClient, accepted []string, msg []byte, res map[string]pec.MailboxResult) bool {
+	err := c.data(msg)
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		for _, r := range accepted {
-			res[r] = smtpResult(se)
+			res[r] = smtpResult(se) // DATA refused: nothing sent
 		}
 		return true
 	}
-	if err == nil {
-		_, err = w.Write(msg)
-	}
 	if err != nil {
-		failAll(res, accepted, err, false) // the final dot was never sent: nothing stored
+		failAll(res, accepted, err, false) // the final dot was never sent whole: nothing stored
 		return false
 	}
-	resp, err := w.CloseWithLMTPResponse()
-	for r := range resp {
-		res[r] = pec.Stored
-	}
-	var lerr smtp.LMTPDataError
-	if errors.As(err, &lerr) {
-		for r, e := range lerr {
-			if e.Code == 421 {
-				// RFC 5321 §3.8: 421 is the server closing the channel (Dovecot shutting
-				// down answers it in place of the next recipient's reply), not an answer
-				// for r: the message may have been stored. Postfix treats it the same way
-				// ("message may be sent more than once").
-				res[r] = pec.MailboxResult{Err: fmt.Errorf("Dovecot closed the session after the data: %d %s", e.Code, e.Message), Unknown: true}
-				continue
+	for i, r := range accepted {
+		err := c.reply()
+		switch {
+		case err == nil:
+			res[r] = pec.Stored
+		case errors.As(err, &se) && se.Code == 421:
+			// RFC 5321 §3.8: 421 is the server closing the channel (Dovecot shutting down
+			// answers it in place of the next recipient's reply), not an answer for r: the
+			// message may have been stored. Postfix treats it the same way ("message may be
+			// sent more than once").
+			for _, r := range accepted[i:] {
+				res[r] = pec.MailboxResult{Err: fmt.Errorf("Dovecot closed the session after the data: %d %s", se.Code, se.Message), Unknown: true}
 			}
-			res[r] = smtpResult(e)
-		}
-	}
-	if err != nil && !errors.As(err, &lerr) || len(resp)+len(lerr) < len(accepted) {
-		// The data may have reached Dovecot whole: the answers not read are unknown.
-		for _, r := range accepted {
-			if _, ok := res[r]; !ok {
-				res[r] = pec.MailboxResult{Err: fmt.Errorf("no answer after DATA: %w", errOr(err)), Unknown: true}
+			return false
+		case errors.As(err, &se):
+			res[r] = smtpResult(se)
+		default:
+			// The data may have reached Dovecot whole: the answers not read are unknown.
+			for _, r := range accepted[i:] {
+				res[r] = pec.MailboxResult{Err: fmt.Errorf("no answer after DATA: %w", err), Unknown: true}
 			}
+			return false
 		}
-		return false
 	}
 	return true
-}
-
-func errOr(err error) error {
-	if err == nil {
-		return errors.New("connection closed")
-	}
-	return err
 }
 
 func failAll(res map[string]pec.MailboxResult, rcpts []string, err error, unknown bool) map[string]pec.MailboxResult {

@@ -73,7 +73,8 @@ func runE2E(n10k, n1m, conc int, timeout time.Duration) error {
 		// The throughput ratio holds only while both runs are CPU-bound; the plain run often is
 		// not (its rate swings with Postfix's queue scheduling), so the CPU ratio goes with it.
 		fmt.Printf("%-6s P1 by CPU = %.3f (plain %.1f ms per message ÷ PEC %.1f ms per transaction, across the lab)\n",
-			size.label, plainCPU/pecCPU, plainCPU, pecCPU)
+			size.label, plainCPU.total()/pecCPU.total(), plainCPU.total(), pecCPU.total())
+		printCeiling(size.label+" P1", 0.25, plainCPU, pecCPU)
 	}
 	return nil
 }
@@ -115,7 +116,7 @@ func newE2E(conc int, timeout time.Duration) (*e2eRun, func(), error) {
 // measure sends n messages (PEC transactions or plain messages) of size bytes and waits for
 // everything they must deliver; it prints the figures and returns the rate and the lab's CPU
 // milliseconds per message (or transaction).
-func (r *e2eRun) measure(isPEC bool, size, n int) (float64, float64, error) {
+func (r *e2eRun) measure(isPEC bool, size, n int) (float64, cpuPer, error) {
 	alice := r.a.Users[0]
 	to, cc, addr, name := r.o.Users[0].Address, r.o.Users[1].Address, r.plain, "plain"
 	watch := []string{to, cc}
@@ -127,7 +128,7 @@ func (r *e2eRun) measure(isPEC bool, size, n int) (float64, float64, error) {
 	}
 	tlsConf, err := mailtest.TLSConfig(r.a.Postfix.TLSCert, "mx."+r.a.Domain)
 	if err != nil {
-		return 0, 0, err
+		return 0, nil, err
 	}
 	token := mailtest.Token("e2e")
 	w := newWatcher(r.l.Base, r.ids, watch, token)
@@ -143,7 +144,7 @@ func (r *e2eRun) measure(isPEC bool, size, n int) (float64, float64, error) {
 	last, err := r.wait(w, want, isPEC, n)
 	usage := cpu.Stop()
 	if err != nil {
-		return 0, 0, fmt.Errorf("%s %d bytes: %w (sent %d, failed %d, first error %v)", name, size, err, len(r.sentAt), r.failures, r.firstErr)
+		return 0, nil, fmt.Errorf("%s %d bytes: %w (sent %d, failed %d, first error %v)", name, size, err, len(r.sentAt), r.failures, r.firstErr)
 	}
 	rate := float64(n) / last.Sub(since).Seconds()
 	fmt.Printf("%-6s %-5s %d sent, %d failed, all delivered in %.2fs: %.2f/s\n", sizeLabel(size), name, len(r.sentAt), r.failures, last.Sub(since).Seconds(), rate)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gestore-pec/gestore/hsm"
 	"github.com/gestore-pec/gestore/integration/bench/pflisten"
+	"github.com/gestore-pec/gestore/integration/bench/procstat"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -73,16 +74,21 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 		if size.n <= 0 {
 			continue
 		}
+		var cpus []cpuPer
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", b.Postfix.MX}} {
 			msgs, err := bustas(bd, from, rcpt, size.bytes, size.n)
 			if err != nil {
 				return err
 			}
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, LocalAddr: a.IP, Helo: "mx." + a.Domain}
+			cpu := procstat.Start(l.Base)
 			r := driveMsgs(ctx, sub, from, rcpt, msgs, conc)
 			r.name, r.size = cfg.name, size.bytes
 			report(r)
+			time.Sleep(settle) // the deliveries and receipts of the last bustas
+			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 		}
+		printCeiling("P7 reception "+sizeLabel(size.bytes), 0.5, cpus[0], cpus[1])
 	}
 	return nil
 }
