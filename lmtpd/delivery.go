@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -66,7 +67,7 @@ type DeliveryServer struct {
 	d   DeliveryDeps
 	log *slog.Logger
 	m   *metrics
-	srv *smtp.Server
+	srv *lmtpServer
 
 	mu       sync.Mutex
 	buffered int64
@@ -100,23 +101,24 @@ func NewDeliveryServer(cfg DeliveryConfig, d DeliveryDeps) (*DeliveryServer, err
 	if s.m, err = newMetrics(d.Registerer); err != nil {
 		return nil, err
 	}
-	s.srv = newLMTPServer(s, cfg.Hostname, 10*time.Minute, cfg.MaxRecipients, cfg.MaxSize, s.log)
+	s.srv = newLMTPServer(s, lmtpOptions{hostname: cfg.Hostname, greeting: "LMTP delivery point ready", readTimeout: 10 * time.Minute,
+		maxRcpts: cfg.MaxRecipients, maxBytes: cfg.MaxSize}, s.log)
 	return s, nil
 }
 
 // Serve accepts LMTP connections on ln until Shutdown.
-func (s *DeliveryServer) Serve(ln net.Listener) error { return serve(s.srv, ln) }
+func (s *DeliveryServer) Serve(ln net.Listener) error { return s.srv.serve(ln) }
 
 // Shutdown stops accepting and waits for the transactions under way until ctx ends: each
 // finishes, commits its receipts and replies.
-func (s *DeliveryServer) Shutdown(ctx context.Context) error { return s.srv.Shutdown(ctx) }
+func (s *DeliveryServer) Shutdown(ctx context.Context) error { return s.srv.shutdown(ctx) }
 
-// NewSession implements smtp.Backend. Who may connect is the listener's business: pec-lmtpd
-// listens through the daemon kit's guarded listener (cmd/internal/daemon/listen.go:
-// SO_PEERCRED users on a unix socket, an address allow-list on TCP; DESIGN.md "Trust").
-func (s *DeliveryServer) NewSession(*smtp.Conn) (smtp.Session, error) {
-	return &deliverySession{s: s}, nil
-}
+// rcpt accepts every recipient: an unknown mailbox of our domains is answered after DATA
+// with the avviso di mancata consegna, never refused here (pec-spec.md §7.3). Who may connect
+// is the listener's business: pec-lmtpd listens through the daemon kit's guarded listener
+// (cmd/internal/daemon/listen.go: SO_PEERCRED users on a unix socket, an address allow-list
+// on TCP; DESIGN.md "Trust").
+func (s *DeliveryServer) rcpt(string) error { return nil }
 
 // reserve takes n bytes of the memory budget; release gives them back.
 func (s *DeliveryServer) reserve(n int64) bool {
@@ -135,104 +137,86 @@ func (s *DeliveryServer) release(n int64) {
 	s.mu.Unlock()
 }
 
-type deliverySession struct {
-	s     *DeliveryServer
-	from  string
-	rcpts []string
-	size  int64
-}
-
-func (x *deliverySession) Reset()        { x.from, x.rcpts, x.size = "", nil, 0 }
-func (x *deliverySession) Logout() error { return nil }
-
-func (x *deliverySession) Mail(from string, opts *smtp.MailOptions) error {
-	x.from, x.rcpts, x.size = from, nil, 0
-	if opts != nil {
-		x.size = opts.Size
-	}
-	return nil
-}
-
-// Rcpt accepts every recipient: an unknown mailbox of our domains is answered after DATA
-// with the avviso di mancata consegna, never refused here (pec-spec.md §7.3).
-func (x *deliverySession) Rcpt(to string, _ *smtp.RcptOptions) error {
-	x.rcpts = append(x.rcpts, to)
-	return nil
-}
-
-func (x *deliverySession) Data(io.Reader) error {
-	return &smtp.SMTPError{Code: 500, EnhancedCode: smtp.EnhancedCode{5, 5, 1}, Message: "LMTP only"}
-}
-
 var errBusy = &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Too many messages in progress, try again later"}
 
-// LMTPData runs one transaction and sets one status per recipient. Every status is an
-// *smtp.SMTPError or nil: go-smtp turns any other error into a permanent 554.
-func (x *deliverySession) LMTPData(r io.Reader, status smtp.StatusCollector) error {
-	s := x.s
-	msg, reserved, err := x.read(r)
+// data runs one transaction and returns one reply per recipient, each an *smtp.SMTPError
+// (250 included, with the engine's text) or an engine error.
+func (s *DeliveryServer) data(tx *lmtpTx, body *dataReader) []error {
+	msg, reserved, err := s.read(tx, body)
 	defer s.release(reserved)
 	if err != nil {
-		return err
+		return repeat(err, len(tx.rcpts))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
 	start := time.Now()
 	qid := queueID(msg)
-	d, err := s.d.Engine.BeginDelivery(ctx, &pec.DeliveryRequest{QueueID: qid, MailFrom: x.from, Rcpts: x.rcpts, Message: msg})
+	d, err := s.d.Engine.BeginDelivery(ctx, &pec.DeliveryRequest{QueueID: qid, MailFrom: tx.from, Rcpts: tx.rcpts, Message: msg})
 	if err != nil {
 		s.log.Error("delivery not started; Postfix retries", "queue_id", qid, "error", err)
-		s.m.deliveries.WithLabelValues(pec.DeliveredTempfail, "none").Add(float64(len(x.rcpts)))
-		return toSMTP(err)
+		s.m.deliveries.WithLabelValues(pec.DeliveredTempfail, "none").Add(float64(len(tx.rcpts)))
+		return repeat(err, len(tx.rcpts))
 	}
 	defer d.Abort(ctx)
 	if fw := d.Forward(); len(fw) > 0 {
-		for rcpt, res := range s.d.Mailstore.Deliver(ctx, x.from, fw, d.Message()) {
+		for rcpt, res := range s.d.Mailstore.Deliver(ctx, tx.from, fw, d.Message()) {
 			d.SetResult(rcpt, res)
 		}
 	}
 	log := s.log.With("queue_id", qid, "kind", d.Kind().String(), "message_id", d.MessageID(), "identificativo", d.Identificativo(), "size", len(msg))
+	byRcpt := map[string]error{}
 	for _, o := range d.Commit(ctx) {
-		status.SetStatus(o.Rcpt, x.reply(log, o))
+		byRcpt[o.Rcpt] = s.reply(log, o)
 	}
 	s.m.seconds.Observe(time.Since(start).Seconds())
-	return nil
+	out := make([]error, len(tx.rcpts))
+	for i, r := range tx.rcpts {
+		e, ok := byRcpt[r]
+		if !ok {
+			e = &pec.Temporary{Op: "delivery", Err: fmt.Errorf("no outcome for %s", r)}
+		}
+		out[i] = e
+	}
+	return out
 }
 
-// read buffers the message within the memory budget.
-func (x *deliverySession) read(r io.Reader) ([]byte, int64, error) {
-	s := x.s
-	want := x.size
+func repeat(err error, n int) []error {
+	out := make([]error, n)
+	for i := range out {
+		out[i] = err
+	}
+	return out
+}
+
+// read buffers the message within the memory budget. When the budget is spent, the rest of
+// the message is left for the server to skip and every recipient gets 451.
+func (s *DeliveryServer) read(tx *lmtpTx, r io.Reader) ([]byte, int64, error) {
+	want := tx.size
 	if want <= 0 || want > s.cfg.MaxSize {
 		want = min(s.cfg.MaxSize, 1<<20) // grown below as the data arrives
 	}
 	if !s.reserve(want) {
-		_, _ = io.Copy(io.Discard, r)
 		return nil, 0, errBusy
 	}
 	reserved := want
-	var buf bytes.Buffer
-	buf.Grow(int(want))
-	chunk := make([]byte, 64<<10)
+	buf := make([]byte, 0, want)
 	for {
-		n, err := r.Read(chunk)
-		if int64(buf.Len()+n) > reserved {
-			more := max(int64(buf.Len()+n)-reserved, reserved) // double the reservation
+		if len(buf) == cap(buf) {
+			more := max(reserved, 64<<10) // double the reservation
 			if !s.reserve(more) {
-				_, _ = io.Copy(io.Discard, r)
 				return nil, reserved, errBusy
 			}
 			reserved += more
+			buf = slices.Grow(buf, int(more))
 		}
-		buf.Write(chunk[:n])
-		if err == io.EOF {
-			return buf.Bytes(), reserved, nil
-		}
-		if err != nil {
-			var se *smtp.SMTPError
-			if errors.As(err, &se) {
-				return nil, reserved, se // too large: go-smtp's 552
-			}
+		n, err := r.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		switch {
+		case err == io.EOF:
+			return buf, reserved, nil
+		case err == errTooLarge:
+			return nil, reserved, err
+		case err != nil:
 			return nil, reserved, &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "Message not received whole"}
 		}
 	}
@@ -267,7 +251,7 @@ func queueID(msg []byte) string {
 }
 
 // reply is the LMTP reply of one recipient's outcome, logged and counted.
-func (x *deliverySession) reply(log *slog.Logger, o pec.RcptOutcome) error {
+func (s *DeliveryServer) reply(log *slog.Logger, o pec.RcptOutcome) error {
 	receipt := "none"
 	switch o.Receipt {
 	case pec.KindConsegnaCompleta, pec.KindConsegnaBreve, pec.KindConsegnaSintetica:
@@ -275,11 +259,11 @@ func (x *deliverySession) reply(log *slog.Logger, o pec.RcptOutcome) error {
 	case pec.KindMancataConsegna:
 		receipt = "mancata-consegna"
 	}
-	x.s.m.deliveries.WithLabelValues(o.Outcome, receipt).Inc()
+	s.m.deliveries.WithLabelValues(o.Outcome, receipt).Inc()
 	attrs := []any{"rcpt", o.Rcpt, "outcome", o.Outcome, "receipt", receipt}
 	if o.Found {
 		attrs = append(attrs, "recovered", true)
-		x.s.m.recovered.Inc()
+		s.m.recovered.Inc()
 	}
 	if o.Detail != "" {
 		attrs = append(attrs, "detail", o.Detail)

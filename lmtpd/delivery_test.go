@@ -376,3 +376,37 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// With the memory budget spent by the transactions under way, a delivery gets 451 4.3.0 for
+// each recipient and nothing is stored (Postfix retries); once memory is free again the
+// same busta is delivered. The budget a large delivery reserves is given back after it.
+func TestDeliveryMemoryBudget(t *testing.T) {
+	f := newFixture(t)
+	m := f.busta(t, "To: bruno@pec-b.test")
+	spent := f.srv.cfg.MaxBuffered - int64(len(m))/2
+	if !f.srv.reserve(spent) {
+		t.Fatal("could not take the budget")
+	}
+	got := f.send(t, m, "bruno@pec-b.test", "bianca@pec-b.test")
+	for _, r := range []string{"bruno@pec-b.test", "bianca@pec-b.test"} {
+		if !strings.HasPrefix(got[r], "SMTP error 451") || !strings.Contains(got[r], "Too many messages in progress") {
+			t.Errorf("%s with the budget spent: %q, want 451", r, got[r])
+		}
+	}
+	if n := len(f.dv.Messages("bruno@pec-b.test")); n != 0 {
+		t.Fatalf("%d copies stored without memory for the message", n)
+	}
+	f.srv.release(spent)
+	if got := f.send(t, m, "bruno@pec-b.test"); got["bruno@pec-b.test"] != "" {
+		t.Fatalf("after the budget came back: %q", got["bruno@pec-b.test"])
+	}
+	if n := len(f.dv.Messages("bruno@pec-b.test")); n != 1 {
+		t.Errorf("%d copies, want 1", n)
+	}
+	f.srv.mu.Lock()
+	left := f.srv.buffered
+	f.srv.mu.Unlock()
+	if left != 0 {
+		t.Errorf("%d bytes of the budget still reserved after the deliveries", left)
+	}
+}

@@ -116,8 +116,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		if size.n <= 0 {
 			continue
 		}
-		var rs []result
-		var cpus []cpuPer
+		rs, cpus := []result{}, []cpuPer{}
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
 			cpu := procstat.Start(l.Base)
