@@ -1,9 +1,14 @@
 package lmtpd
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
+	"io"
+	"net"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzQueueID: the first header field of any message Postfix hands over (untrusted input)
@@ -42,6 +47,32 @@ func FuzzParseSearch(f *testing.F) {
 			if hits, ok := v[0][1].([]any); !ok || len(hits) == 0 {
 				t.Fatalf("found without hits in %q", b)
 			}
+		}
+	})
+}
+
+// FuzzDataRoundTrip: a message of CRLF lines, written by the delivery point's LMTP client
+// (writeDotStuffed) and read by the package's LMTP server (dataReader), comes out as it went
+// in, however its lines begin with dots.
+func FuzzDataRoundTrip(f *testing.F) {
+	f.Add([]byte("a\n.\n..\n.b\n"))
+	f.Add([]byte(""))
+	f.Add([]byte(".\r\n"))
+	f.Fuzz(func(t *testing.T, in []byte) {
+		lines := strings.Split(strings.ReplaceAll(string(in), "\r", ""), "\n")
+		msg := []byte(strings.Join(lines, "\r\n") + "\r\n")
+		srv, cli := net.Pipe()
+		defer srv.Close()
+		go func() {
+			w := bufio.NewWriter(cli)
+			_ = writeDotStuffed(w, msg)
+			_ = w.Flush()
+			cli.Close()
+		}()
+		c := &lmtpConn{s: &lmtpServer{opt: lmtpOptions{readTimeout: 5 * time.Second}}, conn: srv, r: bufio.NewReaderSize(srv, 16)}
+		got, err := io.ReadAll(&dataReader{c: c, start: true})
+		if err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%q came back as %q (%v)", msg, got, err)
 		}
 	})
 }

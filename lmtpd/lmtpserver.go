@@ -411,6 +411,7 @@ type dataReader struct {
 	c        *lmtpConn
 	rest     []byte // the part of the current line not returned yet
 	start    bool   // the next line read begins a line
+	cr       bool   // the last piece read ended with CR
 	n, max   int64
 	done     bool  // the final dot has been read
 	err      error // the connection failed: the message did not arrive whole
@@ -458,8 +459,11 @@ func (d *dataReader) next() error {
 		d.err = err
 		return err
 	}
-	start := d.start
-	d.start = err == nil && len(b) >= 2 && b[len(b)-2] == '\r'
+	// A line begins after CRLF, which a line longer than the buffer may have split
+	// between two pieces.
+	start, prevCR := d.start, d.cr
+	d.cr = b[len(b)-1] == '\r'
+	d.start = err == nil && (len(b) >= 2 && b[len(b)-2] == '\r' || len(b) == 1 && prevCR)
 	if start && len(b) > 0 && b[0] == '.' {
 		if string(b) == ".\r\n" {
 			d.done = true
