@@ -150,3 +150,30 @@ func BenchmarkDotStuff(b *testing.B) {
 		}
 	})
 }
+
+// After a quiet spell Dovecot has dropped every idle connection: the next delivery goes
+// through all of them to a fresh one instead of answering 451 (it gave up after the second).
+func TestDovecotAllIdleGone(t *testing.T) {
+	dv := dovecottest.New(t, "bruno@pec-b.test")
+	c, err := NewDovecot(DovecotConfig{Addr: dv.Addr(), Timeout: 5 * time.Second}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var conns []*lmtpClient
+	for range 4 {
+		lc, fresh, err := c.get(context.Background())
+		if err != nil || !fresh {
+			t.Fatalf("dial: %v (fresh %v)", err, fresh)
+		}
+		conns = append(conns, lc)
+	}
+	for _, lc := range conns {
+		c.put(lc)
+		lc.close() // Dovecot dropped it
+	}
+	msg := []byte("Message-ID: <q@x>\r\n\r\nhi\r\n")
+	if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 {
+		t.Fatalf("with every idle connection gone: %+v", res)
+	}
+}

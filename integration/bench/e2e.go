@@ -73,8 +73,8 @@ func runE2E(n10k, n1m, conc int, timeout time.Duration) error {
 		// The throughput ratio holds only while both runs are CPU-bound; the plain run often is
 		// not (its rate swings with Postfix's queue scheduling), so the CPU ratio goes with it.
 		fmt.Printf("%-6s P1 by CPU = %.3f (plain %.1f ms per message ÷ PEC %.1f ms per transaction, across the lab)\n",
-			size.label, plainCPU.total()/pecCPU.total(), plainCPU.total(), pecCPU.total())
-		printCeiling(size.label+" P1", 0.25, plainCPU, pecCPU)
+			size.label, plainCPU.Total()/pecCPU.Total(), plainCPU.Total(), pecCPU.Total())
+		fmt.Println(procstat.Ceiling(size.label+" P1", 0.25, plainCPU, pecCPU))
 	}
 	return nil
 }
@@ -116,7 +116,7 @@ func newE2E(conc int, timeout time.Duration) (*e2eRun, func(), error) {
 // measure sends n messages (PEC transactions or plain messages) of size bytes and waits for
 // everything they must deliver; it prints the figures and returns the rate and the lab's CPU
 // milliseconds per message (or transaction).
-func (r *e2eRun) measure(isPEC bool, size, n int) (float64, cpuPer, error) {
+func (r *e2eRun) measure(isPEC bool, size, n int) (float64, procstat.Per, error) {
 	alice := r.a.Users[0]
 	to, cc, addr, name := r.o.Users[0].Address, r.o.Users[1].Address, r.plain, "plain"
 	watch := []string{to, cc}

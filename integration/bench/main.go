@@ -26,7 +26,6 @@ import (
 	"fmt"
 	"net/smtp"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -116,7 +115,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		if size.n <= 0 {
 			continue
 		}
-		rs, cpus := []result{}, []cpuPer{}
+		rs, cpus := []result{}, []procstat.Per{}
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
 			cpu := procstat.Start(l.Base)
@@ -128,7 +127,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			rs = append(rs, r)
 		}
 		compare(rs[0], rs[1])
-		printCeiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[1])
+		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[1]))
 		if size.bytes >= 1<<20 {
 			if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[1]); err != nil {
 				return err
@@ -144,55 +143,12 @@ const settle = 3 * time.Second
 
 // reportCPU prints the CPU time of the lab's processes per message sent (procstat) and
 // returns it in milliseconds per message, by group.
-func reportCPU(cpu map[string]float64, sent int) cpuPer {
-	if sent == 0 {
-		return nil
+func reportCPU(cpu map[string]float64, sent int) procstat.Per {
+	per := procstat.PerUnit(cpu, sent)
+	if per != nil {
+		fmt.Printf("       CPU ms/msg: %s\n", per)
 	}
-	var b strings.Builder
-	per := cpuPer{}
-	for _, g := range procstat.Groups(cpu) {
-		per[g] = 1000 * cpu[g] / float64(sent)
-		fmt.Fprintf(&b, " %s %.1f", g, per[g])
-	}
-	fmt.Printf("       CPU ms/msg: total %.1f:%s\n", per.total(), b.String())
 	return per
-}
-
-// cpuPer is the lab's CPU time per message (or PEC transaction) of one run, in milliseconds,
-// by procstat group.
-type cpuPer map[string]float64
-
-func (c cpuPer) total() float64 { return c.sum() }
-
-// sum adds the groups of the programs named (a program's group, or its daemons' groups with
-// PEC_BENCH_CPU_DETAIL: "postfix" covers "postfix/smtpd"); no program: every group.
-func (c cpuPer) sum(programs ...string) float64 {
-	t := 0.0
-	for g, v := range c {
-		prog, _, _ := strings.Cut(g, "/")
-		if len(programs) == 0 || slices.Contains(programs, prog) {
-			t += v
-		}
-	}
-	return t
-}
-
-// printCeiling prints the ceiling the rest of the stack puts on a ratio of plain mail to PEC
-// measured by CPU (and on the throughput ratio, while both runs are CPU-bound): the whole
-// CPU of a plain message ÷ what Postfix and Dovecot alone spend per PEC unit (the mail the
-// rules make of it: busta, receipts, confirmations), then with clamd's scans added (the
-// rules require them). It is the ratio our own processes (pec-milter, pec-lmtpd, slapd,
-// pec-deliver) would give if they cost nothing: a goal above it cannot be met by making them
-// faster on this stack.
-func printCeiling(fig string, goal float64, plain, pec cpuPer) {
-	if plain == nil || pec == nil {
-		return
-	}
-	mail := pec.sum("postfix", "dovecot")
-	scan := mail + pec.sum("clamd")
-	fmt.Printf("       %s ceiling if our processes cost nothing: %.3f (plain %.1f ms ÷ Postfix+Dovecot %.1f ms per PEC unit); "+
-		"with the clamd scans %.3f (%.1f ms); ours now %.1f ms; goal %.2f\n",
-		fig, plain.total()/mail, plain.total(), mail, plain.total()/scan, scan, pec.total()-scan, goal)
 }
 
 // compare prints P2: the milter's throughput and end-of-message p50 against the listener without it.

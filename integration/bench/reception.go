@@ -74,7 +74,7 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 		if size.n <= 0 {
 			continue
 		}
-		var cpus []cpuPer
+		var cpus []procstat.Per
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", b.Postfix.MX}} {
 			msgs, err := bustas(bd, from, rcpt, size.bytes, size.n)
 			if err != nil {
@@ -88,7 +88,7 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 			time.Sleep(settle) // the deliveries and receipts of the last bustas
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 		}
-		printCeiling("P7 reception "+sizeLabel(size.bytes), 0.5, cpus[0], cpus[1])
+		fmt.Println(procstat.Ceiling("P7 reception "+sizeLabel(size.bytes), 0.5, cpus[0], cpus[1]))
 	}
 	return nil
 }

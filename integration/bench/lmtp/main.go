@@ -2,7 +2,10 @@
 // (classify and verify the busta, claim its delivery record, hand it to Dovecot, build and
 // sign the avvenuta consegna, one SQLite commit, reply) against LMTP straight into B's
 // Dovecot (what Postfix does without pec-lmtpd), in the same run, for 10 KB and 10 MB
-// bustas: messages per second and per-message latency (p50, p99).
+// bustas: messages per second and per-message latency (p50, p99), the lab's CPU per message
+// (procstat, counted until 3 s after the last one, so that the consegne the delivery point
+// sends through Postfix to A are in it) and the ceiling that the rest of the stack puts on
+// the ratio (procstat.Ceiling).
 //
 //	go run ./integration/bench/lmtp [-n10k 200] [-n10m 10] [-c 4] [-rounds 2]
 //
@@ -34,6 +37,7 @@ import (
 	"github.com/emersion/go-smtp"
 
 	"github.com/gestore-pec/gestore/hsm"
+	"github.com/gestore-pec/gestore/integration/bench/procstat"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
@@ -94,16 +98,23 @@ func run(n10k, n10m, conc, rounds int) error {
 			continue
 		}
 		for r := 0; r < rounds; r++ {
+			var cpus []procstat.Per
 			for _, tg := range targets {
 				msgs, err := bustas(bd, "alice@"+a.Domain, rcpt, token, size.bytes, size.n, &seq)
 				if err != nil {
 					return err
 				}
 				time.Sleep(5 * time.Second) // let the previous run's receipts drain
+				cpu := procstat.Start(l.Base)
 				res := drive(tg, "alice@"+a.Domain, rcpt, msgs, conc)
 				res.size = size.bytes
 				report(res)
+				time.Sleep(3 * time.Second) // the consegne of the last bustas, through Postfix to A
+				per := procstat.PerUnit(cpu.Stop(), res.n-res.failed)
+				fmt.Printf("       CPU ms/msg: %s\n", per)
+				cpus = append(cpus, per)
 			}
+			fmt.Println(procstat.Ceiling("P7 delivery", 0.5, cpus[0], cpus[1]))
 		}
 	}
 	fmt.Println("cleanup:", expunge(l, b, "bruno@"+b.Domain, token), expunge(l, a, "alice@"+a.Domain, token))

@@ -9,8 +9,10 @@
 package procstat
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -239,4 +241,65 @@ func parseStat(s string) (stat, bool) {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return stat{comm: s[l+1 : r], ppid: ppid, ticks: ut + st, start: f[19]}, true
+}
+
+// Per is the lab's CPU time per message (or PEC transaction) of one run, in milliseconds, by
+// group.
+type Per map[string]float64
+
+// PerUnit divides the CPU seconds Stop returned by the units (messages, transactions) they
+// were spent on; nil for none.
+func PerUnit(cpu map[string]float64, units int) Per {
+	if units <= 0 {
+		return nil
+	}
+	p := Per{}
+	for g, v := range cpu {
+		p[g] = 1000 * v / float64(units)
+	}
+	return p
+}
+
+// Total is the CPU of every group.
+func (p Per) Total() float64 { return p.Sum() }
+
+// Sum adds the groups of the programs named (a program's group, or its daemons' groups with
+// Detail: "postfix" covers "postfix/smtpd"); no program: every group.
+func (p Per) Sum(programs ...string) float64 {
+	t := 0.0
+	for g, v := range p {
+		prog, _, _ := strings.Cut(g, "/")
+		if len(programs) == 0 || slices.Contains(programs, prog) {
+			t += v
+		}
+	}
+	return t
+}
+
+// String is "total T: group ms group ms ..." in Groups order.
+func (p Per) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "total %.1f:", p.Total())
+	m := map[string]float64(p)
+	for _, g := range Groups(m) {
+		fmt.Fprintf(&b, " %s %.1f", g, p[g])
+	}
+	return b.String()
+}
+
+// Ceiling states the bound the rest of the stack puts on a ratio of plain mail to PEC measured
+// by CPU (and on a throughput ratio, while both runs are CPU-bound): the whole CPU of a plain
+// unit ÷ what Postfix and Dovecot alone spend per PEC unit (the mail the rules make of it:
+// busta, receipts, confirmations), then with clamd's scans added (the rules require them).
+// It is the ratio our own processes (pec-milter, pec-lmtpd, slapd, pec-deliver) would give
+// if they cost nothing: a goal above it cannot be met by making them faster on this stack.
+func Ceiling(fig string, goal float64, plain, pec Per) string {
+	if plain == nil || pec == nil {
+		return ""
+	}
+	mail := pec.Sum("postfix", "dovecot")
+	scan := mail + pec.Sum("clamd")
+	return fmt.Sprintf("       %s ceiling if our processes cost nothing: %.3f (plain %.1f ms ÷ Postfix+Dovecot %.1f ms per PEC unit); "+
+		"with the clamd scans %.3f (%.1f ms); ours now %.1f ms; goal %.2f",
+		fig, plain.Total()/mail, plain.Total(), mail, plain.Total()/scan, scan, pec.Total()-scan, goal)
 }
