@@ -191,9 +191,13 @@ func repeat(err error, n int) []error {
 // read buffers the message within the memory budget. When the budget is spent, the rest of
 // the message is left for the server to skip and every recipient gets 451.
 func (s *DeliveryServer) read(tx *lmtpTx, r io.Reader) ([]byte, int64, error) {
-	want := tx.size
-	if want <= 0 || want > s.cfg.MaxSize {
-		want = min(s.cfg.MaxSize, 1<<20) // grown below as the data arrives
+	// The declared size (Postfix sends SIZE= to a server that offers it) gives the buffer at
+	// once, with room for the CRs Postfix adds to its queue file's lines on the wire: a
+	// buffer grown at the last line copied and cleared the whole message again, and a
+	// message of unknown size is grown by doubling.
+	want := min(s.cfg.MaxSize, 1<<20) // grown below as the data arrives
+	if tx.size > 0 && tx.size <= s.cfg.MaxSize {
+		want = min(tx.size+tx.size/32+4096, s.cfg.MaxSize)
 	}
 	if !s.reserve(want) {
 		return nil, 0, errBusy
