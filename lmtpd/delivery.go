@@ -191,10 +191,10 @@ func repeat(err error, n int) []error {
 // read buffers the message within the memory budget. When the budget is spent, the rest of
 // the message is left for the server to skip and every recipient gets 451.
 func (s *DeliveryServer) read(tx *lmtpTx, r io.Reader) ([]byte, int64, error) {
-	// The declared size (Postfix sends SIZE= to a server that offers it) gives the buffer at
-	// once, with room for the CRs Postfix adds to its queue file's lines on the wire: a
-	// buffer grown at the last line copied and cleared the whole message again, and a
-	// message of unknown size is grown by doubling.
+	// The declared size gives the buffer at once (Postfix sends SIZE= to a server that offers
+	// it, a little above what it then sends: 1,083,794 for a busta of 1,083,760 bytes,
+	// measured on the lab), with some room for a client that declares a little less; a
+	// message of unknown size is grown by doubling, each growth a copy of what came before.
 	want := min(s.cfg.MaxSize, 1<<20) // grown below as the data arrives
 	if tx.size > 0 && tx.size <= s.cfg.MaxSize {
 		want = min(tx.size+tx.size/32+4096, s.cfg.MaxSize)
