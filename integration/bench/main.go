@@ -128,10 +128,8 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		}
 		compare(rs[0], rs[1])
 		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[1]))
-		if size.bytes >= 1<<20 {
-			if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[1]); err != nil {
-				return err
-			}
+		if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[0], rs[1]); err != nil {
+			return err
 		}
 	}
 	return nil
