@@ -1,7 +1,6 @@
 package lmtpd
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -145,27 +144,7 @@ func TestConfirmListener(t *testing.T) {
 // or RCPT before MAIL are refused; a body cut off before its final dot confirms nothing.
 func TestConfirmListenerRaw(t *testing.T) {
 	_, f, addr := startConfirm(t)
-	session := func(send string) []string {
-		t.Helper()
-		conn, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		if _, err := conn.Write([]byte(send)); err != nil {
-			t.Fatal(err)
-		}
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-		_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-		var lines []string
-		sc := bufio.NewScanner(conn)
-		for sc.Scan() {
-			lines = append(lines, sc.Text())
-		}
-		return lines
-	}
+	session := func(send string) []string { return rawSession(t, addr, send) }
 	got := session("LHLO p\r\nRCPT TO:<ok-0@confirm.test>\r\nMAIL FROM:<a@b>\r\nDATA\r\nRCPT TO:<ok-1@confirm.test>\r\nDATA\r\nbody\r\n..hidden dot\r\n.\r\nQUIT\r\n")
 	codes := make([]string, len(got))
 	for i, l := range got {

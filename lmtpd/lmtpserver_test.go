@@ -73,7 +73,7 @@ func startLMTP(t *testing.T, be lmtpBackend, maxBytes int64) (*lmtpServer, strin
 	return srv, ln.Addr().String()
 }
 
-// rawSession writes send in one piece (pipelined), closes its writing side unless keepOpen,
+// rawSession writes send in one piece (pipelined), closes its writing side,
 // and returns the reply lines.
 func rawSession(t *testing.T, addr, send string) []string {
 	t.Helper()
