@@ -66,8 +66,13 @@ type Store interface {
 	// not the legal record (that is the log), so it can go once no receipt is expected:
 	// e.g. before = now - 30 days.
 	PurgeTracking(ctx context.Context, before time.Time) (int64, error)
-	// DueTracking returns up to limit rows needing a notice at now, oldest dispatch first,
-	// with Due set: Notice12h for rows still in StateSent at their Due12, Notice24h for rows
+	// DueTracking returns up to limit rows needing a notice at now, with Due set: in dispatch
+	// order, cut from the limit rows of each kind whose deadline passed first (each kind is
+	// read in deadline order through its partial index, so that a page costs its own size,
+	// not the number of rows due). When every row has the same deadlines that is oldest
+	// dispatch first. The order of rows with the same deadline is fixed, so a caller that
+	// leaves out the rows of a page still in flight gets the next ones.
+	// Due is Notice12h for rows still in StateSent at their Due12, Notice24h for rows
 	// still waiting for a consegna at their Due22 (pec-spec §6.3: 12 h and 22 h after
 	// dispatch with the default Deadlines). The deadlines are the row's own, fixed at
 	// insert. A row due for both gets Notice12h first; after that is committed it comes

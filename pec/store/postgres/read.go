@@ -146,10 +146,13 @@ func (s *Store) DueTracking(ctx context.Context, now time.Time, limit int) ([]st
 		lim = limit
 	}
 	n := now.UnixNano()
+	// Each kind is read through its partial index in deadline order and stops at limit, so a
+	// page costs its own size (sorting every due row for each page made a sweep quadratic in
+	// the rows due; see the SQLite store).
 	rows, err := s.queryTracking(ctx, `SELECT * FROM (
-		SELECT `+trackingCols+` FROM tracking WHERE state = 'sent' AND due12 <= $1
+		(SELECT `+trackingCols+` FROM tracking WHERE state = 'sent' AND due12 <= $1 ORDER BY due12 LIMIT $2)
 		UNION ALL
-		SELECT `+trackingCols+` FROM tracking WHERE state IN ('taken', 'notified-12h') AND due22 <= $1) d
+		(SELECT `+trackingCols+` FROM tracking WHERE state IN ('taken', 'notified-12h') AND due22 <= $1 ORDER BY due22 LIMIT $2)) d
 		ORDER BY sent_at, identificativo, lower(recipient), recipient LIMIT $2`, n, lim)
 	for i := range rows {
 		rows[i].Due = rows[i].DueAt(now)

@@ -129,11 +129,16 @@ func (s *Store) DueTracking(ctx context.Context, now time.Time, limit int) ([]st
 		limit = -1
 	}
 	n := now.UnixNano()
+	// Each kind is read through its partial index in deadline order and stops at limit, so a
+	// page costs its own size: sorting every due row for each page made a sweep quadratic in
+	// the rows due (1.7 s of CPU for 10,000 due among 1,000,000, BenchmarkSweep).
 	rows, err := s.queryTracking(ctx, `SELECT * FROM (
-		SELECT `+trackingCols+` FROM tracking WHERE state = 'sent' AND due12 <= ?
+		SELECT * FROM (SELECT `+trackingCols+` FROM tracking WHERE state = 'sent' AND due12 <= ?
+			ORDER BY due12 LIMIT ?)
 		UNION ALL
-		SELECT `+trackingCols+` FROM tracking WHERE state IN ('taken', 'notified-12h') AND due22 <= ?)
-		ORDER BY sent_at, identificativo, recipient LIMIT ?`, n, n, limit)
+		SELECT * FROM (SELECT `+trackingCols+` FROM tracking WHERE state IN ('taken', 'notified-12h') AND due22 <= ?
+			ORDER BY due22 LIMIT ?))
+		ORDER BY sent_at, identificativo, recipient LIMIT ?`, n, limit, n, limit, limit)
 	for i := range rows {
 		rows[i].Due = rows[i].DueAt(now)
 	}

@@ -242,22 +242,43 @@ func (m *Memory) PurgeTracking(ctx context.Context, before time.Time) (int64, er
 func (m *Memory) DueTracking(ctx context.Context, now time.Time, limit int) ([]store.Tracking, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	var out []store.Tracking
+	// As the SQL stores: the rows of each kind whose deadline passed first, then in dispatch
+	// order.
+	var first, final []store.Tracking
 	for _, r := range m.tracking {
-		if d := r.DueAt(now); d != "" {
-			r.Due = d
-			out = append(out, r)
+		switch r.Due = r.DueAt(now); r.Due {
+		case store.InputNotice12h:
+			first = append(first, r)
+		case store.InputNotice24h:
+			final = append(final, r)
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if !out[i].SentAt.Equal(out[j].SentAt) {
-			return out[i].SentAt.Before(out[j].SentAt)
+	dispatch := func(a, b *store.Tracking) bool {
+		if !a.SentAt.Equal(b.SentAt) {
+			return a.SentAt.Before(b.SentAt)
 		}
-		if out[i].Identificativo != out[j].Identificativo {
-			return out[i].Identificativo < out[j].Identificativo
+		if a.Identificativo != b.Identificativo {
+			return a.Identificativo < b.Identificativo
 		}
-		return out[i].Recipient < out[j].Recipient
-	})
+		return a.Recipient < b.Recipient
+	}
+	// Ties of deadline in a fixed order (the SQL stores' index order is fixed too): the
+	// sweep's paging leaves out the rows of the page in flight, which must come first again.
+	earliest := func(rows []store.Tracking, deadline func(*store.Tracking) time.Time) []store.Tracking {
+		sort.Slice(rows, func(i, j int) bool {
+			if di, dj := deadline(&rows[i]), deadline(&rows[j]); !di.Equal(dj) {
+				return di.Before(dj)
+			}
+			return dispatch(&rows[i], &rows[j])
+		})
+		if limit > 0 && len(rows) > limit {
+			rows = rows[:limit]
+		}
+		return rows
+	}
+	out := append(earliest(first, func(r *store.Tracking) time.Time { return r.Due12 }),
+		earliest(final, func(r *store.Tracking) time.Time { return r.Due22 })...)
+	sort.Slice(out, func(i, j int) bool { return dispatch(&out[i], &out[j]) })
 	if limit > 0 && len(out) > limit {
 		out = out[:limit]
 	}

@@ -67,6 +67,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"AwaitedReceipt", one(testAwaitedReceipt)},
 		{"DueRows", one(testDueRows)},
 		{"DueRowsOwnDeadlines", one(testDueOwnDeadlines)},
+		{"DuePages", one(testDuePages)},
 		{"InvalidDeadlines", one(testInvalidDeadlines)},
 		{"PurgeTracking", one(testPurgeTracking)},
 		{"OpenTracking", one(testOpenTracking)},

@@ -444,3 +444,49 @@ func testOpenTracking(t *testing.T, s store.Store) {
 		t.Errorf("OpenTracking: %v %v, want %v", got, err, want)
 	}
 }
+
+// testDuePages: a page of DueTracking is cut, in dispatch order, from the rows of each kind
+// whose deadline passed first, and paging by committing each page's notices visits every due
+// row once. A row with short deadlines dispatched after rows with the default deadlines comes
+// in the first page, ahead of older rows whose deadline passed later.
+func testDuePages(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	var ins []store.TrackInsert
+	for i := range 6 {
+		ins = append(ins, store.TrackInsert{Identificativo: fmt.Sprintf("%d@pec-a.test", i), Recipient: "r@pec-b.test", SentAt: T0.Add(time.Duration(i) * time.Minute)})
+	}
+	short := store.Deadlines{First: 2 * time.Second, FinalFrom: 3 * time.Second, Final: 4 * time.Second}
+	ins = append(ins, store.TrackInsert{Identificativo: "s@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0.Add(time.Hour), Deadlines: short},
+		store.TrackInsert{Identificativo: "f@pec-a.test", Recipient: "r@pec-b.test", SentAt: T0.Add(2 * time.Hour), Deadlines: short})
+	commit(t, s, &store.Batch{Inserts: ins})
+	if err := apply(s, "f@pec-a.test", "r@pec-b.test", store.InputPresaInCarico, T0.Add(2*time.Hour+time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	now := T0.Add(12*time.Hour + 3*time.Minute) // rows 0-3 due for the first notice, s too; f for the final one
+	var pages []string
+	for range 10 {
+		rows, err := s.DueTracking(ctx, now, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rows) == 0 {
+			break
+		}
+		page := ""
+		for _, r := range rows {
+			page += fmt.Sprintf("%s:%s ", r.Identificativo[:1], r.Due)
+			in := store.Input(r.Due)
+			if err := apply(s, r.Identificativo, r.Recipient, in, now); err != nil {
+				t.Fatalf("committing %s of %s: %v", in, r.Identificativo, err)
+			}
+		}
+		pages = append(pages, page)
+	}
+	// Page 1: of the first notices, s (due 2 s after its dispatch), 0 and 1 passed their
+	// deadline first; of the final ones, f. In dispatch order 0, 1, s, f: cut at 3. Then s is
+	// due for its final notice, and rows 4 and 5 are not due yet.
+	want := []string{"0:notice-12h 1:notice-12h s:notice-12h ", "2:notice-12h 3:notice-12h s:notice-24h ", "f:notice-24h "}
+	if fmt.Sprint(pages) != fmt.Sprint(want) {
+		t.Errorf("pages %q\nwant  %q", pages, want)
+	}
+}
