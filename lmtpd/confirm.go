@@ -13,10 +13,8 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
-	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/gestore-pec/gestore/pec"
@@ -124,20 +122,4 @@ func (c *ConfirmServer) confirm(rcpt string) error {
 	}
 	c.metrics.WithLabelValues(result).Inc()
 	return err
-}
-
-// toSMTP converts an engine error into go-smtp's reply through pec.Reply; nil stays nil.
-func toSMTP(err error) error {
-	if err == nil {
-		return nil
-	}
-	r := pec.Reply(err)
-	var enh smtp.EnhancedCode
-	parts := strings.Split(r.Enhanced, ".")
-	for i := 0; i < 3 && i < len(parts); i++ {
-		for _, c := range parts[i] {
-			enh[i] = enh[i]*10 + int(c-'0')
-		}
-	}
-	return &smtp.SMTPError{Code: r.Code, EnhancedCode: enh, Message: r.Text}
 }

@@ -275,7 +275,7 @@ func (s *DeliveryServer) reply(log *slog.Logger, o pec.RcptOutcome) error {
 	if o.Err != nil {
 		r := pec.Reply(o.Err)
 		log.Warn("delivery "+o.Outcome, append(attrs, "reply", r.String(), "error", o.Err)...)
-		return toSMTP(o.Err)
+		return o.Err // the server answers it through pec.Reply
 	}
 	log.Info("delivery "+o.Outcome, attrs...)
 	return &smtp.SMTPError{Code: 250, EnhancedCode: smtp.EnhancedCode{2, 0, 0}, Message: o.Text}

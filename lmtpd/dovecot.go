@@ -237,9 +237,5 @@ func failAll(res map[string]pec.MailboxResult, rcpts []string, err error, unknow
 }
 
 func smtpResult(se *smtp.SMTPError) pec.MailboxResult {
-	r := pec.MailboxResult{Code: se.Code, Text: se.Message}
-	if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
-		r.Enhanced = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
-	}
-	return r
+	return pec.MailboxResult{Code: se.Code, Text: se.Message, Enhanced: enhancedText(se.EnhancedCode)}
 }

@@ -188,6 +188,14 @@ func replyError(code int, lines []string) *smtp.SMTPError {
 	return e
 }
 
+// enhancedText is an enhanced status code as a reply writes it ("5.1.1"); "" for none.
+func enhancedText(ec smtp.EnhancedCode) string {
+	if ec == smtp.NoEnhancedCode || ec == (smtp.EnhancedCode{}) {
+		return ""
+	}
+	return fmt.Sprintf("%d.%d.%d", ec[0], ec[1], ec[2])
+}
+
 func validLine(s string) error {
 	if strings.ContainsAny(s, "\r\n") {
 		return errors.New("lmtp: a command argument contains CR or LF")

@@ -377,11 +377,7 @@ func (c *lmtpConn) replyErr(err error) {
 	case err == nil:
 		c.reply(250, "2.0.0", "OK")
 	case errors.As(err, &se):
-		enh := ""
-		if se.EnhancedCode != smtp.NoEnhancedCode && se.EnhancedCode != (smtp.EnhancedCode{}) {
-			enh = fmt.Sprintf("%d.%d.%d", se.EnhancedCode[0], se.EnhancedCode[1], se.EnhancedCode[2])
-		}
-		c.reply(se.Code, enh, se.Message)
+		c.reply(se.Code, enhancedText(se.EnhancedCode), se.Message)
 	default:
 		r := pec.Reply(err)
 		c.reply(r.Code, r.Enhanced, r.Text)
