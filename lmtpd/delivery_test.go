@@ -77,7 +77,7 @@ func (f *fixture) start(t *testing.T) {
 	}
 	f.reg = prometheus.NewRegistry()
 	srv, err := NewDeliveryServer(DeliveryConfig{Hostname: "mx.pec-b.test", MaxSize: 10 << 20, Timeout: 20 * time.Second},
-		DeliveryDeps{Engine: f.eng, Mailstore: f.dovecot(t, f.dv.Addr()), Registerer: f.reg})
+		DeliveryDeps{Engine: f.eng, Mailstore: dovecotClient(t, f.dv.Addr()), Registerer: f.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,8 @@ func (f *fixture) start(t *testing.T) {
 	t.Cleanup(func() { srv.Shutdown(context.Background()) }) //nolint:errcheck
 }
 
-func (f *fixture) dovecot(t *testing.T, addr string) *Dovecot {
+// dovecotClient is the delivery point's Dovecot client for addr, closed at the test's end.
+func dovecotClient(t *testing.T, addr string) *Dovecot {
 	t.Helper()
 	dv, err := NewDovecot(DovecotConfig{Addr: addr, Hostname: "mx.pec-b.test", Timeout: 5 * time.Second}, nil)
 	if err != nil {
@@ -298,11 +299,7 @@ func TestDeliveryOrdinaryMail(t *testing.T) {
 // The Dovecot client reuses its connection and dials again when Dovecot closed it.
 func TestDovecotReuse(t *testing.T) {
 	dv := dovecottest.New(t, "bruno@pec-b.test")
-	c, err := NewDovecot(DovecotConfig{Addr: dv.Addr(), Timeout: 5 * time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dovecotClient(t, dv.Addr())
 	msg := []byte("Message-ID: <r@x>\r\n\r\nhi\r\n")
 	for range 3 {
 		if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 {

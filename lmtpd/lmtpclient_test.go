@@ -113,11 +113,7 @@ func TestLMTPClientReplies(t *testing.T) {
 // as go-smtp's did.
 func TestDovecotStoresDotLines(t *testing.T) {
 	dv := dovecottest.New(t, "bruno@pec-b.test")
-	c, err := NewDovecot(DovecotConfig{Addr: dv.Addr(), Timeout: 5 * time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dovecotClient(t, dv.Addr())
 	body := ".\r\n..\r\n.a\r\nline\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 3000) + ".\r\n"
 	msg := []byte("Message-ID: <d@x>\r\n\r\n" + body)
 	if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 {
@@ -155,11 +151,7 @@ func BenchmarkDotStuff(b *testing.B) {
 // through all of them to a fresh one instead of answering 451 (it gave up after the second).
 func TestDovecotAllIdleGone(t *testing.T) {
 	dv := dovecottest.New(t, "bruno@pec-b.test")
-	c, err := NewDovecot(DovecotConfig{Addr: dv.Addr(), Timeout: 5 * time.Second}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := dovecotClient(t, dv.Addr())
 	var conns []*lmtpClient
 	for range 4 {
 		lc, fresh, err := c.get(context.Background())
