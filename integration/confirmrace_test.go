@@ -4,6 +4,7 @@ package integration
 
 import (
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/store"
@@ -22,12 +24,12 @@ import (
 // between two users of A (a private access point on A's own store, whose confirmation domain
 // is routed to Postfix's retry transport while the test wants it): the busta goes through the
 // pec-loop, A's reception point takes it in charge and the delivery point stores it in anna's
-// mailbox, but the presa in carico and the consegna overtake the confirmation that inserts the
-// tracking rows. They are refused for now (store.Transition.Await), nothing is attested, and
-// once the confirmation goes through Postfix's retries bring them: alice gets one accettazione
-// and one consegna, anna one busta, ricevute@A one presa in carico, and the tracking row is
-// delivered. Before the fix the receipts were taken at once, moved nothing, and the row stayed
-// "sent" until a false preavviso.
+// mailbox. That delivery proves Postfix queued the busta (store.Transition.ProvesQueued): its
+// commit releases the accettazione's held step, so alice gets her accettazione and consegna
+// and the tracking row is delivered while the confirmation still waits in the queue. Once
+// Postfix delivers the confirmation it finds the step released: still one accettazione in
+// alice's mailbox and in the log. (Before, such receipts were refused until the
+// confirmation came; before that, taken at once and lost to the tracking.)
 func TestReceiptsBeforeConfirmation(t *testing.T) {
 	t.Parallel()
 	l, a, _, _ := pecLab(t)
@@ -85,30 +87,61 @@ func TestReceiptsBeforeConfirmation(t *testing.T) {
 	}
 	id := c.Daticert.Dati.Identificativo
 	st := openStore(t, a.ConfigFile)
-	time.Sleep(5 * time.Second) // the receipts, were they taken, would be in by now
-	if rows, _ := st.Tracking(context.Background(), id); len(rows) != 0 {
-		t.Fatalf("tracking rows before the confirmation: %+v", rows)
+	// The confirmation still waits in the queue; the consegna of anna's copy proved the busta
+	// queued and released the accettazione's step, so the receipts come and the row moves.
+	if n := queuedTo(t, a, confirmDomain); n != 1 {
+		t.Fatalf("%d queued messages for the confirmation domain, want the held-back one", n)
 	}
-	ctx2, cancel2 := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel2()
-	if got, _ := mailbox(a, alice).WaitFor(ctx2, token, 0); len(got) != 0 {
-		t.Fatalf("alice got %d messages before the confirmation (accettazione or consegna)", len(got))
-	}
-
-	release()
 	classify(t, l, waitOne(t, mailbox(a, alice), "ACCETTAZIONE: PEC "+token), pec.KindAccettazione)
 	classify(t, l, waitOne(t, mailbox(a, alice), "CONSEGNA: PEC "+token), pec.KindConsegnaCompleta)
-	waitOne(t, mailbox(a, anna), token)
 	waitOne(t, mailbox(a, ricevute), token)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		rows, _ := st.Tracking(context.Background(), id)
-		if len(rows) == 1 && rows[0].State == store.StateDelivered && !rows[0].TakenAt.IsZero() {
-			break
-		}
+	waitRow(t, st, id, anna.Address, 30*time.Second, func(r *store.Tracking) bool {
+		return r.State == store.StateDelivered && !r.TakenAt.IsZero()
+	})
+
+	// Postfix delivers the confirmation at last: it finds the step released, and nothing
+	// is emitted or logged a second time.
+	release()
+	deadline := time.Now().Add(deliveryDeadline)
+	for queuedTo(t, a, confirmDomain) != 0 {
 		if time.Now().After(deadline) {
-			t.Fatalf("tracking of %s: %+v, want one row delivered with its presa in carico", id, rows)
+			t.Fatal("the confirmation is still queued")
 		}
-		time.Sleep(time.Second)
+		time.Sleep(500 * time.Millisecond)
 	}
+	waitOne(t, mailbox(a, alice), "ACCETTAZIONE: PEC "+token)
+	waitOne(t, mailbox(a, anna), token)
+	n := 0
+	err = st.ScanLog(context.Background(), store.Query{Identificativo: id, Kinds: []store.EventKind{store.KindAccettazione}},
+		func(*store.Event) error { n++; return nil })
+	if err != nil || n != 1 {
+		t.Errorf("accettazione events of %s: %d %v, want 1", id, n, err)
+	}
+}
+
+// queuedTo is how many messages in a's queue have a recipient in domain (postqueue -j).
+func queuedTo(t *testing.T, a *lab.Provider, domain string) int {
+	t.Helper()
+	out, err := exec.Command("postqueue", "-c", a.Postfix.ConfigDir, "-j").Output()
+	if err != nil {
+		t.Fatalf("postqueue -j: %v", err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		var q struct {
+			Recipients []struct {
+				Address string `json:"address"`
+			} `json:"recipients"`
+		}
+		if json.Unmarshal([]byte(line), &q) != nil {
+			continue
+		}
+		for _, r := range q.Recipients {
+			if strings.HasSuffix(strings.ToLower(r.Address), "@"+strings.ToLower(domain)) {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }

@@ -140,7 +140,7 @@ func (s *scen) privateLMTPD(edit func(y map[string]any)) *privateDP {
 		lm := y["lmtp"].(map[string]any)
 		lm["dovecot"], lm["doveadm"] = labCfg.LMTP.Dovecot, labCfg.LMTP.Doveadm
 		// A's own store, as every delivery point of a provider has: the receipts it emits
-		// about A's transactions move their tracking (store.Transition.Await).
+		// about A's transactions move their tracking (store.Transition.ProvesQueued).
 		y["store"] = labCfg.Store
 		edit(y)
 	})

@@ -203,7 +203,7 @@ func (d *Delivery) emitReceipt(b *store.Batch, m *Message, ref TimeRef, rcpt str
 	ev.QueueID, ev.Size = d.req.QueueID, int64(len(d.req.Message))
 	emit(b, m, ev, ref.Time())
 	if in := m.Kind.Info().Track; in != "" && !in.IsNotice() {
-		b.Apply(store.Transition{Identificativo: d.tx.ID, Recipient: rcpt, Input: in, At: ref.Time(), Await: d.e.awaited(d.tx.ID)})
+		b.Apply(store.Transition{Identificativo: d.tx.ID, Recipient: rcpt, Input: in, At: ref.Time(), ProvesQueued: d.e.provesQueued(d.tx.ID)})
 	}
 }
 

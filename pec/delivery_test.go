@@ -504,10 +504,9 @@ func commitBatch(t *testing.T, s store.Store, b *store.Batch) {
 }
 
 // A busta of our own sender (both domains are ours) delivered before Postfix confirmed it at
-// the access point, its tracking rows still held: the copy is stored, but the delivery answers
-// 4xx and emits nothing (the consegna would move no row and be lost to the tracking); the
-// retry after the confirmation finds the copy in the mailbox, emits the consegna once and
-// moves the row.
+// the access point, its tracking rows still held: the delivery itself proves that Postfix
+// queued the busta, so its commit releases the held step (the rows) and moves the row with
+// the consegna, once; the confirmation that comes later commits nothing more.
 func TestDeliveryOwnBustaBeforeConfirm(t *testing.T) {
 	f := newDP(t)
 	a := pec.Identity{Name: "Provider A S.p.A.", Domain: "pec-a.test", ServiceAddress: "posta-certificata@pec-a.test"}
@@ -520,22 +519,23 @@ func TestDeliveryOwnBustaBeforeConfirm(t *testing.T) {
 	h := store.Held{Token: "tok-await", Key: "key-await", Identificativo: id, State: store.HeldWaiting, Created: f.now, Expires: f.now.Add(time.Hour)}
 	h.OnConfirm.Track(store.TrackInsert{Identificativo: id, Recipient: "bruno@pec-b.test", SentAt: f.now})
 	commitBatch(t, f.st, &store.Batch{Holds: []store.Held{h}})
-	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredTempfail || !errors.Is(o.Err, store.ErrNotTracked) {
-		t.Fatalf("before the confirmation: %+v, want a temporary failure", o)
-	}
-	if rs := f.receipts(t); len(rs) != 0 {
-		t.Fatalf("%d receipts before the confirmation", len(rs))
-	}
-	if _, err := f.st.Confirm(context.Background(), h.Token, f.now); err != nil {
-		t.Fatal(err)
-	}
-	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredReceipt || !o.Found {
-		t.Fatalf("retry: %+v, want the consegna of the copy already stored", o)
+	if o := f.deliver(t, e, m, nil, "bruno@pec-b.test")["bruno@pec-b.test"]; o.Outcome != pec.DeliveredReceipt {
+		t.Fatalf("before the confirmation: %+v, want the consegna", o)
 	}
 	if rs := f.receipts(t); len(rs) != 1 || rs[0].Kind != pec.KindConsegnaCompleta {
-		t.Errorf("%d receipts after the retry, want one consegna", len(rs))
+		t.Fatalf("%d receipts, want one consegna", len(rs))
 	}
 	if rows, _ := f.st.Tracking(context.Background(), id); len(rows) != 1 || rows[0].State != store.StateDelivered {
 		t.Errorf("tracking: %+v", rows)
+	}
+	c, err := f.st.Confirm(context.Background(), h.Token, f.now)
+	if err != nil || c.State != store.HeldReleased {
+		t.Fatalf("confirmation after the delivery: %+v %v", c, err)
+	}
+	if rs := f.receipts(t); len(rs) != 0 {
+		t.Errorf("the confirmation queued %d more receipts", len(rs))
+	}
+	if rows, _ := f.st.Tracking(context.Background(), id); len(rows) != 1 || rows[0].State != store.StateDelivered {
+		t.Errorf("tracking after the confirmation: %+v", rows)
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -46,9 +45,9 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	}
 	b := &store.Batch{}
 	if track != "" {
-		await := e.awaited(tx.ID)
+		proves := e.provesQueued(tx.ID)
 		for _, a := range about(c) {
-			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time(), Await: await})
+			b.Apply(store.Transition{Identificativo: tx.ID, Recipient: CanonAddr(a), Input: track, At: ref.Time(), ProvesQueued: proves})
 		}
 	}
 	if track != "" || !r.signedByUs() {
@@ -72,12 +71,9 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 		return res, nil
 	}
 	start := time.Now()
-	err := e.deps.Store.Commit(ctx, merge(b, extra))
+	err := e.deps.Store.Commit(ctx, store.Merge(b, extra))
 	if errors.Is(err, store.ErrExists) && !extra.Empty() {
 		err = e.deps.Store.Commit(ctx, b) // the avviso per virus was issued by an earlier copy
-	}
-	if errors.Is(err, store.ErrNotTracked) {
-		return nil, &Temporary{Op: "tracking", Err: fmt.Errorf("receipt about %s before Postfix confirmed its busta (its tracking rows are held until then): retry later: %w", tx.ID, err)}
 	}
 	if err != nil {
 		return nil, &Temporary{Op: "commit", Err: err}
@@ -85,18 +81,6 @@ func (r *reception) receipt(ctx context.Context) (*Received, error) {
 	r.tm.Commit = time.Since(start)
 	res.Timings = r.tm
 	return res, nil
-}
-
-// merge is a and b in one batch (a new one; neither is changed).
-func merge(a, b *store.Batch) *store.Batch {
-	return &store.Batch{
-		Events:      append(append([]store.Event(nil), a.Events...), b.Events...),
-		Inserts:     append(append([]store.TrackInsert(nil), a.Inserts...), b.Inserts...),
-		Transitions: append(append([]store.Transition(nil), a.Transitions...), b.Transitions...),
-		Outbox:      append(append([]store.OutboxItem(nil), a.Outbox...), b.Outbox...),
-		Quarantine:  append(append([]store.QuarantineItem(nil), a.Quarantine...), b.Quarantine...),
-		Holds:       append(append([]store.Held(nil), a.Holds...), b.Holds...),
-	}
 }
 
 // serviceMailbox returns our receipt address and the local recipients it replaces: every local

@@ -528,10 +528,10 @@ func TestReceiveOwnNoticeLooped(t *testing.T) {
 }
 
 // A receipt about one of our own transactions that overtakes Postfix's confirmation of the
-// busta (its tracking rows are still held, confirm.go) is refused for now: a temporary
-// failure that commits nothing. The sending MTA's retry after the confirmation moves the
-// tracking; taken at once it would have been lost, and a false preavviso sent 12 h later.
-// A receipt about one of our identificativi with nothing waiting is taken as before.
+// busta (its tracking rows are still held, confirm.go) proves that Postfix queued the busta:
+// it releases the held step and moves the row it inserted, in one commit. The confirmation
+// that follows commits nothing more. A receipt about one of our identificativi with nothing
+// waiting is taken as before.
 func TestReceiveReceiptBeforeConfirm(t *testing.T) {
 	fx := newRxFix(t, pec.PolicyAnomaly)
 	ea := fx.engine(t, fx.a, fx.a.bd.Keys, pec.PolicyAnomaly, nil)
@@ -539,27 +539,26 @@ func TestReceiveReceiptBeforeConfirm(t *testing.T) {
 	h := store.Held{Token: "tok-await", Key: "key-await", Identificativo: tx.ID, State: store.HeldWaiting,
 		Created: time.Now(), Expires: time.Now().Add(time.Hour)}
 	h.OnConfirm.Track(store.TrackInsert{Identificativo: tx.ID, Recipient: "bruno@pec-b.test", SentAt: time.Now()})
+	h.OnConfirm.Log(store.Event{Time: time.Now(), Identificativo: tx.ID, Kind: store.KindAccettazione})
 	if err := fx.st.Commit(context.Background(), &store.Batch{Holds: []store.Held{h}}); err != nil {
 		t.Fatal(err)
 	}
 	pic, _ := fx.b.bd.PresaInCarico(ref(), tx, "ricevute@pec-a.test", []string{"bruno@pec-b.test"})
-	_, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test")
-	var tmp *pec.Temporary
-	if !errors.As(err, &tmp) || !errors.Is(err, store.ErrNotTracked) {
-		t.Fatalf("presa in carico before the confirmation: %v, want a temporary failure", err)
-	}
-	if ev := fx.events(t); len(ev) != 0 {
-		t.Errorf("events committed: %s", kinds(ev))
-	}
-	// Postfix confirms the busta: the held step inserts the rows; the retry moves them.
-	if _, err := fx.st.Confirm(context.Background(), h.Token, time.Now()); err != nil {
-		t.Fatal(err)
-	}
 	if _, err := fx.receive(t, ea, pic.Bytes(), "posta-certificata@pec-b.test", "ricevute@pec-a.test"); err != nil {
-		t.Fatalf("retry: %v", err)
+		t.Fatalf("presa in carico before the confirmation: %v", err)
 	}
 	if rows, _ := fx.st.Tracking(context.Background(), tx.ID); len(rows) != 1 || rows[0].State != store.StateTaken {
-		t.Errorf("tracking after the retry: %+v", rows)
+		t.Errorf("tracking after the presa in carico: %+v", rows)
+	}
+	if got, want := kinds(fx.events(t)), "accettazione,ricezione-ricevuta"; got != want {
+		t.Errorf("events %q, want %q", got, want)
+	}
+	// Postfix's confirmation comes: released already, nothing more.
+	if c, err := fx.st.Confirm(context.Background(), h.Token, time.Now()); err != nil || c.State != store.HeldReleased {
+		t.Fatalf("confirmation after the receipt: %+v %v", c, err)
+	}
+	if got, want := kinds(fx.events(t)), "accettazione,ricezione-ricevuta"; got != want {
+		t.Errorf("events after the confirmation %q, want %q", got, want)
 	}
 	// Nothing waits for this one (a busta this store never held): delivered, moves nothing.
 	other, _ := fx.tx(t, fx.a, "alice@pec-a.test", "bruno@pec-b.test")

@@ -17,7 +17,12 @@ import (
 // time. The proof is a confirmation recipient the milter adds to the queued message; Postfix
 // delivers it to our confirmation listener, which calls Confirm with the token it carries.
 // Only a queued message can produce that delivery, and the token is random, so nobody else
-// can.
+// can. A verified receipt about our own transaction is the same proof for the step that
+// starts its tracking (the accettazione's): a peer can sign a presa in carico or a consegna
+// of the busta only after Postfix queued it and sent it on. Such a receipt often overtakes
+// the confirmation (Postfix delivers the busta and the confirmation recipient in parallel),
+// so Commit releases that step first (Transition.ProvesQueued); the confirmation that comes
+// later finds it released and commits nothing.
 //
 // A Held record also makes a step idempotent: its Key (the engine's hash of login, client
 // Message-ID and message bytes) finds the earlier outcome when a client retries after a lost
@@ -58,6 +63,18 @@ type Held struct {
 	ReleasedAt time.Time // when Confirm committed OnConfirm
 	ExpiredAt  time.Time // when ExpireHeld committed OnExpiry
 	Late       bool      // Confirm came after ExpireHeld (OnExpiry and then OnConfirm were committed)
+}
+
+// StartsTracking reports whether h is the step that starts its transaction's tracking (its
+// OnConfirm inserts the tracking rows): the access point's, which a receipt about the
+// transaction proves queued (Transition.ProvesQueued).
+func (h *Held) StartsTracking() bool { return len(h.OnConfirm.Inserts) > 0 }
+
+// Release records that h's OnConfirm was committed at at (by Confirm or by a proving
+// receipt): late when OnExpiry had been committed before.
+func (h *Held) Release(at time.Time) {
+	h.Late = h.State == HeldExpired
+	h.State, h.ReleasedAt = HeldReleased, at
 }
 
 func (h *Held) validate() error {

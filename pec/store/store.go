@@ -46,6 +46,7 @@ package store
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 )
 
@@ -141,9 +142,6 @@ type Store interface {
 var (
 	// ErrConflict: a notice transition no longer applies; the whole Batch was rolled back.
 	ErrConflict = errors.New("store: tracking state changed")
-	// ErrNotTracked: a Transition with Await found no tracking row of its identificativo
-	// while a held step of it waits for its confirmation; the whole Batch was rolled back.
-	ErrNotTracked = errors.New("store: transaction not tracked (yet)")
 	// ErrNotFound: no such seal, item or row.
 	ErrNotFound = errors.New("store: not found")
 	// ErrExists: the day is already sealed, or a held record's Key or Token is taken.
@@ -203,6 +201,33 @@ func (b *Batch) Hold(h Held) { b.Holds = append(b.Holds, h) }
 
 // Mark closes or releases a delivery record (see Deliveries).
 func (b *Batch) Mark(d DeliveryMark) { b.Deliveries = append(b.Deliveries, d) }
+
+// Proven is the identificativi whose held steps b's transitions prove queued
+// (Transition.ProvesQueued), each once, in order of first appearance.
+func (b *Batch) Proven() []string {
+	var ids []string
+	for i := range b.Transitions {
+		if t := &b.Transitions[i]; t.ProvesQueued && !slices.Contains(ids, t.Identificativo) {
+			ids = append(ids, t.Identificativo)
+		}
+	}
+	return ids
+}
+
+// Merge is the batches in one (a new one; none is changed), each part after the previous.
+func Merge(bs ...*Batch) *Batch {
+	out := &Batch{}
+	for _, b := range bs {
+		out.Events = append(out.Events, b.Events...)
+		out.Inserts = append(out.Inserts, b.Inserts...)
+		out.Transitions = append(out.Transitions, b.Transitions...)
+		out.Outbox = append(out.Outbox, b.Outbox...)
+		out.Quarantine = append(out.Quarantine, b.Quarantine...)
+		out.Holds = append(out.Holds, b.Holds...)
+		out.Deliveries = append(out.Deliveries, b.Deliveries...)
+	}
+	return out
+}
 
 // Empty reports whether the batch writes nothing.
 func (b *Batch) Empty() bool {

@@ -166,15 +166,16 @@ type Transition struct {
 	Recipient      string
 	Input          Input
 	At             time.Time
-	// Await marks a receipt about a transaction of our own senders: when its identificativo
-	// has no tracking row at all but a held step of it is still waiting for Postfix's
-	// confirmation (the accettazione's, whose release inserts the rows), Commit fails with
-	// ErrNotTracked (nothing committed) instead of ignoring the input. A receipt can overtake
-	// that confirmation (the busta is queued and delivered, the confirmation recipient not yet
-	// delivered); ignored, it would be lost to the tracking and the sweep would send a false
-	// preavviso later. With no waiting step (another provider's transaction, rows purged, a
-	// busta that was never ours) such an input is ignored as before.
-	Await bool
+	// ProvesQueued marks a verified receipt about a transaction of our own senders. A receipt
+	// can only exist once Postfix queued the busta and sent it on, so it is the same proof
+	// as the confirmation recipient's delivery (held.go), and it can overtake that delivery
+	// (the busta is queued and delivered, the confirmation recipient not yet). When the
+	// transaction's held step that starts its tracking still waits (Held.StartsTracking),
+	// Commit first releases it, as Confirm would and in the same transaction, and then
+	// applies the input to the rows it inserted. Taken without them, the receipt would be
+	// lost to the tracking and the sweep would send a false preavviso later; refused until
+	// the confirmation came, it would cost the peer a retry and delay the accettazione.
+	ProvesQueued bool
 }
 
 func (t *Transition) validate() error {

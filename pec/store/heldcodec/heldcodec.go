@@ -69,7 +69,7 @@ type wireTransition struct {
 	Recipient      string `json:"recipient"`
 	Input          string `json:"input"`
 	At             int64  `json:"at"`
-	Await          bool   `json:"await,omitempty"`
+	ProvesQueued   bool   `json:"await,omitempty"` // named Await until 2026-12: the tag stays
 }
 
 type wireOutbox struct {
@@ -113,7 +113,7 @@ func Encode(b *store.Batch) ([]byte, error) {
 	}
 	for _, t := range b.Transitions {
 		w.Transitions = append(w.Transitions, wireTransition{Identificativo: t.Identificativo, Recipient: t.Recipient,
-			Input: string(t.Input), At: ns(t.At), Await: t.Await})
+			Input: string(t.Input), At: ns(t.At), ProvesQueued: t.ProvesQueued})
 	}
 	for _, o := range b.Outbox {
 		w.Outbox = append(w.Outbox, wireOutbox{MessageID: o.MessageID, Kind: o.Kind, Identificativo: o.Identificativo,
@@ -159,7 +159,7 @@ func Decode(data []byte) (store.Batch, error) {
 	}
 	for _, t := range w.Transitions {
 		b.Transitions = append(b.Transitions, store.Transition{Identificativo: t.Identificativo, Recipient: t.Recipient,
-			Input: store.Input(t.Input), At: fromNS(t.At), Await: t.Await})
+			Input: store.Input(t.Input), At: fromNS(t.At), ProvesQueued: t.ProvesQueued})
 	}
 	for _, o := range w.Outbox {
 		b.Outbox = append(b.Outbox, store.OutboxItem{MessageID: o.MessageID, Kind: o.Kind, Identificativo: o.Identificativo,

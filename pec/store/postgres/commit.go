@@ -111,7 +111,8 @@ func (s *Store) runGroup(group []*writeReq) {
 	}
 	wake := false
 	for i, r := range group {
-		wake = wake || errs[i] == nil && len(r.b.Outbox) > 0
+		// A proving receipt may have released a held step, whose accettazione is in the outbox.
+		wake = wake || errs[i] == nil && (len(r.b.Outbox) > 0 || len(r.b.Proven()) > 0)
 		r.result <- temporary(errs[i])
 	}
 	if wake {

@@ -83,8 +83,7 @@ func (s *Store) Confirm(ctx context.Context, token string, at time.Time) (*store
 		if err := writeBatch(ctx, tx, &h.OnConfirm, w, ""); err != nil {
 			return err
 		}
-		h.Late = h.State == store.HeldExpired
-		h.State, h.ReleasedAt = store.HeldReleased, at
+		h.Release(at)
 		if _, err := tx.Exec(ctx, `UPDATE held SET state = 'released', released_at = $1, late = $2 WHERE id = $3`,
 			ns(at), h.Late, id); err != nil {
 			return err

@@ -219,7 +219,7 @@ func temporary(err error) error {
 	if err == nil {
 		return nil
 	}
-	for _, e := range []error{store.ErrConflict, store.ErrNotTracked, store.ErrInvalid, store.ErrNotFound, store.ErrExists, store.ErrLeaseLost, store.ErrRetention, context.Canceled, context.DeadlineExceeded} {
+	for _, e := range []error{store.ErrConflict, store.ErrInvalid, store.ErrNotFound, store.ErrExists, store.ErrLeaseLost, store.ErrRetention, context.Canceled, context.DeadlineExceeded} {
 		if errors.Is(err, e) {
 			return err
 		}

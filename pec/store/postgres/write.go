@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -41,6 +42,14 @@ func writeBatch(ctx context.Context, tx txn, b *store.Batch, w *eventWriter, sp 
 	}()
 	if sp != "" {
 		p.Queue(`SAVEPOINT ` + sp)
+	}
+	if ids := b.Proven(); len(ids) > 0 {
+		if err := send(); err != nil { // the savepoint is open before the reads
+			return err
+		}
+		if b, err = releaseProven(ctx, tx, &p, b, ids, w.now); err != nil {
+			return err
+		}
 	}
 	for i := range b.Inserts {
 		queueTracking(&p, b.Inserts[i].Row())
@@ -125,11 +134,6 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 			if t.Input.IsNotice() {
 				return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
 			}
-			if t.Await {
-				if err := awaited(ctx, tx, t.Identificativo); err != nil {
-					return err
-				}
-			}
 			continue // a receipt about something we do not track: ignored
 		}
 		nr, out := store.Next(*r, t.Input, t.At)
@@ -153,19 +157,40 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 	return nil
 }
 
-// awaited is ErrNotTracked when identificativo has no tracking row and a held step of it
-// waits for its confirmation (store.Transition.Await).
-func awaited(ctx context.Context, tx txn, id string) error {
-	var one int
-	err := tx.QueryRow(ctx, `SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = $1)
-		AND EXISTS (SELECT 1 FROM held WHERE identificativo = $1 AND state = 'held')`, id).Scan(&one)
-	switch {
-	case err == nil:
-		return fmt.Errorf("%w: %s", store.ErrNotTracked, id)
-	case isNoRows(err):
-		return nil
+// releaseProven queues the release of the waiting step that starts the tracking of each
+// transaction in ids, which b's receipts prove queued (store.Transition.ProvesQueued), as
+// Confirm would, and returns b with the OnConfirm batches of those steps before it: their
+// tracking rows are inserted before b's transitions read them, all in b's savepoint. The
+// steps are read under their row locks, so a Confirm of the same step on another node waits
+// and then finds it released.
+func releaseProven(ctx context.Context, tx txn, p *pgx.Batch, b *store.Batch, ids []string, at time.Time) (*store.Batch, error) {
+	rows, err := tx.Query(ctx, `SELECT `+heldCols+` FROM held WHERE identificativo = ANY($1) AND state = 'held'
+		ORDER BY id FOR UPDATE`, ids)
+	if err != nil {
+		return nil, err
 	}
-	return err
+	var parts []*store.Batch
+	for rows.Next() {
+		id, h, err := scanHeld(rows)
+		if err != nil {
+			rows.Close()
+			return nil, err
+		}
+		if !h.StartsTracking() {
+			continue
+		}
+		h.Release(at)
+		p.Queue(`UPDATE held SET state = 'released', released_at = $1, late = $2 WHERE id = $3`, ns(at), h.Late, id)
+		parts = append(parts, &h.OnConfirm)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(parts) == 0 {
+		return b, nil
+	}
+	return store.Merge(append(parts, b)...), nil
 }
 
 func queueOutbox(p *pgx.Batch, o *store.OutboxItem, now interface{ UnixNano() int64 }) {

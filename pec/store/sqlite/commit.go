@@ -19,10 +19,15 @@ func (s *Store) Commit(ctx context.Context, b *store.Batch) error {
 	if b.Empty() {
 		return nil
 	}
-	return s.write(ctx, len(b.Outbox) > 0, func(tx *sql.Tx) error { return commitBatch(tx, b, s.goNow()) })
+	// A proving receipt may release a held step, whose accettazione goes to the outbox.
+	wake := len(b.Outbox) > 0 || len(b.Proven()) > 0
+	return s.write(ctx, wake, func(tx *sql.Tx) error { return commitBatch(tx, b, s.goNow()) })
 }
 
 func commitBatch(tx *sql.Tx, b *store.Batch, now time.Time) error {
+	if err := releaseProven(tx, b, now); err != nil {
+		return err
+	}
 	for i := range b.Inserts {
 		if err := insertTracking(tx, b.Inserts[i].Row()); err != nil {
 			return err
@@ -132,17 +137,6 @@ func applyTransition(tx *sql.Tx, t *store.Transition) error {
 	if err == sql.ErrNoRows {
 		if t.Input.IsNotice() {
 			return fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
-		}
-		if t.Await {
-			var one int
-			// No row of the transaction, and a held step of it waits for its confirmation.
-			switch err := tx.QueryRow(`SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM tracking WHERE identificativo = ?)
-				AND EXISTS (SELECT 1 FROM held WHERE identificativo = ? AND state = 'held')`, t.Identificativo, t.Identificativo).Scan(&one); {
-			case err == nil:
-				return fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
-			case err != sql.ErrNoRows:
-				return err
-			}
 		}
 		return nil // a receipt about something we do not track: ignored
 	}

@@ -102,19 +102,8 @@ func (s *Store) Confirm(ctx context.Context, token string, at time.Time) (*store
 			out = h // released already: nothing to do
 			return false, nil
 		}
-		if err := commitBatch(tx, &h.OnConfirm, s.goNow()); err != nil {
+		if err := release(tx, id, h, at, s.goNow()); err != nil {
 			return false, err
-		}
-		h.Late = h.State == store.HeldExpired
-		h.State, h.ReleasedAt = store.HeldReleased, at
-		// The state condition is belt and braces: the transaction is serialised anyway.
-		res, err := tx.Exec(`UPDATE held SET state = 'released', released_at = ?, late = ? WHERE id = ? AND state IN ('held', 'expired')`,
-			ns(at), h.Late, id)
-		if err != nil {
-			return false, err
-		}
-		if n, err := res.RowsAffected(); err != nil || n != 1 {
-			return false, errors.Join(err, fmt.Errorf("held record %d changed under its transaction", id))
 		}
 		out = h
 		return len(h.OnConfirm.Outbox) > 0, nil
@@ -123,6 +112,61 @@ func (s *Store) Confirm(ctx context.Context, token string, at time.Time) (*store
 		return nil, err
 	}
 	return out, nil
+}
+
+// release commits h's OnConfirm and marks record id released at at.
+func release(tx *sql.Tx, id int64, h *store.Held, at, commitTime time.Time) error {
+	if err := commitBatch(tx, &h.OnConfirm, commitTime); err != nil {
+		return err
+	}
+	h.Release(at)
+	// The state condition is belt and braces: the transaction is serialised anyway.
+	res, err := tx.Exec(`UPDATE held SET state = 'released', released_at = ?, late = ? WHERE id = ? AND state IN ('held', 'expired')`,
+		ns(at), h.Late, id)
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		return errors.Join(err, fmt.Errorf("held record %d changed under its transaction", id))
+	}
+	return nil
+}
+
+// releaseProven releases, before b is written and in the same transaction, the waiting step
+// that starts the tracking of each transaction b's receipts prove queued
+// (store.Transition.ProvesQueued), as Confirm would.
+func releaseProven(tx *sql.Tx, b *store.Batch, now time.Time) error {
+	for _, ident := range b.Proven() {
+		rows, err := tx.Query(`SELECT `+heldCols+` FROM held WHERE identificativo = ? AND state = 'held'`, ident)
+		if err != nil {
+			return err
+		}
+		type rec struct {
+			id int64
+			h  *store.Held
+		}
+		var waiting []rec
+		for rows.Next() {
+			id, h, err := scanHeld(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			waiting = append(waiting, rec{id, h})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		for _, r := range waiting {
+			if r.h.StartsTracking() {
+				if err := release(tx, r.id, r.h, now, now); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // ExpireHeld implements store.Holder. Each record's OnExpiry runs in its own savepoint, so

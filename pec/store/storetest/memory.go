@@ -90,6 +90,14 @@ func (m *Memory) Commit(ctx context.Context, b *store.Batch) error {
 // reports whether outbox items were added.
 // (Long on purpose: the in-memory mirror of the SQLite transaction, step for step, so both read alike.)
 func (m *memState) commitLocked(b *store.Batch) (bool, error) {
+	proven := m.provenHeld(b)
+	if len(proven) > 0 {
+		parts := make([]*store.Batch, 0, len(proven)+1)
+		for _, h := range proven {
+			parts = append(parts, &h.OnConfirm)
+		}
+		b = store.Merge(append(parts, b)...)
+	}
 	if err := m.checkHolds(b.Holds); err != nil {
 		return false, err
 	}
@@ -119,9 +127,6 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 		if !ok {
 			if t.Input.IsNotice() {
 				return false, fmt.Errorf("%w: no tracking row for %s %s", store.ErrConflict, t.Identificativo, t.Recipient)
-			}
-			if t.Await && m.awaited(t.Identificativo, newRows) {
-				return false, fmt.Errorf("%w: %s", store.ErrNotTracked, t.Identificativo)
 			}
 			continue // a receipt about something we do not track: ignored
 		}
@@ -175,6 +180,9 @@ func (m *memState) commitLocked(b *store.Batch) (bool, error) {
 		if h.Key != "" {
 			m.heldByKey[h.Key] = h
 		}
+	}
+	for _, h := range proven {
+		h.Release(m.now())
 	}
 	return added, nil
 }
@@ -473,23 +481,16 @@ func (m *Memory) TryLease(ctx context.Context, name, owner string, ttl time.Dura
 // Close implements store.Store.
 func (m *Memory) Close() error { return nil }
 
-// awaited reports whether identificativo has no tracking row, committed or in this batch,
-// while a held step of it waits for its confirmation (store.Transition.Await).
-func (m *memState) awaited(id string, batch map[[2]string]store.Tracking) bool {
-	for k := range batch {
-		if k[0] == id {
-			return false
+// provenHeld is the waiting steps that start the tracking of the transactions b's receipts
+// prove queued (store.Transition.ProvesQueued): commitLocked releases them with b.
+func (m *memState) provenHeld(b *store.Batch) []*store.Held {
+	var out []*store.Held
+	for _, id := range b.Proven() {
+		for _, h := range m.held {
+			if h.Identificativo == id && h.State == store.HeldWaiting && h.StartsTracking() {
+				out = append(out, h)
+			}
 		}
 	}
-	for k := range m.tracking {
-		if k[0] == id {
-			return false
-		}
-	}
-	for _, h := range m.held {
-		if h.Identificativo == id && h.State == store.HeldWaiting {
-			return true
-		}
-	}
-	return false
+	return out
 }

@@ -91,8 +91,7 @@ func (m *Memory) Confirm(ctx context.Context, token string, at time.Time) (*stor
 			m.mu.Unlock()
 			return nil, err
 		}
-		h.Late = h.State == store.HeldExpired
-		h.State, h.ReleasedAt = store.HeldReleased, at
+		h.Release(at)
 	}
 	out := cloneHeld(h)
 	m.mu.Unlock()

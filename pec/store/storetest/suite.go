@@ -64,7 +64,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"IdempotentReceipts", one(testIdempotentReceipts)},
 		{"LateReceiptAfterNotice", one(testLateReceipt)},
 		{"UnknownReceiptIgnored", one(testUnknownReceipt)},
-		{"AwaitedReceipt", one(testAwaitedReceipt)},
+		{"ProvingReceipt", one(testProvingReceipt)},
 		{"DueRows", one(testDueRows)},
 		{"DueRowsOwnDeadlines", one(testDueOwnDeadlines)},
 		{"DuePages", one(testDuePages)},

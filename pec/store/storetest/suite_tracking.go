@@ -226,37 +226,82 @@ func testUnknownReceipt(t *testing.T, s store.Store) {
 	}
 }
 
-// testAwaitedReceipt: a receipt about one of our transactions (Await) that overtook
-// Postfix's confirmation of its busta (a held step waits; its release inserts the tracking
-// rows) fails the whole batch with ErrNotTracked, so that the caller retries it; once the step
-// is released it moves its row. Without a waiting step (a transaction that is not ours, or
-// whose rows were purged) the receipt is ignored, and a receipt about a recipient the
-// transaction does not track is ignored too.
-func testAwaitedReceipt(t *testing.T, s store.Store) {
+// testProvingReceipt: a receipt about one of our transactions (ProvesQueued) that overtook
+// Postfix's confirmation of its busta releases, in its own transaction, the waiting step that
+// starts the tracking (its accettazione, log event and tracking rows), then moves the row it
+// inserted; the confirmation that comes later commits nothing more. A waiting step of the
+// same transaction that starts no tracking (a presa in carico's) stays waiting; a batch that
+// fails releases nothing; a receipt with no waiting step, or about a recipient the
+// transaction does not track, is ignored.
+func testProvingReceipt(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	h := HeldStep(90, T0)
-	hold(t, s, h)
+	h, other, failing := HeldStep(90, T0), HeldStep(91, T0), HeldStep(92, T0)
+	other.Identificativo, other.OnConfirm.Inserts = h.Identificativo, nil
+	hold(t, s, h, other, failing)
 	receipt := func(id, rcpt string) *store.Batch {
 		b := &store.Batch{}
 		b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
-		b.Apply(store.Transition{Identificativo: id, Recipient: rcpt, Input: store.InputMancataConsegna, At: T0, Await: true})
+		b.Apply(store.Transition{Identificativo: id, Recipient: rcpt, Input: store.InputMancataConsegna, At: T0, ProvesQueued: true})
 		return b
 	}
-	if err := s.Commit(ctx, receipt(h.Identificativo, "bruno@pec-b.test")); !errors.Is(err, store.ErrNotTracked) {
-		t.Fatalf("receipt before the confirmation: %v, want ErrNotTracked", err)
+	state := func(key string) store.HeldState {
+		t.Helper()
+		got, err := s.LookupHeld(ctx, key, T0.Add(-time.Hour))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.State
+	}
+
+	bad := receipt(failing.Identificativo, "bruno@pec-b.test")
+	bad.Apply(store.Transition{Identificativo: "nobody@pec-a.test", Recipient: "x@pec-b.test", Input: store.InputNotice12h, At: T0})
+	if err := s.Commit(ctx, bad); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("failing batch: %v, want ErrConflict", err)
+	}
+	if st := state(failing.Key); st != store.HeldWaiting {
+		t.Errorf("a failed batch left its proven step %s, want %s", st, store.HeldWaiting)
 	}
 	if n := countEvents(t, s); n != 0 {
-		t.Errorf("%d events committed with the refused receipt", n)
+		t.Errorf("%d events committed by a failed batch", n)
 	}
-	commit(t, s, receipt("nowait@pec-a.test", "bruno@pec-b.test")) // no waiting step: ignored
-	if _, err := s.Confirm(ctx, h.Token, T0); err != nil {
-		t.Fatal(err)
-	}
+
 	commit(t, s, receipt(h.Identificativo, "bruno@pec-b.test"))
 	if r := row(t, s, h.Identificativo, "bruno@pec-b.test"); r.State != store.StateFailed {
-		t.Errorf("state %s after the retried receipt, want %s", r.State, store.StateFailed)
+		t.Errorf("state %s after the proving receipt, want %s", r.State, store.StateFailed)
 	}
-	commit(t, s, receipt(h.Identificativo, "nobody@pec-b.test"))
+	if st := state(h.Key); st != store.HeldReleased {
+		t.Errorf("proven step %s, want %s", st, store.HeldReleased)
+	}
+	if st := state(other.Key); st != store.HeldWaiting {
+		t.Errorf("a step that starts no tracking was %s by the receipt, want %s", st, store.HeldWaiting)
+	}
+	evs := Search(t, s, store.Query{Identificativo: h.Identificativo})
+	if len(evs) != 2 || evs[0].Kind != store.KindAccettazione || evs[1].Kind != store.KindRicezioneRicevuta {
+		t.Errorf("log after the proving receipt: %+v, want the accettazione, then the receipt", evs)
+	}
+	if got := claim(t, s, "w", 10); len(got) != 1 || got[0].Kind != "accettazione" {
+		t.Errorf("outbox after the proving receipt: %s, want the accettazione", ids(got))
+	}
+
+	c, err := s.Confirm(ctx, h.Token, T0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.State != store.HeldReleased || c.Late {
+		t.Errorf("confirmation after the receipt: %s late=%v", c.State, c.Late)
+	}
+	if n := kindCount(t, s, h.Identificativo, store.KindAccettazione); n != 1 {
+		t.Errorf("%d accettazione events after the confirmation, want 1", n)
+	}
+	if got := claim(t, s, "w2", 10); len(got) != 0 {
+		t.Errorf("the confirmation queued %s again", ids(got))
+	}
+
+	commit(t, s, receipt("nowait@pec-a.test", "bruno@pec-b.test")) // no waiting step: ignored
+	commit(t, s, receipt(h.Identificativo, "nobody@pec-b.test"))   // not tracked: ignored
+	if rows, _ := s.Tracking(ctx, "nowait@pec-a.test"); len(rows) != 0 {
+		t.Errorf("receipt without a waiting step created rows: %+v", rows)
+	}
 }
 
 func testDueRows(t *testing.T, s store.Store) {
