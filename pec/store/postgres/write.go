@@ -43,13 +43,8 @@ func writeBatch(ctx context.Context, tx txn, b *store.Batch, w *eventWriter, sp 
 	if sp != "" {
 		p.Queue(`SAVEPOINT ` + sp)
 	}
-	if ids := b.Proven(); len(ids) > 0 {
-		if err := send(); err != nil { // the savepoint is open before the reads
-			return err
-		}
-		if b, err = releaseProven(ctx, tx, &p, b, ids, w.now); err != nil {
-			return err
-		}
+	if b, err = releaseProven(ctx, tx, &p, send, b, w.now); err != nil {
+		return err
 	}
 	for i := range b.Inserts {
 		queueTracking(&p, b.Inserts[i].Row())
@@ -68,10 +63,7 @@ func writeBatch(ctx context.Context, tx txn, b *store.Batch, w *eventWriter, sp 
 		queueOutbox(&p, &b.Outbox[i], w.now)
 	}
 	for i := range b.Quarantine {
-		q := &b.Quarantine[i]
-		p.Queue(`INSERT INTO quarantine (identificativo, time, virus, sender, recipients, queue_id, raw)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`, q.Identificativo, ns(q.Time), q.Virus, q.Sender,
-			js(nonNil(q.Recipients)), q.QueueID, q.Raw)
+		queueQuarantine(&p, &b.Quarantine[i])
 	}
 	for i := range b.Holds {
 		if err := queueHeld(&p, &b.Holds[i]); err != nil {
@@ -88,6 +80,12 @@ func writeBatch(ctx context.Context, tx txn, b *store.Batch, w *eventWriter, sp 
 		w.evs = append(w.evs, &b.Events[i])
 	}
 	return nil
+}
+
+func queueQuarantine(p *pgx.Batch, q *store.QuarantineItem) {
+	p.Queue(`INSERT INTO quarantine (identificativo, time, virus, sender, recipients, queue_id, raw)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`, q.Identificativo, ns(q.Time), q.Virus, q.Sender,
+		js(nonNil(q.Recipients)), q.QueueID, q.Raw)
 }
 
 func queueTracking(p *pgx.Batch, r store.Tracking) {
@@ -158,12 +156,20 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 }
 
 // releaseProven queues the release of the waiting step that starts the tracking of each
-// transaction in ids, which b's receipts prove queued (store.Transition.ProvesQueued), as
+// transaction b's receipts prove queued (store.Transition.ProvesQueued), as
 // Confirm would, and returns b with the OnConfirm batches of those steps before it: their
 // tracking rows are inserted before b's transitions read them, all in b's savepoint. The
 // steps are read under their row locks, so a Confirm of the same step on another node waits
 // and then finds it released.
-func releaseProven(ctx context.Context, tx txn, p *pgx.Batch, b *store.Batch, ids []string, at time.Time) (*store.Batch, error) {
+// send sends what p holds (the savepoint is open before the reads).
+func releaseProven(ctx context.Context, tx txn, p *pgx.Batch, send func() error, b *store.Batch, at time.Time) (*store.Batch, error) {
+	ids := b.Proven()
+	if len(ids) == 0 {
+		return b, nil
+	}
+	if err := send(); err != nil {
+		return nil, err
+	}
 	rows, err := tx.Query(ctx, `SELECT `+heldCols+` FROM held WHERE identificativo = ANY($1) AND state = 'held'
 		ORDER BY id FOR UPDATE`, ids)
 	if err != nil {

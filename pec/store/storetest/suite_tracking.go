@@ -238,27 +238,15 @@ func testProvingReceipt(t *testing.T, s store.Store) {
 	h, other, failing := HeldStep(90, T0), HeldStep(91, T0), HeldStep(92, T0)
 	other.Identificativo, other.OnConfirm.Inserts = h.Identificativo, nil
 	hold(t, s, h, other, failing)
-	receipt := func(id, rcpt string) *store.Batch {
-		b := &store.Batch{}
-		b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
-		b.Apply(store.Transition{Identificativo: id, Recipient: rcpt, Input: store.InputMancataConsegna, At: T0, ProvesQueued: true})
-		return b
-	}
-	state := func(key string) store.HeldState {
-		t.Helper()
-		got, err := s.LookupHeld(ctx, key, T0.Add(-time.Hour))
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got.State
-	}
+	receipt := provingReceipt
+	state := func(key string) store.HeldState { return heldState(t, s, key) }
 
-	bad := receipt(failing.Identificativo, "bruno@pec-b.test")
+	bad := provingReceipt(failing.Identificativo, "bruno@pec-b.test")
 	bad.Apply(store.Transition{Identificativo: "nobody@pec-a.test", Recipient: "x@pec-b.test", Input: store.InputNotice12h, At: T0})
 	if err := s.Commit(ctx, bad); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("failing batch: %v, want ErrConflict", err)
 	}
-	if st := state(failing.Key); st != store.HeldWaiting {
+	if st := heldState(t, s, failing.Key); st != store.HeldWaiting {
 		t.Errorf("a failed batch left its proven step %s, want %s", st, store.HeldWaiting)
 	}
 	if n := countEvents(t, s); n != 0 {
@@ -302,6 +290,22 @@ func testProvingReceipt(t *testing.T, s store.Store) {
 	if rows, _ := s.Tracking(ctx, "nowait@pec-a.test"); len(rows) != 0 {
 		t.Errorf("receipt without a waiting step created rows: %+v", rows)
 	}
+}
+
+func provingReceipt(id, rcpt string) *store.Batch {
+	b := &store.Batch{}
+	b.Log(store.Event{Time: T0, Identificativo: id, Kind: store.KindRicezioneRicevuta})
+	b.Apply(store.Transition{Identificativo: id, Recipient: rcpt, Input: store.InputMancataConsegna, At: T0, ProvesQueued: true})
+	return b
+}
+
+func heldState(t *testing.T, s store.Store, key string) store.HeldState {
+	t.Helper()
+	got, err := s.LookupHeld(context.Background(), key, T0.Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return got.State
 }
 
 func testDueRows(t *testing.T, s store.Store) {
