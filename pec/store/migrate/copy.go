@@ -20,7 +20,11 @@ func copyTable(ctx context.Context, rtx *sql.Tx, tx pgx.Tx, t table) (int64, err
 	for i, c := range t.cols {
 		names[i] = c.name
 	}
-	q := `SELECT ` + strings.Join(names, ", ") + ` FROM ` + t.name
+	from := t.name
+	if t.from != "" {
+		from = t.from
+	}
+	q := `SELECT ` + strings.Join(names, ", ") + ` FROM ` + from
 	if t.name == "events" {
 		q += ` ORDER BY seq` // the log in its order: its partitions fill month after month
 	}

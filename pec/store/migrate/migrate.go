@@ -44,6 +44,8 @@ type table struct {
 	cols []column
 	// identity is the column whose generated sequence must continue after the copied rows.
 	identity string
+	// from is what the rows are read from in SQLite, when not the table alone.
+	from string
 }
 
 func cols(spec ...any) []column {
@@ -66,7 +68,9 @@ var tables = []table{
 	{name: "tracking", cols: cols("identificativo", text, "recipient", text, "state", text, "sent_at", i64, "due12", i64,
 		"due22", i64, "due24", i64, "taken_at", i64, "delivered_at", i64, "failed_at", i64, "notice12_at", i64,
 		"notice24_at", i64, "sender", text, "subject", text, "message_id", text, "data", bytes)},
-	{name: "outbox", identity: "id", cols: cols("id", i64, "message_id", text, "kind", text, "identificativo", text,
+	// SQLite keeps the outbox's bytes in outbox_raw (its schema migration 5); PostgreSQL
+	// keeps them out of line by itself (TOAST), in the row.
+	{name: "outbox", identity: "id", from: "outbox JOIN outbox_raw USING (id)", cols: cols("id", i64, "message_id", text, "kind", text, "identificativo", text,
 		"mail_from", text, "rcpts", text, "raw", bytes, "created", i64, "state", text, "attempts", i64,
 		"next_attempt", i64, "last_error", text, "claimed_by", text, "lease_until", i64, "sent_at", i64)},
 	{name: "quarantine", identity: "id", cols: cols("id", i64, "identificativo", text, "time", i64, "virus", text,

@@ -164,9 +164,22 @@ func insertOutbox(tx *sql.Tx, o *store.OutboxItem, now time.Time) error {
 	}
 	// INSERT OR IGNORE on the unique Message-ID: queuing the same generated message twice
 	// (a replayed batch) keeps the first copy.
-	_, err := tx.Exec(`INSERT OR IGNORE INTO outbox (message_id, kind, identificativo, mail_from, rcpts, raw, created, state)
-		VALUES (?, ?, ?, ?, ?, ?, ?, 'pending')`,
-		o.MessageID, o.Kind, o.Identificativo, o.From, js(o.Rcpts), o.Raw, ns(created))
+	// The bytes go to outbox_raw (schema migration 5), so that the drainer's updates of the
+	// row do not rewrite them.
+	res, err := tx.Exec(`INSERT OR IGNORE INTO outbox (message_id, kind, identificativo, mail_from, rcpts, created, state)
+		VALUES (?, ?, ?, ?, ?, ?, 'pending')`,
+		o.MessageID, o.Kind, o.Identificativo, o.From, js(o.Rcpts), ns(created))
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil || n == 0 {
+		return err // ignored: the first copy stays
+	}
+	id, err := res.LastInsertId()
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(`INSERT INTO outbox_raw (id, raw) VALUES (?, ?)`, id, o.Raw)
 	return err
 }
 

@@ -1,9 +1,11 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,6 +48,49 @@ func TestMigrationToV2KeepsData(t *testing.T) {
 	}
 	if got, err := s.Confirm(context.Background(), h.Token, storetest.T0); err != nil || got.State != store.HeldReleased {
 		t.Fatalf("Confirm after migration: %v", err)
+	}
+}
+
+// TestMigrationToV5KeepsOutbox: a database of schema 4 with a pending and a sent outbox item
+// (the bytes still in outbox.raw) migrates to outbox_raw with every byte; the pending item is
+// claimed with its bytes, and a new item after it gets its own.
+func TestMigrationToV5KeepsOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "v4.db")
+	db, err := sql.Open("sqlite3", "file:"+path+"?_txlock=immediate")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (4);` +
+		strings.Join(migrations[:4], "")); err != nil {
+		t.Fatal(err)
+	}
+	pending := append([]byte("Message-ID: <p@x>\r\n\r\n"), 0, 0xff, '\r', '\n')
+	if _, err := db.Exec(`INSERT INTO outbox (message_id, kind, identificativo, mail_from, rcpts, raw, created, state)
+		VALUES ('<s@x>', 'accettazione', 'i@x', 'f@x', '["a@x"]', x'73656e74', 1, 'sent'),
+		('<p@x>', 'consegna-completa', 'i@x', 'f@x', '["a@x"]', ?, 2, 'pending')`, pending); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := Open(path, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	var sent []byte
+	if err := s.r.QueryRow(`SELECT raw FROM outbox_raw WHERE id = (SELECT id FROM outbox WHERE message_id = '<s@x>')`).Scan(&sent); err != nil || string(sent) != "sent" {
+		t.Fatalf("sent item's bytes after the migration: %q %v", sent, err)
+	}
+	items, err := s.ClaimOutbox(ctx, store.Claim{Owner: "w", Lease: time.Minute})
+	if err != nil || len(items) != 1 || !bytes.Equal(items[0].Raw, pending) {
+		t.Fatalf("claim after the migration: %+v %v", items, err)
+	}
+	if err := s.Commit(ctx, &store.Batch{Outbox: []store.OutboxItem{{MessageID: "<n@x>", Kind: "accettazione", Rcpts: []string{"a@x"}, Raw: []byte("new")}}}); err != nil {
+		t.Fatal(err)
+	}
+	items, err = s.ClaimOutbox(ctx, store.Claim{Owner: "w2", Lease: time.Minute})
+	if err != nil || len(items) != 1 || string(items[0].Raw) != "new" {
+		t.Fatalf("claim of a new item: %+v %v", items, err)
 	}
 }
 

@@ -72,7 +72,8 @@ func (s *Store) ClaimOutbox(ctx context.Context, c store.Claim) ([]store.OutboxI
 		if _, err := tx.Exec(`UPDATE outbox SET claimed_by = ?, lease_until = ? WHERE id IN (`+in+`)`, args...); err != nil {
 			return err
 		}
-		rows, err = tx.Query(`SELECT `+outboxCols+`, raw FROM outbox WHERE id IN (`+in+`) ORDER BY id`, ids...)
+		rows, err = tx.Query(`SELECT `+outboxCols+`, (SELECT raw FROM outbox_raw WHERE outbox_raw.id = outbox.id)
+			FROM outbox WHERE id IN (`+in+`) ORDER BY id`, ids...)
 		if err != nil {
 			return err
 		}
