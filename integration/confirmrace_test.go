@@ -4,7 +4,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -119,23 +118,14 @@ func TestReceiptsBeforeConfirmation(t *testing.T) {
 	}
 }
 
-// queuedTo is how many messages in a's queue have a recipient in domain (postqueue -j).
+// queuedTo is how many messages in a's queue have a recipient in domain.
 func queuedTo(t *testing.T, a *lab.Provider, domain string) int {
-	t.Helper()
-	out, err := exec.Command("postqueue", "-c", a.Postfix.ConfigDir, "-j").Output()
+	msgs, err := queued(a)
 	if err != nil {
 		t.Fatalf("postqueue -j: %v", err)
 	}
 	n := 0
-	for _, line := range strings.Split(string(out), "\n") {
-		var q struct {
-			Recipients []struct {
-				Address string `json:"address"`
-			} `json:"recipients"`
-		}
-		if json.Unmarshal([]byte(line), &q) != nil {
-			continue
-		}
+	for _, q := range msgs {
 		for _, r := range q.Recipients {
 			if strings.HasSuffix(strings.ToLower(r.Address), "@"+strings.ToLower(domain)) {
 				n++

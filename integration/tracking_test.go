@@ -94,21 +94,11 @@ func discarded(t *testing.T, a *lab.Provider, addr string) {
 
 // dropQueued deletes from A's queue the messages with a recipient addr (postqueue -j).
 func dropQueued(t *testing.T, a *lab.Provider, addr string) {
-	out, err := exec.Command("postqueue", "-c", a.Postfix.ConfigDir, "-j").Output()
+	msgs, err := queued(a)
 	if err != nil {
 		t.Logf("postqueue -j: %v", err)
-		return
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		var q struct {
-			QueueID    string `json:"queue_id"`
-			Recipients []struct {
-				Address string `json:"address"`
-			} `json:"recipients"`
-		}
-		if json.Unmarshal([]byte(line), &q) != nil {
-			continue
-		}
+	for _, q := range msgs {
 		for _, r := range q.Recipients {
 			if strings.EqualFold(r.Address, addr) {
 				exec.Command("postsuper", "-c", a.Postfix.ConfigDir, "-d", q.QueueID).Run()
@@ -116,6 +106,30 @@ func dropQueued(t *testing.T, a *lab.Provider, addr string) {
 			}
 		}
 	}
+}
+
+// queuedMsg is a message in Postfix's queue as postqueue -j lists it.
+type queuedMsg struct {
+	QueueID    string `json:"queue_id"`
+	Recipients []struct {
+		Address string `json:"address"`
+	} `json:"recipients"`
+}
+
+// queued lists a's queue (postqueue -j).
+func queued(a *lab.Provider) ([]queuedMsg, error) {
+	out, err := exec.Command("postqueue", "-c", a.Postfix.ConfigDir, "-j").Output()
+	if err != nil {
+		return nil, err
+	}
+	var msgs []queuedMsg
+	for _, line := range strings.Split(string(out), "\n") {
+		var q queuedMsg
+		if json.Unmarshal([]byte(line), &q) == nil {
+			msgs = append(msgs, q)
+		}
+	}
+	return msgs, nil
 }
 
 // waitRow waits until the tracking row of (id, rcpt) in st satisfies ok and returns it.

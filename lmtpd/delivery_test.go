@@ -309,7 +309,7 @@ func TestDovecotReuse(t *testing.T) {
 	if len(c.idle) != 1 {
 		t.Errorf("%d idle connections after 3 sequential deliveries, want 1 reused", len(c.idle))
 	}
-	c.idle[0].close() // Dovecot dropped the idle connection
+	c.idle[0].Close() // Dovecot dropped the idle connection
 	if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test", "x@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 ||
 		res["x@pec-b.test"].Code != 550 || res["x@pec-b.test"].Enhanced != "5.1.1" {
 		t.Fatalf("after a dropped connection: %+v", res)

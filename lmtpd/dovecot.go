@@ -12,6 +12,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gestore-pec/gestore/internal/smtpc"
 	"github.com/gestore-pec/gestore/pec"
 )
 
@@ -28,7 +29,7 @@ type Dovecot struct {
 	rtt           prometheus.Histogram
 
 	mu   sync.Mutex
-	idle []*lmtpClient
+	idle []*smtpc.Client
 }
 
 // DovecotConfig configures the client.
@@ -79,13 +80,13 @@ func (dv *Dovecot) Close() error {
 	dv.idle = nil
 	dv.mu.Unlock()
 	for _, c := range idle {
-		_ = c.quit()
+		_ = c.Quit()
 	}
 	return nil
 }
 
 // get returns an idle connection, or dials a new one (LHLO included). fresh tells which.
-func (dv *Dovecot) get(ctx context.Context) (c *lmtpClient, fresh bool, err error) {
+func (dv *Dovecot) get(ctx context.Context) (c *smtpc.Client, fresh bool, err error) {
 	dv.mu.Lock()
 	if n := len(dv.idle); n > 0 {
 		c = dv.idle[n-1]
@@ -100,21 +101,21 @@ func (dv *Dovecot) get(ctx context.Context) (c *lmtpClient, fresh bool, err erro
 	if err != nil {
 		return nil, true, err
 	}
-	if c, err = dialLMTP(conn, dv.hostname, dv.timeout); err != nil {
+	if c, err = smtpc.Dial(conn, true, dv.hostname, dv.timeout); err != nil {
 		conn.Close()
 		return nil, true, err
 	}
 	return c, true, nil
 }
 
-func (dv *Dovecot) put(c *lmtpClient) {
+func (dv *Dovecot) put(c *smtpc.Client) {
 	dv.mu.Lock()
 	defer dv.mu.Unlock()
 	if len(dv.idle) < dv.maxIdle {
 		dv.idle = append(dv.idle, c)
 		return
 	}
-	go c.quit() //nolint:errcheck
+	go c.Quit() //nolint:errcheck
 }
 
 // Deliver hands msg from the reverse path from to Dovecot for rcpts, and returns Dovecot's
@@ -130,11 +131,11 @@ func (dv *Dovecot) Deliver(ctx context.Context, from string, rcpts []string, msg
 	if err != nil {
 		return failAll(res, rcpts, err, false)
 	}
-	stop := context.AfterFunc(ctx, func() { c.close() }) // a cancelled delivery breaks the connection
+	stop := context.AfterFunc(ctx, func() { c.Close() }) // a cancelled delivery breaks the connection
 	defer stop()
 	var accepted []string
 	for _, r := range rcpts {
-		err := c.rcpt(r)
+		err := c.Rcpt(r)
 		var se *smtp.SMTPError
 		switch {
 		case err == nil:
@@ -142,22 +143,22 @@ func (dv *Dovecot) Deliver(ctx context.Context, from string, rcpts []string, msg
 		case errors.As(err, &se):
 			res[r] = smtpResult(se)
 		default:
-			c.close()
+			c.Close()
 			return failAll(res, rcpts, err, false)
 		}
 	}
 	if len(accepted) == 0 {
-		if err := c.reset(); err == nil && stop() {
+		if err := c.Reset(); err == nil && stop() {
 			dv.put(c)
 		} else {
-			c.close()
+			c.Close()
 		}
 		return res
 	}
 	if ok := dv.data(c, accepted, msg, res); ok && stop() {
 		dv.put(c)
 	} else {
-		c.close()
+		c.Close()
 	}
 	return res
 }
@@ -167,17 +168,17 @@ func (dv *Dovecot) Deliver(ctx context.Context, from string, rcpts []string, msg
 // a fresh dial: nothing was sent on it, so this is safe. All the idle connections of a quiet
 // spell are usually gone together; giving up after the second (as before) answered 451 to
 // the first deliveries after every pause (seen in the lmtp bench after 5 s of quiet).
-func (dv *Dovecot) mail(ctx context.Context, from string) (*lmtpClient, error) {
+func (dv *Dovecot) mail(ctx context.Context, from string) (*smtpc.Client, error) {
 	for {
 		c, fresh, err := dv.get(ctx)
 		if err != nil {
 			return nil, err
 		}
-		err = c.mail(from)
+		err = c.Mail(from)
 		if err == nil {
 			return c, nil
 		}
-		c.close()
+		c.Close()
 		var se *smtp.SMTPError
 		if fresh || errors.As(err, &se) && se.Code != 421 {
 			return nil, err
@@ -187,8 +188,8 @@ func (dv *Dovecot) mail(ctx context.Context, from string) (*lmtpClient, error) {
 
 // data sends the message and reads the per-recipient answers into res; it reports whether
 // the connection can be reused.
-func (dv *Dovecot) data(c *lmtpClient, accepted []string, msg []byte, res map[string]pec.MailboxResult) bool {
-	err := c.data(msg)
+func (dv *Dovecot) data(c *smtpc.Client, accepted []string, msg []byte, res map[string]pec.MailboxResult) bool {
+	err := c.Data(msg)
 	var se *smtp.SMTPError
 	if errors.As(err, &se) {
 		for _, r := range accepted {
@@ -201,7 +202,7 @@ func (dv *Dovecot) data(c *lmtpClient, accepted []string, msg []byte, res map[st
 		return false
 	}
 	for i, r := range accepted {
-		err := c.reply()
+		err := c.Reply()
 		switch {
 		case err == nil:
 			res[r] = pec.Stored
@@ -237,5 +238,5 @@ func failAll(res map[string]pec.MailboxResult, rcpts []string, err error, unknow
 }
 
 func smtpResult(se *smtp.SMTPError) pec.MailboxResult {
-	return pec.MailboxResult{Code: se.Code, Text: se.Message, Enhanced: enhancedText(se.EnhancedCode)}
+	return pec.MailboxResult{Code: se.Code, Text: se.Message, Enhanced: smtpc.EnhancedText(se.EnhancedCode)}
 }

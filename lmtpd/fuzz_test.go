@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gestore-pec/gestore/internal/smtpc"
 )
 
 // FuzzQueueID: the first header field of any message Postfix hands over (untrusted input)
@@ -52,7 +54,7 @@ func FuzzParseSearch(f *testing.F) {
 }
 
 // FuzzDataRoundTrip: a message of CRLF lines, written by the delivery point's LMTP client
-// (writeDotStuffed) and read by the package's LMTP server (dataReader), comes out as it went
+// (smtpc.WriteDotStuffed) and read by the package's LMTP server (dataReader), comes out as it went
 // in, however its lines begin with dots.
 func FuzzDataRoundTrip(f *testing.F) {
 	f.Add([]byte("a\n.\n..\n.b\n"))
@@ -65,7 +67,7 @@ func FuzzDataRoundTrip(f *testing.F) {
 		defer srv.Close()
 		go func() {
 			w := bufio.NewWriter(cli)
-			_ = writeDotStuffed(w, msg)
+			_ = smtpc.WriteDotStuffed(w, msg)
 			_ = w.Flush()
 			cli.Close()
 		}()

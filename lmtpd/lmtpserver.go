@@ -16,6 +16,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 
+	"github.com/gestore-pec/gestore/internal/smtpc"
 	"github.com/gestore-pec/gestore/pec"
 )
 
@@ -377,7 +378,7 @@ func (c *lmtpConn) replyErr(err error) {
 	case err == nil:
 		c.reply(250, "2.0.0", "OK")
 	case errors.As(err, &se):
-		c.reply(se.Code, enhancedText(se.EnhancedCode), se.Message)
+		c.reply(se.Code, smtpc.EnhancedText(se.EnhancedCode), se.Message)
 	default:
 		r := pec.Reply(err)
 		c.reply(r.Code, r.Enhanced, r.Text)

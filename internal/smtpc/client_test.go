@@ -1,9 +1,8 @@
-package lmtpd
+package smtpc
 
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -14,11 +13,9 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
-
-	"github.com/gestore-pec/gestore/lmtpd/dovecottest"
 )
 
-// writeDotStuffed gives the very bytes net/textproto's dot writer (what go-smtp's client
+// WriteDotStuffed gives the very bytes net/textproto's dot writer (what go-smtp's client
 // used) gives, for messages with dot lines, bare LFs, a missing last line end: random ones
 // whose CRs all belong to a CRLF, as Postfix hands them over.
 func TestWriteDotStuffed(t *testing.T) {
@@ -54,7 +51,7 @@ func TestWriteDotStuffed(t *testing.T) {
 func dotStuffed(t *testing.T, msg string) string {
 	var got bytes.Buffer
 	w := bufio.NewWriter(&got)
-	if err := writeDotStuffed(w, []byte(msg)); err != nil {
+	if err := WriteDotStuffed(w, []byte(msg)); err != nil {
 		t.Fatal(err)
 	}
 	w.Flush()
@@ -63,7 +60,7 @@ func dotStuffed(t *testing.T, msg string) string {
 
 // Replies as Dovecot and other servers write them: multi-line, enhanced codes on every line,
 // codes other than the one expected, and malformed ones, which break the connection.
-func TestLMTPClientReplies(t *testing.T) {
+func TestClientReplies(t *testing.T) {
 	for _, tc := range []struct {
 		in      string
 		want    int
@@ -89,7 +86,7 @@ func TestLMTPClientReplies(t *testing.T) {
 	} {
 		srv, cli := net.Pipe()
 		go func() { srv.Write([]byte(tc.in)); srv.Close() }()
-		c := &lmtpClient{conn: cli, r: bufio.NewReader(cli), w: bufio.NewWriter(cli), timeout: time.Second}
+		c := &Client{conn: cli, r: bufio.NewReader(cli), w: bufio.NewWriter(cli), timeout: time.Second}
 		lines, err := c.expect(tc.want)
 		cli.Close()
 		var se *smtp.SMTPError
@@ -108,32 +105,15 @@ func TestLMTPClientReplies(t *testing.T) {
 	}
 }
 
-// A message whose lines begin with dots, or end with a bare LF, is stored as it was (Dovecot
-// played by go-smtp's server, which removes the stuffing), and the client sends BODY=8BITMIME
-// as go-smtp's did.
-func TestDovecotStoresDotLines(t *testing.T) {
-	dv := dovecottest.New(t, "bruno@pec-b.test")
-	c := dovecotClient(t, dv.Addr())
-	body := ".\r\n..\r\n.a\r\nline\r\n" + strings.Repeat(strings.Repeat("x", 76)+"\r\n", 3000) + ".\r\n"
-	msg := []byte("Message-ID: <d@x>\r\n\r\n" + body)
-	if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 {
-		t.Fatalf("%+v", res)
-	}
-	got := dv.Messages("bruno@pec-b.test")
-	if len(got) != 1 || !bytes.Equal(got[0], msg) {
-		t.Fatalf("stored %d messages; the first differs from what was sent", len(got))
-	}
-}
-
 // The data of a 1 MB consegna completa (base64 lines) written dot-stuffed: this client
 // against net/textproto's dot writer, which go-smtp's client used.
 func BenchmarkDotStuff(b *testing.B) {
 	msg := []byte(strings.Repeat(strings.Repeat("QUJD", 19)+"\r\n", 1<<20/78))
-	b.Run("lmtpClient", func(b *testing.B) {
+	b.Run("smtpc", func(b *testing.B) {
 		w := bufio.NewWriterSize(io.Discard, 64<<10)
 		b.SetBytes(int64(len(msg)))
 		for b.Loop() {
-			_ = writeDotStuffed(w, msg)
+			_ = WriteDotStuffed(w, msg)
 		}
 	})
 	b.Run("textproto", func(b *testing.B) {
@@ -145,27 +125,4 @@ func BenchmarkDotStuff(b *testing.B) {
 			_ = dw.Close()
 		}
 	})
-}
-
-// After a quiet spell Dovecot has dropped every idle connection: the next delivery goes
-// through all of them to a fresh one instead of answering 451 (it gave up after the second).
-func TestDovecotAllIdleGone(t *testing.T) {
-	dv := dovecottest.New(t, "bruno@pec-b.test")
-	c := dovecotClient(t, dv.Addr())
-	var conns []*lmtpClient
-	for range 4 {
-		lc, fresh, err := c.get(context.Background())
-		if err != nil || !fresh {
-			t.Fatalf("dial: %v (fresh %v)", err, fresh)
-		}
-		conns = append(conns, lc)
-	}
-	for _, lc := range conns {
-		c.put(lc)
-		lc.close() // Dovecot dropped it
-	}
-	msg := []byte("Message-ID: <q@x>\r\n\r\nhi\r\n")
-	if res := c.Deliver(context.Background(), "a@x", []string{"bruno@pec-b.test"}, msg); res["bruno@pec-b.test"].Code != 250 {
-		t.Fatalf("with every idle connection gone: %+v", res)
-	}
 }
