@@ -3,9 +3,9 @@
 // milter adds to every busta it hands back, the proof that Postfix queued it
 // (pec/confirm.go); the delivery point (delivery.go) stands between Postfix and Dovecot. Both
 // run on the package's own LMTP server (lmtpserver.go), and the delivery point talks to
-// Dovecot with the project's own LMTP client (internal/smtpc): both move the message a line at a time
-// rather than a byte at a time. go-smtp's error type carries the replies inside this package
-// only, and the engine's replies come from pec.Reply, its one table.
+// Dovecot with the project's own LMTP client (internal/smtpc): both move the message a line
+// at a time rather than a byte at a time. go-smtp's error type carries the replies inside
+// this package only, and the engine's replies come from pec.Reply, its one table.
 package lmtpd
 
 import (
