@@ -188,6 +188,7 @@ postfix_configure() {
 		"smtpd_tls_cert_file = $BASE/$id/tls/cert.pem" "smtpd_tls_key_file = $BASE/$id/tls/key.pem" \
 		"smtpd_tls_security_level = may" "smtpd_tls_loglevel = 1" "smtpd_tls_received_header = yes" \
 		"smtp_tls_security_level = may" "smtp_tls_loglevel = 1" \
+		'smtp_tls_session_cache_database = btree:${data_directory}/smtp_scache' \
 		"biff = no" "append_dot_mydomain = no" "readme_directory = no" \
 		"queue_run_delay = 10s" "minimal_backoff_time = 10s" "maximal_backoff_time = 60s"
 	# The PEC part, exactly as postfix-conf/ ships it.

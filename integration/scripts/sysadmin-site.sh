@@ -35,6 +35,7 @@ site_plain() {
 		"transport_maps = inline:{ $routes }" \
 		"smtpd_tls_cert_file = $DIR/tls/cert.pem" "smtpd_tls_key_file = $DIR/tls/key.pem" \
 		"smtpd_tls_security_level = may" "smtp_tls_security_level = may" \
+		'smtp_tls_session_cache_database = btree:${data_directory}/smtp_scache' \
 		"virtual_mailbox_domains = $DOMAIN" "virtual_transport = lmtp:unix:private/dovecot-lmtp" \
 		"smtpd_sasl_type = dovecot" "smtpd_sasl_path = private/auth" \
 		"queue_run_delay = 10s" "minimal_backoff_time = 10s" "maximal_backoff_time = 60s"
