@@ -102,6 +102,11 @@ func (e *Engine) duePage(ctx context.Context, skip map[string]bool, inflight *no
 	var todo []*store.Tracking
 	for i := range rows {
 		if k := sweepKey(&rows[i]); !skip[k] && !busy[k] {
+			// When the page in flight has committed before this read, its rows are no
+			// longer due and the read holds up to two pages of new ones: one at a time.
+			if len(todo) == sweepPage {
+				return todo, true, nil
+			}
 			todo = append(todo, &rows[i])
 		}
 	}
