@@ -53,8 +53,10 @@ func quoteDisplay(s string) string {
 			return mime.QEncoding.Encode("utf-8", s)
 		}
 	}
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	return `"` + displayQuoter.Replace(s) + `"`
 }
+
+var displayQuoter = strings.NewReplacer(`\`, `\\`, `"`, `\"`)
 
 // latin1 converts s to ISO-8859-1 when every rune fits.
 func latin1(s string) ([]byte, bool) {

@@ -22,12 +22,16 @@ type Field struct {
 	Raw  []byte
 }
 
+// unfolder removes the line breaks of folded header fields. A Replacer builds its tables on
+// first use and is safe for concurrent use: one for the process (built per call, it was 1 %
+// of pec-milter's CPU, issue 19).
+var unfolder = strings.NewReplacer("\r\n ", " ", "\r\n\t", "\t")
+
 // Value is the unfolded value with the leading white space removed.
 func (f Field) Value() string {
 	v := f.Raw[len(f.Name)+1:]
 	v = bytes.TrimRight(v, "\r\n")
-	s := strings.NewReplacer("\r\n ", " ", "\r\n\t", "\t").Replace(string(v))
-	return strings.TrimLeft(s, " \t")
+	return strings.TrimLeft(unfolder.Replace(string(v)), " \t")
 }
 
 // Header is an ordered list of raw fields.
