@@ -22,7 +22,9 @@ import (
 // of the busta only after Postfix queued it and sent it on. Such a receipt often overtakes
 // the confirmation (Postfix delivers the busta and the confirmation recipient in parallel),
 // so Commit releases that step first (Transition.ProvesQueued); the confirmation that comes
-// later finds it released and commits nothing.
+// later finds it released and commits nothing. The identificativo a receipt names carries 80
+// random bits (pec.NewIdentificativo) and exists only in the busta, so no provider can name
+// a step whose busta it never received.
 //
 // A Held record also makes a step idempotent: its Key (the engine's hash of login, client
 // Message-ID and message bytes) finds the earlier outcome when a client retries after a lost

@@ -160,8 +160,8 @@ func transitions(ctx context.Context, tx txn, p *pgx.Batch, in []store.Transitio
 // Confirm would, and returns b with the OnConfirm batches of those steps before it: their
 // tracking rows are inserted before b's transitions read them, all in b's savepoint. The
 // steps are read under their row locks, so a Confirm of the same step on another node waits
-// and then finds it released.
-// send sends what p holds (the savepoint is open before the reads).
+// and then finds it released. send is writeBatch's: what p holds goes first, so that the
+// savepoint is open before the reads.
 func releaseProven(ctx context.Context, tx txn, p *pgx.Batch, send func() error, b *store.Batch, at time.Time) (*store.Batch, error) {
 	ids := b.Proven()
 	if len(ids) == 0 {
