@@ -4,6 +4,7 @@
 // reception point (-point reception, reception.go).
 //
 //	go run ./integration/bench [-point access|reception] [-n10k 200] [-n10m 10] [-c 4] [-timeout 5m]
+//	go run ./integration/bench -point e2e [-n10k 200] [-n1m 20] [-rounds 3]   (e2e.go)
 //
 // With milter: provider A's submission listener (STARTTLS, SASL, pec-milter: formal checks,
 // clamd, signing on SoftHSM2, one SQLite commit, busta replacing the message).
@@ -43,6 +44,7 @@ func main() {
 	conc := flag.Int("c", 4, "concurrent SMTP sessions")
 	timeout := flag.Duration("timeout", 5*time.Minute, "bound on the whole run")
 	n1m := flag.Int("n1m", 20, "1 MB transactions (-point e2e)")
+	rounds := flag.Int("rounds", 1, "plain-then-PEC rounds per size, with the median of the ratios (-point e2e)")
 	rssSize := flag.Int("rss-size", 100_000_000, "message size of -point rss")
 	point := flag.String("point", "access", "access (submissions at A), reception (bustas at B's MX), e2e (P1: whole PEC transactions A to B against plain mail), rss (P6: peak memory of pec-milter for one message)")
 	flag.Parse()
@@ -52,7 +54,9 @@ func main() {
 	case "reception":
 		run = runReception
 	case "e2e":
-		run = func(n10k, _, conc int, timeout time.Duration) error { return runE2E(n10k, *n1m, conc, timeout) }
+		run = func(n10k, _, conc int, timeout time.Duration) error {
+			return runE2E(n10k, *n1m, conc, max(*rounds, 1), timeout)
+		}
 	case "rss":
 		run = func(_, _, _ int, timeout time.Duration) error { return runRSS(*rssSize, timeout) }
 	default:
