@@ -137,25 +137,8 @@ func release(tx *sql.Tx, id int64, h *store.Held, at, commitTime time.Time) erro
 // (store.Transition.ProvesQueued), as Confirm would.
 func releaseProven(tx *sql.Tx, b *store.Batch, now time.Time) error {
 	for _, ident := range b.Proven() {
-		rows, err := tx.Query(`SELECT `+heldCols+` FROM held WHERE identificativo = ? AND state = 'held'`, ident)
+		waiting, err := queryHeld(tx, `SELECT `+heldCols+` FROM held WHERE identificativo = ? AND state = 'held'`, ident)
 		if err != nil {
-			return err
-		}
-		type rec struct {
-			id int64
-			h  *store.Held
-		}
-		var waiting []rec
-		for rows.Next() {
-			id, h, err := scanHeld(rows)
-			if err != nil {
-				rows.Close()
-				return err
-			}
-			waiting = append(waiting, rec{id, h})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		for _, r := range waiting {
@@ -169,6 +152,30 @@ func releaseProven(tx *sql.Tx, b *store.Batch, now time.Time) error {
 	return nil
 }
 
+// heldRec is a held record and its row id.
+type heldRec struct {
+	id int64
+	h  *store.Held
+}
+
+// queryHeld reads the held records q selects (heldCols), all of them before any is changed.
+func queryHeld(tx *sql.Tx, q string, args ...any) ([]heldRec, error) {
+	rows, err := tx.Query(q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []heldRec
+	for rows.Next() {
+		id, h, err := scanHeld(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, heldRec{id, h})
+	}
+	return out, rows.Err()
+}
+
 // ExpireHeld implements store.Holder. Each record's OnExpiry runs in its own savepoint, so
 // that one that cannot be committed leaves the others expired.
 func (s *Store) ExpireHeld(ctx context.Context, now time.Time, limit int) (int, error) {
@@ -179,26 +186,9 @@ func (s *Store) ExpireHeld(ctx context.Context, now time.Time, limit int) (int, 
 	var failed []error
 	err := s.writeWake(ctx, func(tx *sql.Tx) (bool, error) {
 		n, failed = 0, nil
-		rows, err := tx.Query(`SELECT `+heldCols+` FROM held WHERE state = 'held' AND expires <= ?
+		due, err := queryHeld(tx, `SELECT `+heldCols+` FROM held WHERE state = 'held' AND expires <= ?
 			ORDER BY expires, id LIMIT ?`, ns(now), limit)
 		if err != nil {
-			return false, err
-		}
-		type rec struct {
-			id int64
-			h  *store.Held
-		}
-		var due []rec
-		for rows.Next() {
-			id, h, err := scanHeld(rows)
-			if err != nil {
-				rows.Close()
-				return false, err
-			}
-			due = append(due, rec{id, h})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return false, err
 		}
 		wake := false
