@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,17 +14,27 @@ import (
 	"github.com/gestore-pec/gestore/pec/store/storetest"
 )
 
-// TestMigrationToV2KeepsData: a database written by the first schema opens under the
-// current one with its data, and gains the held records.
-func TestMigrationToV2KeepsData(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v1.db")
+// oldSchema is a new database file at schema version v (the first v migrations), open
+// outside the store, as a program of that version left it.
+func oldSchema(t *testing.T, v int) (string, *sql.DB) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), fmt.Sprintf("v%d.db", v))
 	db, err := sql.Open("sqlite3", "file:"+path+"?_txlock=immediate")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);` + migrations[0]); err != nil {
+	t.Cleanup(func() { db.Close() })
+	if _, err := db.Exec(fmt.Sprintf(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (%d);`, v) +
+		strings.Join(migrations[:v], "")); err != nil {
 		t.Fatal(err)
 	}
+	return path, db
+}
+
+// TestMigrationToV2KeepsData: a database written by the first schema opens under the
+// current one with its data, and gains the held records.
+func TestMigrationToV2KeepsData(t *testing.T) {
+	path, db := oldSchema(t, 1)
 	if _, err := db.Exec(`INSERT INTO tracking (identificativo, recipient, state, sent_at, due12, due22, due24, sender, subject, message_id)
 		VALUES ('old@pec-a.test', 'r@pec-b.test', 'sent', 1, 2, 3, 4, 's', 'subj', 'm')`); err != nil {
 		t.Fatal(err)
@@ -55,15 +66,7 @@ func TestMigrationToV2KeepsData(t *testing.T) {
 // (the bytes still in outbox.raw) migrates to outbox_raw with every byte; the pending item is
 // claimed with its bytes, and a new item after it gets its own.
 func TestMigrationToV5KeepsOutbox(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "v4.db")
-	db, err := sql.Open("sqlite3", "file:"+path+"?_txlock=immediate")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := db.Exec(`CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (4);` +
-		strings.Join(migrations[:4], "")); err != nil {
-		t.Fatal(err)
-	}
+	path, db := oldSchema(t, 4)
 	pending := append([]byte("Message-ID: <p@x>\r\n\r\n"), 0, 0xff, '\r', '\n')
 	if _, err := db.Exec(`INSERT INTO outbox (message_id, kind, identificativo, mail_from, rcpts, raw, created, state)
 		VALUES ('<s@x>', 'accettazione', 'i@x', 'f@x', '["a@x"]', x'73656e74', 1, 'sent'),
