@@ -65,6 +65,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"LateReceiptAfterNotice", one(testLateReceipt)},
 		{"UnknownReceiptIgnored", one(testUnknownReceipt)},
 		{"ProvingReceipt", one(testProvingReceipt)},
+		{"ProvingReceiptFailed", one(testProvingReceiptFailed)},
 		{"DueRows", one(testDueRows)},
 		{"DueRowsOwnDeadlines", one(testDueOwnDeadlines)},
 		{"DuePages", one(testDuePages)},

@@ -230,28 +230,16 @@ func testUnknownReceipt(t *testing.T, s store.Store) {
 // Postfix's confirmation of its busta releases, in its own transaction, the waiting step that
 // starts the tracking (its accettazione, log event and tracking rows), then moves the row it
 // inserted; the confirmation that comes later commits nothing more. A waiting step of the
-// same transaction that starts no tracking (a presa in carico's) stays waiting; a batch that
-// fails releases nothing; a receipt with no waiting step, or about a recipient the
-// transaction does not track, is ignored.
+// same transaction that starts no tracking (a presa in carico's) stays waiting; the same
+// receipt again releases nothing more; a receipt with no waiting step, or about a recipient
+// the transaction does not track, is ignored.
 func testProvingReceipt(t *testing.T, s store.Store) {
 	ctx := context.Background()
-	h, other, failing := HeldStep(90, T0), HeldStep(91, T0), HeldStep(92, T0)
+	h, other := HeldStep(90, T0), HeldStep(91, T0)
 	other.Identificativo, other.OnConfirm.Inserts = h.Identificativo, nil
-	hold(t, s, h, other, failing)
+	hold(t, s, h, other)
 	receipt := provingReceipt
 	state := func(key string) store.HeldState { return heldState(t, s, key) }
-
-	bad := provingReceipt(failing.Identificativo, "bruno@pec-b.test")
-	bad.Apply(store.Transition{Identificativo: "nobody@pec-a.test", Recipient: "x@pec-b.test", Input: store.InputNotice12h, At: T0})
-	if err := s.Commit(ctx, bad); !errors.Is(err, store.ErrConflict) {
-		t.Fatalf("failing batch: %v, want ErrConflict", err)
-	}
-	if st := heldState(t, s, failing.Key); st != store.HeldWaiting {
-		t.Errorf("a failed batch left its proven step %s, want %s", st, store.HeldWaiting)
-	}
-	if n := countEvents(t, s); n != 0 {
-		t.Errorf("%d events committed by a failed batch", n)
-	}
 
 	commit(t, s, receipt(h.Identificativo, "bruno@pec-b.test"))
 	if r := row(t, s, h.Identificativo, "bruno@pec-b.test"); r.State != store.StateFailed {
@@ -285,10 +273,41 @@ func testProvingReceipt(t *testing.T, s store.Store) {
 		t.Errorf("the confirmation queued %s again", ids(got))
 	}
 
+	// The same receipt again (the peer's retry after a lost reply): the step is released
+	// already, nothing is queued or logged a second time but the receipt's own event.
+	commit(t, s, receipt(h.Identificativo, "bruno@pec-b.test"))
+	if n := kindCount(t, s, h.Identificativo, store.KindAccettazione); n != 1 {
+		t.Errorf("%d accettazione events after the repeated receipt, want 1", n)
+	}
+	if got := claim(t, s, "w3", 10); len(got) != 0 {
+		t.Errorf("the repeated receipt queued %s", ids(got))
+	}
+
 	commit(t, s, receipt("nowait@pec-a.test", "bruno@pec-b.test")) // no waiting step: ignored
 	commit(t, s, receipt(h.Identificativo, "nobody@pec-b.test"))   // not tracked: ignored
 	if rows, _ := s.Tracking(ctx, "nowait@pec-a.test"); len(rows) != 0 {
 		t.Errorf("receipt without a waiting step created rows: %+v", rows)
+	}
+}
+
+// testProvingReceiptFailed: a batch with a proving receipt that fails (here a notice about a
+// row that does not exist) rolls back the release with everything else.
+func testProvingReceiptFailed(t *testing.T, s store.Store) {
+	failing := HeldStep(92, T0)
+	hold(t, s, failing)
+	bad := provingReceipt(failing.Identificativo, "bruno@pec-b.test")
+	bad.Apply(store.Transition{Identificativo: "nobody@pec-a.test", Recipient: "x@pec-b.test", Input: store.InputNotice12h, At: T0})
+	if err := s.Commit(context.Background(), bad); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("failing batch: %v, want ErrConflict", err)
+	}
+	if st := heldState(t, s, failing.Key); st != store.HeldWaiting {
+		t.Errorf("a failed batch left its proven step %s, want %s", st, store.HeldWaiting)
+	}
+	if n := countEvents(t, s); n != 0 {
+		t.Errorf("%d events committed by a failed batch", n)
+	}
+	if got := claim(t, s, "w", 10); len(got) != 0 {
+		t.Errorf("a failed batch queued %s", ids(got))
 	}
 }
 
