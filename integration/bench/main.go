@@ -3,11 +3,14 @@
 // messages: submissions at the access point (-point access, the default), or bustas at the
 // reception point (-point reception, reception.go).
 //
-//	go run ./integration/bench [-point access|reception] [-n10k 200] [-n10m 10] [-c 4] [-timeout 5m]
+//	go run ./integration/bench [-point access|reception] [-n10k 200] [-n10m 10] [-c 4] [-pace 150ms] [-timeout 5m]
 //	go run ./integration/bench -point e2e [-n10k 200] [-n1m 20] [-rounds 3]   (e2e.go)
 //
 // With milter: provider A's submission listener (STARTTLS, SASL, pec-milter: formal checks,
 // clamd, signing on SoftHSM2, one SQLite commit, busta replacing the message).
+// With the null milter: a copy of that listener whose milter, served by this process,
+// answers at once with a busta's modifications and does no work (nullmilter.go): the floor
+// that the milter protocol and Postfix put under the access point's end-of-message latency.
 // Without milter (baseline): a temporary copy of that listener, added for the run with
 // integration/bench/pflisten and removed afterwards, identical but for smtpd_milters= (so
 // TLS, SASL and the restrictions cost the same on both sides).
@@ -46,6 +49,7 @@ func main() {
 	n1m := flag.Int("n1m", 20, "1 MB transactions (-point e2e)")
 	rounds := flag.Int("rounds", 1, "plain-then-PEC rounds per size, with the median of the ratios (-point e2e)")
 	rssSize := flag.Int("rss-size", 100_000_000, "message size of -point rss")
+	flag.DurationVar(&pace, "pace", 0, "pause of each session after each message (-point access): every listener then takes the same offered load, one the access point sustains, and the end-of-message latencies are compared at equal load instead of each at its own saturation")
 	point := flag.String("point", "access", "access (submissions at A), reception (bustas at B's MX), e2e (P1: whole PEC transactions A to B against plain mail), rss (P6: peak memory of pec-milter for one message)")
 	flag.Parse()
 	run := run
@@ -106,13 +110,25 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		return err
 	}
 	defer plain.Remove()
+	nullAddr, err := nullListener(a.Postfix.ConfigDir, host, "")
+	if err != nil {
+		return err
+	}
+	defer nullAddr.close()
+	// The accettazione goes to the sender's mailbox: alice stands in for it.
+	alsoAddr, err := nullListener(a.Postfix.ConfigDir, host, alice.Address)
+	if err != nil {
+		return err
+	}
+	defer alsoAddr.close()
 	tlsConf, err := mailtest.TLSConfig(a.Postfix.TLSCert, "mx."+a.Domain)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	fmt.Printf("bench: provider %s, %d sessions, alice -> %s; baseline listener %s (no milter)\n", a.ID, conc, rcpt, addr)
+	fmt.Printf("bench: provider %s, %d sessions, alice -> %s; baseline listener %s (no milter), %s (null milter), %s (null milter, copy to alice)\n",
+		a.ID, conc, rcpt, addr, nullAddr.addr, alsoAddr.addr)
 	for _, size := range []struct {
 		bytes, n int
 	}{{10 * 1024, n10k}, {10 * 1024 * 1024, n10m}} {
@@ -120,7 +136,8 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			continue
 		}
 		rs, cpus := []result{}, []procstat.Per{}
-		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", a.Postfix.Submission}} {
+		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"null milter", nullAddr.addr},
+			{"null+alice", alsoAddr.addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
 			cpu := procstat.Start(l.Base)
 			r := drive(ctx, sub, alice.Address, rcpt, size.bytes, size.n, conc)
@@ -130,14 +147,17 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 			rs = append(rs, r)
 		}
-		compare(rs[0], rs[1])
-		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[1]))
-		if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[0], rs[1]); err != nil {
+		compare(rs[0], rs[1], rs[2], rs[3])
+		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[3]))
+		if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[0], rs[1], rs[3]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
+
+// pace is the pause of each session after each of its messages (-pace).
+var pace time.Duration
 
 // settle is how long the CPU of a configuration is still counted after its last message: the
 // accettazione of the last transactions, the deliveries of the last messages.
@@ -153,14 +173,52 @@ func reportCPU(cpu map[string]float64, sent int) procstat.Per {
 	return per
 }
 
-// compare prints P2: the milter's throughput and end-of-message p50 against the listener without it.
-func compare(plain, pec result) {
+// compare prints P2: the milter's throughput and end-of-message p50 against the listener
+// without it, and the null milter's (nullmilter.go) beside them.
+func compare(plain, null, also, pec result) {
 	if plain.sent == 0 || pec.sent == 0 {
 		return
 	}
-	tp := (float64(pec.sent) / pec.wall.Seconds()) / (float64(plain.sent) / plain.wall.Seconds())
+	rate := func(r result) float64 { return float64(r.sent) / r.wall.Seconds() }
+	eom := func(r result) float64 { return float64(percentile(r.lat, .5)) / float64(percentile(plain.lat, .5)) }
 	fmt.Printf("       P2 %s: throughput ratio %.2f (goal ≥ 0.8), end-of-message p50 %.1f× (goal ≤ 2)\n", sizeLabel(pec.size),
-		tp, float64(percentile(pec.lat, .5))/float64(percentile(plain.lat, .5)))
+		rate(pec)/rate(plain), eom(pec))
+	for _, r := range []result{null, also} {
+		if r.sent > 0 {
+			fmt.Printf("       %s (no work in the milter): throughput ratio %.2f, end-of-message p50 %.1f×\n", r.name, rate(r)/rate(plain), eom(r))
+		}
+	}
+}
+
+// nullAt is a temporary submission listener whose milter is a null milter (nullmilter.go).
+type nullAt struct {
+	addr string
+	m    *nullMilter
+	l    *pflisten.Listener
+}
+
+func nullListener(configDir, host, also string) (*nullAt, error) {
+	m, err := startNullMilter(also)
+	if err != nil {
+		return nil, err
+	}
+	addr, err := pflisten.FreePort(host)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	l, err := pflisten.Add(configDir, addr, "submission/inet",
+		map[string]string{"smtpd_milters": "unix:" + m.sock, "syslog_name": "postfix/bench-nullmilter"})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &nullAt{addr: addr, m: m, l: l}, nil
+}
+
+func (n *nullAt) close() {
+	_ = n.l.Remove()
+	n.m.Close()
 }
 
 func drive(ctx context.Context, sub mailtest.Submission, from, rcpt string, size, n, conc int) result {
@@ -203,6 +261,7 @@ func drive(ctx context.Context, sub mailtest.Submission, from, rcpt string, size
 					r.lat = append(r.lat, d)
 				}
 				mu.Unlock()
+				time.Sleep(pace)
 			}
 		}()
 	}
