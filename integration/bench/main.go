@@ -99,28 +99,12 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		return fmt.Errorf("lab.json: no users")
 	}
 	alice, rcpt := a.Users[0], l.Ordinary.Users[0].Address
-	host := strings.Split(a.Postfix.Submission, ":")[0]
-	addr, err := pflisten.FreePort(host)
+	ls, err := addListeners(a.Postfix.ConfigDir, strings.Split(a.Postfix.Submission, ":")[0], alice.Address)
 	if err != nil {
 		return err
 	}
-	plain, err := pflisten.Add(a.Postfix.ConfigDir, addr, "submission/inet",
-		map[string]string{"smtpd_milters": "", "syslog_name": "postfix/bench-nomilter"})
-	if err != nil {
-		return err
-	}
-	defer plain.Remove()
-	nullAddr, err := nullListener(a.Postfix.ConfigDir, host, "")
-	if err != nil {
-		return err
-	}
-	defer nullAddr.close()
-	// The accettazione goes to the sender's mailbox: alice stands in for it.
-	alsoAddr, err := nullListener(a.Postfix.ConfigDir, host, alice.Address)
-	if err != nil {
-		return err
-	}
-	defer alsoAddr.close()
+	defer ls.close()
+	addr, nullAddr, alsoAddr := ls.plain.Addr, ls.null, ls.also
 	tlsConf, err := mailtest.TLSConfig(a.Postfix.TLSCert, "mx."+a.Domain)
 	if err != nil {
 		return err
@@ -187,6 +171,47 @@ func compare(plain, null, also, pec result) {
 		if r.sent > 0 {
 			fmt.Printf("       %s (no work in the milter): throughput ratio %.2f, end-of-message p50 %.1f×\n", r.name, rate(r)/rate(plain), eom(r))
 		}
+	}
+}
+
+// listeners are the temporary submission listeners of a run: without milter, with the null
+// milter, and with the null milter and a copy to the sender.
+type listeners struct {
+	plain      *pflisten.Listener
+	null, also *nullAt
+}
+
+func addListeners(configDir, host, sender string) (*listeners, error) {
+	ls := &listeners{}
+	addr, err := pflisten.FreePort(host)
+	if err != nil {
+		return nil, err
+	}
+	if ls.plain, err = pflisten.Add(configDir, addr, "submission/inet",
+		map[string]string{"smtpd_milters": "", "syslog_name": "postfix/bench-nomilter"}); err != nil {
+		return nil, err
+	}
+	if ls.null, err = nullListener(configDir, host, ""); err != nil {
+		ls.close()
+		return nil, err
+	}
+	// The accettazione goes to the sender's mailbox: a copy of the message to the sender
+	// stands in for it.
+	if ls.also, err = nullListener(configDir, host, sender); err != nil {
+		ls.close()
+		return nil, err
+	}
+	return ls, nil
+}
+
+func (ls *listeners) close() {
+	for _, n := range []*nullAt{ls.also, ls.null} {
+		if n != nil {
+			n.close()
+		}
+	}
+	if ls.plain != nil {
+		_ = ls.plain.Remove()
 	}
 }
 

@@ -3,6 +3,7 @@ package clamd_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -149,6 +150,7 @@ func TestParseReplyNames(t *testing.T) {
 		"stream: Bad\x00Name FOUND":             "Bad?Name",
 		"stream: Latin\xe8\r\nX FOUND":          "Latin???X",
 		"stream: OK":                            "",
+		"12: stream: OK":                        "",
 	} {
 		v, err := clamd.ParseReplyForTest(reply)
 		if err != nil || v != want {
@@ -160,8 +162,128 @@ func TestParseReplyNames(t *testing.T) {
 			t.Errorf("%q: %q, %v; want a broken reply (ErrUnavailable)", reply, v, err)
 		}
 	}
-	if _, err := clamd.ParseReplyForTest("INSTREAM size limit exceeded. ERROR"); !errors.Is(err, clamd.ErrStreamLimit) {
-		t.Errorf("size limit reply: %v, want ErrStreamLimit", err)
+	for _, reply := range []string{"INSTREAM size limit exceeded. ERROR", "3: INSTREAM size limit exceeded. ERROR"} {
+		if _, err := clamd.ParseReplyForTest(reply); !errors.Is(err, clamd.ErrStreamLimit) {
+			t.Errorf("size limit reply %q: %v, want ErrStreamLimit", reply, err)
+		}
+	}
+}
+
+// TestScanReusesSession: scans run one after the other in one clamd session (IDSESSION),
+// whatever their verdict.
+func TestScanReusesSession(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), 5*time.Second)
+	for i := range 6 {
+		body, want := "clean "+strings.Repeat("x", 3000), ""
+		if i%2 == 1 {
+			body, want = "infected "+clamdtest.EICAR, clamdtest.EICARName
+		}
+		if v, err := c.Scan(context.Background(), strings.NewReader(body)); err != nil || v != want {
+			t.Fatalf("scan %d: virus %q, %v; want %q", i, v, err, want)
+		}
+	}
+	if srv.Scans() != 6 || srv.Conns() != 1 {
+		t.Fatalf("%d scans on %d connections, want 6 on 1", srv.Scans(), srv.Conns())
+	}
+}
+
+// TestScanSessionClosedByClamd: a session clamd closed while it was idle (its IdleTimeout,
+// a restart) costs the next scan nothing but a new connection when the message can be read
+// again, and a temporary failure when it cannot; the scan after it gets a new session.
+func TestScanSessionClosedByClamd(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), 5*time.Second)
+	ctx := context.Background()
+	if _, err := c.Scan(ctx, strings.NewReader("first")); err != nil {
+		t.Fatal(err)
+	}
+	dropIdle(t, srv)
+	body := strings.Repeat("y", 2500) + clamdtest.EICAR
+	if v, err := c.Scan(ctx, strings.NewReader(body)); err != nil || v != clamdtest.EICARName {
+		t.Fatalf("after the session was closed: virus %q, %v", v, err)
+	}
+	if srv.Conns() != 2 {
+		t.Fatalf("%d connections, want 2", srv.Conns())
+	}
+
+	dropIdle(t, srv)
+	unseekable := io.MultiReader(strings.NewReader(body))
+	if v, err := c.Scan(ctx, unseekable); !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("a message that cannot be sent again: virus %q, %v; want a temporary failure", v, err)
+	}
+	if v, err := c.Scan(ctx, strings.NewReader(body)); err != nil || v != clamdtest.EICARName {
+		t.Fatalf("next scan: virus %q, %v", v, err)
+	}
+}
+
+// dropIdle makes the fake close its idle session, once the client has put it back.
+func dropIdle(t *testing.T, srv *clamdtest.Server) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); srv.DropIdle() == 0; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no idle session to close")
+		}
+	}
+}
+
+// TestScanFailedSessionNotReused: a session in which clamd answered an error is closed, and
+// the next scan gets a new one.
+func TestScanFailedSessionNotReused(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), 5*time.Second)
+	ctx := context.Background()
+	if _, err := c.Scan(ctx, strings.NewReader("ok")); err != nil {
+		t.Fatal(err)
+	}
+	srv.SetMode(clamdtest.Error)
+	if _, err := c.Scan(ctx, strings.NewReader("ok")); !errors.Is(err, clamd.ErrUnavailable) {
+		t.Fatalf("error reply: %v", err)
+	}
+	srv.SetMode(clamdtest.Normal)
+	srv.SetStreamMaxLength(1500)
+	var sl *clamd.StreamLimitError
+	if _, err := c.Scan(ctx, strings.NewReader(strings.Repeat("z", 4000))); !errors.As(err, &sl) {
+		t.Fatalf("over the limit: %v, want a *StreamLimitError", err)
+	}
+	if _, err := c.Scan(ctx, strings.NewReader("ok")); err != nil {
+		t.Fatal(err)
+	}
+	if srv.Conns() != 3 {
+		t.Fatalf("%d connections, want 3: one per failed session", srv.Conns())
+	}
+}
+
+// TestScanConcurrentSessions: concurrent scans each get a session of their own and the right
+// verdict, and sessions are reused across them.
+func TestScanConcurrentSessions(t *testing.T) {
+	srv := clamdtest.New(t)
+	c := newClient(t, srv.Addr(), 10*time.Second)
+	defer c.Close()
+	const workers, each = 6, 30
+	errs := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			for i := range each {
+				body, want := "clean", ""
+				if (w+i)%3 == 0 {
+					body, want = clamdtest.EICAR, clamdtest.EICARName
+				}
+				if v, err := c.Scan(context.Background(), strings.NewReader(body)); err != nil || v != want {
+					errs <- fmt.Errorf("worker %d scan %d: virus %q, %v; want %q", w, i, v, err, want)
+					return
+				}
+			}
+			errs <- nil
+		}()
+	}
+	for range workers {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := srv.Conns(); n > 2*workers {
+		t.Fatalf("%d connections for %d scans by %d workers: sessions not reused", n, workers*each, workers)
 	}
 }
 

@@ -1,4 +1,5 @@
-// Package clamdtest is a fake clamd for tests: it speaks INSTREAM on 127.0.0.1:0, reports
+// Package clamdtest is a fake clamd for tests: it speaks INSTREAM on 127.0.0.1:0, alone or
+// in an IDSESSION session (each reply then prefixed with the command's number), reports
 // the EICAR test string (and any other configured pattern) as a virus, and can be switched to
 // misbehave (refuse, hang, answer ERROR, enforce a stream size limit) so callers can test
 // their temporary-failure paths without a real ClamAV.
@@ -8,6 +9,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -40,6 +42,8 @@ type Server struct {
 	maxLen   int64
 	patterns map[string]string // byte pattern -> signature name
 	scans    int
+	conns    int
+	idle     map[net.Conn]bool // open connections, true while a session waits for a command
 	wg       sync.WaitGroup
 	done     chan struct{}
 }
@@ -51,7 +55,7 @@ func New(tb testing.TB) *Server {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	s := &Server{ln: ln, patterns: map[string]string{EICAR: EICARName}, done: make(chan struct{})}
+	s := &Server{ln: ln, patterns: map[string]string{EICAR: EICARName}, idle: map[net.Conn]bool{}, done: make(chan struct{})}
 	s.wg.Add(1)
 	go s.serve()
 	tb.Cleanup(s.Close)
@@ -78,6 +82,24 @@ func (s *Server) AddSignature(pattern, name string) {
 // Scans is the number of INSTREAM commands received.
 func (s *Server) Scans() int { s.mu.Lock(); defer s.mu.Unlock(); return s.scans }
 
+// Conns is the number of connections accepted.
+func (s *Server) Conns() int { s.mu.Lock(); defer s.mu.Unlock(); return s.conns }
+
+// DropIdle closes every session waiting for its next command, as clamd does when its
+// IdleTimeout passes or when it restarts. It returns how many it closed.
+func (s *Server) DropIdle() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c, idle := range s.idle {
+		if idle {
+			_ = c.Close()
+			n++
+		}
+	}
+	return n
+}
+
 // Close stops the server and waits for its connections.
 func (s *Server) Close() {
 	select {
@@ -87,6 +109,11 @@ func (s *Server) Close() {
 	}
 	close(s.done)
 	_ = s.ln.Close()
+	s.mu.Lock()
+	for c := range s.idle {
+		_ = c.Close()
+	}
+	s.mu.Unlock()
 	s.wg.Wait()
 }
 
@@ -97,10 +124,19 @@ func (s *Server) serve() {
 		if err != nil {
 			return
 		}
+		s.mu.Lock()
+		s.conns++
+		s.idle[c] = false
+		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			defer c.Close()
+			defer func() {
+				s.mu.Lock()
+				delete(s.idle, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
 			s.handle(c)
 		}()
 	}
@@ -110,10 +146,45 @@ func (s *Server) handle(c net.Conn) {
 	_ = c.SetDeadline(time.Now().Add(time.Minute))
 	br := bufio.NewReader(c)
 	cmd, err := br.ReadString(0)
-	if err != nil || cmd != "zINSTREAM\x00" {
-		_, _ = io.WriteString(c, "UNKNOWN COMMAND\x00")
+	if err != nil {
 		return
 	}
+	if cmd != "zIDSESSION\x00" {
+		if cmd != "zINSTREAM\x00" {
+			_, _ = io.WriteString(c, "UNKNOWN COMMAND\x00")
+			return
+		}
+		s.instream(c, br, "")
+		return
+	}
+	for n := 1; ; n++ {
+		s.setIdle(c, true)
+		cmd, err := br.ReadString(0)
+		s.setIdle(c, false)
+		switch {
+		case err != nil || cmd == "zEND\x00":
+			return
+		case cmd != "zINSTREAM\x00":
+			_, _ = fmt.Fprintf(c, "%d: UNKNOWN COMMAND\x00", n)
+			return
+		}
+		if !s.instream(c, br, fmt.Sprintf("%d: ", n)) {
+			return
+		}
+	}
+}
+
+func (s *Server) setIdle(c net.Conn, idle bool) {
+	s.mu.Lock()
+	if _, open := s.idle[c]; open {
+		s.idle[c] = idle
+	}
+	s.mu.Unlock()
+}
+
+// instream serves one INSTREAM command, its reply prefixed with id; false when the
+// connection is to be closed.
+func (s *Server) instream(c net.Conn, br *bufio.Reader, id string) bool {
 	s.mu.Lock()
 	s.scans++
 	mode, maxLen := s.mode, s.maxLen
@@ -127,35 +198,36 @@ func (s *Server) handle(c net.Conn) {
 	for {
 		var hdr [4]byte
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
-			return
+			return false
 		}
 		n := binary.BigEndian.Uint32(hdr[:])
 		if n == 0 {
 			break
 		}
 		if maxLen > 0 && int64(data.Len())+int64(n) > maxLen {
-			_, _ = io.WriteString(c, "INSTREAM size limit exceeded. ERROR\x00")
-			return
+			_, _ = io.WriteString(c, id+"INSTREAM size limit exceeded. ERROR\x00")
+			return false
 		}
 		if _, err := io.CopyN(&data, br, int64(n)); err != nil {
-			return
+			return false
 		}
 	}
 	switch mode {
 	case Hang:
 		<-s.done
-		return
+		return false
 	case Error:
-		_, _ = io.WriteString(c, "Unexpected error. ERROR\x00")
-		return
+		_, _ = io.WriteString(c, id+"Unexpected error. ERROR\x00")
+		return false
 	case CloseConn:
-		return
+		return false
 	}
 	for p, name := range pats {
 		if bytes.Contains(data.Bytes(), []byte(p)) {
-			_, _ = io.WriteString(c, "stream: "+name+" FOUND\x00")
-			return
+			_, err := io.WriteString(c, id+"stream: "+name+" FOUND\x00")
+			return err == nil
 		}
 	}
-	_, _ = io.WriteString(c, "stream: OK\x00")
+	_, err := io.WriteString(c, id+"stream: OK\x00")
+	return err == nil
 }
