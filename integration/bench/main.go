@@ -23,6 +23,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
@@ -30,6 +31,7 @@ import (
 	"fmt"
 	"net/smtp"
 	"os"
+	"os/exec"
 	"sort"
 	"strings"
 	"sync"
@@ -127,7 +129,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			r := drive(ctx, sub, alice.Address, rcpt, size.bytes, size.n, conc)
 			r.name = cfg.name
 			report(r)
-			time.Sleep(settle) // the receipts of the last transactions
+			settleLab(l) // the receipts of the last transactions
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 			rs = append(rs, r)
 		}
@@ -143,9 +145,56 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 // pace is the pause of each session after each of its messages (-pace).
 var pace time.Duration
 
-// settle is how long the CPU of a configuration is still counted after its last message: the
-// accettazione of the last transactions, the deliveries of the last messages.
+// settle is how long, at least, the CPU of a configuration is still counted after its last
+// message: the accettazione of the last transactions, the deliveries of the last messages.
 const settle = 3 * time.Second
+
+// settleLab waits settle, then until every Postfix queue of the lab is empty (two looks
+// drainPoll apart, as our drainer may hand Postfix an accettazione between them), at most
+// drainMax: a configuration's CPU then counts all the deliveries of its messages, and none
+// of them lands on the next configuration's run. A burst of 300 plain messages is taken in
+// about a second and delivered over several.
+func settleLab(l *lab.Lab) {
+	time.Sleep(settle)
+	var dirs []string
+	for _, p := range append(append([]*lab.Provider{}, l.Providers...), l.Ordinary) {
+		if p == nil {
+			continue
+		}
+		dirs = append(dirs, p.Postfix.ConfigDir)
+		for _, n := range p.Nodes[min(1, len(p.Nodes)):] {
+			dirs = append(dirs, n.Postfix.ConfigDir)
+		}
+	}
+	empty := 0
+	for deadline := time.Now().Add(drainMax); empty < 2; time.Sleep(drainPoll) {
+		if time.Now().After(deadline) {
+			fmt.Printf("       (Postfix queues not empty after %s)\n", drainMax+settle)
+			return
+		}
+		if queued(dirs) {
+			empty = 0
+		} else {
+			empty++
+		}
+	}
+}
+
+const (
+	drainPoll = 300 * time.Millisecond
+	drainMax  = 2 * time.Minute
+)
+
+// queued reports whether any of the Postfix instances has a message in its queue.
+func queued(dirs []string) bool {
+	for _, d := range dirs {
+		out, err := exec.Command("postqueue", "-c", d, "-j").Output()
+		if err != nil || len(bytes.TrimSpace(out)) > 0 {
+			return true
+		}
+	}
+	return false
+}
 
 // reportCPU prints the CPU time of the lab's processes per message sent (procstat) and
 // returns it in milliseconds per message, by group.

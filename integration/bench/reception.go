@@ -85,7 +85,7 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 			r := driveMsgs(ctx, sub, from, rcpt, msgs, conc)
 			r.name, r.size = cfg.name, size.bytes
 			report(r)
-			time.Sleep(settle) // the deliveries and receipts of the last bustas
+			settleLab(l) // the deliveries and receipts of the last bustas
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 		}
 		fmt.Println(procstat.Ceiling("P7 reception "+sizeLabel(size.bytes), 0.5, cpus[0], cpus[1]))

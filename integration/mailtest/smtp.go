@@ -78,7 +78,29 @@ func stepErr(step string, err error) error {
 
 // Dial connects, says EHLO, and does STARTTLS and AUTH PLAIN when s asks for them. The caller
 // owns the returned client.
+//
+// A STARTTLS refused with 454 is tried again on a new connection a few times, as a mail
+// client would retry a temporary failure: the integration tests add and remove listeners
+// with "postfix reload" while others submit, and an smtpd started while master restarts
+// tlsmgr gets "Connection reset by peer" from it and serves its sessions without TLS ("454
+// 4.7.0 TLS not available due to local problem"; seen once in CI, December 2026). Such an
+// smtpd lives on until it is idle after the next reload, so the attempts span several
+// seconds.
 func (s Submission) Dial() (*smtp.Client, error) {
+	for attempt := 1; ; attempt++ {
+		c, err := s.dial()
+		var se *StepError
+		if err == nil || attempt == tlsAttempts || !errors.As(err, &se) || se.Step != "STARTTLS" || se.Code != 454 {
+			return c, err
+		}
+		time.Sleep(time.Duration(attempt) * 500 * time.Millisecond)
+	}
+}
+
+// tlsAttempts bounds the connections Dial opens when STARTTLS is refused with 454.
+const tlsAttempts = 6
+
+func (s Submission) dial() (*smtp.Client, error) {
 	d := net.Dialer{Timeout: Timeout}
 	network, addr, host := "tcp", s.Addr, ""
 	if p, ok := strings.CutPrefix(s.Addr, "unix:"); ok {
