@@ -121,6 +121,7 @@ func Open(cfg *config.Config, program string, opts ...Option) (_ *Daemon, err er
 		if d.Scanner, err = clamd.New(cfg.Clamd); err != nil {
 			return nil, err
 		}
+		d.closers = append(d.closers, d.Scanner.Close) // its idle clamd sessions
 		scanner = d.Scanner
 	}
 	inspector, err := cfg.Inspector()
