@@ -33,7 +33,12 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	if !s.reserve(work) {
 		return x.refuseBusy(m)
 	}
-	res, err := s.submit(m, sub)
+	early := &earlyHand{err: errNotHanded}
+	side := make(chan func(), 1)
+	sub.Prepared = func(busta [][]byte, confirm string) {
+		side <- func() { early.err = handBack(m, x.fields, busta, confirm) }
+	}
+	res, err := s.submit(m, sub, side)
 	s.release(work)
 	if err == nil && time.Since(start) > s.cfg.Timeout {
 		// Past the deadline Postfix has given up or is about to: answer 4xx. The late result
@@ -50,7 +55,7 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 		return milter.RespDiscard, nil
 	}
 	if err == nil {
-		if err = handBack(m, x.fields, res.Busta, res.Confirm); err != nil {
+		if err = early.settle(m, x.fields, res); err != nil {
 			// Postfix will not queue the busta as we built it (it refused a modification, or
 			// went away): nothing is attested (the accettazione waits for a confirmation that
 			// cannot come) and the client is told to retry.
@@ -73,13 +78,42 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	return resp, nil
 }
 
-// submit runs the engine's Submit through call (deadline, progress packets, panics).
-func (s *Server) submit(m milter.Modifier, sub *pec.Submission) (*pec.Submitted, error) {
-	res, err := call(s, m, sub.QueueID, func(ctx context.Context) (*pec.Submitted, error) { return s.eng.Submit(ctx, sub) })
+// submit runs the engine's Submit through call (deadline, progress packets, panics), with the
+// early hand-back of the busta (side) between the progress packets.
+func (s *Server) submit(m milter.Modifier, sub *pec.Submission, side <-chan func()) (*pec.Submitted, error) {
+	res, err := call(s, m, sub.QueueID, side, func(ctx context.Context) (*pec.Submitted, error) { return s.eng.Submit(ctx, sub) })
 	if err == nil && (res == nil || (!res.Discard && (len(res.Busta) == 0 || res.Confirm == ""))) {
 		return nil, errors.New("engine returned no busta")
 	}
 	return res, err
+}
+
+// earlyHand is the hand-back of a busta sent to Postfix while clamd was still scanning
+// (issue 19, P2': at 10 MB, sending the busta back and Postfix's rewrite of its queue file
+// take some 200 ms, now alongside the scan instead of after it). The modifications are
+// only requests until the final reply: Postfix queues the busta only on accept, and drops
+// the message with them on a reject or a temporary failure, so a virus, a refusal or a
+// failed commit after them queues nothing and attests nothing (pec-spec.md §7.1 point 7).
+type earlyHand struct{ err error }
+
+// errNotHanded: the busta was not handed back early (the engine did not get that far, or
+// Submit returned first).
+var errNotHanded = errors.New("not handed back early")
+
+// settle completes the hand-back for res, an acceptance: nothing to do when the busta went
+// early and whole; the whole hand-back now when nothing went; an error when something else
+// went (another busta than res's, after a concurrent retry, or a failed hand-back), which
+// the message cannot be accepted with.
+func (e *earlyHand) settle(m milter.Modifier, fields []fieldRef, res *pec.Submitted) error {
+	switch {
+	case errors.Is(e.err, errNotHanded):
+		return handBack(m, fields, res.Busta, res.Confirm)
+	case e.err != nil:
+		return e.err
+	case !res.Handed:
+		return errors.New("another busta was handed back before this one")
+	}
+	return nil
 }
 
 // handBack replaces the message with the busta and adds the confirmation recipient, with

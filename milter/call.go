@@ -16,7 +16,11 @@ import (
 // away, it stops waiting at once: fn's context is cancelled and its late result, if any, is
 // dropped. Nothing is attested by a late result: a held step whose message Postfix never queued
 // is never confirmed and expires (pec/confirm.go). A panic in the engine is a temporary failure.
-func call[T any](s *Server, m milter.Modifier, queueID string, fn func(ctx context.Context) (T, error)) (T, error) {
+//
+// The functions fn sends on side (nil: none) run here, between the progress packets: they
+// may write to Postfix (m is not safe for concurrent use). One still in side when fn returns
+// is not run.
+func call[T any](s *Server, m milter.Modifier, queueID string, side <-chan func(), fn func(ctx context.Context) (T, error)) (T, error) {
 	var zero T
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
@@ -51,6 +55,8 @@ func call[T any](s *Server, m milter.Modifier, queueID string, fn func(ctx conte
 				}
 			}()
 			return zero, &pec.Temporary{Op: "deadline", Err: fmt.Errorf("end-of-message not decided within milter.timeout (%s)", s.cfg.Timeout)}
+		case f := <-side:
+			f()
 		case <-t.C:
 			if err := m.Progress(); err != nil && !errors.Is(err, milter.ErrVersionTooLow) {
 				return zero, &pec.Temporary{Op: "progress", Err: fmt.Errorf("postfix went away: %w", err)}

@@ -800,3 +800,73 @@ func TestDeclaredSize(t *testing.T) {
 		}
 	}
 }
+
+// TestEarlyHandBack: a busta the engine hands out before its verdict (pec.Submission.Prepared)
+// goes to Postfix while the engine finishes, once: an acceptance of that busta adds nothing;
+// a refusal after it is still a refusal (Postfix drops the message with its modifications);
+// an acceptance of another busta after it is a temporary failure, never a message with both.
+func TestEarlyHandBack(t *testing.T) {
+	mods := func(r result) string {
+		var b strings.Builder
+		for _, m := range r.mods {
+			b.WriteString(m.String())
+			b.Write(m.Body)
+			b.WriteString("\n")
+		}
+		return b.String()
+	}
+	trxn := trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)}
+	plain := start(t, Config{}, accepted)
+	s, macros := plain.session(t, RoleAccess)
+	want := send(t, s, macros, trxn)
+
+	// early hands the accepted busta out, lets the milter send it, then answers with then.
+	early := func(then func(res *pec.Submitted) (*pec.Submitted, error)) func(context.Context, *pec.Submission) (*pec.Submitted, error) {
+		return func(ctx context.Context, sub *pec.Submission) (*pec.Submitted, error) {
+			res, _ := accepted(ctx, sub)
+			if sub.Prepared == nil {
+				return nil, errors.New("no Prepared hook")
+			}
+			sub.Prepared(res.Busta, res.Confirm)
+			time.Sleep(300 * time.Millisecond) // the clamd scan, meanwhile
+			return then(res)
+		}
+	}
+	for _, tc := range []struct {
+		name    string
+		then    func(res *pec.Submitted) (*pec.Submitted, error)
+		act     milter.ActionType
+		code    uint16
+		outcome string
+	}{
+		{"accepted", func(res *pec.Submitted) (*pec.Submitted, error) { res.Handed = true; return res, nil },
+			milter.ActionAccept, 0, outcomeAccepted},
+		{"virus", func(*pec.Submitted) (*pec.Submitted, error) {
+			return nil, &pec.Refused{Kind: pec.KindNonAccettazioneVirus, Identificativo: "x@pec-a.test", Virus: "Eicar-Test"}
+		}, milter.ActionRejectWithCode, 554, outcomeVirus},
+		{"commit failed", func(*pec.Submitted) (*pec.Submitted, error) {
+			return nil, &pec.Temporary{Op: "commit", Err: errors.New("disk full")}
+		}, milter.ActionRejectWithCode, 451, outcomeTempfail},
+		{"another busta", func(res *pec.Submitted) (*pec.Submitted, error) {
+			other := *res
+			other.Busta, other.Confirm = [][]byte{[]byte("Subject: other\r\n\r\nother\r\n")}, "tok2@confirm.pec.invalid"
+			return &other, nil
+		}, milter.ActionRejectWithCode, 451, outcomeTempfail},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := start(t, Config{}, early(tc.then))
+			s, macros := h.session(t, RoleAccess)
+			r := send(t, s, macros, trxn)
+			if r.act.Type != tc.act || (tc.code != 0 && r.act.SMTPCode != tc.code) {
+				t.Fatalf("action = %v, want %v %d", r.act, tc.act, tc.code)
+			}
+			// The modifications went once, before the verdict, whatever the verdict.
+			if got := mods(r); got != mods(want) {
+				t.Errorf("modifications:\n%s\nwant:\n%s", got, mods(want))
+			}
+			if v := counter(t, h.reg, RoleAccess, tc.outcome); v != 1 {
+				t.Errorf("counter %s = %v", tc.outcome, v)
+			}
+		})
+	}
+}

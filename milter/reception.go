@@ -27,7 +27,7 @@ func (r reception) endOfMessage(x *session, m milter.Modifier, log *slog.Logger)
 	s := r.s
 	start := time.Now()
 	in := &pec.Incoming{QueueID: m.Get(milter.MacroQueueId), MailFrom: x.from, Rcpts: x.rcpts, Message: x.buf}
-	res, err := call(s, m, in.QueueID, func(ctx context.Context) (*pec.Received, error) { return s.eng.Receive(ctx, in) })
+	res, err := call(s, m, in.QueueID, nil, func(ctx context.Context) (*pec.Received, error) { return s.eng.Receive(ctx, in) })
 	switch {
 	case err == nil && res == nil:
 		err = errors.New("engine returned no outcome")

@@ -24,6 +24,14 @@ type Submission struct {
 	MailFrom string   // envelope sender, without angle brackets
 	Rcpts    []string // envelope recipients, in RCPT order
 	Message  []byte   // the message as received (header fields and body), CRLF line ends
+
+	// Prepared, when set, gets the busta and its confirmation recipient as soon as they are
+	// built, before the antivirus verdict and the commit (issue 19, P2': the caller can hand
+	// a large busta to the MTA while clamd finishes). It is called at most once, from
+	// Submit's goroutine, and must not block. What it gets is not an acceptance: the MTA
+	// must not queue it unless Submit then returns a Submitted with Handed set. Any other
+	// outcome (a refusal, a temporary failure, another busta) must make the MTA drop it.
+	Prepared func(busta [][]byte, confirm string)
 }
 
 // Submitted is the outcome of an accepted submission: the busta that replaces the message in
@@ -40,6 +48,7 @@ type Submitted struct {
 	Certified      []string // To/Cc recipients in the index (certificato)
 	External       []string // To/Cc recipients not in the index (esterno)
 	Timings        Timings
+	Handed         bool // Busta and Confirm are those given to Submission.Prepared
 }
 
 // Timings says where the time of one Submit went, for logs and capacity planning.
@@ -95,7 +104,9 @@ func (e *Engine) Submit(ctx context.Context, sub *Submission) (*Submitted, error
 
 // submit decides a submission. again, when set, is the held step of an earlier attempt still
 // waiting for its confirmation: the busta is rebuilt with its identificativo and time
-// reference, and nothing new is committed.
+// reference, and nothing new is committed. The busta goes to Submission.Prepared as soon as
+// it is signed, before the verdict (handOut): handing it to Postfix attests nothing, Postfix
+// queues it only when the acceptance follows.
 func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again *store.Held) (*Submitted, error) {
 	env := Envelope{MailFrom: sub.MailFrom, Rcpts: sub.Rcpts}
 	orig, formal := e.check(sub, env)
@@ -136,6 +147,9 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 	}
 	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
 	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, key: key, again: again}
+	if s.token, err = e.confirmToken(again); err != nil {
+		return nil, err
+	}
 	if formal == nil {
 		formal = s.inspect()
 	}
@@ -153,6 +167,19 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 		return nil, s.refuse(ctx, KindNonAccettazione, formal, "")
 	}
 	return s.accept(ctx)
+}
+
+// confirmToken is the confirmation token of a submission's held step: the retried attempt's,
+// or a new one.
+func (e *Engine) confirmToken(again *store.Held) (string, error) {
+	if again != nil {
+		return again.Token, nil
+	}
+	t, err := newToken(e.deps.Rand)
+	if err != nil {
+		return "", &Temporary{Op: "token", Err: err}
+	}
+	return t, nil
 }
 
 // inspect applies the content policy (issue 16; pec/inspect): a forbidden attachment, an
@@ -310,17 +337,19 @@ func (e *Engine) recipientType(addr string) daticert.RecipientType {
 
 // step is one access-point transaction being decided.
 type step struct {
-	e     *Engine
-	bd    *Builder
-	sub   *Submission
-	orig  *Original
-	ref   TimeRef
-	tx    *Transaction
-	tm    Timings
-	pre   *prepared   // the busta and accettazione built while clamd scanned (scan.go)
-	key   string      // idempotency key ("" = none)
-	flags string      // what the content inspection flagged, for the log ("" = nothing)
-	again *store.Held // the waiting held step of an earlier attempt, when this is a retry
+	e      *Engine
+	bd     *Builder
+	sub    *Submission
+	orig   *Original
+	ref    TimeRef
+	tx     *Transaction
+	tm     Timings
+	token  string      // the confirmation token: the held step's, new or of the attempt retried
+	handed bool        // the busta went to Submission.Prepared
+	pre    *prepared   // the busta and accettazione built while clamd scanned (scan.go)
+	key    string      // idempotency key ("" = none)
+	flags  string      // what the content inspection flagged, for the log ("" = nothing)
+	again  *store.Held // the waiting held step of an earlier attempt, when this is a retry
 }
 
 // event is the log entry common to the events of the transaction (pec-spec.md §6.4).
@@ -353,11 +382,12 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 			res.External = append(res.External, r.Addr)
 		}
 	}
+	res.Handed = s.handed
 	if s.again != nil {
 		// A retry of a busta not yet confirmed: the same busta, the same confirmation; the
 		// accettazione is already held.
 		s.tm.Build = s.pre.took
-		res.Confirm, res.Retry, res.Timings = s.e.ConfirmAddress(s.again.Token), true, s.tm
+		res.Confirm, res.Retry, res.Timings = s.e.ConfirmAddress(s.token), true, s.tm
 		return res, nil
 	}
 	acc, err := s.pre.acc, s.pre.accErr
@@ -365,10 +395,7 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 		return nil, &Temporary{Op: "accettazione", Err: err}
 	}
 	s.tm.Build = s.pre.took
-	h, err := s.held(busta, acc)
-	if err != nil {
-		return nil, err
-	}
+	h := s.held(busta, acc)
 	start := time.Now()
 	if err := s.e.deps.Store.Commit(ctx, &store.Batch{Holds: []store.Held{h}}); err != nil {
 		if errors.Is(err, store.ErrExists) && s.key != "" {
@@ -379,6 +406,15 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 	s.tm.Commit = time.Since(start)
 	res.Confirm, res.Timings = s.e.ConfirmAddress(h.Token), s.tm
 	return res, nil
+}
+
+// handOut gives the busta just built to Submission.Prepared, if the caller asked for it.
+func (s *step) handOut() {
+	if s.sub.Prepared == nil || s.pre.bustaErr != nil || s.pre.busta == nil {
+		return
+	}
+	s.handed = true
+	s.sub.Prepared(s.pre.busta.Parts, s.e.ConfirmAddress(s.token))
 }
 
 // busta builds the busta, around the original re-encoded to 7 bits when it has 8-bit parts
@@ -404,12 +440,8 @@ func (s *step) busta() (*Message, error) {
 // held is the held step of an accepted submission (confirm.go): on confirmation the
 // accettazione, the busta-trasporto event (and the content flags) and the tracking rows; on
 // expiry the non-accodato event.
-func (s *step) held(busta, acc *Message) (store.Held, error) {
-	token, err := newToken(s.e.deps.Rand)
-	if err != nil {
-		return store.Held{}, &Temporary{Op: "token", Err: err}
-	}
-	h := store.Held{Token: token, Key: s.key, Identificativo: s.tx.ID, State: store.HeldWaiting,
+func (s *step) held(busta, acc *Message) store.Held {
+	h := store.Held{Token: s.token, Key: s.key, Identificativo: s.tx.ID, State: store.HeldWaiting,
 		Created: s.e.deps.Clock.Now(), Outcome: outcome{Ref: s.ref.Time()}.encode()}
 	h.Expires = h.Created.Add(s.e.cfg.ConfirmExpiry)
 	ev := s.event()
@@ -424,7 +456,7 @@ func (s *step) held(busta, acc *Message) (store.Held, error) {
 	ev.Kind, ev.Generated = store.KindNonAccodato, nil
 	ev.ErrorDetail = fmt.Sprintf("busta %s mai accodata da Postfix entro %s: nessuna ricevuta di accettazione emessa", busta.MessageID, s.e.cfg.ConfirmExpiry)
 	h.OnExpiry.Log(ev)
-	return h, nil
+	return h
 }
 
 // refuse records the avviso di non accettazione (formal) or per virus, with its log event

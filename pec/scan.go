@@ -59,7 +59,7 @@ type prepared struct {
 }
 
 // prepare builds and signs the busta and the accettazione (a retry of a waiting step reuses
-// its held accettazione: only the busta is rebuilt).
+// its held accettazione: only the busta is rebuilt), and hands the busta out (handOut).
 func (s *step) prepare() {
 	start := time.Now()
 	p := &prepared{}
@@ -69,4 +69,5 @@ func (s *step) prepare() {
 	}
 	p.took = time.Since(start)
 	s.pre = p
+	s.handOut()
 }

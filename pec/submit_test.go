@@ -518,3 +518,37 @@ func TestSubmitSignTimeout(t *testing.T) {
 		t.Fatal("committed with a hung HSM")
 	}
 }
+
+// TestSubmitPrepared: the busta is handed to Submission.Prepared before the verdict, once,
+// with the confirmation recipient of the held step; an acceptance says so (Handed) and
+// carries the same busta; an infected message's busta may have been handed out too, but the
+// answer is the refusal.
+func TestSubmitPrepared(t *testing.T) {
+	f := newFixture(t, pec.Limits{MaxRecipients: 10, MaxSizeTimesRecipients: 30_000_000})
+	var calls int
+	var busta [][]byte
+	var confirm string
+	sub := submission(good)
+	sub.Prepared = func(b [][]byte, c string) { calls++; busta, confirm = b, c }
+	res, err := f.ap.Submit(context.Background(), sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 1 || !res.Handed || confirm != res.Confirm || !bytes.Equal(bytes.Join(busta, nil), bytes.Join(res.Busta, nil)) {
+		t.Fatalf("Prepared called %d times with confirm %q; result Handed %v confirm %q, same busta %v", calls, confirm,
+			res.Handed, res.Confirm, bytes.Equal(bytes.Join(busta, nil), bytes.Join(res.Busta, nil)))
+	}
+	f.confirm(t, res)
+
+	infected := msg("From: alice@pec-a.test", "To: bruno@pec-b.test", "Subject: fattura",
+		"MIME-Version: 1.0", "Content-Type: text/plain")
+	infected = append(infected, []byte(clamdtest.EICAR+"\r\n")...)
+	calls = 0
+	sub = submission(infected, "bruno@pec-b.test")
+	sub.Prepared = func([][]byte, string) { calls++ }
+	_, err = f.ap.Submit(context.Background(), sub)
+	var ref *pec.Refused
+	if !errors.As(err, &ref) || ref.Kind != pec.KindNonAccettazioneVirus {
+		t.Fatalf("infected: err = %v, want the virus refusal (Prepared called %d times)", err, calls)
+	}
+}
