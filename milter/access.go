@@ -35,8 +35,13 @@ func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*
 	}
 	early := &earlyHand{err: errNotHanded}
 	side := make(chan func(), 1)
+	offered := false // touched only by the engine's goroutine, where Prepared is called
 	sub.Prepared = func(busta [][]byte, confirm string) {
-		side <- func() { early.err = handBack(m, x.fields, busta, confirm) }
+		// At most one busta goes early: the engine promises it, and this keeps it true here.
+		if !offered {
+			offered = true
+			side <- func() { early.err = handBack(m, x.fields, busta, confirm) }
+		}
 	}
 	res, err := s.submit(m, sub, side)
 	s.release(work)

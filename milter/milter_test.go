@@ -870,3 +870,29 @@ func TestEarlyHandBack(t *testing.T) {
 		})
 	}
 }
+
+// TestEarlyHandBackOnce: a second busta handed out in the same end-of-message (the engine
+// promises there is none) is not sent: Postfix never gets two bodies for one message.
+func TestEarlyHandBackOnce(t *testing.T) {
+	trxn := trx{login: "alice@pec-a.test", from: "alice@pec-a.test", rcpts: []string{"bruno@pec-b.test"}, msg: []byte(original)}
+	plain := start(t, Config{}, accepted)
+	s, macros := plain.session(t, RoleAccess)
+	want := send(t, s, macros, trxn)
+	h := start(t, Config{}, func(ctx context.Context, sub *pec.Submission) (*pec.Submitted, error) {
+		res, _ := accepted(ctx, sub)
+		sub.Prepared(res.Busta, res.Confirm)
+		time.Sleep(200 * time.Millisecond)
+		sub.Prepared([][]byte{[]byte("Subject: other\r\n\r\nother\r\n")}, "tok2@confirm.pec.invalid")
+		time.Sleep(200 * time.Millisecond)
+		res.Handed = true
+		return res, nil
+	})
+	s, macros = h.session(t, RoleAccess)
+	r := send(t, s, macros, trxn)
+	if r.act.Type != milter.ActionAccept {
+		t.Fatalf("action = %v", r.act)
+	}
+	if len(r.mods) != len(want.mods) {
+		t.Fatalf("%d modifications, want %d (one hand-back)", len(r.mods), len(want.mods))
+	}
+}

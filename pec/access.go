@@ -27,11 +27,14 @@ type Submission struct {
 
 	// Prepared, when set, gets the busta and its confirmation recipient as soon as they are
 	// built, before the antivirus verdict and the commit (issue 19, P2': the caller can hand
-	// a large busta to the MTA while clamd finishes). It is called at most once, from
+	// a large busta to the MTA while clamd finishes). It is called at most once per
+	// Submission, even when Submit replays a concurrent attempt inside (decided), from
 	// Submit's goroutine, and must not block. What it gets is not an acceptance: the MTA
 	// must not queue it unless Submit then returns a Submitted with Handed set. Any other
 	// outcome (a refusal, a temporary failure, another busta) must make the MTA drop it.
 	Prepared func(busta [][]byte, confirm string)
+
+	handedOut bool // Prepared was called: a retry replayed inside this Submit must not call it again
 }
 
 // Submitted is the outcome of an accepted submission: the busta that replaces the message in
@@ -410,10 +413,10 @@ func (s *step) accept(ctx context.Context) (*Submitted, error) {
 
 // handOut gives the busta just built to Submission.Prepared, if the caller asked for it.
 func (s *step) handOut() {
-	if s.sub.Prepared == nil || s.pre.bustaErr != nil || s.pre.busta == nil {
+	if s.sub.Prepared == nil || s.sub.handedOut || s.pre.bustaErr != nil || s.pre.busta == nil {
 		return
 	}
-	s.handed = true
+	s.sub.handedOut, s.handed = true, true
 	s.sub.Prepared(s.pre.busta.Parts, s.e.ConfirmAddress(s.token))
 }
 

@@ -88,7 +88,7 @@ func TestSubmitStoreFailsWhileRefusing(t *testing.T) {
 			if r := pec.Reply(err); !r.Temporary() || r.Code != 451 {
 				t.Fatalf("reply %v, want 451", r)
 			}
-			if f.st.commits != 0 || len(f.outbox(t)) != 0 || len(f.events(t)) != 0 {
+			if f.st.commits.Load() != 0 || len(f.outbox(t)) != 0 || len(f.events(t)) != 0 {
 				t.Fatal("something was committed")
 			}
 			f.st.broken = false

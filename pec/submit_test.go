@@ -10,6 +10,7 @@ import (
 	"io"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -49,8 +50,8 @@ func (b *breakableSigner) SignerFor(d string) (crypto.Signer, []*x509.Certificat
 type breakableStore struct {
 	*storetest.Memory
 	broken       bool
-	commits      int
-	beforeCommit func() // called once before the next Commit, when set
+	commits      atomic.Int64 // concurrent Submits commit at once (TestSubmitPreparedOncePerSubmission)
+	beforeCommit func()       // called once before the next Commit, when set
 }
 
 func (b *breakableStore) Commit(ctx context.Context, batch *store.Batch) error {
@@ -60,7 +61,7 @@ func (b *breakableStore) Commit(ctx context.Context, batch *store.Batch) error {
 	if b.beforeCommit != nil {
 		b.beforeCommit()
 	}
-	b.commits++
+	b.commits.Add(1)
 	return b.Memory.Commit(ctx, batch)
 }
 
@@ -356,7 +357,7 @@ func TestSubmitNotAuthenticated(t *testing.T) {
 	if _, err := f.ap.Submit(context.Background(), sub); err != pec.ErrNotAuthenticated {
 		t.Fatalf("err = %v", err)
 	}
-	if f.st.commits != 0 {
+	if f.st.commits.Load() != 0 {
 		t.Fatal("something committed for an unauthenticated submission")
 	}
 }
@@ -388,7 +389,7 @@ func TestSubmitInternalFailures(t *testing.T) {
 			if err == nil || errors.As(err, &ref) || !errors.As(err, &tmp) || !tmp.Temporary() {
 				t.Fatalf("err = %v, want a temporary error", err)
 			}
-			if f.st.commits != 0 || len(f.outbox(t)) != 0 || len(f.events(t)) != 0 {
+			if f.st.commits.Load() != 0 || len(f.outbox(t)) != 0 || len(f.events(t)) != 0 {
 				t.Fatal("something was committed on a temporary failure")
 			}
 			if tc.heal == nil {
@@ -514,7 +515,7 @@ func TestSubmitSignTimeout(t *testing.T) {
 	if !errors.Is(err, pec.ErrSignTimeout) || !pec.Reply(err).Temporary() {
 		t.Fatalf("err = %v, want a temporary sign timeout", err)
 	}
-	if f.st.commits != 0 {
+	if f.st.commits.Load() != 0 {
 		t.Fatal("committed with a hung HSM")
 	}
 }
@@ -550,5 +551,43 @@ func TestSubmitPrepared(t *testing.T) {
 	var ref *pec.Refused
 	if !errors.As(err, &ref) || ref.Kind != pec.KindNonAccettazioneVirus {
 		t.Fatalf("infected: err = %v, want the virus refusal (Prepared called %d times)", err, calls)
+	}
+}
+
+// TestSubmitPreparedOncePerSubmission: concurrent attempts of one submission (a client
+// retrying while its first attempt is still at end-of-message) race for the held step; the
+// loser answers as the winner was answered (decided), rebuilding that busta. Each attempt's
+// Prepared is called at most once, and an attempt that says Handed returns the busta it
+// handed out.
+func TestSubmitPreparedOncePerSubmission(t *testing.T) {
+	f := newFixture(t, pec.Limits{MaxRecipients: 10, MaxSizeTimesRecipients: 30_000_000})
+	const n = 8
+	type attempt struct {
+		calls  int
+		handed []byte
+		res    *pec.Submitted
+		err    error
+	}
+	as := make([]attempt, n)
+	var wg sync.WaitGroup
+	for i := range as {
+		sub := submission(good)
+		sub.Prepared = func(b [][]byte, _ string) { as[i].calls++; as[i].handed = bytes.Join(b, nil) }
+		wg.Go(func() { as[i].res, as[i].err = f.ap.Submit(context.Background(), sub) })
+	}
+	wg.Wait()
+	for i, a := range as {
+		if a.err != nil {
+			t.Fatalf("attempt %d: %v", i, a.err)
+		}
+		if a.calls > 1 {
+			t.Errorf("attempt %d: Prepared called %d times", i, a.calls)
+		}
+		if a.res.Handed && !bytes.Equal(a.handed, bytes.Join(a.res.Busta, nil)) {
+			t.Errorf("attempt %d: Handed, but the busta returned is not the one handed out", i)
+		}
+		if a.res.Identificativo != as[0].res.Identificativo {
+			t.Errorf("attempt %d: identificativo %s, attempt 0 %s", i, a.res.Identificativo, as[0].res.Identificativo)
+		}
 	}
 }
