@@ -21,11 +21,13 @@ type access struct{ s *Server }
 func (access) point() string { return RoleAccess }
 func (access) buffers() bool { return true }
 
+func (a access) stream(x *session) *pec.ScanStream { return a.s.eng.StreamScan(x.login, x.rcpts) }
+
 func (a access) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
 	s := a.s
 	start := time.Now()
 	sub := &pec.Submission{QueueID: m.Get(milter.MacroQueueId), Login: x.login, MailFrom: x.from,
-		Rcpts: x.rcpts, Message: x.buf}
+		Rcpts: x.rcpts, Message: x.buf, Scan: x.scan}
 	// The engine makes copies while it works (the busta, a 7-bit re-encoding): account for
 	// them too, so that a few large messages at once cannot exhaust the process (issue 12
 	// item 11). Without room, the transaction is temp-failed like an over-budget buffer.

@@ -27,6 +27,18 @@ type fakeEngine struct {
 	fn     func(ctx context.Context, s *pec.Submission) (*pec.Submitted, error)
 	rfn    func(ctx context.Context, in *pec.Incoming) (*pec.Received, error)
 	calls  int
+	// scanner, when set, scans the streams StreamScan starts; nil: no stream.
+	scanner pec.Scanner
+}
+
+func (e *fakeEngine) StreamScan(string, []string) *pec.ScanStream {
+	e.mu.Lock()
+	sc := e.scanner
+	e.mu.Unlock()
+	if sc == nil {
+		return nil
+	}
+	return pec.NewScanStream(sc, 0)
 }
 
 func (e *fakeEngine) Submit(ctx context.Context, s *pec.Submission) (*pec.Submitted, error) {

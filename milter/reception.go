@@ -23,6 +23,9 @@ type reception struct{ s *Server }
 func (reception) point() string { return RoleReception }
 func (reception) buffers() bool { return true }
 
+// stream: the reception point scans at end-of-message (pec.Engine.Receive).
+func (reception) stream(*session) *pec.ScanStream { return nil }
+
 func (r reception) endOfMessage(x *session, m milter.Modifier, log *slog.Logger) (*milter.Response, error) {
 	s := r.s
 	start := time.Now()

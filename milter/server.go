@@ -42,6 +42,9 @@ type Engine interface {
 	Receive(ctx context.Context, in *pec.Incoming) (*pec.Received, error)
 	// Issued notes a confirmation recipient handed to Postfix (pec/confirm.go).
 	Issued(confirm string)
+	// StreamScan starts the antivirus scan of a submission while its message arrives (nil
+	// when Submit would not scan it).
+	StreamScan(login string, rcpts []string) *pec.ScanStream
 }
 
 // Config tunes the adapter.
@@ -60,6 +63,10 @@ type Config struct {
 	// is temp-failed (451 4.3.0) and the client retries later. Default the larger of
 	// 4 × MaxSize and 256 MiB.
 	MaxBuffered int64
+	// StreamScanFrom is the size from which a submission's antivirus scan starts while
+	// Postfix is still sending the message (issue 19, P2'), instead of at end-of-message.
+	// Default 256 KiB; negative: never.
+	StreamScanFrom int64
 }
 
 // Deps are the adapter's collaborators.
@@ -105,6 +112,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}
 	if cfg.MaxBuffered == 0 {
 		cfg.MaxBuffered = max(4*cfg.MaxSize, 256<<20)
+	}
+	if cfg.StreamScanFrom == 0 {
+		cfg.StreamScanFrom = defaultStreamScanFrom
 	}
 	if cfg.MaxBuffered < cfg.MaxSize {
 		return nil, errors.New("milter.max_buffered: must be at least limits.hard_max_size")

@@ -34,6 +34,12 @@ type Submission struct {
 	// outcome (a refusal, a temporary failure, another busta) must make the MTA drop it.
 	Prepared func(busta [][]byte, confirm string)
 
+	// Scan, when set, is the antivirus scan of Message started while it arrived
+	// (Engine.StreamScan). Submit uses its verdict when the stream carried exactly Message and
+	// scans Message whole otherwise; it aborts a stream it does not use. The caller closes it
+	// after Submit.
+	Scan *ScanStream
+
 	handedOut bool // Prepared was called: a retry replayed inside this Submit must not call it again
 }
 
@@ -114,24 +120,11 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 	env := Envelope{MailFrom: sub.MailFrom, Rcpts: sub.Rcpts}
 	orig, formal := e.check(sub, env)
 
-	// INFERENCE (pec-spec.md §7.1 ordering): the scan runs before any accettazione is
-	// emitted, and a virus wins over a formal exception, so that the infected message is
-	// quarantined whatever else is wrong with it. The size verdict comes first: a message
-	// over the size limit is refused unscanned (issue 12 item 9), so that clamd never gets
-	// more than the limit and a message too large for it is not answered 4xx for ever.
-	//
-	// The scan runs beside the rest of the decision (issue 19): the content inspection and
-	// the busta and accettazione are built and signed while clamd scans, and nothing is
-	// decided, answered or committed before its verdict (scan.go).
-	var scan *scanJob
-	if big := CheckSize(orig, env, e.cfg.Limits); big != nil {
-		if formal == nil {
-			formal = big
-		}
-	} else {
-		sctx, cancel := context.WithCancel(ctx)
-		defer cancel()
-		scan = e.startScan(sctx, orig.Raw)
+	begun := time.Now()
+	scan, big, stop := e.scanWithin(ctx, sub, orig, env)
+	defer stop()
+	if formal == nil {
+		formal = big
 	}
 
 	// One instant for every message and event of this transaction (DM art. 9, §6.2).
@@ -149,7 +142,7 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 		return nil, &Temporary{Op: "identificativo", Err: err}
 	}
 	tx := NewSubmissionTransaction(id, orig, env, e.recipientType)
-	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, key: key, again: again}
+	s := &step{e: e, bd: bd, sub: sub, orig: orig, ref: ref, tx: tx, key: key, again: again, begun: begun}
 	if s.token, err = e.confirmToken(again); err != nil {
 		return nil, err
 	}
@@ -170,6 +163,46 @@ func (e *Engine) submit(ctx context.Context, sub *Submission, key string, again 
 		return nil, s.refuse(ctx, KindNonAccettazione, formal, "")
 	}
 	return s.accept(ctx)
+}
+
+// scanWithin starts the antivirus scan of a message within the size limit, and returns the
+// size verdict of one over it, unscanned; stop ends the scan early.
+//
+// INFERENCE (pec-spec.md §7.1 ordering): the scan runs before any accettazione is emitted,
+// and a virus wins over a formal exception, so that the infected message is quarantined
+// whatever else is wrong with it. The size verdict comes first: a message over the size
+// limit is refused unscanned (issue 12 item 9), so that clamd never gets more than the limit
+// and a message too large for it is not answered 4xx for ever.
+//
+// The scan runs beside the rest of the decision (issue 19): the content inspection and the
+// busta and accettazione are built and signed while clamd scans, and nothing is decided,
+// answered or committed before its verdict (scan.go).
+func (e *Engine) scanWithin(ctx context.Context, sub *Submission, orig *Original, env Envelope) (*scanJob, *FormalError, func()) {
+	if big := CheckSize(orig, env, e.cfg.Limits); big != nil {
+		if sub.Scan != nil {
+			sub.Scan.Close()
+		}
+		return nil, big, func() {}
+	}
+	j, stop := e.scan(ctx, sub, orig)
+	return j, nil, stop
+}
+
+// scan is the antivirus scan of the message: the one streamed while it arrived when it
+// carried exactly this message (scanstream.go), a new one otherwise. stop ends it early (the
+// message is refused for its size, or Submit returns without waiting for it).
+func (e *Engine) scan(ctx context.Context, sub *Submission, orig *Original) (*scanJob, func()) {
+	if sub.Scan != nil && len(orig.Raw) == len(sub.Message) {
+		if j := sub.Scan.scanOf(orig.Raw); j != nil {
+			after := context.AfterFunc(ctx, sub.Scan.Close)
+			return j, func() { after(); sub.Scan.Close() }
+		}
+	}
+	if sub.Scan != nil {
+		sub.Scan.Close()
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	return e.startScan(sctx, orig.Raw), cancel
 }
 
 // confirmToken is the confirmation token of a submission's held step: the retried attempt's,
@@ -353,6 +386,7 @@ type step struct {
 	key    string      // idempotency key ("" = none)
 	flags  string      // what the content inspection flagged, for the log ("" = nothing)
 	again  *store.Held // the waiting held step of an earlier attempt, when this is a retry
+	begun  time.Time   // when Submit began deciding
 }
 
 // event is the log entry common to the events of the transaction (pec-spec.md §6.4).

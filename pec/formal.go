@@ -173,15 +173,20 @@ func CheckSubmission(orig *Original, env Envelope, login string, lim Limits) *Fo
 // distinct To/Cc ones, as for MaxRecipients; the distinct envelope recipients when they are
 // more (a message failing another check is then not scanned either).
 func CheckSize(orig *Original, env Envelope, lim Limits) *FormalError {
-	envelope := map[string]bool{}
-	for _, r := range env.Rcpts {
-		envelope[CanonAddr(r)] = true
-	}
-	n := max(len(orig.Recipients()), len(envelope))
+	n := max(len(orig.Recipients()), len(env.distinct()))
 	if total := int64(len(orig.Raw)) * int64(n); lim.MaxSizeTimesRecipients > 0 && total > lim.MaxSizeTimesRecipients {
 		return &FormalError{Reason: ReasonTooLarge, Detail: fmt.Sprintf("%d byte per %d destinatari, il massimo è %d byte", len(orig.Raw), n, lim.MaxSizeTimesRecipients)}
 	}
 	return nil
+}
+
+// distinct is the set of envelope recipients in CanonAddr form.
+func (env Envelope) distinct() map[string]bool {
+	set := make(map[string]bool, len(env.Rcpts))
+	for _, r := range env.Rcpts {
+		set[CanonAddr(r)] = true
+	}
+	return set
 }
 
 // checkRecipients: every envelope recipient is a To/Cc recipient (RFC 6109 §3.1.1) and every

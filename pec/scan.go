@@ -17,36 +17,38 @@ import (
 
 // scanJob is one scan under way.
 type scanJob struct {
-	done  chan struct{}
-	virus string
-	err   error
-	took  time.Duration
+	done       chan struct{}
+	virus      string
+	err        error
+	start, end time.Time
 }
 
 // startScan sends raw to the antivirus in the background. Cancelling ctx ends the scan.
 func (e *Engine) startScan(ctx context.Context, raw []byte) *scanJob {
-	j := &scanJob{done: make(chan struct{})}
-	go func() {
-		defer close(j.done)
-		start := time.Now()
-		j.virus, j.err = e.deps.Scanner.Scan(ctx, bytes.NewReader(raw))
-		j.took = time.Since(start)
-	}()
-	return j
+	return startScanOf(ctx, e.deps.Scanner, bytes.NewReader(raw))
 }
 
 // verdict waits for the scan (nil: the message was not scanned, being over the size limit)
-// and records how long clamd took. A scan without a verdict is a temporary failure.
+// and records how long clamd took within this Submit (a scan streamed while the message
+// arrived counts from Submit's start: the time before it was the transfer's, not a wait).
+// A scan without a verdict is a temporary failure.
 func (s *step) verdict(j *scanJob) (string, error) {
 	if j == nil {
 		return "", nil
 	}
 	<-j.done
-	s.tm.Scan += j.took
+	s.tm.Scan += j.end.Sub(later(j.start, s.begun))
 	if j.err != nil {
 		return "", &Temporary{Op: "scan", Err: j.err}
 	}
 	return j.virus, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // prepared is the work of an acceptance done before the verdict: the busta and, for a new

@@ -50,7 +50,7 @@ func run(path string) error {
 		return err
 	}
 	srv, err := milter.New(milter.Config{MaxSize: int64(cfg.Limits.HardMaxSize), Timeout: cfg.Milter.Timeout,
-		MaxBuffered: int64(cfg.Milter.MaxBuffered)},
+		MaxBuffered: int64(cfg.Milter.MaxBuffered), StreamScanFrom: int64(cfg.Milter.StreamScanFrom)},
 		milter.Deps{Engine: d.Engine, Logger: d.Log, Registerer: d.Reg})
 	if err != nil {
 		return err

@@ -95,6 +95,10 @@ type Milter struct {
 	// it a transaction is temp-failed. Default the larger of 4 × limits.hard_max_size and
 	// 256MiB.
 	MaxBuffered Size `yaml:"max_buffered"`
+	// StreamScanFrom is the message size from which the antivirus scan of a submission runs
+	// while Postfix sends the message to the milter, instead of after it. Default 256KiB; a
+	// value above limits.hard_max_size turns it off.
+	StreamScanFrom Size `yaml:"stream_scan_from"`
 	// ShutdownGrace is how long SIGTERM waits for SMTP sessions to end before refusing new
 	// transactions and closing; transactions already at end-of-message always finish.
 	// Default 30s.

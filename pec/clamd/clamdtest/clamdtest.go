@@ -43,6 +43,7 @@ type Server struct {
 	patterns map[string]string // byte pattern -> signature name
 	scans    int
 	conns    int
+	received int64             // the most bytes one stream carried, whether it ended or was cut
 	idle     map[net.Conn]bool // open connections, true while a session waits for a command
 	wg       sync.WaitGroup
 	done     chan struct{}
@@ -81,6 +82,10 @@ func (s *Server) AddSignature(pattern, name string) {
 
 // Scans is the number of INSTREAM commands received.
 func (s *Server) Scans() int { s.mu.Lock(); defer s.mu.Unlock(); return s.scans }
+
+// MaxReceived is the most data bytes one INSTREAM command carried, counted as they arrive
+// (a stream cut before its end counts what came).
+func (s *Server) MaxReceived() int64 { s.mu.Lock(); defer s.mu.Unlock(); return s.received }
 
 // Conns is the number of connections accepted.
 func (s *Server) Conns() int { s.mu.Lock(); defer s.mu.Unlock(); return s.conns }
@@ -208,7 +213,11 @@ func (s *Server) instream(c net.Conn, br *bufio.Reader, id string) bool {
 			_, _ = io.WriteString(c, id+"INSTREAM size limit exceeded. ERROR\x00")
 			return false
 		}
-		if _, err := io.CopyN(&data, br, int64(n)); err != nil {
+		_, err := io.CopyN(&data, br, int64(n))
+		s.mu.Lock()
+		s.received = max(s.received, int64(data.Len()))
+		s.mu.Unlock()
+		if err != nil {
 			return false
 		}
 	}
