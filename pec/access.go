@@ -62,15 +62,19 @@ type Submitted struct {
 
 // Timings says where the time of one Submit went, for logs and capacity planning.
 type Timings struct {
-	Scan   time.Duration // antivirus
-	Build  time.Duration // building and signing the busta and the receipt
-	Commit time.Duration // the store transaction
+	Scan    time.Duration // waiting for the antivirus's verdict within Submit
+	Inspect time.Duration // the content policy (pec/inspect), while clamd scans
+	Waited  time.Duration // of Scan, what was left after the inspection and the build
+	Ahead   time.Duration // how long the scan had run before Submit (streamed while the message arrived)
+	Build   time.Duration // building and signing the busta and the receipt, while clamd scans
+	Commit  time.Duration // the store transaction
 }
 
 // LogValue renders the timings in milliseconds.
 func (t Timings) LogValue() slog.Value {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return slog.GroupValue(slog.Float64("scan_ms", ms(t.Scan)), slog.Float64("build_ms", ms(t.Build)), slog.Float64("commit_ms", ms(t.Commit)))
+	return slog.GroupValue(slog.Float64("scan_ms", ms(t.Scan)), slog.Float64("waited_ms", ms(t.Waited)), slog.Float64("ahead_ms", ms(t.Ahead)), slog.Float64("inspect_ms", ms(t.Inspect)),
+		slog.Float64("build_ms", ms(t.Build)), slog.Float64("commit_ms", ms(t.Commit)))
 }
 
 // Submit processes one submission at end-of-message (RFC 6109 §3.1, pec-spec.md §2.2
@@ -229,7 +233,7 @@ func (s *step) inspect() *FormalError {
 	}
 	start := time.Now()
 	rep := s.e.deps.Inspector.Inspect(s.orig.Raw)
-	s.tm.Scan += time.Since(start)
+	s.tm.Inspect += time.Since(start)
 	if rep.Verdict&inspect.Refuse != 0 {
 		return &FormalError{Reason: ReasonContent, Detail: rep.Reason()}
 	}

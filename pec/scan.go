@@ -36,8 +36,13 @@ func (s *step) verdict(j *scanJob) (string, error) {
 	if j == nil {
 		return "", nil
 	}
+	waiting := time.Now()
 	<-j.done
 	s.tm.Scan += j.end.Sub(later(j.start, s.begun))
+	if j.start.Before(s.begun) {
+		s.tm.Ahead += s.begun.Sub(j.start)
+	}
+	s.tm.Waited += time.Since(waiting)
 	if j.err != nil {
 		return "", &Temporary{Op: "scan", Err: j.err}
 	}

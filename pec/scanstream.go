@@ -140,6 +140,13 @@ func (st *ScanStream) abortLocked() {
 	}
 }
 
+// Wait blocks until the scan ends and returns its verdict, for a caller that uses the stream
+// without Submit (the bench's reference milter, integration/bench).
+func (st *ScanStream) Wait() (virus string, err error) {
+	<-st.job.done
+	return st.job.virus, st.job.err
+}
+
 // scanOf is the stream's scan if it carried exactly raw: finished, not aborted, as long.
 func (st *ScanStream) scanOf(raw []byte) *scanJob {
 	st.mu.Lock()

@@ -41,6 +41,8 @@ import (
 	"github.com/gestore-pec/gestore/integration/bench/procstat"
 	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
+	"github.com/gestore-pec/gestore/pec"
+	"github.com/gestore-pec/gestore/pec/clamd"
 )
 
 func main() {
@@ -101,20 +103,25 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		return fmt.Errorf("lab.json: no users")
 	}
 	alice, rcpt := a.Users[0], l.Ordinary.Users[0].Address
-	ls, err := addListeners(a.Postfix.ConfigDir, strings.Split(a.Postfix.Submission, ":")[0], alice.Address)
+	scanner, err := clamd.New(clamd.Config{Addr: l.Clamd.Addr})
+	if err != nil {
+		return err
+	}
+	defer scanner.Close()
+	ls, err := addListeners(a.Postfix.ConfigDir, strings.Split(a.Postfix.Submission, ":")[0], alice.Address, scanner)
 	if err != nil {
 		return err
 	}
 	defer ls.close()
-	addr, nullAddr, alsoAddr := ls.plain.Addr, ls.null, ls.also
+	addr, nullAddr, alsoAddr, scanAddr := ls.plain.Addr, ls.null, ls.also, ls.scan
 	tlsConf, err := mailtest.TLSConfig(a.Postfix.TLSCert, "mx."+a.Domain)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	fmt.Printf("bench: provider %s, %d sessions, alice -> %s; baseline listener %s (no milter), %s (null milter), %s (null milter, copy to alice)\n",
-		a.ID, conc, rcpt, addr, nullAddr.addr, alsoAddr.addr)
+	fmt.Printf("bench: provider %s, %d sessions, alice -> %s; baseline listener %s (no milter), %s (null milter), %s (null milter, copy to alice), %s (null milter with clamd's scan)\n",
+		a.ID, conc, rcpt, addr, nullAddr.addr, alsoAddr.addr, scanAddr.addr)
 	for _, size := range []struct {
 		bytes, n int
 	}{{10 * 1024, n10k}, {10 * 1024 * 1024, n10m}} {
@@ -123,7 +130,7 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 		}
 		rs, cpus := []result{}, []procstat.Per{}
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"null milter", nullAddr.addr},
-			{"null+alice", alsoAddr.addr}, {"pec-milter", a.Postfix.Submission}} {
+			{"null+alice", alsoAddr.addr}, {"null+clamd", scanAddr.addr}, {"pec-milter", a.Postfix.Submission}} {
 			sub := mailtest.Submission{Addr: cfg.addr, TLS: tlsConf, User: alice.Address, Pass: alice.Password}
 			cpu := procstat.Start(l.Base)
 			r := drive(ctx, sub, alice.Address, rcpt, size.bytes, size.n, conc)
@@ -133,9 +140,9 @@ func run(n10k, n10m, conc int, timeout time.Duration) error {
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
 			rs = append(rs, r)
 		}
-		compare(rs[0], rs[1], rs[2], rs[3])
-		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[3]))
-		if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[0], rs[1], rs[3]); err != nil {
+		compare(rs[0], rs[4], rs[1:4]...)
+		fmt.Println(procstat.Ceiling("P2 "+sizeLabel(size.bytes)+" throughput", 0.8, cpus[0], cpus[4]))
+		if err := clamdAlone(ctx, l.Clamd.Addr, alice.Address, rcpt, size.bytes, size.n, conc, rs[0], rs[1], rs[3], rs[4]); err != nil {
 			return err
 		}
 	}
@@ -207,8 +214,8 @@ func reportCPU(cpu map[string]float64, sent int) procstat.Per {
 }
 
 // compare prints P2: the milter's throughput and end-of-message p50 against the listener
-// without it, and the null milter's (nullmilter.go) beside them.
-func compare(plain, null, also, pec result) {
+// without it, and the null milters' (nullmilter.go) beside them.
+func compare(plain, pec result, nulls ...result) {
 	if plain.sent == 0 || pec.sent == 0 {
 		return
 	}
@@ -216,21 +223,22 @@ func compare(plain, null, also, pec result) {
 	eom := func(r result) float64 { return float64(percentile(r.lat, .5)) / float64(percentile(plain.lat, .5)) }
 	fmt.Printf("       P2 %s: throughput ratio %.2f (goal ≥ 0.8), end-of-message p50 %.1f× (goal ≤ 2)\n", sizeLabel(pec.size),
 		rate(pec)/rate(plain), eom(pec))
-	for _, r := range []result{null, also} {
+	for _, r := range nulls {
 		if r.sent > 0 {
-			fmt.Printf("       %s (no work in the milter): throughput ratio %.2f, end-of-message p50 %.1f×\n", r.name, rate(r)/rate(plain), eom(r))
+			fmt.Printf("       %s (none of our work): throughput ratio %.2f, end-of-message p50 %.1f×\n", r.name, rate(r)/rate(plain), eom(r))
 		}
 	}
 }
 
 // listeners are the temporary submission listeners of a run: without milter, with the null
-// milter, and with the null milter and a copy to the sender.
+// milter, with the null milter and a copy to the sender, and with the null milter and
+// clamd's scan.
 type listeners struct {
-	plain      *pflisten.Listener
-	null, also *nullAt
+	plain            *pflisten.Listener
+	null, also, scan *nullAt
 }
 
-func addListeners(configDir, host, sender string) (*listeners, error) {
+func addListeners(configDir, host, sender string, scanner pec.Scanner) (*listeners, error) {
 	ls := &listeners{}
 	addr, err := pflisten.FreePort(host)
 	if err != nil {
@@ -240,13 +248,17 @@ func addListeners(configDir, host, sender string) (*listeners, error) {
 		map[string]string{"smtpd_milters": "", "syslog_name": "postfix/bench-nomilter"}); err != nil {
 		return nil, err
 	}
-	if ls.null, err = nullListener(configDir, host, ""); err != nil {
+	if ls.null, err = nullListener(configDir, host, "", nil); err != nil {
 		ls.close()
 		return nil, err
 	}
 	// The accettazione goes to the sender's mailbox: a copy of the message to the sender
 	// stands in for it.
-	if ls.also, err = nullListener(configDir, host, sender); err != nil {
+	if ls.also, err = nullListener(configDir, host, sender, nil); err != nil {
+		ls.close()
+		return nil, err
+	}
+	if ls.scan, err = nullListener(configDir, host, "", scanner); err != nil {
 		ls.close()
 		return nil, err
 	}
@@ -254,7 +266,7 @@ func addListeners(configDir, host, sender string) (*listeners, error) {
 }
 
 func (ls *listeners) close() {
-	for _, n := range []*nullAt{ls.also, ls.null} {
+	for _, n := range []*nullAt{ls.scan, ls.also, ls.null} {
 		if n != nil {
 			n.close()
 		}
@@ -271,8 +283,8 @@ type nullAt struct {
 	l    *pflisten.Listener
 }
 
-func nullListener(configDir, host, also string) (*nullAt, error) {
-	m, err := startNullMilter(also)
+func nullListener(configDir, host, also string, scanner pec.Scanner) (*nullAt, error) {
+	m, err := startNullMilter(also, scanner)
 	if err != nil {
 		return nil, err
 	}
