@@ -108,6 +108,11 @@ type Store interface {
 	// ListOutbox returns items in a state (OutboxPending, OutboxSent, OutboxParked), oldest
 	// first, without their Raw bytes, for operators and metrics.
 	ListOutbox(ctx context.Context, state OutboxState, limit int) ([]OutboxItem, error)
+	// PurgeSentOutbox lets go of the message bytes of the items sent before before and
+	// returns how many it purged. The items themselves stay, as every outbox item does:
+	// their Message-ID still makes a replayed Commit leave them as they are (no receipt is
+	// sent twice), and they are still listed. Pending and parked items keep their bytes.
+	PurgeSentOutbox(ctx context.Context, before time.Time) (int64, error)
 
 	// Quarantined returns the quarantined messages of one identificativo.
 	Quarantined(ctx context.Context, identificativo string) ([]QuarantineItem, error)

@@ -70,6 +70,11 @@ const (
 	// working state, not the legal record (the log is, and is kept whole): a month covers
 	// every receipt that can still arrive and an operator's questions (store.PurgeTracking).
 	trackingKeep = 30 * 24 * time.Hour
+	// outboxKeep is how long the bytes of a sent receipt or notice are kept after Postfix
+	// took it: as long as its tracking row, for an operator's questions. The item itself
+	// (its Message-ID, kind, recipients, when it was sent) stays, as the legal log does
+	// (store.PurgeSentOutbox).
+	outboxKeep = 30 * 24 * time.Hour
 	// heldEvery is how often held steps past their expiry are expired.
 	heldEvery = 15 * time.Second
 )
@@ -155,8 +160,8 @@ func (d *Daemon) SweepJob() Job {
 }
 
 // RetentionJob purges, at most once a day, the quarantined messages past the 30-month
-// retention (DPR 68/2005 art. 12) and the tracking rows in a terminal state older than
-// trackingKeep.
+// retention (DPR 68/2005 art. 12), the tracking rows in a terminal state older than
+// trackingKeep, and the bytes of the outbox items sent more than outboxKeep ago.
 func (d *Daemon) RetentionJob(now func() time.Time) Job {
 	var last time.Time
 	return Job{Name: "retention", Every: retentionEvery, Run: func(ctx context.Context) error {
@@ -172,7 +177,11 @@ func (d *Daemon) RetentionJob(now func() time.Time) Job {
 		if err != nil {
 			return fmt.Errorf("tracking purge: %w", err)
 		}
-		d.Log.Info("retention purge", "quarantine_deleted", q, "tracking_deleted", tr)
+		ob, err := d.Store.PurgeSentOutbox(ctx, n.Add(-outboxKeep))
+		if err != nil {
+			return fmt.Errorf("outbox purge: %w", err)
+		}
+		d.Log.Info("retention purge", "quarantine_deleted", q, "tracking_deleted", tr, "outbox_bytes_purged", ob)
 		last = n
 		return nil
 	}}

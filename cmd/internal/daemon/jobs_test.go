@@ -12,9 +12,9 @@ import (
 
 type countingStore struct {
 	*storetest.Memory
-	quarantine, tracking atomic.Int32
-	before               atomic.Int64
-	purged               chan struct{}
+	quarantine, tracking, outbox atomic.Int32
+	before, outboxBefore         atomic.Int64
+	purged                       chan struct{}
 }
 
 func (c *countingStore) PurgeQuarantine(ctx context.Context, now time.Time) (int64, error) {
@@ -25,12 +25,19 @@ func (c *countingStore) PurgeQuarantine(ctx context.Context, now time.Time) (int
 func (c *countingStore) PurgeTracking(ctx context.Context, before time.Time) (int64, error) {
 	c.tracking.Add(1)
 	c.before.Store(before.UnixNano())
-	n, err := c.Memory.PurgeTracking(ctx, before)
+	return c.Memory.PurgeTracking(ctx, before)
+}
+
+func (c *countingStore) PurgeSentOutbox(ctx context.Context, before time.Time) (int64, error) {
+	c.outbox.Add(1)
+	c.outboxBefore.Store(before.UnixNano())
+	n, err := c.Memory.PurgeSentOutbox(ctx, before)
 	c.purged <- struct{}{}
 	return n, err
 }
 
-// TestRetentionOneNode: the first owner takes the lease and purges both tables; a second
+// TestRetentionOneNode: the first owner takes the lease and purges the quarantine, the
+// tracking rows and the sent outbox items' bytes; a second
 // owner sharing the store does not purge while the lease holds.
 func TestRetentionOneNode(t *testing.T) {
 	st := &countingStore{Memory: storetest.NewMemory(), purged: make(chan struct{}, 4)}
@@ -55,11 +62,14 @@ func TestRetentionOneNode(t *testing.T) {
 	}
 	cancel()
 	<-done
-	if st.quarantine.Load() != 1 || st.tracking.Load() != 1 {
-		t.Fatalf("purges: quarantine %d tracking %d, want 1 and 1", st.quarantine.Load(), st.tracking.Load())
+	if st.quarantine.Load() != 1 || st.tracking.Load() != 1 || st.outbox.Load() != 1 {
+		t.Fatalf("purges: quarantine %d tracking %d outbox %d, want 1 each", st.quarantine.Load(), st.tracking.Load(), st.outbox.Load())
 	}
 	if got := time.Unix(0, st.before.Load()).UTC(); !got.Equal(now.Add(-trackingKeep)) {
 		t.Errorf("PurgeTracking before %v, want %v", got, now.Add(-trackingKeep))
+	}
+	if got := time.Unix(0, st.outboxBefore.Load()).UTC(); !got.Equal(now.Add(-outboxKeep)) {
+		t.Errorf("PurgeSentOutbox before %v, want %v", got, now.Add(-outboxKeep))
 	}
 
 	ctx, cancel = context.WithCancel(context.Background())

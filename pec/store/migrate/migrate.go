@@ -69,8 +69,10 @@ var tables = []table{
 		"due22", i64, "due24", i64, "taken_at", i64, "delivered_at", i64, "failed_at", i64, "notice12_at", i64,
 		"notice24_at", i64, "sender", text, "subject", text, "message_id", text, "data", bytes)},
 	// SQLite keeps the outbox's bytes in outbox_raw (its schema migration 5); PostgreSQL
-	// keeps them out of line by itself (TOAST), in the row.
-	{name: "outbox", identity: "id", from: "outbox JOIN outbox_raw USING (id)", cols: cols("id", i64, "message_id", text, "kind", text, "identificativo", text,
+	// keeps them out of line by itself (TOAST), in the row. A sent item whose bytes were
+	// purged (store.PurgeSentOutbox) has no outbox_raw row in SQLite and empty bytes in
+	// PostgreSQL.
+	{name: "outbox", identity: "id", from: "(SELECT o.*, coalesce(r.raw, x'') AS raw FROM outbox o LEFT JOIN outbox_raw r ON r.id = o.id) AS outbox", cols: cols("id", i64, "message_id", text, "kind", text, "identificativo", text,
 		"mail_from", text, "rcpts", text, "raw", bytes, "created", i64, "state", text, "attempts", i64,
 		"next_attempt", i64, "last_error", text, "claimed_by", text, "lease_until", i64, "sent_at", i64)},
 	{name: "quarantine", identity: "id", cols: cols("id", i64, "identificativo", text, "time", i64, "virus", text,

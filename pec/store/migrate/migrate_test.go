@@ -53,6 +53,10 @@ func TestEveryTableCarriesOn(t *testing.T) {
 	must(t, src.MarkOutbox(ctx, items[0].ID, "n1", store.Mark{State: store.OutboxSent, At: T0}))
 	must(t, src.MarkOutbox(ctx, items[1].ID, "n1", store.Mark{State: store.OutboxParked, At: T0, Error: "550 no"}))
 	must(t, src.MarkOutbox(ctx, items[2].ID, "n1", store.Mark{State: store.OutboxPending, Release: true}))
+	// The sent item's bytes were purged (store.PurgeSentOutbox): the item is copied all the same.
+	if n, err := src.PurgeSentOutbox(ctx, T0.Add(time.Hour)); err != nil || n != 1 {
+		t.Fatalf("purge in SQLite: %d %v", n, err)
+	}
 	open, done := store.DeliveryKey{Mailbox: "m@pec-a.test", MessageID: "<open@x>"}, store.DeliveryKey{Mailbox: "m@pec-a.test", MessageID: "<done@x>"}
 	if _, err := src.ClaimDeliveries(ctx, "lmtpd/n1", time.Minute, []store.DeliveryKey{open, done}); err != nil {
 		t.Fatal(err)
@@ -78,6 +82,12 @@ func TestEveryTableCarriesOn(t *testing.T) {
 	got, err := dst.ClaimOutbox(ctx, store.Claim{Owner: "n2", Lease: time.Minute})
 	if err != nil || len(got) != 1 || got[0].MessageID != "<pending@x>" || got[0].ID != items[2].ID {
 		t.Fatalf("claim on PostgreSQL: %+v %v", got, err)
+	}
+	if sent, _ := dst.ListOutbox(ctx, store.OutboxSent, 0); len(sent) != 1 || sent[0].MessageID != "<sent@x>" {
+		t.Errorf("sent: %+v", sent)
+	}
+	if n, err := dst.PurgeSentOutbox(ctx, T0.Add(time.Hour)); err != nil || n != 0 {
+		t.Errorf("purge on PostgreSQL after the copy: %d %v, want nothing left to purge", n, err)
 	}
 	parked, _ := dst.ListOutbox(ctx, store.OutboxParked, 0)
 	if len(parked) != 1 || parked[0].LastError != "550 no" || parked[0].Attempts != 1 {

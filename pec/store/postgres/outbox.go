@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
 )
@@ -110,6 +111,27 @@ func (s *Store) MarkOutbox(ctx context.Context, id int64, owner string, m store.
 		return store.ErrLeaseLost
 	}
 	return nil
+}
+
+// purgeBatch is how many items' bytes one statement of PurgeSentOutbox lets go.
+const purgeBatch = 500
+
+// PurgeSentOutbox implements store.Store: the bytes become empty (the row stays; the
+// triggers refuse deleting it), in batches, along the index of the sent items whose bytes
+// are still there (schema migration 3).
+func (s *Store) PurgeSentOutbox(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		tag, err := s.pool.Exec(ctx, `UPDATE outbox SET raw = ''::bytea WHERE id IN (SELECT id FROM outbox
+			WHERE state = 'sent' AND raw <> ''::bytea AND sent_at < $1 ORDER BY sent_at LIMIT $2)`, ns(before), purgeBatch)
+		if err != nil {
+			return total, temporary(err)
+		}
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < purgeBatch {
+			return total, nil
+		}
+	}
 }
 
 // ListOutbox implements store.Store.

@@ -14,7 +14,8 @@ import (
 
 // TestAppendOnlyTriggers: the log has no update or delete path in the API, and the schema
 // refuses a raw UPDATE, DELETE or TRUNCATE too, on the partitioned tables and on a month's
-// partition; seals refuse UPDATE and DELETE; outbox items are never deleted.
+// partition; seals refuse UPDATE and DELETE; outbox items are never deleted, nor the bytes of
+// an item not sent.
 func TestAppendOnlyTriggers(t *testing.T) {
 	s := openTemp(t)
 	ctx := context.Background()
@@ -39,13 +40,14 @@ func TestAppendOnlyTriggers(t *testing.T) {
 		`DELETE FROM log_seq`,
 		`DELETE FROM outbox`,
 		`TRUNCATE outbox`,
+		`UPDATE outbox SET raw = ''::bytea`, // a pending item's bytes (only a sent item's may go)
 		`UPDATE seals SET hash = '\x00'`,
 		`DELETE FROM seals`,
 		`TRUNCATE seals`,
 	} {
 		_, err := s.pool.Exec(ctx, q)
 		if err == nil || !strings.Contains(err.Error(), "refused") && !strings.Contains(err.Error(), "never deleted") &&
-			!strings.Contains(err.Error(), "immutable") {
+			!strings.Contains(err.Error(), "immutable") && !strings.Contains(err.Error(), "never changed") {
 			t.Errorf("%s: err %v, want the trigger's abort", q, err)
 		}
 	}

@@ -206,6 +206,15 @@ CREATE INDEX deliveries_until ON deliveries (until) WHERE NOT done;
 	`
 CREATE INDEX held_waiting_id ON held (identificativo) WHERE state = 'held';
 `,
+	// 3: the bytes of sent outbox items may go (store.PurgeSentOutbox: raw set to empty);
+	// those of pending and parked items may not. The index holds only the sent items whose
+	// bytes are still there, so a daily purge does not read the ones purged before.
+	`
+CREATE INDEX outbox_sent_raw ON outbox (sent_at) WHERE state = 'sent' AND raw <> ''::bytea;
+CREATE TRIGGER outbox_raw_kept BEFORE UPDATE OF raw ON outbox
+	FOR EACH ROW WHEN (OLD.state <> 'sent')
+	EXECUTE FUNCTION pec_refuse('the bytes of an outbox item not sent are never changed');
+`,
 }
 
 // migrateLock is the advisory lock key under which migrations run ("pec" + 1), so that

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/gestore-pec/gestore/pec/store"
 )
@@ -130,6 +131,32 @@ func (s *Store) MarkOutbox(ctx context.Context, id int64, owner string, m store.
 		}
 		return nil
 	})
+}
+
+// purgeBatch is how many items' bytes one transaction of PurgeSentOutbox deletes: the
+// writer lock is held briefly, between other commits.
+const purgeBatch = 500
+
+// PurgeSentOutbox implements store.Store. It walks outbox_raw, which holds the bytes not
+// purged yet, so that a daily purge does not read the items purged on the days before.
+func (s *Store) PurgeSentOutbox(ctx context.Context, before time.Time) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := s.write(ctx, false, func(tx *sql.Tx) error {
+			res, err := tx.Exec(`DELETE FROM outbox_raw WHERE id IN (SELECT r.id FROM outbox_raw r JOIN outbox o ON o.id = r.id
+				WHERE o.state = 'sent' AND o.sent_at < ? ORDER BY r.id LIMIT ?)`, ns(before), purgeBatch)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
+	}
 }
 
 // ListOutbox implements store.Store.

@@ -185,6 +185,14 @@ ALTER TABLE outbox DROP COLUMN raw;
 CREATE TRIGGER outbox_raw_no_delete BEFORE DELETE ON outbox_raw
 BEGIN SELECT RAISE(ABORT, 'outbox items are never deleted'); END;
 `,
+	// 6: the bytes of sent outbox items may go (store.PurgeSentOutbox); those of pending and
+	// parked items still may not, nor may any outbox row.
+	`
+DROP TRIGGER outbox_raw_no_delete;
+CREATE TRIGGER outbox_raw_no_delete BEFORE DELETE ON outbox_raw
+WHEN (SELECT state FROM outbox WHERE outbox.id = OLD.id) IS NOT 'sent'
+BEGIN SELECT RAISE(ABORT, 'the bytes of an outbox item not sent are never deleted'); END;
+`,
 }
 
 // migrate brings the schema to the latest version inside one BEGIN IMMEDIATE transaction,

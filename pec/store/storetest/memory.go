@@ -405,6 +405,20 @@ func (m *Memory) Quarantined(ctx context.Context, id string) ([]store.Quarantine
 	return out, nil
 }
 
+// PurgeSentOutbox implements store.Store.
+func (m *Memory) PurgeSentOutbox(ctx context.Context, before time.Time) (int64, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var n int64
+	for _, o := range m.outbox {
+		if o.State == store.OutboxSent && o.SentAt.Before(before) && o.Raw != nil {
+			o.Raw = nil
+			n++
+		}
+	}
+	return n, nil
+}
+
 // PurgeQuarantine implements store.Store.
 func (m *Memory) PurgeQuarantine(ctx context.Context, now time.Time) (int64, error) {
 	m.mu.Lock()

@@ -77,6 +77,7 @@ func Run(t *testing.T, open func(t *testing.T, now func() time.Time) DB) {
 		{"OutboxOwnerReclaimsOwnLeases", testOutboxOwnLeases},
 		{"OutboxDuplicateMessageID", one(testOutboxDuplicate)},
 		{"OutboxWakeOnCommit", one(testOutboxWake)},
+		{"OutboxPurgeSent", testOutboxPurgeSent},
 		{"Seals", one(testSeals)},
 		{"Leases", testLeases},
 		{"HeldCommitAndLookup", one(testHeldRoundTrip)},

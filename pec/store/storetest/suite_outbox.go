@@ -167,3 +167,52 @@ func testOutboxWake(t *testing.T, s store.Store) {
 		t.Fatal("not woken by a commit with outbox items")
 	}
 }
+
+// testOutboxPurgeSent: PurgeSentOutbox lets go of the bytes of items sent before the cut
+// only, once; the items stay listed, and a replayed Commit of a purged item's Message-ID
+// still adds nothing (no second receipt); pending items keep their bytes.
+func testOutboxPurgeSent(t *testing.T, e *env) {
+	ctx := context.Background()
+	s := e.db()
+	b := &store.Batch{}
+	for _, id := range []string{"<p1@pec-a.test>", "<p2@pec-a.test>", "<p3@pec-a.test>"} {
+		b.Send(outboxItem(id, "alice@pec-a.test"))
+	}
+	commit(t, s, b)
+	got := e.claimAt(t, s, "A", T0, 3)
+	if len(got) != 3 {
+		t.Fatalf("claimed %q", ids(got))
+	}
+	for i, at := range []time.Time{T0, T0.Add(2 * time.Hour)} {
+		if err := s.MarkOutbox(ctx, got[i].ID, "A", store.Mark{State: store.OutboxSent, At: at}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.MarkOutbox(ctx, got[2].ID, "A", store.Mark{State: store.OutboxParked, Error: "550 no"}); err != nil {
+		t.Fatal(err)
+	}
+	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{outboxItem("<p4@pec-a.test>", "alice@pec-a.test")}})
+
+	for _, step := range []struct {
+		before time.Time
+		want   int64
+	}{{T0.Add(time.Hour), 1}, {T0.Add(time.Hour), 0}, {T0.Add(24 * time.Hour), 1}, {T0.Add(48 * time.Hour), 0}} {
+		n, err := s.PurgeSentOutbox(ctx, step.before)
+		if err != nil || n != step.want {
+			t.Fatalf("PurgeSentOutbox(%v) = %d, %v; want %d", step.before.Sub(T0), n, err, step.want)
+		}
+	}
+	if sent, err := s.ListOutbox(ctx, store.OutboxSent, 0); err != nil || len(sent) != 2 {
+		t.Fatalf("sent items after the purge: %q, %v", ids(sent), err)
+	}
+	if parked, err := s.ListOutbox(ctx, store.OutboxParked, 0); err != nil || len(parked) != 1 {
+		t.Fatalf("parked items after the purge: %q, %v", ids(parked), err)
+	}
+	// A replay of the first item (a retried step that commits its receipt again) adds nothing.
+	commit(t, s, &store.Batch{Outbox: []store.OutboxItem{outboxItem("<p1@pec-a.test>", "alice@pec-a.test")}})
+	again := e.claimAt(t, s, "B", T0.Add(48*time.Hour), 10)
+	want := outboxItem("<p4@pec-a.test>", "alice@pec-a.test")
+	if len(again) != 1 || again[0].MessageID != want.MessageID || !bytes.Equal(again[0].Raw, want.Raw) {
+		t.Fatalf("claimable after the purge and a replay: %q (want only the pending item, whole)", ids(again))
+	}
+}
