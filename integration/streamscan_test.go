@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,64 @@ func aheadOf(t *testing.T, logFile, msg, id string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// TestAccessPointClamdKilledMidStream: clamd is killed (SIGKILL) while it receives a 20 MB
+// submission streamed to it as Postfix sends the message to the milter. The client gets a
+// 4xx, nothing is attested; once clamd is back, the client's retry of the same message is
+// accepted with exactly one busta and one accettazione.
+func TestAccessPointClamdKilledMidStream(t *testing.T) {
+	t.Parallel()
+	l, a, _, o := pecLab(t)
+	p := startPrivateAP(t, l, a)
+	alice, oscar := user(t, a, "alice"), user(t, o, "oscar")
+	token := mailtest.Token("midstream")
+	line := "Allegato tecnico, una riga di testo di una settantina di caratteri, ok.\n"
+	msg := raw(strings.Repeat(line, 20<<20/len(line))+"fine "+token+"\n", "From: "+alice.Address, "To: "+oscar.Address,
+		"Subject: "+token, "Message-ID: <"+token+"@client.example>")
+
+	tmp := filepath.Join(p.dir, "clamtmp")
+	done := make(chan error, 1)
+	go func() { done <- p.submission.Send(alice.Address, []string{oscar.Address}, msg) }()
+	killed := false
+	for deadline := time.Now().Add(60 * time.Second); !killed && time.Now().Before(deadline); {
+		select {
+		case err := <-done:
+			t.Fatalf("the submission ended before clamd received its stream: %v", err)
+		default:
+		}
+		if files, _ := filepath.Glob(filepath.Join(tmp, "clamav-*.tmp")); len(files) > 0 {
+			p.stopClamd() // SIGKILL, while the stream is being received (or scanned)
+			killed = true
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if !killed {
+		t.Fatal("clamd never received a stream")
+	}
+	err := <-done
+	var se *mailtest.StepError
+	if !errors.As(err, &se) || se.Step != "DATA" || se.Code < 400 || se.Code > 499 {
+		p.startClamd(t)
+		t.Fatalf("with clamd killed mid-stream: %v; want a 4xx at DATA", err)
+	}
+	if last, ok := p.failureCause(t, "pec: scan: clamd"); !ok {
+		t.Errorf("the temporary failure was not the scan's: %s", last)
+	}
+	none(t, mailbox(a, alice), token) // no accettazione for a message not taken
+
+	p.startClamd(t)
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		err = p.submission.Send(alice.Address, []string{oscar.Address}, msg) // the client's retry
+		if err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(time.Second)
+	}
+	if err != nil {
+		t.Fatalf("after clamd came back: %v", err)
+	}
+	classify(t, l, waitOne(t, mailbox(a, alice), token), pec.KindAccettazione)
+	waitOne(t, mailbox(o, oscar), token)
 }
