@@ -17,8 +17,18 @@ import (
 // Config is the index: section of the YAML configuration.
 type Config struct {
 	// Source is ldap://host:port/o=postacert, ldaps://... (server certificate checked against
-	// the system roots), a path to an .ldif file, or a path to a signed .ldif.p7m.
+	// the system roots), a path to an .ldif file, a path to a signed .ldif.p7m, or an https://
+	// URL of either (RFC 6109 §4.5, §5.6: the central index's LDIFLocationURL, downloaded
+	// with the provider's client certificate; a URL ending in .p7m is verified against
+	// TrustAnchor like a signed file).
 	Source string `yaml:"source"`
+	// ServerCA is a PEM file of the CA certificates an https:// source's server certificate
+	// must chain to; default the system roots.
+	ServerCA string `yaml:"server_ca"`
+	// ClientCert and ClientKey are PEM files of the certificate and key an https:// source
+	// presents (the central index admits licensed providers by their certificate).
+	ClientCert string `yaml:"client_cert"`
+	ClientKey  string `yaml:"client_key"`
 	// BindDN and PasswordEnv authenticate to LDAP (simple bind); anonymous when BindDN is
 	// empty. The password is read from the environment variable PasswordEnv names.
 	BindDN      string `yaml:"bind_dn"`

@@ -41,20 +41,31 @@ func NewSource(cfg Config, getenv func(string) string) (Source, error) {
 	switch {
 	case strings.HasPrefix(lower, "ldap://") || strings.HasPrefix(lower, "ldaps://"):
 		return newLDAPSource(cfg, getenv)
+	case strings.HasPrefix(lower, "https://"):
+		return newHTTPSSource(cfg)
 	case strings.Contains(lower, "://"):
-		return nil, fmt.Errorf("index.source: unsupported scheme in %s (want ldap://, ldaps:// or a file path)", redactURL(cfg.Source))
+		return nil, fmt.Errorf("index.source: unsupported scheme in %s (want ldap://, ldaps://, https:// or a file path)", redactURL(cfg.Source))
 	case strings.HasSuffix(lower, ".p7m"):
-		if cfg.TrustAnchor == "" {
-			return nil, fmt.Errorf("index.trust_anchor: required for the signed source %s", cfg.Source)
-		}
-		roots, err := LoadTrustAnchor(cfg.TrustAnchor)
+		roots, err := trustAnchor(cfg)
 		if err != nil {
-			return nil, fmt.Errorf("index.trust_anchor: %w", err)
+			return nil, err
 		}
-		return &signedSource{path: cfg.Source, roots: roots}, nil
+		return &signedSource{name: cfg.Source, fetch: func(context.Context) ([]byte, error) { return readLimited(cfg.Source) }, roots: roots}, nil
 	default:
 		return &fileSource{path: cfg.Source}, nil
 	}
+}
+
+// trustAnchor loads the roots a signed source is verified against.
+func trustAnchor(cfg Config) (*x509.CertPool, error) {
+	if cfg.TrustAnchor == "" {
+		return nil, fmt.Errorf("index.trust_anchor: required for the signed source %s", redactURL(cfg.Source))
+	}
+	roots, err := LoadTrustAnchor(cfg.TrustAnchor)
+	if err != nil {
+		return nil, fmt.Errorf("index.trust_anchor: %w", err)
+	}
+	return roots, nil
 }
 
 // fileSource is a plain LDIF file on disk. Its file:// URL values may refer to files in the
@@ -83,32 +94,33 @@ func (s *fileSource) Load(ctx context.Context) ([]Entry, error) {
 // (RFC 6109 §7: the directory is the critical point). The memory of the last signing time
 // lasts for the life of the process.
 type signedSource struct {
-	path  string
+	name  string                                    // the path or URL, for logs
+	fetch func(ctx context.Context) ([]byte, error) // reads the .p7m
 	roots *x509.CertPool
 
 	mu         sync.Mutex
 	lastSigned time.Time
 }
 
-func (s *signedSource) String() string { return s.path }
+func (s *signedSource) String() string { return s.name }
 
 func (s *signedSource) Load(ctx context.Context) ([]Entry, error) {
-	b, err := readLimited(s.path)
+	b, err := s.fetch(ctx)
 	if err != nil {
 		return nil, err
 	}
 	v, err := verifySigned(b, s.roots)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", s.path, err)
+		return nil, fmt.Errorf("%s: %w", s.name, err)
 	}
 	entries, err := ParseLDIF(bytes.NewReader(v.content), LDIFOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("%s: signed content: %w", s.path, err)
+		return nil, fmt.Errorf("%s: signed content: %w", s.name, err)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if v.signingTime.Before(s.lastSigned) {
-		return nil, fmt.Errorf("%s: %w: signed at %s, before the copy already loaded (%s)", s.path, ErrRollback,
+		return nil, fmt.Errorf("%s: %w: signed at %s, before the copy already loaded (%s)", s.name, ErrRollback,
 			v.signingTime.UTC().Format(time.RFC3339), s.lastSigned.UTC().Format(time.RFC3339))
 	}
 	s.lastSigned = v.signingTime
