@@ -38,22 +38,17 @@ func (s *step) verdict(j *scanJob) (string, error) {
 	}
 	waiting := time.Now()
 	<-j.done
-	s.tm.Scan += j.end.Sub(later(j.start, s.begun))
-	if j.start.Before(s.begun) {
-		s.tm.Ahead += s.begun.Sub(j.start)
+	from := j.start
+	if from.Before(s.begun) { // streamed: it ran ahead of Submit
+		s.tm.Ahead += s.begun.Sub(from)
+		from = s.begun
 	}
+	s.tm.Scan += j.end.Sub(from)
 	s.tm.Waited += time.Since(waiting)
 	if j.err != nil {
 		return "", &Temporary{Op: "scan", Err: j.err}
 	}
 	return j.virus, nil
-}
-
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
 }
 
 // prepared is the work of an acceptance done before the verdict: the busta and, for a new
