@@ -195,7 +195,6 @@ func sizeLabel(size int) string {
 
 // send submits n messages over r.conc sessions, each "e2e <token> <i>".
 func (r *e2eRun) send(sub mailtest.Submission, from string, rcpts []string, token string, size, n int) {
-	body := payload(size)
 	jobs := make(chan int)
 	var wg sync.WaitGroup
 	for range r.conc {
@@ -209,7 +208,7 @@ func (r *e2eRun) send(sub mailtest.Submission, from string, rcpts []string, toke
 			}
 			defer c.Close()
 			for i := range jobs {
-				msg := e2eMessage(from, rcpts, fmt.Sprintf("e2e %s %d", token, i), body)
+				msg := e2eMessage(from, rcpts, fmt.Sprintf("e2e %s %d", token, i), payload(size))
 				if err := sendTo(c, from, rcpts, msg); err != nil {
 					r.fail(err)
 					_ = c.Reset()

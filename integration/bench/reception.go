@@ -123,11 +123,10 @@ func builderOf(l *lab.Lab, p *lab.Provider) (*pec.Builder, error) {
 
 // bustas builds n signed bustas from sender to rcpt carrying a size-byte attachment each.
 func bustas(bd *pec.Builder, sender, rcpt string, size, n int) ([][]byte, error) {
-	body := payload(size)
 	out := make([][]byte, 0, n)
 	for i := 0; i < n; i++ {
 		tok := mailtest.Token("rxbench")
-		msg := message(sender, rcpt, fmt.Sprintf("bench %s %d", tok, i), body)
+		msg := message(sender, rcpt, fmt.Sprintf("bench %s %d", tok, i), payload(size))
 		orig, err := pec.ParseOriginal(msg)
 		if err != nil {
 			return nil, err
