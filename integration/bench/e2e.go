@@ -109,21 +109,29 @@ func spread(xs []float64) string {
 	return fmt.Sprintf("%.3f-%.3f", slices.Min(xs), slices.Max(xs))
 }
 
+// pecLab loads the running lab, which must be in the PEC wiring, and its providers a and b.
+func pecLab() (l *lab.Lab, a, b *lab.Provider, err error) {
+	if l, err = lab.Load(); err != nil {
+		return nil, nil, nil, err
+	}
+	if l.Wiring != "pec" {
+		return nil, nil, nil, fmt.Errorf("the lab is in %q wiring; run it with PEC_WIRING=pec", l.Wiring)
+	}
+	if a, err = l.Provider("a"); err != nil {
+		return nil, nil, nil, err
+	}
+	if b, err = l.Provider("b"); err != nil {
+		return nil, nil, nil, err
+	}
+	return l, a, b, nil
+}
+
 func newE2E(conc int, timeout time.Duration) (*e2eRun, func(), error) {
-	l, err := lab.Load()
+	l, a, b, err := pecLab()
 	if err != nil {
 		return nil, nil, err
 	}
-	if l.Wiring != "pec" {
-		return nil, nil, fmt.Errorf("the lab is in %q wiring; run it with PEC_WIRING=pec", l.Wiring)
-	}
-	r := &e2eRun{l: l, conc: conc, timeout: timeout, ids: map[string]string{}}
-	if r.a, err = l.Provider("a"); err != nil {
-		return nil, nil, err
-	}
-	if r.b, err = l.Provider("b"); err != nil {
-		return nil, nil, err
-	}
+	r := &e2eRun{l: l, a: a, b: b, conc: conc, timeout: timeout, ids: map[string]string{}}
 	r.o = l.Ordinary
 	if r.o == nil || len(r.o.Users) < 2 || len(r.b.Users) < 2 || len(r.a.Users) == 0 {
 		return nil, nil, fmt.Errorf("lab.json: not enough users")

@@ -32,18 +32,7 @@ import (
 // starts; the presa in carico each one produces is sent by B's drainer meanwhile, as in
 // production.
 func runReception(n10k, n10m, conc int, timeout time.Duration) error {
-	l, err := lab.Load()
-	if err != nil {
-		return err
-	}
-	if l.Wiring != "pec" {
-		return fmt.Errorf("the lab is in %q wiring; run it with PEC_WIRING=pec", l.Wiring)
-	}
-	a, err := l.Provider("a")
-	if err != nil {
-		return err
-	}
-	b, err := l.Provider("b")
+	l, a, b, err := pecLab()
 	if err != nil {
 		return err
 	}
@@ -75,6 +64,7 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 			continue
 		}
 		var cpus []procstat.Per
+		var rates []float64
 		for _, cfg := range []struct{ name, addr string }{{"no milter", addr}, {"pec-milter", b.Postfix.MX}} {
 			msgs, err := bustas(bd, from, rcpt, size.bytes, size.n)
 			if err != nil {
@@ -87,10 +77,25 @@ func runReception(n10k, n10m, conc int, timeout time.Duration) error {
 			report(r)
 			settleLab(l) // the deliveries and receipts of the last bustas
 			cpus = append(cpus, reportCPU(cpu.Stop(), r.sent))
+			rates = append(rates, float64(r.sent)/r.wall.Seconds())
 		}
-		fmt.Println(procstat.Ceiling("P7 reception "+sizeLabel(size.bytes), 0.5, cpus[0], cpus[1]))
+		receptionRatios(sizeLabel(size.bytes), rates, cpus)
 	}
 	return nil
+}
+
+// receptionRatios prints P7 for the reception point by throughput and by CPU, and the
+// ceiling. By throughput the plain side is, as in P2, its burst into B's queue (the
+// deliveries go on after the clock stops); by CPU both sides are counted until the lab is
+// settled, deliveries and receipts included.
+func receptionRatios(label string, rates []float64, cpus []procstat.Per) {
+	if rates[0] > 0 {
+		fmt.Printf("%-6s P7 reception = %.3f by throughput (pec-milter %.2f ÷ no milter %.2f msg/s)\n", label, rates[1]/rates[0], rates[1], rates[0])
+	}
+	if s := procstat.ByCPU(fmt.Sprintf("%-6s P7 reception", label), cpus[0], cpus[1]); s != "" {
+		fmt.Println(s)
+	}
+	fmt.Println(procstat.Ceiling("P7 reception "+label, 0.5, cpus[0], cpus[1]))
 }
 
 // builderOf opens provider p's signing keys from its token (the PIN from lab.json, the signer
