@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gestore-pec/gestore/integration/lab"
 	"github.com/gestore-pec/gestore/integration/mailtest"
 	"github.com/gestore-pec/gestore/pec"
 	"github.com/gestore-pec/gestore/pec/clamd/clamdtest"
@@ -140,11 +141,24 @@ func TestReceptionSameBustaTwice(t *testing.T) {
 func TestReceptionVirusInBusta(t *testing.T) {
 	t.Parallel()
 	l, a, b, _ := pecLab(t)
+	// 300 KiB of text before the attachment: the reception point scans postacert.eml apart
+	// from the rest of the busta from 256 KiB on (pec.Engine.scanReceived).
+	for name, pad := range map[string]int{"small": 0, "large": 300 << 10} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			virusInBusta(t, l, a, b, pad)
+		})
+	}
+}
+
+// virusInBusta is TestReceptionVirusInBusta with pad bytes of text before the attachment.
+func virusInBusta(t *testing.T, l *lab.Lab, a, b *lab.Provider, pad int) {
 	alice, bruno, bianca, ricevuteA := user(t, a, "alice"), user(t, b, "bruno"), user(t, b, "bianca"), user(t, a, "ricevute")
 	token := mailtest.Token("virus")
+	text := "fattura\n" + strings.Repeat("0123456789012345678901234567890123456789\n", pad/41)
 	rcpts := []string{bruno.Address, bianca.Address}
 	m, tx := bustaOf(t, providerBuilder(t, l, a), "alice@"+a.Domain, rcpts, token,
-		"--b0\nContent-Type: text/plain\n\nfattura\n--b0\nContent-Type: application/octet-stream; name=\"f.com\"\n"+
+		"--b0\nContent-Type: text/plain\n\n"+text+"--b0\nContent-Type: application/octet-stream; name=\"f.com\"\n"+
 			"Content-Disposition: attachment; filename=\"f.com\"\n\n"+clamdtest.EICAR+"\n--b0--\n",
 		"MIME-Version: 1.0", "Content-Type: multipart/mixed; boundary=\"b0\"")
 	ast := openStore(t, a.ConfigFile)

@@ -63,6 +63,13 @@ func TestClamd(t *testing.T) {
 		"eicar":      {eicar, true},
 		"attachment": {attached, true},
 		"clean":      {"From: <oscar@posta.test>\r\nSubject: hello\r\n\r\nNothing to see here.\r\n", false},
+		// What the reception point scans of a large busta after its postacert.eml
+		// (pec.Engine.scanReceived): the busta with that part's bytes cut out.
+		"busta without its message": {"From: per conto di: <alice@pec-a.test>\r\nSubject: POSTA CERTIFICATA: x\r\nMIME-Version: 1.0\r\n" +
+			"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=s\r\n\r\n--s\r\n" +
+			"Content-Type: multipart/mixed; boundary=m\r\n\r\n--m\r\nContent-Type: text/plain\r\n\r\n" + eicar + "\r\n" +
+			"--m\r\nContent-Type: message/rfc822; name=postacert.eml\r\nContent-Disposition: inline; filename=postacert.eml\r\n\r\n" +
+			"\r\n--m--\r\n--s\r\nContent-Type: application/pkcs7-signature; name=smime.p7s\r\n\r\nMIIB\r\n--s--\r\n", true},
 	} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()

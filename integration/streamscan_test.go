@@ -21,7 +21,8 @@ import (
 // by the lab's clamd while Postfix sends it to pec-milter (issue 19, P2'), on the real
 // Postfix: a clean one becomes its busta with the content intact, one with EICAR at its very
 // end gets the avviso per virus and reaches nobody; A's log shows both scans began before
-// end-of-message (ahead_ms).
+// end-of-message (ahead_ms), and B scanned the clean busta's message apart from the rest
+// (scans 2, pec.Engine.scanReceived).
 func TestAccessPointStreamedScan(t *testing.T) {
 	t.Parallel()
 	l, a, b, _ := pecLab(t)
@@ -38,6 +39,8 @@ func TestAccessPointStreamedScan(t *testing.T) {
 		c := classify(t, l, waitOne(t, mailbox(b, bruno), token), pec.KindBusta)
 		checkPostacert(t, c.Postacert, orig, c.Daticert.Dati.Identificativo)
 		checkAhead(t, a.Logs["pec-milter"], "pec accepted", c.Daticert.Dati.Identificativo)
+		// At B the busta's postacert.eml is past 256 KiB: scanned apart from the rest.
+		checkScans(t, b.Logs["pec-milter"], "pec received", c.Daticert.Dati.Identificativo, 2)
 	})
 	t.Run("eicar at the end", func(t *testing.T) {
 		token := mailtest.Token("stream")
@@ -72,7 +75,8 @@ func checkAhead(t *testing.T, logFile, msg, id string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		ahead, found := aheadOf(t, logFile, msg, id)
+		st, found := stagesOf(t, logFile, msg, id)
+		ahead := st.Ahead
 		switch {
 		case found && ahead > 0:
 			return
@@ -85,7 +89,14 @@ func checkAhead(t *testing.T, logFile, msg, id string) {
 	}
 }
 
-func aheadOf(t *testing.T, logFile, msg, id string) (float64, bool) {
+// logStages are the stage figures of a pec-milter log line.
+type logStages struct {
+	Ahead float64 `json:"ahead_ms"`
+	Scans int     `json:"scans"`
+}
+
+// stagesOf finds pec-milter's log line msg for identificativo id in logFile.
+func stagesOf(t *testing.T, logFile, msg, id string) (logStages, bool) {
 	t.Helper()
 	f, err := os.Open(logFile)
 	if err != nil {
@@ -99,17 +110,34 @@ func aheadOf(t *testing.T, logFile, msg, id string) (float64, bool) {
 			continue
 		}
 		var line struct {
-			Msg            string `json:"msg"`
-			Identificativo string `json:"identificativo"`
-			Stages         struct {
-				Ahead float64 `json:"ahead_ms"`
-			} `json:"stages"`
+			Msg            string    `json:"msg"`
+			Identificativo string    `json:"identificativo"`
+			Stages         logStages `json:"stages"`
 		}
 		if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == msg && line.Identificativo == id {
-			return line.Stages.Ahead, true
+			return line.Stages, true
 		}
 	}
-	return 0, false
+	return logStages{}, false
+}
+
+// checkScans waits for pec-milter's log line msg for identificativo id and checks how many
+// streams its scan sent clamd.
+func checkScans(t *testing.T, logFile, msg, id string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, found := stagesOf(t, logFile, msg, id)
+		switch {
+		case found && st.Scans == want:
+			return
+		case found:
+			t.Fatalf("%s %s: %d scans, want %d", msg, id, st.Scans, want)
+		case time.Now().After(deadline):
+			t.Fatalf("no %q line for %s in %s", msg, id, logFile)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // TestAccessPointClamdKilledMidStream: clamd is killed (SIGKILL) while it receives a 20 MB

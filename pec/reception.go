@@ -94,6 +94,7 @@ type Received struct {
 type ReceiveTimings struct {
 	Verify time.Duration // classification and trust check
 	Scan   time.Duration
+	Scans  int // streams sent to clamd: 2 when postacert.eml was scanned apart (scanReceived)
 	Build  time.Duration
 	Commit time.Duration
 }
@@ -101,7 +102,7 @@ type ReceiveTimings struct {
 // LogValue renders the timings in milliseconds.
 func (t ReceiveTimings) LogValue() slog.Value {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-	return slog.GroupValue(slog.Float64("verify_ms", ms(t.Verify)), slog.Float64("scan_ms", ms(t.Scan)),
+	return slog.GroupValue(slog.Float64("verify_ms", ms(t.Verify)), slog.Float64("scan_ms", ms(t.Scan)), slog.Int("scans", t.Scans),
 		slog.Float64("build_ms", ms(t.Build)), slog.Float64("commit_ms", ms(t.Commit)))
 }
 

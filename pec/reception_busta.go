@@ -1,7 +1,6 @@
 package pec
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -45,7 +44,8 @@ func (r *reception) busta(ctx context.Context) (*Received, error) {
 		key = "" // a record this code cannot replay: a new transaction, not found again by this key
 	}
 	start := time.Now()
-	virus, err := e.deps.Scanner.Scan(ctx, bytes.NewReader(r.raw))
+	virus, scans, err := e.scanReceived(ctx, r.raw, r.v.c.Postacert)
+	r.tm.Scans = scans
 	r.tm.Scan = time.Since(start)
 	if err != nil {
 		return nil, &Temporary{Op: "scan", Err: err}

@@ -73,7 +73,7 @@ func (r *reception) other(ctx context.Context) (*Received, error) {
 	}
 	start := time.Now()
 	virus, err := e.deps.Scanner.Scan(ctx, bytes.NewReader(r.raw))
-	r.tm.Scan = time.Since(start)
+	r.tm.Scan, r.tm.Scans = time.Since(start), 1
 	if err != nil {
 		return nil, &Temporary{Op: "scan", Err: err}
 	}

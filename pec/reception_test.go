@@ -567,3 +567,47 @@ func TestReceiveReceiptBeforeConfirm(t *testing.T) {
 		t.Fatalf("receipt about a transaction nothing waits for: %v", err)
 	}
 }
+
+// A large busta (postacert.eml past 256 KiB) is scanned as its message, then as the rest:
+// clamd gets two streams, the larger exactly the message (so a real busta's postacert.eml is
+// found in it as carried), and a virus at the message's very end is still found.
+func TestReceiveLargeBustaScannedInTwo(t *testing.T) {
+	fx := newRxFix(t, pec.PolicyAnomaly)
+	rcpts := []string{"bruno@pec-b.test"}
+	body := strings.Repeat("0123456789012345678901234567890123456789\r\n", 8<<10) // 336 KiB
+	for _, tc := range []struct {
+		name, tail string
+		scans      int
+	}{{"clean", "", 2}, {"virus at the end", clamdtest.EICAR, 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			before, beforeMax := fx.clamd.Scans(), fx.clamd.MaxReceived()
+			tx, _ := fx.tx(t, fx.a, "alice@pec-a.test", rcpts...)
+			orig, err := pec.ParseOriginal([]byte("From: alice@pec-a.test\r\nTo: bruno@pec-b.test\r\nSubject: grande\r\n\r\n" + body + tc.tail + "\r\n"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := fx.a.bd.Busta(ref(), tx, orig)
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw := m.Bytes()
+			post := pec.Classify(raw, pec.ClassifyOptions{SkipSignature: true}).Postacert
+			res, err := fx.receive(t, fx.eng, raw, "alice@pec-a.test", rcpts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := fx.clamd.Scans() - before; n != tc.scans || res.Timings.Scans != tc.scans {
+				t.Errorf("%d scans (timings say %d), want %d", n, res.Timings.Scans, tc.scans)
+			}
+			if got := fx.clamd.MaxReceived(); got != max(beforeMax, int64(len(post))) || got >= int64(len(raw)) {
+				t.Errorf("largest stream %d bytes; postacert.eml %d, busta %d", got, len(post), len(raw))
+			}
+			if tc.tail == "" && (res.Outcome != pec.OutcomeAccepted || res.Virus != "") {
+				t.Errorf("clean: %+v", res)
+			}
+			if tc.tail != "" && (!res.Discard || res.Virus != clamdtest.EICARName) {
+				t.Errorf("infected: %+v", res)
+			}
+		})
+	}
+}

@@ -28,6 +28,58 @@ func (e *Engine) startScan(ctx context.Context, raw []byte) *scanJob {
 	return startScanOf(ctx, e.deps.Scanner, bytes.NewReader(raw))
 }
 
+// splitScanFrom is the size of postacert.eml from which the reception point scans it apart
+// from the rest of the busta (scanReceived). Below it the second round trip to clamd would
+// cost more than clamd's second unpacking saves.
+const splitScanFrom = 256 << 10
+
+// scanReceived scans a busta received from another provider, whose postacert.eml is
+// postacert as carried (Classified.Postacert), and returns the antivirus verdict and how
+// many streams clamd got.
+//
+// clamd unpacks a message/rfc822 part as a file of its own and then unpacks the message in
+// it again, so a whole busta costs it about twice what the message it carries costs (a 10 MB
+// busta on the lab's clamd: 1.09 s against 0.54 s for its postacert.eml alone). From
+// splitScanFrom on, the message is scanned by itself, then the busta with that part's bytes
+// cut out: every byte the peer sent is scanned once, each part in its MIME context, and a
+// virus in either scan is the verdict. When postacert.eml is not a region of raw as it
+// stands (transfer-encoded, which RFC 2046 §5.2.1 does not allow a message/rfc822 part),
+// the busta is scanned whole, as below the threshold.
+func (e *Engine) scanReceived(ctx context.Context, raw, postacert []byte) (virus string, scans int, err error) {
+	sc := e.deps.Scanner
+	var rest []byte
+	split := len(postacert) >= splitScanFrom
+	if split {
+		rest, split = cutOut(raw, postacert)
+	}
+	if !split {
+		virus, err = sc.Scan(ctx, bytes.NewReader(raw))
+		return virus, 1, err
+	}
+	if virus, err = sc.Scan(ctx, bytes.NewReader(postacert)); virus != "" || err != nil {
+		return virus, 1, err
+	}
+	virus, err = sc.Scan(ctx, bytes.NewReader(rest))
+	return virus, 2, err
+}
+
+// cutOut returns a copy of raw without the first region that holds exactly the bytes of
+// part (found by its first KiB, then compared whole), and whether there is one. A region
+// that repeats part's first KiB but not the rest answers false: the caller then scans raw
+// whole, which is slower, never less.
+func cutOut(raw, part []byte) ([]byte, bool) {
+	if len(part) == 0 {
+		return nil, false
+	}
+	i := bytes.Index(raw, part[:min(len(part), 1024)])
+	if i < 0 || len(raw)-i < len(part) || !bytes.Equal(raw[i:i+len(part)], part) {
+		return nil, false
+	}
+	rest := make([]byte, 0, len(raw)-len(part))
+	rest = append(rest, raw[:i]...)
+	return append(rest, raw[i+len(part):]...), true
+}
+
 // verdict waits for the scan (nil: the message was not scanned, being over the size limit)
 // and records how long clamd took within this Submit (a scan streamed while the message
 // arrived counts from Submit's start: the time before it was the transfer's, not a wait).
