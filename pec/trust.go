@@ -41,8 +41,12 @@ type TrustConfig struct {
 	// revocation status is unknown and Check fails temporarily (ErrRevocationUnknown);
 	// default 24h.
 	CRLMaxAge time.Duration
-	// CRLTimeout bounds one fetch; default 15s.
+	// CRLTimeout bounds one fetch; default 15s. It bounds an OCSP request too.
 	CRLTimeout time.Duration
+	// OCSP asks the responder named in the signer certificate's Authority Information
+	// Access for its status (RFC 6960), beside the CRLs (trust_ocsp.go). Its answers are
+	// cached and aged as the CRLs are, with CRLRefresh and CRLMaxAge.
+	OCSP bool
 	// SigningWindow bounds how far before now a message's signing time may lie: the chain,
 	// validity and revocation are checked at the signing time (a busta retried by the peer's
 	// MTA for a day was still signed under a then valid certificate), but the signing time
@@ -71,8 +75,8 @@ const maxFutureSkew = 15 * time.Minute
 type TrustDeps struct {
 	Index  SignerIndex  // the providers index; required unless TrustConfig.Partial
 	Clock  Clock        // default SystemClock: CRL ages and the signing window
-	HTTP   *http.Client // CRL downloads; default a client with no cookies and CRLTimeout
-	Logger *slog.Logger // CRL fetch failures; default discard
+	HTTP   *http.Client // CRL downloads and OCSP requests; default a client with no cookies and CRLTimeout
+	Logger *slog.Logger // CRL and OCSP fetch failures; default discard
 }
 
 // ErrRevocationUnknown is wrapped (inside a *Temporary) when the revocation status of a
@@ -91,6 +95,7 @@ type Trust struct {
 	clock Clock
 	roots *x509.CertPool
 	crls  []*crlSource
+	ocsp  *ocspChecker // nil unless TrustConfig.OCSP
 }
 
 // NewTrust validates cfg and deps and applies the defaults. It does no I/O besides checking
@@ -133,6 +138,9 @@ func NewTrust(cfg TrustConfig, deps TrustDeps) (*Trust, error) {
 			}
 			t.roots.AddCert(a)
 		}
+	}
+	if cfg.OCSP {
+		t.ocsp = newOCSPChecker(&t.cfg, deps.HTTP, deps.Logger)
 	}
 	seen := map[string]bool{}
 	for _, loc := range cfg.CRLs {

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/crypto/ocsp"
 )
 
 // maxCRLSize bounds a CRL download or file (AgID CA1's CRL is a few kilobytes).
@@ -238,16 +240,19 @@ var compromised = []int{1, 2, 10} // keyCompromise, cACompromise, aACompromise
 const removeFromCRL = 8
 
 // revocation checks every certificate of the chain but the anchor against the configured
-// CRLs (pec-spec.md §7.2 step 3). The signer must be covered by a CRL of its issuer; an
-// intermediate is checked when a CRL covers it. A certificate is revoked for a signature
-// made at r.At when the CRL revoked it at or before r.At, or for a key compromise at any
-// time; revoked later for another reason is a warning.
+// CRLs (pec-spec.md §7.2 step 3), and the signer against its OCSP responder when
+// TrustConfig.OCSP is set. The signer must be covered by a CRL of its issuer or by a
+// current OCSP response; an intermediate is checked when a CRL covers it. A certificate is
+// revoked for a signature made at r.At when it was revoked at or before r.At, or for a key
+// compromise at any time; revoked later for another reason is a warning. Either source
+// saying revoked is enough.
 //
-// It returns a *Temporary wrapping ErrRevocationUnknown when a CRL that covers (or may cover)
-// a certificate cannot be fetched and the cached copy is too old.
+// It returns a *Temporary wrapping ErrRevocationUnknown when no source covers the signer (or
+// an intermediate a CRL may cover) and one that would could not be asked: a CRL that cannot
+// be fetched with a cached copy too old, a responder that cannot answer.
 func (t *Trust) revocation(ctx context.Context, r *TrustResult) error {
 	switch {
-	case len(t.crls) == 0:
+	case len(t.crls) == 0 && t.ocsp == nil:
 		r.Skipped = append(r.Skipped, "revocation: no CRL given")
 		return nil
 	case len(r.Chain) < 2:
@@ -265,32 +270,10 @@ func (t *Trust) revocation(ctx context.Context, r *TrustResult) error {
 		if i > 0 {
 			where = fmt.Sprintf("intermediate certificate %s", cert.Subject)
 		}
-		covered := false
-		var unknown []string // sources that cover cert, or may: never loaded
-		for j, st := range states {
-			sameIssuer := st != nil && bytes.Equal(st.list.RawIssuer, cert.RawIssuer)
-			switch {
-			case errs[j] != nil && (sameIssuer || (st == nil && i == 0)):
-				unknown = append(unknown, fmt.Sprintf("%s: %v", t.crls[j].name, errs[j]))
-				continue
-			case !sameIssuer || errs[j] != nil:
-				continue
-			}
-			if err := st.signedBy(issuer); err != nil {
-				unknown = append(unknown, fmt.Sprintf("%s: signature by %s does not verify: %v", t.crls[j].name, issuer.Subject, err))
-				continue
-			}
-			covered = true
-			e := st.revoked[cert.SerialNumber.String()]
-			if e == nil || e.ReasonCode == removeFromCRL {
-				continue
-			}
-			switch {
-			case !e.RevocationTime.After(r.At) || slices.Contains(compromised, e.ReasonCode):
-				r.add(Error, "revoked", "§7.2", where, "revoked on %s (reason %d) by %s; signed at %s", e.RevocationTime.UTC().Format(time.RFC3339), e.ReasonCode, t.crls[j].name, r.At.UTC().Format(time.RFC3339))
-			default:
-				r.add(Warning, "revoked-later", "§7.2", where, "revoked on %s (reason %d), after the signing time %s", e.RevocationTime.UTC().Format(time.RFC3339), e.ReasonCode, r.At.UTC().Format(time.RFC3339))
-			}
+		covered, unknown := t.crlStatus(r, where, i, states, errs)
+		if i == 0 && t.ocsp != nil {
+			c, u := t.ocspStatus(ctx, r, where, cert, issuer, now)
+			covered, unknown = covered || c, append(unknown, u...)
 		}
 		switch {
 		case covered:
@@ -298,9 +281,67 @@ func (t *Trust) revocation(ctx context.Context, r *TrustResult) error {
 			msg := strings.Join(unknown, "; ")
 			r.add(Error, "revocation-unknown", "§7.2", where, "revocation status unknown (temporary): %s", msg)
 			return &Temporary{Op: "revocation", Err: fmt.Errorf("%w: %s", ErrRevocationUnknown, msg)}
+		case i == 0 && t.ocsp != nil:
+			r.add(Warning, "revocation-unchecked", "§7.2", where, "no configured CRL is issued by %s and the certificate names no OCSP responder", issuer.Subject)
 		case i == 0:
 			r.add(Warning, "revocation-unchecked", "§7.2", where, "no configured CRL is issued by %s", issuer.Subject)
 		}
 	}
 	return nil
+}
+
+// crlStatus checks r.Chain[i] against the CRLs: whether one of its issuer covers it, and
+// the sources that cover it, or may (never loaded), but could not be used.
+func (t *Trust) crlStatus(r *TrustResult, where string, i int, states []*crlState, errs []error) (covered bool, unknown []string) {
+	cert, issuer := r.Chain[i], r.Chain[i+1]
+	for j, st := range states {
+		sameIssuer := st != nil && bytes.Equal(st.list.RawIssuer, cert.RawIssuer)
+		switch {
+		case errs[j] != nil && (sameIssuer || (st == nil && i == 0)):
+			unknown = append(unknown, fmt.Sprintf("%s: %v", t.crls[j].name, errs[j]))
+			continue
+		case !sameIssuer || errs[j] != nil:
+			continue
+		}
+		if err := st.signedBy(issuer); err != nil {
+			unknown = append(unknown, fmt.Sprintf("%s: signature by %s does not verify: %v", t.crls[j].name, issuer.Subject, err))
+			continue
+		}
+		covered = true
+		if e := st.revoked[cert.SerialNumber.String()]; e != nil && e.ReasonCode != removeFromCRL {
+			revokedAt(r, where, e.RevocationTime, e.ReasonCode, t.crls[j].name)
+		}
+	}
+	return covered, unknown
+}
+
+// ocspStatus asks the signer's OCSP responder (trust_ocsp.go). Good or revoked covers the
+// certificate; a responder that answers unknown, or cannot answer, does not.
+func (t *Trust) ocspStatus(ctx context.Context, r *TrustResult, where string, cert, issuer *x509.Certificate, now time.Time) (covered bool, unknown []string) {
+	url := responder(cert)
+	if url == "" {
+		return false, nil
+	}
+	name := "OCSP " + redact(url)
+	resp, err := t.ocsp.status(ctx, cert, issuer, now)
+	switch {
+	case err != nil:
+		return false, []string{fmt.Sprintf("%s: %v", name, err)}
+	case resp.Status == ocsp.Good:
+		return true, nil
+	case resp.Status == ocsp.Revoked:
+		revokedAt(r, where, resp.RevokedAt, resp.RevocationReason, name)
+		return true, nil
+	}
+	return false, []string{name + ": the responder does not know the certificate"}
+}
+
+// revokedAt records a revocation found by source: an Error when it applies to a signature
+// made at r.At (revoked at or before it, or a compromised key), else a Warning.
+func revokedAt(r *TrustResult, where string, at time.Time, reason int, source string) {
+	if !at.After(r.At) || slices.Contains(compromised, reason) {
+		r.add(Error, "revoked", "§7.2", where, "revoked on %s (reason %d) by %s; signed at %s", at.UTC().Format(time.RFC3339), reason, source, r.At.UTC().Format(time.RFC3339))
+		return
+	}
+	r.add(Warning, "revoked-later", "§7.2", where, "revoked on %s (reason %d), after the signing time %s", at.UTC().Format(time.RFC3339), reason, r.At.UTC().Format(time.RFC3339))
 }

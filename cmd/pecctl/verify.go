@@ -22,7 +22,7 @@ func init() {
 }
 
 const verifyUsage = `usage: pecctl verify [--ca FILE]... [--index FILE | -config FILE] [--crl FILE|URL]...
-                    [--at TIME] [--json] [--strict] FILE...
+                    [--ocsp] [--at TIME] [--json] [--strict] FILE...
 
 Checks each message as a PEC conformance checker: the S/MIME signature (integrity; with
 --ca, the certificate chain to those trust anchors at the message's signing time), the
@@ -33,7 +33,8 @@ With a providers index (--index, an LDIF file; or -config, the index: section of
 configuration, falling back to its cache) it also runs the reception point's checks of
 RFC 6109 §7 (pec-spec.md §7.2): the signer certificate listed in the index (SHA-1, then byte
 for byte), the From domain and the certified sender's domain managed by that provider. With
---crl (a CRL file or http(s) URL, repeatable) the chain is checked against revocation too.
+--crl (a CRL file or http(s) URL, repeatable) the chain is checked against revocation too;
+with --ocsp the signer's status is also asked of the OCSP responder its certificate names.
 Checks whose input is not given are listed as not checked.
 
 Every finding has a severity (error or warning), the rule it comes from (pec-spec.md
@@ -93,6 +94,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 	var cas, crls caList
 	fs.Var(&cas, "ca", "trust anchor PEM file (repeatable); without it only integrity is checked")
 	fs.Var(&crls, "crl", "CRL `file or http(s) URL` (repeatable), DER or PEM")
+	ocspFlag := fs.Bool("ocsp", false, "also ask the OCSP responder the signer certificate names")
 	indexFile := fs.String("index", "", "providers index LDIF `file`")
 	configFile := fs.String("config", "", "configuration `file`: use its providers index (index: section)")
 	asJSON := fs.Bool("json", false, "write a JSON array instead of the human report")
@@ -127,7 +129,7 @@ func runVerify(args []string, stdout, stderr io.Writer) int {
 		}
 		v.at = t
 	}
-	cfg := pec.TrustConfig{Partial: true, CRLs: crls}
+	cfg := pec.TrustConfig{Partial: true, CRLs: crls, OCSP: *ocspFlag}
 	for _, f := range cas {
 		certs, err := hsm.ReadChain(f)
 		if err != nil || len(certs) == 0 {

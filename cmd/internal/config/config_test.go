@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gestore-pec/gestore/hsm"
+	"github.com/gestore-pec/gestore/hsm/hsmtest"
 )
 
 func TestLoadLabFile(t *testing.T) {
@@ -290,5 +291,32 @@ func TestPeerUIDs(t *testing.T) {
 	p = Peers{AllowUsers: []string{"root", "no-such-user-gestore"}}
 	if _, err := p.UIDs("confirm"); err == nil || !strings.Contains(err.Error(), "config: confirm.allow_users[1]:") {
 		t.Fatalf("unknown user: %v", err)
+	}
+}
+
+// trust.ocsp reaches the engine's trust configuration; it is off unless set.
+func TestTrustOCSPKey(t *testing.T) {
+	base, err := os.ReadFile("testdata/lab-a.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	anchor := filepath.Join(t.TempDir(), "root.pem")
+	if err := os.WriteFile(anchor, hsmtest.NewCA(t).PEM(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	doc := strings.Replace(string(base), "anchors: [/tmp/pec-lab/ca/root.pem]", "anchors: ["+anchor+"]", 1)
+	for _, on := range []bool{false, true} {
+		d := doc
+		if on {
+			d = strings.Replace(doc, "crl_refresh: 10m", "crl_refresh: 10m, ocsp: true", 1)
+		}
+		c, err := Parse([]byte(d))
+		if err != nil {
+			t.Fatal(err)
+		}
+		tc, err := c.Trust.TrustConfig()
+		if err != nil || tc.OCSP != on || len(tc.Anchors) != 1 {
+			t.Errorf("ocsp %v: TrustConfig OCSP %v, %d anchors, %v", on, tc.OCSP, len(tc.Anchors), err)
+		}
 	}
 }

@@ -26,8 +26,14 @@ type Trust struct {
 	// CRLMaxAge is how long a CRL that cannot be refreshed stays usable; past it messages whose
 	// revocation status depends on it are temp-failed (4xx). Default 24h.
 	CRLMaxAge time.Duration `yaml:"crl_max_age"`
-	// CRLTimeout bounds one CRL download; default 15s.
+	// CRLTimeout bounds one CRL download, and one OCSP request; default 15s.
 	CRLTimeout time.Duration `yaml:"crl_timeout"`
+	// OCSP also asks the OCSP responder that a signer certificate names (AgID CA1's
+	// certificates name http://ca1.agid.gov.it/OCSP) for its status, beside the CRLs;
+	// answers are cached and aged with crl_refresh and crl_max_age. Either source saying
+	// revoked refuses the message; when neither can answer it is temp-failed (4xx). Default
+	// false: the CRLs alone.
+	OCSP bool `yaml:"ocsp"`
 	// SigningWindow is how far before now a message's signing time may lie (certificates are
 	// checked at the signing time, which the signer asserts). Default 120h, Postfix's
 	// maximal_queue_lifetime: no message can take longer to arrive.
@@ -69,7 +75,8 @@ func (t *Trust) validate() error {
 
 // TrustConfig reads the anchors and returns the engine's trust configuration.
 func (t *Trust) TrustConfig() (pec.TrustConfig, error) {
-	tc := pec.TrustConfig{CRLs: t.CRLs, CRLRefresh: t.CRLRefresh, CRLMaxAge: t.CRLMaxAge, CRLTimeout: t.CRLTimeout, SigningWindow: t.SigningWindow}
+	tc := pec.TrustConfig{CRLs: t.CRLs, CRLRefresh: t.CRLRefresh, CRLMaxAge: t.CRLMaxAge, CRLTimeout: t.CRLTimeout, OCSP: t.OCSP,
+		SigningWindow: t.SigningWindow}
 	for i, f := range t.Anchors {
 		certs, err := hsm.ReadChain(f)
 		if err != nil || len(certs) == 0 {
