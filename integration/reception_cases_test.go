@@ -84,10 +84,8 @@ func realAnchors() []string {
 	return []string{filepath.Join(dir, "agid-ca1-2018.pem"), filepath.Join(dir, "agid-ca1-2021.pem"), filepath.Join(dir, "digitpa-ca1.pem")}
 }
 
-// corpusIndex writes an LDIF with the lab's providers and, when withCorpus, the real corpus
-// signers (Aruba, Sogei) with the domains their messages show; their mailReceipt is a mailbox
-// of O so that their prese in carico can go somewhere.
-func corpusIndex(t *testing.T, l *lab.Lab, o *lab.Provider, msgs map[string]*pec.Classified, withCorpus bool, path string) {
+// labRecords are the records of the lab's providers index (its LDIF).
+func labRecords(t *testing.T, l *lab.Lab) []*igpec.Record {
 	t.Helper()
 	src, err := igpec.NewSource(igpec.Config{Source: l.LDAP.LDIF}, os.Getenv)
 	if err != nil {
@@ -97,7 +95,15 @@ func corpusIndex(t *testing.T, l *lab.Lab, o *lab.Provider, msgs map[string]*pec
 	if err != nil {
 		t.Fatal(err)
 	}
-	records := snap.Records
+	return snap.Records
+}
+
+// corpusIndex writes an LDIF with the lab's providers and, when withCorpus, the real corpus
+// signers (Aruba, Sogei) with the domains their messages show; their mailReceipt is a mailbox
+// of O so that their prese in carico can go somewhere.
+func corpusIndex(t *testing.T, l *lab.Lab, o *lab.Provider, msgs map[string]*pec.Classified, withCorpus bool, path string) {
+	t.Helper()
+	records := labRecords(t, l)
 	if withCorpus {
 		certs := map[string][]*x509.Certificate{}
 		for name, c := range msgs {

@@ -167,15 +167,40 @@ func (s *crlSource) read(ctx context.Context) ([]byte, error) {
 			return nil, err
 		}
 		defer f.Close()
-		return readAtMost(f)
+		return readLimited(f, maxCRLSize)
 	}
-	ctx, cancel := context.WithTimeout(ctx, s.cfg.CRLTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.loc, nil)
+	return fetch(ctx, s.client, s.cfg.CRLTimeout, http.MethodGet, s.loc, nil, nil, maxCRLSize)
+}
+
+// readLimited reads r whole, refusing more than limit bytes.
+func readLimited(r io.Reader, limit int) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
-	resp, err := s.client.Do(req)
+	if len(b) > limit {
+		return nil, fmt.Errorf("larger than %d bytes", limit)
+	}
+	return b, nil
+}
+
+// fetch makes one HTTP request of the trust check (a CRL download, an OCSP request) within
+// timeout and returns the body of a 200 answer, at most limit bytes.
+func fetch(ctx context.Context, client *http.Client, timeout time.Duration, method, url string, body []byte, hdr map[string]string, limit int) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var rd io.Reader
+	if body != nil {
+		rd = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		return nil, err
 	}
@@ -183,18 +208,7 @@ func (s *crlSource) read(ctx context.Context) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("http status %s", resp.Status)
 	}
-	return readAtMost(resp.Body)
-}
-
-func readAtMost(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxCRLSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxCRLSize {
-		return nil, fmt.Errorf("larger than %d bytes", maxCRLSize)
-	}
-	return b, nil
+	return readLimited(resp.Body, limit)
 }
 
 // signedBy reports whether issuer signed the CRL (cached per issuer).

@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -159,28 +158,10 @@ func (o *ocspChecker) ask(ctx context.Context, url string, cert, issuer *x509.Ce
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, o.cfg.CRLTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(reqDER))
+	body, err := fetch(ctx, o.client, o.cfg.CRLTimeout, http.MethodPost, url, reqDER,
+		map[string]string{"Content-Type": "application/ocsp-request", "Accept": "application/ocsp-response"}, maxOCSPResponse)
 	if err != nil {
 		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/ocsp-request")
-	req.Header.Set("Accept", "application/ocsp-response")
-	hr, err := o.client.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer hr.Body.Close()
-	if hr.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("http status %s", hr.Status)
-	}
-	body, err := io.ReadAll(io.LimitReader(hr.Body, maxOCSPResponse+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(body) > maxOCSPResponse {
-		return nil, fmt.Errorf("response larger than %d bytes", maxOCSPResponse)
 	}
 	return verifyOCSP(body, cert, issuer, now)
 }
