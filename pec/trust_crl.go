@@ -337,7 +337,7 @@ func (t *Trust) ocspStatus(ctx context.Context, r *TrustResult, where string, ce
 		return false, nil
 	}
 	name := "OCSP " + redact(url)
-	resp, err := t.ocsp.status(ctx, cert, issuer, now)
+	resp, err := t.ocsp.status(ctx, url, cert, issuer, now)
 	switch {
 	case err != nil:
 		return false, []string{fmt.Sprintf("%s: %v", name, err)}

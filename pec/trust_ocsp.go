@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -46,8 +45,7 @@ type ocspChecker struct {
 type ocspEntry struct {
 	mu      sync.Mutex // serialises the fetches of this certificate
 	resp    *ocsp.Response
-	fetched time.Time
-	good    time.Time // the last time we held a current response (before its nextUpdate)
+	good    time.Time // when resp was fetched: the last time we held a current response
 	lastTry time.Time
 	lastErr error
 }
@@ -66,13 +64,9 @@ func responder(cert *x509.Certificate) string {
 	return ""
 }
 
-// status returns the responder's answer about cert, issued by issuer, usable at now: from
-// the cache, or asked again when due (at most once per crlRetry after a failure).
-func (o *ocspChecker) status(ctx context.Context, cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
-	url := responder(cert)
-	if url == "" {
-		return nil, errors.New("the certificate names no OCSP responder")
-	}
+// status returns the answer of the responder at url about cert, issued by issuer, usable at
+// now: from the cache, or asked again when due (at most once per crlRetry after a failure).
+func (o *ocspChecker) status(ctx context.Context, url string, cert, issuer *x509.Certificate, now time.Time) (*ocsp.Response, error) {
 	e := o.entry(cert, issuer, now)
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -90,7 +84,7 @@ func (o *ocspChecker) status(ctx context.Context, cert, issuer *x509.Certificate
 			slog.Any("error", err), slog.Bool("usable", o.usable(e, now)))
 		return e.resp, o.errUnlessUsable(e, now)
 	}
-	e.resp, e.fetched, e.good = resp, now, now
+	e.resp, e.good = resp, now
 	return resp, nil
 }
 
@@ -119,7 +113,7 @@ func (o *ocspChecker) entry(cert, issuer *x509.Certificate, now time.Time) *ocsp
 }
 
 func (o *ocspChecker) due(e *ocspEntry, now time.Time) bool {
-	if e.resp == nil || now.Sub(e.fetched) >= o.cfg.CRLRefresh {
+	if e.resp == nil || now.Sub(e.good) >= o.cfg.CRLRefresh {
 		return true
 	}
 	return !e.resp.NextUpdate.IsZero() && now.After(e.resp.NextUpdate)
