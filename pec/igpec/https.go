@@ -7,7 +7,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -100,14 +99,7 @@ func (h *httpsFetch) get(ctx context.Context) ([]byte, error) {
 	if resp.StatusCode != http.StatusOK {
 		return nil, fmt.Errorf("%s: HTTP %s", redactURL(h.url), resp.Status)
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, maxSourceSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", redactURL(h.url), err)
-	}
-	if len(b) > maxSourceSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", redactURL(h.url), maxSourceSize)
-	}
-	return b, nil
+	return readAtMost(resp.Body, redactURL(h.url))
 }
 
 // plainHTTPSSource is an unsigned LDIF over HTTPS. URL values (attr:< file://...) are refused

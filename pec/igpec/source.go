@@ -133,12 +133,18 @@ func readLimited(path string) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxSourceSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(b) > maxSourceSize {
-		return nil, fmt.Errorf("%s: larger than %d bytes", path, maxSourceSize)
+	return readAtMost(f, path)
+}
+
+// readAtMost reads r whole, refusing more than maxSourceSize bytes; its errors begin with
+// name.
+func readAtMost(r io.Reader, name string) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxSourceSize+1))
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("%s: %w", name, err)
+	case len(b) > maxSourceSize:
+		return nil, fmt.Errorf("%s: larger than %d bytes", name, maxSourceSize)
 	}
 	return b, nil
 }
