@@ -73,16 +73,30 @@ func TestAccessPointStreamedScan(t *testing.T) {
 // ran ahead of end-of-message.
 func checkAhead(t *testing.T, logFile, msg, id string) {
 	t.Helper()
+	if st := waitStages(t, logFile, msg, id); st.Ahead <= 0 {
+		t.Fatalf("%s %s: the scan did not run ahead of end-of-message (ahead_ms %v)", msg, id, st.Ahead)
+	}
+}
+
+// checkScans finds pec-milter's log line msg for identificativo id and checks how many
+// streams its scan sent clamd.
+func checkScans(t *testing.T, logFile, msg, id string, want int) {
+	t.Helper()
+	if st := waitStages(t, logFile, msg, id); st.Scans != want {
+		t.Fatalf("%s %s: %d scans, want %d", msg, id, st.Scans, want)
+	}
+}
+
+// waitStages waits up to 10 s for pec-milter's log line msg for identificativo id and
+// returns its stages.
+func waitStages(t *testing.T, logFile, msg, id string) logStages {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, found := stagesOf(t, logFile, msg, id)
-		ahead := st.Ahead
-		switch {
-		case found && ahead > 0:
-			return
-		case found:
-			t.Fatalf("%s %s: the scan did not run ahead of end-of-message (ahead_ms %v)", msg, id, ahead)
-		case time.Now().After(deadline):
+		if st, found := stagesOf(t, logFile, msg, id); found {
+			return st
+		}
+		if time.Now().After(deadline) {
 			t.Fatalf("no %q line for %s in %s", msg, id, logFile)
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -119,25 +133,6 @@ func stagesOf(t *testing.T, logFile, msg, id string) (logStages, bool) {
 		}
 	}
 	return logStages{}, false
-}
-
-// checkScans waits for pec-milter's log line msg for identificativo id and checks how many
-// streams its scan sent clamd.
-func checkScans(t *testing.T, logFile, msg, id string, want int) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st, found := stagesOf(t, logFile, msg, id)
-		switch {
-		case found && st.Scans == want:
-			return
-		case found:
-			t.Fatalf("%s %s: %d scans, want %d", msg, id, st.Scans, want)
-		case time.Now().After(deadline):
-			t.Fatalf("no %q line for %s in %s", msg, id, logFile)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // TestAccessPointClamdKilledMidStream: clamd is killed (SIGKILL) while it receives a 20 MB
